@@ -1,0 +1,230 @@
+"""The ``safeship`` command: serve the control plane, run the demo, check and migrate.
+
+Every command turns a bad setting or an unreachable dependency into a short paragraph
+and a non-zero exit code, never a bare traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from safeship._version import __version__
+from safeship.settings import Settings, SettingsError, load_settings
+
+app = typer.Typer(
+    name="safeship",
+    help="Change a live Python service without risk.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database migrations of safeship's own tables.", no_args_is_help=True)
+keys_app = typer.Typer(help="Control-plane API keys.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(keys_app, name="keys")
+
+T = TypeVar("T")
+
+out = Console()
+err = Console(stderr=True)
+
+DatabaseOption = Annotated[
+    str | None,
+    typer.Option("--database-url", help="Overrides SAFESHIP_DATABASE_URL.", show_default=False),
+]
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def settings_or_exit(**overrides: Any) -> Settings:
+    try:
+        return load_settings(**overrides)
+    except SettingsError as exc:
+        fail(str(exc))
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"safeship {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """safeship: flags, guarded rollouts, outbox, resilience and a control plane."""
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to bind (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8700).")] = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Run the control plane (API, dashboard, probes, metrics)."""
+    import uvicorn
+
+    from safeship.server import create_app
+
+    settings = settings_or_exit(host=host, port=port, database_url=database_url)
+    application = _or_fail(lambda: create_app(settings))
+    uvicorn.run(application, host=settings.host, port=settings.port, log_level="warning",
+                timeout_graceful_shutdown=10)
+
+
+@app.command()
+def check(database_url: DatabaseOption = None) -> None:
+    """Validate settings and connectivity (database, Redis, broker); non-zero exit on failure."""
+    from safeship.checks import run_checks
+
+    settings = settings_or_exit(database_url=database_url)
+    outcomes = run_checks(settings)
+    table = Table(title="safeship check", show_lines=False)
+    table.add_column("check")
+    table.add_column("status")
+    table.add_column("detail", overflow="fold")
+    colours = {"ok": "green", "warn": "yellow", "fail": "red"}
+    for o in outcomes:
+        table.add_row(o.name, f"[{colours[o.status]}]{o.status}[/]", o.detail)
+    out.print(table)
+    if any(o.status == "fail" for o in outcomes):
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    port: Annotated[int, typer.Option(help="Control-plane port; the orders service uses +1.")]
+    = 8700,
+    no_traffic: Annotated[bool, typer.Option("--no-traffic", help="Do not generate traffic.")]
+    = False,
+    database_url: Annotated[str, typer.Option("--database-url", help="Where the demo keeps "
+                                              "its data.")] = "sqlite:///./safeship-demo.db",
+) -> None:
+    """Run the reference orders service, the control plane and a traffic generator."""
+    from safeship.demo.run import run_demo
+
+    settings = settings_or_exit(database_url=database_url, port=port)
+    _or_fail(lambda: run_demo(settings, traffic=not no_traffic, out=out))
+
+
+@db_app.command("upgrade")
+def db_upgrade(database_url: DatabaseOption = None) -> None:
+    """Migrate safeship's tables to the newest revision."""
+    from safeship.db import create_engine, upgrade
+
+    settings = settings_or_exit(database_url=database_url)
+    engine = create_engine(settings=settings)
+    reached = _or_fail(lambda: upgrade(engine))
+    out.print(f"database at revision {reached}")
+
+
+@db_app.command("current")
+def db_current(database_url: DatabaseOption = None) -> None:
+    """Print the database's revision and the newest one this release ships."""
+    from safeship.db import create_engine, current_revision, head_revision
+
+    settings = settings_or_exit(database_url=database_url)
+    engine = create_engine(settings=settings)
+    current = _or_fail(lambda: current_revision(engine))
+    out.print(f"current: {current or 'none (run safeship db upgrade)'}\nnewest:  {head_revision()}")
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Argument(help="A name for the key, e.g. ops-alice.")],
+    scope: Annotated[str, typer.Option(help="read or admin.")] = "read",
+    reason: Annotated[str | None, typer.Option(help="Why, for the audit trail.")] = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Create an API key; it is printed once and stored only as a digest."""
+    from safeship.db import create_engine, upgrade
+    from safeship.server.keys import create_key
+
+    if scope not in ("read", "admin"):
+        fail(f"--scope must be read or admin, got {scope!r}")
+    settings = settings_or_exit(database_url=database_url)
+    engine = create_engine(settings=settings)
+
+    def run() -> str:
+        upgrade(engine)
+        with engine.begin() as conn:
+            return create_key(conn, name=name, scope=scope, actor="cli",  # type: ignore[arg-type]
+                              reason=reason)
+
+    key = _or_fail(run)
+    out.print(f"{name} ({scope}): {key}\nStore it now: it is not shown again.", highlight=False)
+
+
+@keys_app.command("list")
+def keys_list(database_url: DatabaseOption = None) -> None:
+    """List stored keys (names and scopes; never secrets)."""
+    from safeship.db import create_engine
+    from safeship.server.keys import list_keys
+
+    settings = settings_or_exit(database_url=database_url)
+    engine = create_engine(settings=settings)
+
+    def run() -> list[dict[str, object]]:
+        with engine.connect() as conn:
+            return list_keys(conn)
+
+    for key in _or_fail(run):
+        state = "revoked" if key["revoked"] else "active"
+        out.print(f"{key['name']}\t{key['scope']}\t{state}\t{key['created_at']}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    name: str,
+    reason: Annotated[str | None, typer.Option(help="Why, for the audit trail.")] = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Revoke a stored key; sessions signed in with it end at once."""
+    from safeship.db import create_engine
+    from safeship.server.keys import revoke_key
+
+    settings = settings_or_exit(database_url=database_url)
+    engine = create_engine(settings=settings)
+
+    def run() -> bool:
+        with engine.begin() as conn:
+            return revoke_key(conn, name=name, actor="cli", reason=reason)
+
+    if not _or_fail(run):
+        fail(f"no active key named {name!r}", code=1)
+    out.print(f"revoked {name}")
+
+
+def _or_fail(fn: Callable[[], T]) -> T:
+    """Run ``fn``; turn database and configuration errors into one readable paragraph."""
+    import sqlalchemy as sa
+
+    try:
+        return fn()
+    except SettingsError as exc:
+        fail(str(exc))
+    except sa.exc.OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        fail(f"cannot reach the database ({reason}). Check SAFESHIP_DATABASE_URL or "
+             "--database-url and that the server is running.")
+    except (ValueError, KeyError, OSError) as exc:
+        fail(str(exc.args[0]) if exc.args else type(exc).__name__)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

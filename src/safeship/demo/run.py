@@ -1,0 +1,91 @@
+"""``safeship demo``: the orders service, the control plane and traffic, in one process.
+
+Both servers run on one event loop; Ctrl-C (or SIGTERM) stops the traffic, then both
+servers, cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Iterator
+
+import uvicorn
+from pydantic import SecretStr
+from rich.console import Console
+
+from safeship.db.engine import create_engine
+from safeship.db.migrate import upgrade
+from safeship.demo.orders import create_orders_app
+from safeship.demo.traffic import generate_traffic
+from safeship.server import create_app
+from safeship.server.keys import new_key
+from safeship.settings import Settings
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to the demo."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def demo_settings(settings: Settings) -> tuple[Settings, str, str]:
+    """Settings with a fresh read key and admin key for this run (printed once)."""
+    read_key, admin_key = new_key(), new_key()
+    keys = f"demo-reader:read:{read_key},demo-admin:admin:{admin_key}"
+    return settings.model_copy(update={"admin_keys": SecretStr(keys)}), read_key, admin_key
+
+
+def run_demo(settings: Settings, *, traffic: bool, out: Console) -> None:
+    """Run until interrupted."""
+    asyncio.run(_main(settings, traffic=traffic, out=out))
+
+
+async def _main(settings: Settings, *, traffic: bool, out: Console) -> None:
+    settings, read_key, admin_key = demo_settings(settings)
+    engine = create_engine(settings=settings)
+    upgrade(engine)
+    plane_port, orders_port = settings.port, settings.port + 1
+    servers = [
+        _Server(uvicorn.Config(create_app(settings, engine=engine, migrate=False),
+                               host=settings.host, port=plane_port, log_level="warning")),
+        _Server(uvicorn.Config(create_orders_app(engine), host=settings.host,
+                               port=orders_port, log_level="warning")),
+    ]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    tasks = [asyncio.create_task(s.serve()) for s in servers]
+    while not all(s.started for s in servers):
+        if any(t.done() for t in tasks):  # a port in use ends serve() early
+            stop.set()
+            break
+        await asyncio.sleep(0.05)
+    if not stop.is_set():
+        _banner(out, settings.host, plane_port, orders_port, read_key, admin_key, traffic)
+    traffic_task = (asyncio.create_task(generate_traffic(f"http://{settings.host}:{orders_port}",
+                                                         stop)) if traffic else None)
+    await stop.wait()
+    out.print("\nstopping…")
+    if traffic_task is not None:
+        await traffic_task
+    for server in servers:
+        server.should_exit = True
+    await asyncio.gather(*tasks, return_exceptions=True)
+    engine.dispose()
+    if not all(s.started for s in servers):
+        raise OSError(f"could not start the demo: is port {plane_port} or {orders_port} in use?")
+
+
+def _banner(out: Console, host: str, plane_port: int, orders_port: int, read_key: str,
+            admin_key: str, traffic: bool) -> None:
+    out.print("[bold]safeship demo is running[/]  (Ctrl-C to stop)\n")
+    out.print(f"  dashboard      http://{host}:{plane_port}/", highlight=False)
+    out.print(f"  API docs       http://{host}:{plane_port}/api/docs", highlight=False)
+    out.print(f"  orders service http://{host}:{orders_port}/orders", highlight=False)
+    out.print(f"\n  read key   {read_key}\n  admin key  {admin_key}\n", highlight=False)
+    out.print("  traffic: " + ("generating ~20 requests/s" if traffic else "off (--no-traffic)"))

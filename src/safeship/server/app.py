@@ -1,0 +1,80 @@
+"""The control plane's FastAPI application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import sqlalchemy as sa
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from safeship._version import __version__
+from safeship.db.engine import create_engine
+from safeship.db.migrate import upgrade
+from safeship.observe.health import HealthRegistry, sql_check
+from safeship.server.errors import install_error_handlers
+from safeship.server.keys import KeyRing
+from safeship.server.routes import api, dashboard, health
+from safeship.server.session import SessionSigner
+from safeship.server.state import ControlPlane
+from safeship.settings import Settings, load_settings
+
+_STATIC = Path(__file__).resolve().parent / "static"
+
+
+def build_plane(settings: Settings, engine: sa.Engine) -> ControlPlane:
+    """Assemble the control plane's state; the readiness probe checks the database."""
+    registry = HealthRegistry()
+    registry.add("database", sql_check(engine), timeout=2.0,
+                 cache_ttl=settings.health_cache_seconds, kinds=("readiness",))
+    secret = settings.session_secret
+    if secret is None:  # load_settings always fills it; a hand-built Settings may not
+        raise ValueError("SAFESHIP_SESSION_SECRET is required to sign dashboard sessions")
+    return ControlPlane(
+        settings=settings,
+        engine=engine,
+        keys=KeyRing(settings, engine),
+        sessions=SessionSigner(secret.get_secret_value(),
+                               max_age=settings.session_max_age_seconds),
+        health=registry,
+    )
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    engine: sa.Engine | None = None,
+    migrate: bool = True,
+) -> FastAPI:
+    """The control plane app; migrates the database first unless ``migrate=False``."""
+    settings = settings or load_settings()
+    owns_engine = engine is None
+    engine = engine or create_engine(settings=settings)
+    if migrate:
+        upgrade(engine)
+    cp = build_plane(settings, engine)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if owns_engine:
+            engine.dispose()
+
+    app = FastAPI(
+        title="safeship control plane",
+        version=__version__,
+        description="See and steer flags, rollouts, outbox and resilience of your services.",
+        lifespan=lifespan,
+        docs_url="/api/docs",
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+    )
+    app.state.plane = cp
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(api.router)
+    app.include_router(dashboard.router)
+    app.mount("/static", StaticFiles(directory=str(_STATIC)), name="static")
+    return app

@@ -1,0 +1,62 @@
+"""Authentication dependencies: API key (header) or dashboard session (cookie + CSRF)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from safeship.server.keys import Principal, Scope
+from safeship.server.session import COOKIE_NAME, csrf_matches
+from safeship.server.state import plane
+
+_api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
+                               description="A control-plane API key (read or admin scope).")
+_bearer = HTTPBearer(auto_error=False, description="The same API key as a bearer token.")
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def _unauthorized(detail: str) -> HTTPException:
+    return HTTPException(401, detail, headers={"WWW-Authenticate": 'Bearer realm="safeship"'})
+
+
+def current_principal(
+    request: Request,
+    api_key: Annotated[str | None, Security(_api_key_header)] = None,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
+) -> Principal:
+    """The caller, from an API key header or a dashboard session; 401 otherwise."""
+    cp = plane(request)
+    presented = api_key or (bearer.credentials if bearer else None)
+    if presented is not None:
+        principal = cp.keys.authenticate(presented)
+        if principal is None:
+            raise _unauthorized("invalid API key")
+        return principal
+    session = cp.sessions.verify(request.cookies.get(COOKIE_NAME))
+    if session is None:
+        raise _unauthorized("an API key (X-API-Key or Authorization: Bearer) is required")
+    principal = cp.keys.principal(session.name)
+    if principal is None:
+        raise _unauthorized("the session's key was revoked; sign in again")
+    if request.method not in _SAFE_METHODS and not csrf_matches(
+        session, request.headers.get("X-CSRF-Token")
+    ):
+        raise HTTPException(403, "missing or wrong X-CSRF-Token for a session request")
+    return principal
+
+
+def require(scope: Scope) -> object:
+    """A dependency that admits principals holding ``scope`` (admin implies read)."""
+
+    def check(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+        if not principal.can(scope):
+            raise HTTPException(403, f"this action needs the {scope} scope")
+        return principal
+
+    return Depends(check)
+
+
+ReadPrincipal = Annotated[Principal, require("read")]
+AdminPrincipal = Annotated[Principal, require("admin")]

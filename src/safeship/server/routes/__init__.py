@@ -1,0 +1,1 @@
+"""Routers of the control plane, one module per area."""

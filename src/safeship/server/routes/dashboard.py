@@ -1,0 +1,90 @@
+"""Server-rendered dashboard: sign in with an API key, then see health and the audit trail."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from safeship.db.audit import list_audit
+from safeship.server.session import COOKIE_NAME, Session, csrf_matches
+from safeship.server.state import plane
+
+router = APIRouter(include_in_schema=False)
+templates = Jinja2Templates(directory=str(Path(__file__).resolve().parent.parent / "templates"))
+
+
+def _session(request: Request) -> Session | None:
+    cp = plane(request)
+    session = cp.sessions.verify(request.cookies.get(COOKIE_NAME))
+    if session is None or cp.keys.principal(session.name) is None:
+        return None
+    return session
+
+
+def _same_origin(request: Request) -> bool:
+    """Unsafe form posts must come from this origin (or a client that sends no Origin)."""
+    origin = request.headers.get("origin")
+    if origin is None or origin == "null":
+        return request.headers.get("sec-fetch-site", "same-origin") in ("same-origin", "none")
+    host = request.headers.get("host", "")
+    return urlsplit(origin).netloc == host
+
+
+def render(request: Request, template: str, status_code: int = 200, **context: object) -> Response:
+    """Render a dashboard page with the navigation and the session's CSRF token."""
+    cp = plane(request)
+    session = _session(request)
+    context.update(nav=cp.nav, session=session, environment=cp.settings.environment)
+    return templates.TemplateResponse(request, template, context, status_code=status_code,
+                                      headers={"Cache-Control": "no-store"})
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_form(request: Request) -> Response:
+    return render(request, "login.html", error=None)
+
+
+@router.post("/login", response_class=HTMLResponse)
+def login(request: Request, key: Annotated[str, Form(max_length=512)] = "") -> Response:
+    cp = plane(request)
+    if not _same_origin(request):
+        return render(request, "login.html", 403, error="Cross-site sign-in refused.")
+    principal = cp.keys.authenticate(key)
+    if principal is None:
+        return render(request, "login.html", 401, error="That key is not valid.")
+    cookie, _ = cp.sessions.issue(principal.name, principal.scope)
+    response = RedirectResponse("/", status_code=303)
+    response.set_cookie(COOKIE_NAME, cookie, max_age=cp.sessions.max_age, httponly=True,
+                        samesite="strict", secure=request.url.scheme == "https", path="/")
+    return response
+
+
+@router.post("/logout")
+def logout(request: Request, csrf_token: Annotated[str, Form(max_length=200)] = "") -> Response:
+    session = _session(request)
+    if session is not None and not csrf_matches(session, csrf_token):
+        return Response("CSRF token missing or wrong", status_code=403)
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(COOKIE_NAME, path="/")
+    return response
+
+
+@router.get("/", response_class=HTMLResponse)
+async def overview(request: Request) -> Response:
+    if _session(request) is None:
+        return RedirectResponse("/login", status_code=303)
+    cp = plane(request)
+    report = await cp.health.run("readiness")
+    try:
+        with cp.engine.connect() as conn:
+            audit = [r.to_dict() for r in list_audit(conn, limit=25)]
+        audit_error = None
+    except Exception:  # noqa: BLE001 - the page must still show health when the DB is down
+        audit, audit_error = [], "The audit trail is unavailable: the database does not answer."
+    return render(request, "overview.html", health=report.to_dict(), audit=audit,
+                  audit_error=audit_error)

@@ -1,0 +1,265 @@
+"""One validated ``Settings`` object, read from ``SAFESHIP_*`` environment variables.
+
+Settings are validated once at start-up.  In ``production`` every problem is collected and
+reported together (missing or weak secrets, unsafe switches); in ``development`` missing
+secrets are generated for the process and a warning says so.  Secret values are
+``SecretStr``: they are never logged and never echoed in validation errors.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+logger = logging.getLogger("safeship.settings")
+
+ENV_PREFIX = "SAFESHIP_"
+#: Variables with the prefix that are not settings fields but are read elsewhere.
+_FOREIGN_PREFIXES = ("SAFESHIP_FLAG_", "SAFESHIP_TEST_")
+_FOREIGN_NAMES = frozenset({"SAFESHIP_REQUIRE_SERVICES"})
+
+SCOPES = ("read", "admin")
+_WEAK_WORDS = ("secret", "admin", "changeme", "change-me", "password", "default", "example",
+               "test", "1234", "qwerty", "letmein", "dev")
+MIN_SECRET_LENGTH = 32
+
+
+class SettingsError(Exception):
+    """Settings are invalid; ``problems`` lists each one as 'SETTING: what is wrong'."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"safeship settings are invalid ({len(problems)} problem(s)):\n{lines}")
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeySpec:
+    """An admin API key as configured: its name, scope and secret value."""
+
+    name: str
+    scope: Literal["read", "admin"]
+    secret: SecretStr
+
+
+class Settings(BaseSettings):
+    """Every safeship setting.  Field ``foo`` is read from ``SAFESHIP_FOO``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="forbid",
+        hide_input_in_errors=True,
+        frozen=True,
+        validate_default=True,
+    )
+
+    environment: Literal["development", "production"] = "development"
+    database_url: str = "sqlite:///./safeship.db"
+    redis_url: str | None = None
+    broker_url: str | None = None
+    admin_keys: SecretStr | None = Field(
+        default=None,
+        description="Comma-separated 'name:scope:key' entries; scope is read or admin.",
+    )
+    session_secret: SecretStr | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    debug: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(default=8700, ge=1, le=65535)
+    db_pool_size: int = Field(default=5, ge=1, le=200)
+    db_max_overflow: int = Field(default=5, ge=0, le=200)
+    db_pool_timeout: float = Field(default=5.0, gt=0, le=120)
+    db_connect_timeout: float = Field(default=3.0, gt=0, le=60)
+    db_statement_timeout_ms: int = Field(default=15_000, ge=0, le=3_600_000)
+    db_expected_processes: int = Field(default=1, ge=1, le=10_000)
+    db_connection_reserve: int = Field(default=5, ge=0, le=1000)
+    health_cache_seconds: float = Field(default=2.0, ge=0, le=300)
+    session_max_age_seconds: int = Field(default=8 * 3600, ge=60, le=30 * 24 * 3600)
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        return check_url(value, ("sqlite", "postgresql"), "a database URL such as "
+                         "sqlite:///./safeship.db or postgresql://user@host:5432/db")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        return check_url(value, ("redis", "rediss", "unix"), "redis://host:6379/0")
+
+    @field_validator("broker_url")
+    @classmethod
+    def _check_broker_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        return check_url(value, ("nats", "tls", "amqp", "amqps", "redis", "rediss", "kafka"),
+                         "nats://host:4222, amqp://user:pass@host:5672/ or redis://host:6379")
+
+    @field_validator("admin_keys")
+    @classmethod
+    def _check_admin_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_api_keys(value.get_secret_value())
+        return value
+
+    def api_keys(self) -> list[ApiKeySpec]:
+        """The configured admin API keys (empty when none are set)."""
+        if self.admin_keys is None:
+            return []
+        return parse_api_keys(self.admin_keys.get_secret_value())
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment == "production"
+
+
+def check_url(value: str, schemes: tuple[str, ...], example: str) -> str:
+    """Return ``value`` when it is a URL with one of ``schemes``; raise a clear error otherwise."""
+    value = value.strip()
+    scheme = urlsplit(value).scheme.split("+", 1)[0].lower()
+    if "://" not in value or scheme not in schemes:
+        allowed = ", ".join(schemes)
+        raise ValueError(f"expected a URL with scheme {allowed} (for example {example})")
+    return value
+
+
+def parse_api_keys(raw: str) -> list[ApiKeySpec]:
+    """Parse 'name:scope:key,...'; errors name the entry by position, never echo the key."""
+    specs: list[ApiKeySpec] = []
+    seen: set[str] = set()
+    for position, entry in enumerate((e.strip() for e in raw.split(",")), start=1):
+        if not entry:
+            continue
+        parts = entry.split(":", 2)
+        if len(parts) != 3 or not parts[0] or not parts[2]:
+            raise ValueError(f"entry {position} must look like name:scope:key")
+        name, scope, key = parts
+        if scope not in SCOPES:
+            raise ValueError(f"entry {position} ({name}) has scope {scope!r}; use read or admin")
+        if name in seen:
+            raise ValueError(f"entry {position}: key name {name!r} is used twice")
+        seen.add(name)
+        specs.append(ApiKeySpec(name=name, scope=scope, secret=SecretStr(key)))  # type: ignore[arg-type]
+    return specs
+
+
+def secret_weakness(value: str) -> str | None:
+    """Why ``value`` is unfit as a production secret, or None when it looks strong."""
+    if len(value) < MIN_SECRET_LENGTH:
+        return f"is shorter than {MIN_SECRET_LENGTH} characters"
+    lowered = value.lower()
+    for word in _WEAK_WORDS:
+        if word in lowered:
+            return f"contains the default-looking word {word!r}"
+    if len(set(value)) < 8:
+        return "repeats too few distinct characters"
+    return None
+
+
+def production_problems(settings: Settings) -> list[str]:
+    """Every reason ``settings`` are unsafe for production (empty when they are fine)."""
+    problems: list[str] = []
+    if settings.session_secret is None:
+        problems.append("SAFESHIP_SESSION_SECRET: required in production (32+ random characters)")
+    else:
+        weakness = secret_weakness(settings.session_secret.get_secret_value())
+        if weakness:
+            problems.append(f"SAFESHIP_SESSION_SECRET: {weakness}")
+    keys = settings.api_keys()
+    if not keys:
+        problems.append("SAFESHIP_ADMIN_KEYS: required in production (name:scope:key, ...)")
+    for spec in keys:
+        weakness = secret_weakness(spec.secret.get_secret_value())
+        if weakness:
+            problems.append(f"SAFESHIP_ADMIN_KEYS: key {spec.name!r} {weakness}")
+    if settings.debug:
+        problems.append("SAFESHIP_DEBUG: must be false in production")
+    return problems
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """``SAFESHIP_*`` variables that name no setting (typos are errors, not silence)."""
+    known = {f"{ENV_PREFIX}{name}".upper() for name in Settings.model_fields}
+    unknown = []
+    for key in environ:
+        upper = key.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in known or upper in _FOREIGN_NAMES:
+            continue
+        if upper.startswith(_FOREIGN_PREFIXES):
+            continue
+        unknown.append(key)
+    return sorted(unknown)
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    field = ".".join(str(p) for p in error.get("loc", ())) or "settings"
+    name = f"{ENV_PREFIX}{field.upper()}" if field != "settings" else field
+    message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+    return f"{name}: {message}"
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, **overrides: Any
+) -> Settings:
+    """Read, validate and complete the settings; raise ``SettingsError`` listing every problem.
+
+    ``overrides`` take precedence over the environment (the CLI passes its options here).
+    """
+    env = os.environ if environ is None else environ
+    problems = [
+        f"{key}: unknown setting (known: see `safeship check --help` or docs/settings.md)"
+        for key in unknown_variables(env)
+    ]
+    values = _collect(env, overrides)
+    settings: Settings | None = None
+    try:
+        settings = Settings.model_validate(values)
+    except ValidationError as exc:
+        errors = exc.errors(include_input=False)
+        problems.extend(_describe(e) for e in errors)
+        # Validate what is left so production problems are reported in the same error.
+        bad = {e["loc"][0] for e in errors if e.get("loc")}
+        rest = {k: v for k, v in values.items() if k not in bad}
+        try:
+            partial = Settings.model_validate(rest)
+        except ValidationError:
+            partial = None
+        if partial is not None and partial.is_production:
+            problems.extend(production_problems(partial))
+    if settings is not None and settings.is_production:
+        problems.extend(production_problems(settings))
+    if problems or settings is None:
+        raise SettingsError(problems)
+    return _fill_development_secrets(settings)
+
+
+def _collect(env: Mapping[str, str], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Explicit values (not os.environ) so a caller's mapping is exactly what is read."""
+    values: dict[str, Any] = {}
+    for name in Settings.model_fields:
+        key = f"{ENV_PREFIX}{name.upper()}"
+        if key in env:
+            values[name] = env[key]
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return values
+
+
+def _fill_development_secrets(settings: Settings) -> Settings:
+    if settings.is_production or settings.session_secret is not None:
+        return settings
+    logger.warning(
+        "settings.generated_secret: SAFESHIP_SESSION_SECRET is not set; a random one was "
+        "generated for this process (sessions end when it restarts)"
+    )
+    return settings.model_copy(update={"session_secret": SecretStr(secrets.token_urlsafe(32))})

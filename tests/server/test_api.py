@@ -1,0 +1,118 @@
+"""Control-plane API: probes, key auth and scopes, audited key management."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.server.support import ADMIN_KEY, READ_KEY, admin_headers, read_headers
+
+
+def test_liveness_and_readiness_answer_health_json(client: TestClient) -> None:
+    live = client.get("/health")
+    ready = client.get("/health/ready")
+    assert live.status_code == 200 and ready.status_code == 200
+    assert live.headers["content-type"].startswith("application/health+json")
+    assert ready.json()["status"] == "pass"
+    assert ready.json()["checks"]["database"][0]["status"] == "pass"
+
+
+def test_metrics_are_prometheus_text(client: TestClient) -> None:
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    assert "# TYPE" in response.text
+
+
+@pytest.mark.parametrize("path", ["/api/v1/me", "/api/v1/audit", "/api/v1/status", "/api/v1/keys"])
+def test_protected_routes_need_a_key(client: TestClient, path: str) -> None:
+    response = client.get(path)
+    assert response.status_code == 401
+    assert response.json()["error"] == "unauthorized"
+    assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"X-API-Key": "wrong"},
+        {"X-API-Key": READ_KEY + "x"},
+        {"X-API-Key": READ_KEY[:-1]},
+        {"Authorization": ("Bearer " + "é" * 40).encode()},
+        {"X-API-Key": "k" * 5000},
+    ],
+)
+def test_invalid_keys_are_401_never_500(client: TestClient, headers: dict[str, object]) -> None:
+    assert client.get("/api/v1/me", headers=headers).status_code == 401  # type: ignore[arg-type]
+
+
+def test_keys_identify_their_holder_and_scope(client: TestClient) -> None:
+    assert client.get("/api/v1/me", headers=read_headers()).json() == {
+        "name": "reader", "scope": "read"}
+    assert client.get("/api/v1/me", headers=admin_headers()).json() == {
+        "name": "operator", "scope": "admin"}
+
+
+def test_read_scope_cannot_write(client: TestClient) -> None:
+    response = client.post("/api/v1/keys", json={"name": "x", "scope": "read"},
+                           headers=read_headers())
+    assert response.status_code == 403
+    assert response.json() == {"error": "forbidden", "detail": "this action needs the admin scope"}
+    assert client.get("/api/v1/keys", headers=read_headers()).status_code == 403
+
+
+def test_created_key_works_is_audited_and_revocation_ends_it(client: TestClient) -> None:
+    created = client.post("/api/v1/keys", json={"name": "ci-bot", "scope": "read",
+                                                "reason": "for the pipeline"},
+                          headers=admin_headers())
+    assert created.status_code == 201
+    new_key = created.json()["key"]
+    assert client.get("/api/v1/me", headers={"X-API-Key": new_key}).json()["name"] == "ci-bot"
+    listed = client.get("/api/v1/keys", headers=admin_headers()).json()
+    assert listed[0]["name"] == "ci-bot" and "digest" not in listed[0] and new_key not in str(listed)
+
+    duplicate = client.post("/api/v1/keys", json={"name": "ci-bot", "scope": "admin"},
+                            headers=admin_headers())
+    assert duplicate.status_code == 409
+
+    revoked = client.post("/api/v1/keys/ci-bot/revoke", json={"reason": "rotated"},
+                          headers=admin_headers())
+    assert revoked.status_code == 204
+    assert client.get("/api/v1/me", headers={"X-API-Key": new_key}).status_code == 401
+    assert client.post("/api/v1/keys/ci-bot/revoke", json={},
+                       headers=admin_headers()).status_code == 404
+
+    trail = client.get("/api/v1/audit", headers=read_headers()).json()["items"]
+    assert [(e["action"], e["actor"], e["reason"]) for e in trail] == [
+        ("key.revoke", "operator", "rotated"),
+        ("key.create", "operator", "for the pipeline"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"name": "", "scope": "read"}, {"name": "a b", "scope": "read"},
+     {"name": "x", "scope": "root"}, {"name": "x" * 101, "scope": "read"}, {}],
+)
+def test_bad_key_requests_are_422_with_the_field(client: TestClient, body: dict[str, str]) -> None:
+    response = client.post("/api/v1/keys", json=body, headers=admin_headers())
+    assert response.status_code == 422
+    assert response.json()["error"] == "invalid"
+    assert all("field" in p for p in response.json()["detail"])
+
+
+def test_audit_limit_is_bounded(client: TestClient) -> None:
+    assert client.get("/api/v1/audit?limit=501", headers=read_headers()).status_code == 422
+    assert client.get("/api/v1/audit?limit=0", headers=read_headers()).status_code == 422
+
+
+def test_openapi_schema_is_published_with_security(client: TestClient) -> None:
+    schema = client.get("/api/openapi.json").json()
+    assert "/api/v1/keys" in schema["paths"]
+    assert {"APIKeyHeader", "HTTPBearer"} <= set(schema["components"]["securitySchemes"])
+
+
+def test_settings_keys_are_never_returned(client: TestClient) -> None:
+    for path in ("/api/v1/keys", "/api/v1/status", "/api/v1/audit"):
+        text = client.get(path, headers=admin_headers()).text
+        assert READ_KEY not in text and ADMIN_KEY not in text
