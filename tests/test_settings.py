@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 
+from safeship.server import create_app
 from safeship.settings import SettingsError, load_settings, parse_api_keys, secret_weakness
 
 STRONG = "k9Qv2Lx8Rw4Tz7Pm1Nc5Bh3Jd6Fg0YsE"  # 33 characters, no default-looking word
@@ -19,12 +21,17 @@ def test_defaults_are_development_on_sqlite() -> None:
     assert settings.api_keys() == []
 
 
-def test_development_generates_a_session_secret_and_warns(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="safeship.settings"):
-        first = load_settings({})
-        second = load_settings({})
+def test_development_generates_a_session_secret_and_the_server_warns(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    first = load_settings({})
+    second = load_settings({})
     assert first.session_secret is not None and second.session_secret is not None
     assert first.session_secret.get_secret_value() != second.session_secret.get_secret_value()
+    assert first.session_secret_was_generated
+    assert not load_settings({"SAFESHIP_SESSION_SECRET": "s" * 40}).session_secret_was_generated
+    with caplog.at_level(logging.WARNING, logger="safeship.server"):
+        create_app(load_settings({"SAFESHIP_DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}"}))
     assert "settings.generated_secret" in caplog.text
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 logger = logging.getLogger("safeship.settings")
@@ -84,6 +84,12 @@ class Settings(BaseSettings):
     db_connection_reserve: int = Field(default=5, ge=0, le=1000)
     health_cache_seconds: float = Field(default=2.0, ge=0, le=300)
     session_max_age_seconds: int = Field(default=8 * 3600, ge=60, le=30 * 24 * 3600)
+    _generated_session_secret: bool = PrivateAttr(default=False)
+
+    @property
+    def session_secret_was_generated(self) -> bool:
+        """True when no session secret was configured and one was made for this process."""
+        return self._generated_session_secret
 
     @field_validator("database_url")
     @classmethod
@@ -258,8 +264,6 @@ def _collect(env: Mapping[str, str], overrides: Mapping[str, Any]) -> dict[str, 
 def _fill_development_secrets(settings: Settings) -> Settings:
     if settings.is_production or settings.session_secret is not None:
         return settings
-    logger.warning(
-        "settings.generated_secret: SAFESHIP_SESSION_SECRET is not set; a random one was "
-        "generated for this process (sessions end when it restarts)"
-    )
-    return settings.model_copy(update={"session_secret": SecretStr(secrets.token_urlsafe(32))})
+    filled = settings.model_copy(update={"session_secret": SecretStr(secrets.token_urlsafe(32))})
+    filled._generated_session_secret = True
+    return filled

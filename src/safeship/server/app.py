@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,6 +22,7 @@ from safeship.server.session import SessionSigner
 from safeship.server.state import ControlPlane
 from safeship.settings import Settings, load_settings
 
+logger = logging.getLogger("safeship.server")
 _STATIC = Path(__file__).resolve().parent / "static"
 
 
@@ -29,6 +31,11 @@ def build_plane(settings: Settings, engine: sa.Engine) -> ControlPlane:
     registry = HealthRegistry()
     registry.add("database", sql_check(engine), timeout=2.0,
                  cache_ttl=settings.health_cache_seconds, kinds=("readiness",))
+    if settings.session_secret_was_generated:
+        logger.warning(
+            "settings.generated_secret: SAFESHIP_SESSION_SECRET is not set; a random one was "
+            "generated for this process, so dashboard sessions end when it restarts"
+        )
     secret = settings.session_secret
     if secret is None:  # load_settings always fills it; a hand-built Settings may not
         raise ValueError("SAFESHIP_SESSION_SECRET is required to sign dashboard sessions")

@@ -1,0 +1,1 @@
+"""Helpers shared by tests: fault injection for real network dependencies."""
