@@ -11,7 +11,9 @@ import pytest
 
 REQUIRE_SERVICES = os.environ.get("SAFESHIP_REQUIRE_SERVICES") == "1"
 
-POSTGRES_URL = os.environ.get("SAFESHIP_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+POSTGRES_URL = os.environ.get(
+    "SAFESHIP_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
 REDIS_URL = os.environ.get("SAFESHIP_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 NATS_URL = os.environ.get("SAFESHIP_TEST_NATS_URL", "nats://127.0.0.1:4222")
 RABBITMQ_URL = os.environ.get("SAFESHIP_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")

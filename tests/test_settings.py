@@ -37,12 +37,14 @@ def test_development_generates_a_session_secret_and_the_server_warns(
 
 def test_production_lists_every_problem_in_one_error() -> None:
     with pytest.raises(SettingsError) as info:
-        load_settings({
-            "SAFESHIP_ENVIRONMENT": "production",
-            "SAFESHIP_ADMIN_KEYS": "ops:admin:changeme",
-            "SAFESHIP_DEBUG": "true",
-            "SAFESHIP_PORT": "not-a-port",
-        })
+        load_settings(
+            {
+                "SAFESHIP_ENVIRONMENT": "production",
+                "SAFESHIP_ADMIN_KEYS": "ops:admin:changeme",
+                "SAFESHIP_DEBUG": "true",
+                "SAFESHIP_PORT": "not-a-port",
+            }
+        )
     problems = info.value.problems
     assert any(p.startswith("SAFESHIP_SESSION_SECRET: required") for p in problems)
     assert any("key 'ops' is shorter than 32" in p for p in problems)
@@ -56,21 +58,25 @@ def test_production_lists_every_problem_in_one_error() -> None:
 )
 def test_default_looking_secrets_are_refused_in_production(value: str) -> None:
     with pytest.raises(SettingsError) as info:
-        load_settings({
-            "SAFESHIP_ENVIRONMENT": "production",
-            "SAFESHIP_SESSION_SECRET": value,
-            "SAFESHIP_ADMIN_KEYS": f"ops:admin:{STRONG_KEY}",
-        })
+        load_settings(
+            {
+                "SAFESHIP_ENVIRONMENT": "production",
+                "SAFESHIP_SESSION_SECRET": value,
+                "SAFESHIP_ADMIN_KEYS": f"ops:admin:{STRONG_KEY}",
+            }
+        )
     assert [p for p in info.value.problems if p.startswith("SAFESHIP_SESSION_SECRET")]
 
 
 def test_strong_production_settings_load() -> None:
-    settings = load_settings({
-        "SAFESHIP_ENVIRONMENT": "production",
-        "SAFESHIP_SESSION_SECRET": STRONG,
-        "SAFESHIP_ADMIN_KEYS": f"ops:admin:{STRONG_KEY},dash:read:{STRONG[::-1]}",
-        "SAFESHIP_DATABASE_URL": "postgresql://app@db.internal:5432/app",
-    })
+    settings = load_settings(
+        {
+            "SAFESHIP_ENVIRONMENT": "production",
+            "SAFESHIP_SESSION_SECRET": STRONG,
+            "SAFESHIP_ADMIN_KEYS": f"ops:admin:{STRONG_KEY},dash:read:{STRONG[::-1]}",
+            "SAFESHIP_DATABASE_URL": "postgresql://app@db.internal:5432/app",
+        }
+    )
     assert [k.name for k in settings.api_keys()] == ["ops", "dash"]
     assert settings.is_production
 
@@ -78,12 +84,14 @@ def test_strong_production_settings_load() -> None:
 def test_secrets_are_never_echoed_in_errors_or_repr() -> None:
     leaked = "Zq8Wv3Nr7Tb2Lk9Mx4Pc6Hd1Jf5Gs0Ay"
     with pytest.raises(SettingsError) as info:
-        load_settings({
-            "SAFESHIP_ENVIRONMENT": "production",
-            "SAFESHIP_ADMIN_KEYS": f"ops:superuser:{leaked}",
-            "SAFESHIP_SESSION_SECRET": "short-" + leaked[:5],
-            "SAFESHIP_DATABASE_URL": f"mysql://root:{leaked}@x/db",
-        })
+        load_settings(
+            {
+                "SAFESHIP_ENVIRONMENT": "production",
+                "SAFESHIP_ADMIN_KEYS": f"ops:superuser:{leaked}",
+                "SAFESHIP_SESSION_SECRET": "short-" + leaked[:5],
+                "SAFESHIP_DATABASE_URL": f"mysql://root:{leaked}@x/db",
+            }
+        )
     text = str(info.value)
     assert leaked not in text and leaked[:5] not in text
     assert "scope 'superuser'" in text
@@ -140,3 +148,23 @@ def test_secret_weakness_accepts_random_tokens() -> None:
 def test_overrides_take_precedence_over_environment() -> None:
     settings = load_settings({"SAFESHIP_PORT": "9000"}, port=9100, host=None)
     assert settings.port == 9100
+
+
+def test_flag_overrides_are_parsed_and_validated_at_load() -> None:
+    settings = load_settings(
+        {
+            "SAFESHIP_FLAG_CHECKOUT_V2": "on",
+            "SAFESHIP_FLAG_SEARCH": "off",
+            "SAFESHIP_FLAG_NEW_UI": "25%",
+        }
+    )
+    overrides = settings.flag_overrides
+    assert overrides["CHECKOUT_V2"].describe() == "on"
+    assert overrides["SEARCH"].enabled is False
+    assert overrides["NEW_UI"].percent == 25.0
+    with pytest.raises(SettingsError) as info:
+        load_settings({"SAFESHIP_FLAG_CHECKOUT": "maybe", "SAFESHIP_FLAG_X": "150%"})
+    assert sorted(p.split(":")[0] for p in info.value.problems) == [
+        "SAFESHIP_FLAG_CHECKOUT",
+        "SAFESHIP_FLAG_X",
+    ]

@@ -69,16 +69,22 @@ def _migrations(engine: sa.Engine) -> CheckOutcome:
     current, head = current_revision(engine), head_revision()
     if current == head:
         return CheckOutcome("migrations", "ok", f"at {head}")
-    return CheckOutcome("migrations", "warn",
-                        f"at {current or 'nothing'}, newest is {head}: run `safeship db upgrade`")
+    return CheckOutcome(
+        "migrations",
+        "warn",
+        f"at {current or 'nothing'}, newest is {head}: run `safeship db upgrade`",
+    )
 
 
 def _pool(engine: sa.Engine, settings: Settings) -> CheckOutcome:
     with engine.connect() as conn:
-        report = pool_report(conn, pool_size=settings.db_pool_size,
-                             max_overflow=settings.db_max_overflow,
-                             processes=settings.db_expected_processes,
-                             reserve=settings.db_connection_reserve)
+        report = pool_report(
+            conn,
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+            processes=settings.db_expected_processes,
+            reserve=settings.db_connection_reserve,
+        )
     return CheckOutcome("connection pool", "ok" if report.fits else "warn", report.describe())
 
 
@@ -112,8 +118,9 @@ async def _broker(url: str, scheme: str) -> CheckOutcome:
             import nats
         except ImportError:
             return CheckOutcome("broker", "fail", "pip install safeship[nats] to use NATS")
-        nc = await nats.connect(url, connect_timeout=3, max_reconnect_attempts=0,
-                                allow_reconnect=False)
+        nc = await nats.connect(
+            url, connect_timeout=3, max_reconnect_attempts=0, allow_reconnect=False
+        )
         try:
             await nc.jetstream().account_info()
         finally:

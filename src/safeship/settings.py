@@ -22,13 +22,26 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 logger = logging.getLogger("safeship.settings")
 
 ENV_PREFIX = "SAFESHIP_"
+FLAG_PREFIX = "SAFESHIP_FLAG_"
 #: Variables with the prefix that are not settings fields but are read elsewhere.
 _FOREIGN_PREFIXES = ("SAFESHIP_FLAG_", "SAFESHIP_TEST_")
 _FOREIGN_NAMES = frozenset({"SAFESHIP_REQUIRE_SERVICES"})
 
 SCOPES = ("read", "admin")
-_WEAK_WORDS = ("secret", "admin", "changeme", "change-me", "password", "default", "example",
-               "test", "1234", "qwerty", "letmein", "dev")
+_WEAK_WORDS = (
+    "secret",
+    "admin",
+    "changeme",
+    "change-me",
+    "password",
+    "default",
+    "example",
+    "test",
+    "1234",
+    "qwerty",
+    "letmein",
+    "dev",
+)
 MIN_SECRET_LENGTH = 32
 
 
@@ -39,6 +52,55 @@ class SettingsError(Exception):
         self.problems = problems
         lines = "\n".join(f"  - {p}" for p in problems)
         super().__init__(f"safeship settings are invalid ({len(problems)} problem(s)):\n{lines}")
+
+
+@dataclass(frozen=True, slots=True)
+class FlagOverride:
+    """``SAFESHIP_FLAG_<NAME>=on|off|N%``: forces a flag, above whatever the store says."""
+
+    key: str
+    enabled: bool
+    percent: float | None = None
+
+    def describe(self) -> str:
+        if not self.enabled:
+            return "off"
+        return "on" if self.percent is None else f"{self.percent:g}%"
+
+
+def flag_key(name: str) -> str:
+    """The environment spelling of a flag name: upper case, non-alphanumerics as '_'."""
+    return "".join(ch if ch.isalnum() else "_" for ch in name).upper()
+
+
+def parse_flag_overrides(environ: Mapping[str, str]) -> tuple[dict[str, FlagOverride], list[str]]:
+    """Every ``SAFESHIP_FLAG_*`` override, and a problem line for each malformed one."""
+    overrides: dict[str, FlagOverride] = {}
+    problems: list[str] = []
+    for variable, raw in environ.items():
+        if not variable.upper().startswith(FLAG_PREFIX):
+            continue
+        key = variable[len(FLAG_PREFIX) :].upper()
+        value = raw.strip().lower()
+        if not key:
+            problems.append(f"{variable}: name the flag, e.g. SAFESHIP_FLAG_CHECKOUT_V2=on")
+        elif value in ("on", "true", "1", "yes"):
+            overrides[key] = FlagOverride(key, True)
+        elif value in ("off", "false", "0", "no"):
+            overrides[key] = FlagOverride(key, False)
+        elif value.endswith("%") and _percent(value[:-1]) is not None:
+            overrides[key] = FlagOverride(key, True, _percent(value[:-1]))
+        else:
+            problems.append(f"{variable}: expected on, off or a percentage such as 25%")
+    return overrides, problems
+
+
+def _percent(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if 0 <= value <= 100 else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +147,12 @@ class Settings(BaseSettings):
     health_cache_seconds: float = Field(default=2.0, ge=0, le=300)
     session_max_age_seconds: int = Field(default=8 * 3600, ge=60, le=30 * 24 * 3600)
     _generated_session_secret: bool = PrivateAttr(default=False)
+    _flag_overrides: dict[str, FlagOverride] = PrivateAttr(default_factory=dict)
+
+    @property
+    def flag_overrides(self) -> Mapping[str, FlagOverride]:
+        """``SAFESHIP_FLAG_*`` overrides by flag key (see ``flag_key``), validated at load."""
+        return dict(self._flag_overrides)
 
     @property
     def session_secret_was_generated(self) -> bool:
@@ -94,8 +162,11 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _check_database_url(cls, value: str) -> str:
-        return check_url(value, ("sqlite", "postgresql"), "a database URL such as "
-                         "sqlite:///./safeship.db or postgresql://user@host:5432/db")
+        return check_url(
+            value,
+            ("sqlite", "postgresql"),
+            "a database URL such as sqlite:///./safeship.db or postgresql://user@host:5432/db",
+        )
 
     @field_validator("redis_url")
     @classmethod
@@ -109,8 +180,11 @@ class Settings(BaseSettings):
     def _check_broker_url(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        return check_url(value, ("nats", "tls", "amqp", "amqps", "redis", "rediss", "kafka"),
-                         "nats://host:4222, amqp://user:pass@host:5672/ or redis://host:6379")
+        return check_url(
+            value,
+            ("nats", "tls", "amqp", "amqps", "redis", "rediss", "kafka"),
+            "nats://host:4222, amqp://user:pass@host:5672/ or redis://host:6379",
+        )
 
     @field_validator("admin_keys")
     @classmethod
@@ -215,9 +289,7 @@ def _describe(error: Mapping[str, Any]) -> str:
     return f"{name}: {message}"
 
 
-def load_settings(
-    environ: Mapping[str, str] | None = None, **overrides: Any
-) -> Settings:
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     """Read, validate and complete the settings; raise ``SettingsError`` listing every problem.
 
     ``overrides`` take precedence over the environment (the CLI passes its options here).
@@ -228,6 +300,8 @@ def load_settings(
         for key in unknown_variables(env)
     ]
     values = _collect(env, overrides)
+    flag_overrides, flag_problems = parse_flag_overrides(env)
+    problems.extend(flag_problems)
     settings: Settings | None = None
     try:
         settings = Settings.model_validate(values)
@@ -247,7 +321,9 @@ def load_settings(
         problems.extend(production_problems(settings))
     if problems or settings is None:
         raise SettingsError(problems)
-    return _fill_development_secrets(settings)
+    settings = _fill_development_secrets(settings)
+    settings._flag_overrides = flag_overrides
+    return settings
 
 
 def _collect(env: Mapping[str, str], overrides: Mapping[str, Any]) -> dict[str, Any]:

@@ -48,11 +48,22 @@ def test_upgrade_creates_tables_and_is_idempotent(engine: sa.Engine) -> None:
 def test_audit_records_commit_with_the_change_and_roll_back_with_it(engine: sa.Engine) -> None:
     upgrade(engine)
     with engine.begin() as conn:
-        record_audit(conn, actor="alice", action="flag.enable", target="flag:checkout",
-                     before={"enabled": False}, after={"enabled": True}, reason="ready")
-    with pytest.raises(RuntimeError), engine.begin() as conn:
-        record_audit(conn, actor="bob", action="flag.disable", target="flag:checkout")
-        raise RuntimeError("the change failed")
+        record_audit(
+            conn,
+            actor="alice",
+            action="flag.enable",
+            target="flag:checkout",
+            before={"enabled": False},
+            after={"enabled": True},
+            reason="ready",
+        )
+    def failing_change() -> None:
+        with engine.begin() as conn:
+            record_audit(conn, actor="bob", action="flag.disable", target="flag:checkout")
+            raise RuntimeError("the change failed")
+
+    with pytest.raises(RuntimeError):
+        failing_change()
     with engine.connect() as conn:
         records = list_audit(conn)
     assert [(r.actor, r.action) for r in records] == [("alice", "flag.enable")]

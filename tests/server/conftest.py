@@ -34,4 +34,3 @@ def client(database_url: str, engine: sa.Engine) -> Iterator[TestClient]:
     app = create_app(make_settings(database_url), engine=engine)
     with TestClient(app, base_url="http://testserver") as client:
         yield client
-

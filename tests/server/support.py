@@ -9,12 +9,14 @@ ADMIN_KEY = "ss_admin_Tz5Qm8Wr2Lx7Nv4Pk9Bc3Hd6Jf1Gs0Ey"
 
 
 def make_settings(database_url: str) -> Settings:
-    return load_settings({
-        "SAFESHIP_DATABASE_URL": database_url,
-        "SAFESHIP_ADMIN_KEYS": f"reader:read:{READ_KEY},operator:admin:{ADMIN_KEY}",
-        "SAFESHIP_SESSION_SECRET": "test-session-secret-Zq8Wv3Nr7Tb2Lk9Mx4",
-        "SAFESHIP_HEALTH_CACHE_SECONDS": "0",
-    })
+    return load_settings(
+        {
+            "SAFESHIP_DATABASE_URL": database_url,
+            "SAFESHIP_ADMIN_KEYS": f"reader:read:{READ_KEY},operator:admin:{ADMIN_KEY}",
+            "SAFESHIP_SESSION_SECRET": "test-session-secret-Zq8Wv3Nr7Tb2Lk9Mx4",
+            "SAFESHIP_HEALTH_CACHE_SECONDS": "0",
+        }
+    )
 
 
 def read_headers() -> dict[str, str]:

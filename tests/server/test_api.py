@@ -48,39 +48,52 @@ def test_invalid_keys_are_401_never_500(client: TestClient, headers: dict[str, o
 
 def test_keys_identify_their_holder_and_scope(client: TestClient) -> None:
     assert client.get("/api/v1/me", headers=read_headers()).json() == {
-        "name": "reader", "scope": "read"}
+        "name": "reader",
+        "scope": "read",
+    }
     assert client.get("/api/v1/me", headers=admin_headers()).json() == {
-        "name": "operator", "scope": "admin"}
+        "name": "operator",
+        "scope": "admin",
+    }
 
 
 def test_read_scope_cannot_write(client: TestClient) -> None:
-    response = client.post("/api/v1/keys", json={"name": "x", "scope": "read"},
-                           headers=read_headers())
+    response = client.post(
+        "/api/v1/keys", json={"name": "x", "scope": "read"}, headers=read_headers()
+    )
     assert response.status_code == 403
     assert response.json() == {"error": "forbidden", "detail": "this action needs the admin scope"}
     assert client.get("/api/v1/keys", headers=read_headers()).status_code == 403
 
 
 def test_created_key_works_is_audited_and_revocation_ends_it(client: TestClient) -> None:
-    created = client.post("/api/v1/keys", json={"name": "ci-bot", "scope": "read",
-                                                "reason": "for the pipeline"},
-                          headers=admin_headers())
+    created = client.post(
+        "/api/v1/keys",
+        json={"name": "ci-bot", "scope": "read", "reason": "for the pipeline"},
+        headers=admin_headers(),
+    )
     assert created.status_code == 201
     new_key = created.json()["key"]
     assert client.get("/api/v1/me", headers={"X-API-Key": new_key}).json()["name"] == "ci-bot"
     listed = client.get("/api/v1/keys", headers=admin_headers()).json()
-    assert listed[0]["name"] == "ci-bot" and "digest" not in listed[0] and new_key not in str(listed)
+    assert (
+        listed[0]["name"] == "ci-bot" and "digest" not in listed[0] and new_key not in str(listed)
+    )
 
-    duplicate = client.post("/api/v1/keys", json={"name": "ci-bot", "scope": "admin"},
-                            headers=admin_headers())
+    duplicate = client.post(
+        "/api/v1/keys", json={"name": "ci-bot", "scope": "admin"}, headers=admin_headers()
+    )
     assert duplicate.status_code == 409
 
-    revoked = client.post("/api/v1/keys/ci-bot/revoke", json={"reason": "rotated"},
-                          headers=admin_headers())
+    revoked = client.post(
+        "/api/v1/keys/ci-bot/revoke", json={"reason": "rotated"}, headers=admin_headers()
+    )
     assert revoked.status_code == 204
     assert client.get("/api/v1/me", headers={"X-API-Key": new_key}).status_code == 401
-    assert client.post("/api/v1/keys/ci-bot/revoke", json={},
-                       headers=admin_headers()).status_code == 404
+    assert (
+        client.post("/api/v1/keys/ci-bot/revoke", json={}, headers=admin_headers()).status_code
+        == 404
+    )
 
     trail = client.get("/api/v1/audit", headers=read_headers()).json()["items"]
     assert [(e["action"], e["actor"], e["reason"]) for e in trail] == [
@@ -91,8 +104,13 @@ def test_created_key_works_is_audited_and_revocation_ends_it(client: TestClient)
 
 @pytest.mark.parametrize(
     "body",
-    [{"name": "", "scope": "read"}, {"name": "a b", "scope": "read"},
-     {"name": "x", "scope": "root"}, {"name": "x" * 101, "scope": "read"}, {}],
+    [
+        {"name": "", "scope": "read"},
+        {"name": "a b", "scope": "read"},
+        {"name": "x", "scope": "root"},
+        {"name": "x" * 101, "scope": "read"},
+        {},
+    ],
 )
 def test_bad_key_requests_are_422_with_the_field(client: TestClient, body: dict[str, str]) -> None:
     response = client.post("/api/v1/keys", json=body, headers=admin_headers())

@@ -18,8 +18,9 @@ from tests.conftest import REQUIRE_SERVICES
 from tests.server.support import ADMIN_KEY, READ_KEY, make_settings
 
 CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(os.environ.get("SAFESHIP_ARTIFACTS", Path(__file__).resolve().parents[2] /
-                                "artifacts"))
+ARTIFACTS = Path(
+    os.environ.get("SAFESHIP_ARTIFACTS", Path(__file__).resolve().parents[2] / "artifacts")
+)
 
 pytestmark = pytest.mark.browser
 
@@ -63,8 +64,14 @@ def page() -> Iterator[object]:
     with sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"],
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
         )
         try:
             yield browser.new_page(viewport={"width": 1200, "height": 800})

@@ -38,14 +38,18 @@ def test_session_cookie_is_httponly_and_strict(client: TestClient) -> None:
 
 
 def test_session_cookie_is_secure_over_https(client: TestClient) -> None:
-    response = client.post("https://testserver/login", data={"key": READ_KEY},
-                           follow_redirects=False)
+    response = client.post(
+        "https://testserver/login", data={"key": READ_KEY}, follow_redirects=False
+    )
     assert "secure" in response.headers["set-cookie"].lower()
 
 
 def test_overview_shows_health_and_audit(client: TestClient) -> None:
-    client.post("/api/v1/keys", json={"name": "viewer", "scope": "read", "reason": "audit me"},
-                headers=admin_headers())
+    client.post(
+        "/api/v1/keys",
+        json={"name": "viewer", "scope": "read", "reason": "audit me"},
+        headers=admin_headers(),
+    )
     sign_in(client, READ_KEY)
     page = client.get("/")
     assert page.status_code == 200
@@ -54,8 +58,12 @@ def test_overview_shows_health_and_audit(client: TestClient) -> None:
 
 
 def test_cross_site_sign_in_is_refused(client: TestClient) -> None:
-    response = client.post("/login", data={"key": ADMIN_KEY},
-                           headers={"Origin": "https://evil.example"}, follow_redirects=False)
+    response = client.post(
+        "/login",
+        data={"key": ADMIN_KEY},
+        headers={"Origin": "https://evil.example"},
+        follow_redirects=False,
+    )
     assert response.status_code == 403
     assert "set-cookie" not in response.headers
 
@@ -65,10 +73,13 @@ def test_session_api_writes_need_the_csrf_token(client: TestClient) -> None:
     body = {"name": "from-dashboard", "scope": "read"}
     assert client.get("/api/v1/me").json()["name"] == "operator"  # safe method, cookie is enough
     assert client.post("/api/v1/keys", json=body).status_code == 403
-    assert client.post("/api/v1/keys", json=body,
-                       headers={"X-CSRF-Token": "forged"}).status_code == 403
-    assert client.post("/api/v1/keys", json=body,
-                       headers={"X-CSRF-Token": token}).status_code == 201
+    assert (
+        client.post("/api/v1/keys", json=body, headers={"X-CSRF-Token": "forged"}).status_code
+        == 403
+    )
+    assert (
+        client.post("/api/v1/keys", json=body, headers={"X-CSRF-Token": token}).status_code == 201
+    )
 
 
 def test_logout_needs_csrf_and_clears_the_session(client: TestClient) -> None:

@@ -20,8 +20,9 @@ from safeship.server import create_app
 from tests.server.support import ADMIN_KEY, make_settings
 
 OPEN_PATHS = {"/health", "/health/ready", "/metrics"}
-FUZZ = settings(max_examples=20, deadline=None, database=None,
-                suppress_health_check=list(HealthCheck))
+FUZZ = settings(
+    max_examples=20, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+)
 
 
 @pytest.fixture

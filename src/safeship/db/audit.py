@@ -95,6 +95,12 @@ def _to_record(row: sa.RowMapping) -> AuditRecord:
     if at.tzinfo is None:  # SQLite returns naive datetimes; they were written in UTC
         at = at.replace(tzinfo=UTC)
     return AuditRecord(
-        id=row["id"], at=at, actor=row["actor"], action=row["action"], target=row["target"],
-        before=row["before"], after=row["after"], reason=row["reason"],
+        id=row["id"],
+        at=at,
+        actor=row["actor"],
+        action=row["action"],
+        target=row["target"],
+        before=row["before"],
+        after=row["after"],
+        reason=row["reason"],
     )

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from safeship.settings import Settings
 
 
-class DatabaseUnavailable(RuntimeError):
+class DatabaseUnavailableError(RuntimeError):
     """The database could not be reached; callers answer 503 rather than hang."""
 
 
@@ -81,7 +81,12 @@ def create_async_engine(url: str, *, settings: Settings | None = None) -> AsyncE
         return _create(full)
     options = _postgres_options(settings)
     args = options.pop("connect_args")
-    server_settings = {"statement_timeout": args["options"].split("=", 1)[1],
-                       "application_name": "safeship"}
-    return _create(full, connect_args={"timeout": args["connect_timeout"],
-                                       "server_settings": server_settings}, **options)
+    server_settings = {
+        "statement_timeout": args["options"].split("=", 1)[1],
+        "application_name": "safeship",
+    }
+    return _create(
+        full,
+        connect_args={"timeout": args["connect_timeout"], "server_settings": server_settings},
+        **options,
+    )

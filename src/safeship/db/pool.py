@@ -53,11 +53,13 @@ def pool_report(
         raise ValueError("pool_report needs PostgreSQL; SQLite has no connection limit")
     max_connections = int(conn.execute(sa.text("SHOW max_connections")).scalar_one())
     superuser = int(conn.execute(sa.text("SHOW superuser_reserved_connections")).scalar_one())
-    rows = conn.execute(sa.text(
-        "SELECT coalesce(state, 'background') AS state, count(*) AS n, "
-        "count(*) FILTER (WHERE wait_event_type = 'Lock') AS waiting "
-        "FROM pg_stat_activity GROUP BY 1"
-    )).all()
+    rows = conn.execute(
+        sa.text(
+            "SELECT coalesce(state, 'background') AS state, count(*) AS n, "
+            "count(*) FILTER (WHERE wait_event_type = 'Lock') AS waiting "
+            "FROM pg_stat_activity GROUP BY 1"
+        )
+    ).all()
     return PoolReport(
         max_connections=max_connections,
         reserved=superuser + reserve,

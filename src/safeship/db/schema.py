@@ -17,8 +17,12 @@ metadata = sa.MetaData(
 audit = sa.Table(
     "safeship_audit",
     metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True,
-              autoincrement=True),
+    sa.Column(
+        "id",
+        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
     sa.Column("at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("actor", sa.String(200), nullable=False),
     sa.Column("action", sa.String(100), nullable=False),
@@ -38,4 +42,35 @@ api_keys = sa.Table(
     sa.Column("digest", sa.String(64), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+)
+
+flags = sa.Table(
+    "safeship_flags",
+    metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("definition", sa.JSON(), nullable=False),
+    sa.Column("description", sa.String(2000), nullable=True),
+    sa.Column("owner", sa.String(200), nullable=True),
+    sa.Column("safe_value", sa.Boolean(), nullable=False, server_default=sa.false()),
+    sa.Column("lifetime_days", sa.Integer(), nullable=True),
+    sa.Column("version", sa.BigInteger(), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_by", sa.String(200), nullable=False),
+    sa.Column("last_evaluated_at", sa.DateTime(timezone=True), nullable=True),
+)
+
+flag_segments = sa.Table(
+    "safeship_flag_segments",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("definition", sa.JSON(), nullable=False),
+)
+
+flag_state = sa.Table(
+    "safeship_flag_state",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("version", sa.BigInteger(), nullable=False),
+    sa.Column("killed_at", sa.DateTime(timezone=True), nullable=True),
 )

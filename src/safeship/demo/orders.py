@@ -52,8 +52,7 @@ def create_orders_app(engine: sa.Engine) -> FastAPI:
         now = datetime.now(UTC)
         with engine.begin() as conn:
             order_id = conn.execute(
-                sa.insert(orders).values(**body.model_dump(), created_at=now)
-                .returning(orders.c.id)
+                sa.insert(orders).values(**body.model_dump(), created_at=now).returning(orders.c.id)
             ).scalar_one()
         return Order(id=order_id, created_at=now, **body.model_dump())
 

@@ -50,10 +50,19 @@ async def _main(settings: Settings, *, traffic: bool, out: Console) -> None:
     upgrade(engine)
     plane_port, orders_port = settings.port, settings.port + 1
     servers = [
-        _Server(uvicorn.Config(create_app(settings, engine=engine, migrate=False),
-                               host=settings.host, port=plane_port, log_level="warning")),
-        _Server(uvicorn.Config(create_orders_app(engine), host=settings.host,
-                               port=orders_port, log_level="warning")),
+        _Server(
+            uvicorn.Config(
+                create_app(settings, engine=engine, migrate=False),
+                host=settings.host,
+                port=plane_port,
+                log_level="warning",
+            )
+        ),
+        _Server(
+            uvicorn.Config(
+                create_orders_app(engine), host=settings.host, port=orders_port, log_level="warning"
+            )
+        ),
     ]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -67,8 +76,11 @@ async def _main(settings: Settings, *, traffic: bool, out: Console) -> None:
         await asyncio.sleep(0.05)
     if not stop.is_set():
         _banner(out, settings.host, plane_port, orders_port, read_key, admin_key, traffic)
-    traffic_task = (asyncio.create_task(generate_traffic(f"http://{settings.host}:{orders_port}",
-                                                         stop)) if traffic else None)
+    traffic_task = (
+        asyncio.create_task(generate_traffic(f"http://{settings.host}:{orders_port}", stop))
+        if traffic
+        else None
+    )
     await stop.wait()
     out.print("\nstopping…")
     if traffic_task is not None:
@@ -81,8 +93,15 @@ async def _main(settings: Settings, *, traffic: bool, out: Console) -> None:
         raise OSError(f"could not start the demo: is port {plane_port} or {orders_port} in use?")
 
 
-def _banner(out: Console, host: str, plane_port: int, orders_port: int, read_key: str,
-            admin_key: str, traffic: bool) -> None:
+def _banner(
+    out: Console,
+    host: str,
+    plane_port: int,
+    orders_port: int,
+    read_key: str,
+    admin_key: str,
+    traffic: bool,
+) -> None:
     out.print("[bold]safeship demo is running[/]  (Ctrl-C to stop)\n")
     out.print(f"  dashboard      http://{host}:{plane_port}/", highlight=False)
     out.print(f"  API docs       http://{host}:{plane_port}/api/docs", highlight=False)

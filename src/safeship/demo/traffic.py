@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from dataclasses import dataclass
 
@@ -18,8 +19,14 @@ class TrafficStats:
     errors: int = 0
 
 
-async def generate_traffic(base_url: str, stop: asyncio.Event, *, rate: float = 20.0,
-                           seed: int | None = None, stats: TrafficStats | None = None) -> None:
+async def generate_traffic(
+    base_url: str,
+    stop: asyncio.Event,
+    *,
+    rate: float = 20.0,
+    seed: int | None = None,
+    stats: TrafficStats | None = None,
+) -> None:
     """Create and read orders at about ``rate`` requests per second until ``stop`` is set."""
     rng = random.Random(seed)
     stats = stats if stats is not None else TrafficStats()
@@ -30,16 +37,17 @@ async def generate_traffic(base_url: str, stop: asyncio.Event, *, rate: float = 
                 stats.sent += 1
             except httpx.HTTPError:
                 stats.errors += 1
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=rng.expovariate(rate))
-            except TimeoutError:
-                pass
 
 
 async def _one_request(client: httpx.AsyncClient, rng: random.Random) -> None:
     if rng.random() < 0.5:
-        body = {"customer": rng.choice(CUSTOMERS), "item": rng.choice(ITEMS),
-                "quantity": rng.randint(1, 5)}
+        body = {
+            "customer": rng.choice(CUSTOMERS),
+            "item": rng.choice(ITEMS),
+            "quantity": rng.randint(1, 5),
+        }
         response = await client.post("/orders", json=body)
     else:
         response = await client.get("/orders", params={"limit": 10})

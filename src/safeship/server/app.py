@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -14,12 +14,13 @@ from fastapi.staticfiles import StaticFiles
 from safeship._version import __version__
 from safeship.db.engine import create_engine
 from safeship.db.migrate import upgrade
+from safeship.flags.store import FlagStore
 from safeship.observe.health import HealthRegistry, sql_check
 from safeship.server.errors import install_error_handlers
 from safeship.server.keys import KeyRing
-from safeship.server.routes import api, dashboard, health
+from safeship.server.routes import api, dashboard, flags_api, flags_pages, health
 from safeship.server.session import SessionSigner
-from safeship.server.state import ControlPlane
+from safeship.server.state import ControlPlane, NavItem
 from safeship.settings import Settings, load_settings
 
 logger = logging.getLogger("safeship.server")
@@ -29,8 +30,13 @@ _STATIC = Path(__file__).resolve().parent / "static"
 def build_plane(settings: Settings, engine: sa.Engine) -> ControlPlane:
     """Assemble the control plane's state; the readiness probe checks the database."""
     registry = HealthRegistry()
-    registry.add("database", sql_check(engine), timeout=2.0,
-                 cache_ttl=settings.health_cache_seconds, kinds=("readiness",))
+    registry.add(
+        "database",
+        sql_check(engine),
+        timeout=2.0,
+        cache_ttl=settings.health_cache_seconds,
+        kinds=("readiness",),
+    )
     if settings.session_secret_was_generated:
         logger.warning(
             "settings.generated_secret: SAFESHIP_SESSION_SECRET is not set; a random one was "
@@ -43,10 +49,20 @@ def build_plane(settings: Settings, engine: sa.Engine) -> ControlPlane:
         settings=settings,
         engine=engine,
         keys=KeyRing(settings, engine),
-        sessions=SessionSigner(secret.get_secret_value(),
-                               max_age=settings.session_max_age_seconds),
+        sessions=SessionSigner(secret.get_secret_value(), max_age=settings.session_max_age_seconds),
         health=registry,
+        flags=FlagStore(engine, publish=_flag_publisher(settings)),
+        nav=[NavItem("/flags", "Flags")],
     )
+
+
+def _flag_publisher(settings: Settings) -> Callable[[int], None] | None:
+    """Announce flag changes on Redis when configured (PostgreSQL NOTIFY needs nothing)."""
+    if not settings.redis_url:
+        return None
+    from safeship.flags.live import redis_publisher
+
+    return redis_publisher(settings.redis_url)
 
 
 def create_app(
@@ -82,6 +98,8 @@ def create_app(
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(api.router)
+    app.include_router(flags_api.router)
     app.include_router(dashboard.router)
+    app.include_router(flags_pages.router)
     app.mount("/static", StaticFiles(directory=str(_STATIC)), name="static")
     return app

@@ -11,8 +11,9 @@ from safeship.server.keys import Principal, Scope
 from safeship.server.session import COOKIE_NAME, csrf_matches
 from safeship.server.state import plane
 
-_api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
-                               description="A control-plane API key (read or admin scope).")
+_api_key_header = APIKeyHeader(
+    name="X-API-Key", auto_error=False, description="A control-plane API key (read or admin scope)."
+)
 _bearer = HTTPBearer(auto_error=False, description="The same API key as a bearer token.")
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 

@@ -12,13 +12,23 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 logger = logging.getLogger("safeship.server")
 
-_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-          405: "method_not_allowed", 409: "conflict", 413: "too_large", 422: "invalid",
-          429: "too_many_requests", 503: "unavailable"}
+_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    422: "invalid",
+    429: "too_many_requests",
+    503: "unavailable",
+}
 
 
-def error_response(status: int, detail: object, *, code: str | None = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(
+    status: int, detail: object, *, code: str | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
     body = {"error": code or _CODES.get(status, "error"), "detail": detail}
     return JSONResponse(body, status_code=status, headers=headers)
 
@@ -39,8 +49,12 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
 
 async def _database_error(_request: Request, exc: Exception) -> JSONResponse:
     logger.warning("server.database_unavailable: %s", type(exc).__name__)
-    return error_response(503, "the database is unavailable; retry shortly",
-                          code="database_unavailable", headers={"Retry-After": "5"})
+    return error_response(
+        503,
+        "the database is unavailable; retry shortly",
+        code="database_unavailable",
+        headers={"Retry-After": "5"},
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -85,9 +85,11 @@ class KeyRing:
         with self._lock:
             try:
                 with self._engine.connect() as conn:
-                    rows = conn.execute(
-                        sa.select(api_keys).where(api_keys.c.revoked_at.is_(None))
-                    ).mappings().all()
+                    rows = (
+                        conn.execute(sa.select(api_keys).where(api_keys.c.revoked_at.is_(None)))
+                        .mappings()
+                        .all()
+                    )
             except sa.exc.SQLAlchemyError:
                 self._loaded_at = time.monotonic()
                 return
@@ -115,8 +117,9 @@ class KeyRing:
         return None
 
 
-def create_key(conn: sa.Connection, *, name: str, scope: Scope, actor: str,
-               reason: str | None = None) -> str:
+def create_key(
+    conn: sa.Connection, *, name: str, scope: Scope, actor: str, reason: str | None = None
+) -> str:
     """Store a new key's digest (audited, in the caller's transaction); return the key once."""
     check_key_name(name)
     if scope not in ("read", "admin"):
@@ -126,10 +129,18 @@ def create_key(conn: sa.Connection, *, name: str, scope: Scope, actor: str,
         raise KeyError(f"a key named {name!r} exists; revoke it or choose another name")
     key = new_key()
     now = datetime.now(UTC)
-    conn.execute(sa.insert(api_keys).values(name=name, scope=scope, digest=hash_key(key),
-                                            created_at=now))
-    record_audit(conn, actor=actor, action="key.create", target=f"key:{name}",
-                 after={"name": name, "scope": scope}, reason=reason, at=now)
+    conn.execute(
+        sa.insert(api_keys).values(name=name, scope=scope, digest=hash_key(key), created_at=now)
+    )
+    record_audit(
+        conn,
+        actor=actor,
+        action="key.create",
+        target=f"key:{name}",
+        after={"name": name, "scope": scope},
+        reason=reason,
+        at=now,
+    )
     return key
 
 
@@ -144,16 +155,30 @@ def revoke_key(conn: sa.Connection, *, name: str, actor: str, reason: str | None
     ).first()
     if result is None:
         return False
-    record_audit(conn, actor=actor, action="key.revoke", target=f"key:{name}",
-                 before={"name": name, "scope": result.scope}, reason=reason, at=now)
+    record_audit(
+        conn,
+        actor=actor,
+        action="key.revoke",
+        target=f"key:{name}",
+        before={"name": name, "scope": result.scope},
+        reason=reason,
+        at=now,
+    )
     return True
 
 
 def list_keys(conn: sa.Connection) -> list[dict[str, object]]:
-    rows = conn.execute(sa.select(api_keys.c.name, api_keys.c.scope, api_keys.c.created_at,
-                                  api_keys.c.revoked_at).order_by(api_keys.c.name)).mappings()
+    rows = conn.execute(
+        sa.select(
+            api_keys.c.name, api_keys.c.scope, api_keys.c.created_at, api_keys.c.revoked_at
+        ).order_by(api_keys.c.name)
+    ).mappings()
     return [
-        {"name": r["name"], "scope": r["scope"], "created_at": r["created_at"].isoformat(),
-         "revoked": r["revoked_at"] is not None}
+        {
+            "name": r["name"],
+            "scope": r["scope"],
+            "created_at": r["created_at"].isoformat(),
+            "revoked": r["revoked_at"] is not None,
+        }
         for r in rows
     ]

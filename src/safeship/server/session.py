@@ -38,8 +38,9 @@ class SessionSigner:
     def issue(self, name: str, scope: str, *, now: float | None = None) -> tuple[str, Session]:
         now = time.time() if now is None else now
         session = Session(name, scope, secrets.token_urlsafe(24), int(now) + self.max_age)
-        body = json.dumps([session.name, session.scope, session.csrf, session.expires],
-                          separators=(",", ":")).encode()
+        body = json.dumps(
+            [session.name, session.scope, session.csrf, session.expires], separators=(",", ":")
+        ).encode()
         payload = base64.urlsafe_b64encode(body).rstrip(b"=")
         return f"{payload.decode()}.{self._sign(payload)}", session
 
@@ -64,5 +65,6 @@ class SessionSigner:
 
 
 def csrf_matches(session: Session, presented: str | None) -> bool:
-    return presented is not None and hmac.compare_digest(session.csrf.encode(),
-                                                         presented.encode("utf-8", "replace"))
+    return presented is not None and hmac.compare_digest(
+        session.csrf.encode(), presented.encode("utf-8", "replace")
+    )

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 from fastapi import Request
 
+from safeship.flags.store import FlagStore
 from safeship.observe.health import HealthRegistry
 from safeship.server.keys import KeyRing
 from safeship.server.session import SessionSigner
@@ -28,6 +29,7 @@ class ControlPlane:
     keys: KeyRing
     sessions: SessionSigner
     health: HealthRegistry
+    flags: FlagStore
     nav: list[NavItem] = field(default_factory=list)
 
 

@@ -92,14 +92,20 @@ def keys(request: Request, _: AdminPrincipal) -> list[KeyInfo]:
         return [KeyInfo(**k) for k in list_keys(conn)]  # type: ignore[arg-type]
 
 
-@router.post("/keys", response_model=CreatedKey, status_code=201, summary="Create an API key",
-             responses={409: {"description": "the name is taken"}})
+@router.post(
+    "/keys",
+    response_model=CreatedKey,
+    status_code=201,
+    summary="Create an API key",
+    responses={409: {"description": "the name is taken"}},
+)
 def add_key(request: Request, body: NewKey, principal: AdminPrincipal) -> CreatedKey:
     cp = plane(request)
     try:
         with cp.engine.begin() as conn:
-            key = create_key(conn, name=body.name, scope=body.scope, actor=principal.name,
-                             reason=body.reason)
+            key = create_key(
+                conn, name=body.name, scope=body.scope, actor=principal.name, reason=body.reason
+            )
     except KeyError as exc:
         raise HTTPException(409, str(exc.args[0])) from None
     except sa.exc.IntegrityError:
@@ -108,10 +114,18 @@ def add_key(request: Request, body: NewKey, principal: AdminPrincipal) -> Create
     return CreatedKey(name=body.name, scope=body.scope, key=key)
 
 
-@router.post("/keys/{name}/revoke", status_code=204, summary="Revoke an API key",
-             responses={404: {"description": "no active key has that name"}})
-def remove_key(request: Request, name: Annotated[str, Path(max_length=100)],
-               body: Reason, principal: AdminPrincipal) -> None:
+@router.post(
+    "/keys/{name}/revoke",
+    status_code=204,
+    summary="Revoke an API key",
+    responses={404: {"description": "no active key has that name"}},
+)
+def remove_key(
+    request: Request,
+    name: Annotated[str, Path(max_length=100)],
+    body: Reason,
+    principal: AdminPrincipal,
+) -> None:
     cp = plane(request)
     with cp.engine.begin() as conn:
         if not revoke_key(conn, name=name, actor=principal.name, reason=body.reason):

@@ -18,6 +18,23 @@ router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=str(Path(__file__).resolve().parent.parent / "templates"))
 
 
+def page_session(request: Request) -> Session | None:
+    """The signed-in session of a dashboard request, or None."""
+    return _session(request)
+
+
+def admin_form_session(request: Request, csrf_token: str) -> Session | Response:
+    """The admin session behind an unsafe form post, or the error page to answer with."""
+    session = _session(request)
+    if session is None:
+        return RedirectResponse("/login", status_code=303)
+    if not _same_origin(request) or not csrf_matches(session, csrf_token):
+        return render(request, "error.html", 403, message="CSRF check failed; reload the page.")
+    if session.scope != "admin":
+        return render(request, "error.html", 403, message="This action needs an admin key.")
+    return session
+
+
 def _session(request: Request) -> Session | None:
     cp = plane(request)
     session = cp.sessions.verify(request.cookies.get(COOKIE_NAME))
@@ -40,8 +57,9 @@ def render(request: Request, template: str, status_code: int = 200, **context: o
     cp = plane(request)
     session = _session(request)
     context.update(nav=cp.nav, session=session, environment=cp.settings.environment)
-    return templates.TemplateResponse(request, template, context, status_code=status_code,
-                                      headers={"Cache-Control": "no-store"})
+    return templates.TemplateResponse(
+        request, template, context, status_code=status_code, headers={"Cache-Control": "no-store"}
+    )
 
 
 @router.get("/login", response_class=HTMLResponse)
@@ -59,8 +77,15 @@ def login(request: Request, key: Annotated[str, Form(max_length=512)] = "") -> R
         return render(request, "login.html", 401, error="That key is not valid.")
     cookie, _ = cp.sessions.issue(principal.name, principal.scope)
     response = RedirectResponse("/", status_code=303)
-    response.set_cookie(COOKIE_NAME, cookie, max_age=cp.sessions.max_age, httponly=True,
-                        samesite="strict", secure=request.url.scheme == "https", path="/")
+    response.set_cookie(
+        COOKIE_NAME,
+        cookie,
+        max_age=cp.sessions.max_age,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/",
+    )
     return response
 
 
@@ -86,5 +111,6 @@ async def overview(request: Request) -> Response:
         audit_error = None
     except Exception:  # noqa: BLE001 - the page must still show health when the DB is down
         audit, audit_error = [], "The audit trail is unavailable: the database does not answer."
-    return render(request, "overview.html", health=report.to_dict(), audit=audit,
-                  audit_error=audit_error)
+    return render(
+        request, "overview.html", health=report.to_dict(), audit=audit, audit_error=audit_error
+    )

@@ -14,8 +14,12 @@ router = APIRouter(tags=["health"])
 
 async def _report(request: Request, kind: str) -> JSONResponse:
     report = await plane(request).health.run(kind)
-    return JSONResponse(report.to_dict(), status_code=report.http_status,
-                        media_type=HEALTH_MEDIA_TYPE, headers={"Cache-Control": "no-store"})
+    return JSONResponse(
+        report.to_dict(),
+        status_code=report.http_status,
+        media_type=HEALTH_MEDIA_TYPE,
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 @router.get("/health", summary="Liveness: the process is up")
@@ -23,8 +27,11 @@ async def liveness(request: Request) -> JSONResponse:
     return await _report(request, "liveness")
 
 
-@router.get("/health/ready", summary="Readiness: dependencies answer",
-            responses={503: {"description": "a critical dependency fails"}})
+@router.get(
+    "/health/ready",
+    summary="Readiness: dependencies answer",
+    responses={503: {"description": "a critical dependency fails"}},
+)
 async def readiness(request: Request) -> JSONResponse:
     return await _report(request, "readiness")
 

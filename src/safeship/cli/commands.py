@@ -1,21 +1,14 @@
-"""The ``safeship`` command: serve the control plane, run the demo, check and migrate.
-
-Every command turns a bad setting or an unreachable dependency into a short paragraph
-and a non-zero exit code, never a bare traceback.
-"""
+"""Core commands: serve the control plane, run the demo, check, migrate, manage keys."""
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from safeship._version import __version__
-from safeship.settings import Settings, SettingsError, load_settings
+from safeship.cli._common import DatabaseOption, fail, or_fail, out, settings_or_exit
 
 app = typer.Typer(
     name="safeship",
@@ -29,28 +22,6 @@ keys_app = typer.Typer(help="Control-plane API keys.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 
-T = TypeVar("T")
-
-out = Console()
-err = Console(stderr=True)
-
-DatabaseOption = Annotated[
-    str | None,
-    typer.Option("--database-url", help="Overrides SAFESHIP_DATABASE_URL.", show_default=False),
-]
-
-
-def fail(message: str, code: int = 2) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
-def settings_or_exit(**overrides: Any) -> Settings:
-    try:
-        return load_settings(**overrides)
-    except SettingsError as exc:
-        fail(str(exc))
-
 
 def _version(value: bool) -> None:
     if value:
@@ -60,8 +31,12 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def root(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="Print the version and exit.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
 ) -> None:
     """safeship: flags, guarded rollouts, outbox, resilience and a control plane."""
 
@@ -78,9 +53,14 @@ def serve(
     from safeship.server import create_app
 
     settings = settings_or_exit(host=host, port=port, database_url=database_url)
-    application = _or_fail(lambda: create_app(settings))
-    uvicorn.run(application, host=settings.host, port=settings.port, log_level="warning",
-                timeout_graceful_shutdown=10)
+    application = or_fail(lambda: create_app(settings))
+    uvicorn.run(
+        application,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        timeout_graceful_shutdown=10,
+    )
 
 
 @app.command()
@@ -104,18 +84,21 @@ def check(database_url: DatabaseOption = None) -> None:
 
 @app.command()
 def demo(
-    port: Annotated[int, typer.Option(help="Control-plane port; the orders service uses +1.")]
-    = 8700,
-    no_traffic: Annotated[bool, typer.Option("--no-traffic", help="Do not generate traffic.")]
-    = False,
-    database_url: Annotated[str, typer.Option("--database-url", help="Where the demo keeps "
-                                              "its data.")] = "sqlite:///./safeship-demo.db",
+    port: Annotated[
+        int, typer.Option(help="Control-plane port; the orders service uses +1.")
+    ] = 8700,
+    no_traffic: Annotated[
+        bool, typer.Option("--no-traffic", help="Do not generate traffic.")
+    ] = False,
+    database_url: Annotated[
+        str, typer.Option("--database-url", help="Where the demo keeps its data.")
+    ] = "sqlite:///./safeship-demo.db",
 ) -> None:
     """Run the reference orders service, the control plane and a traffic generator."""
     from safeship.demo.run import run_demo
 
     settings = settings_or_exit(database_url=database_url, port=port)
-    _or_fail(lambda: run_demo(settings, traffic=not no_traffic, out=out))
+    or_fail(lambda: run_demo(settings, traffic=not no_traffic, out=out))
 
 
 @db_app.command("upgrade")
@@ -125,7 +108,7 @@ def db_upgrade(database_url: DatabaseOption = None) -> None:
 
     settings = settings_or_exit(database_url=database_url)
     engine = create_engine(settings=settings)
-    reached = _or_fail(lambda: upgrade(engine))
+    reached = or_fail(lambda: upgrade(engine))
     out.print(f"database at revision {reached}")
 
 
@@ -136,7 +119,7 @@ def db_current(database_url: DatabaseOption = None) -> None:
 
     settings = settings_or_exit(database_url=database_url)
     engine = create_engine(settings=settings)
-    current = _or_fail(lambda: current_revision(engine))
+    current = or_fail(lambda: current_revision(engine))
     out.print(f"current: {current or 'none (run safeship db upgrade)'}\nnewest:  {head_revision()}")
 
 
@@ -159,10 +142,15 @@ def keys_create(
     def run() -> str:
         upgrade(engine)
         with engine.begin() as conn:
-            return create_key(conn, name=name, scope=scope, actor="cli",  # type: ignore[arg-type]
-                              reason=reason)
+            return create_key(
+                conn,
+                name=name,
+                scope=scope,  # type: ignore[arg-type]  # checked above: read or admin
+                actor="cli",
+                reason=reason,
+            )
 
-    key = _or_fail(run)
+    key = or_fail(run)
     out.print(f"{name} ({scope}): {key}\nStore it now: it is not shown again.", highlight=False)
 
 
@@ -179,7 +167,7 @@ def keys_list(database_url: DatabaseOption = None) -> None:
         with engine.connect() as conn:
             return list_keys(conn)
 
-    for key in _or_fail(run):
+    for key in or_fail(run):
         state = "revoked" if key["revoked"] else "active"
         out.print(f"{key['name']}\t{key['scope']}\t{state}\t{key['created_at']}")
 
@@ -201,30 +189,6 @@ def keys_revoke(
         with engine.begin() as conn:
             return revoke_key(conn, name=name, actor="cli", reason=reason)
 
-    if not _or_fail(run):
+    if not or_fail(run):
         fail(f"no active key named {name!r}", code=1)
     out.print(f"revoked {name}")
-
-
-def _or_fail(fn: Callable[[], T]) -> T:
-    """Run ``fn``; turn database and configuration errors into one readable paragraph."""
-    import sqlalchemy as sa
-
-    try:
-        return fn()
-    except SettingsError as exc:
-        fail(str(exc))
-    except sa.exc.OperationalError as exc:
-        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        fail(f"cannot reach the database ({reason}). Check SAFESHIP_DATABASE_URL or "
-             "--database-url and that the server is running.")
-    except (ValueError, KeyError, OSError) as exc:
-        fail(str(exc.args[0]) if exc.args else type(exc).__name__)
-
-
-def main() -> None:
-    """Console-script entry point."""
-    try:
-        app()
-    except KeyboardInterrupt:
-        sys.exit(130)

@@ -1,0 +1,24 @@
+"""The ``safeship`` command: serve the control plane, run the demo, check, migrate, flags.
+
+Every command turns a bad setting or an unreachable dependency into a short paragraph
+and a non-zero exit code, never a bare traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from safeship.cli.commands import app
+from safeship.cli.flags import flags_app
+
+app.add_typer(flags_app, name="flags")
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,326 @@
+"""The live flag client that runs in the user's processes.
+
+Evaluation reads the current compiled snapshot: no lock, no I/O.  A background thread
+keeps the snapshot fresh: it waits for a push (PostgreSQL ``LISTEN safeship_flags`` or a
+Redis channel) and falls back to polling the store's version number, so a lost
+notification costs at most one poll interval.  A new snapshot is compiled off the hot path
+and swapped in with one attribute assignment.
+
+When the store cannot be reached the client keeps serving the last good snapshot and
+reports itself degraded; it can boot from a backup file written after every successful
+refresh.  It never turns an evaluation into a network request.  After ``fork()`` (gunicorn
+``--preload``, multiprocessing) the child starts its own refresher and refreshes at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+import weakref
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from safeship.flags import authoring
+from safeship.flags.flagset import FlagSet
+from safeship.flags.store import NOTIFY_CHANNEL, FlagStore
+from safeship.settings import FlagOverride, flag_key
+
+logger = logging.getLogger("safeship.flags")
+REDIS_CHANNEL = "safeship:flags"
+
+
+def apply_overrides(
+    state: dict[str, Any], overrides: Mapping[str, FlagOverride]
+) -> tuple[dict[str, Any], set[str]]:
+    """The state with ``SAFESHIP_FLAG_*`` overrides applied, and the names they touched."""
+    if not overrides:
+        return state, set()
+    features, touched = [], set()
+    for feature in state.get("features", []):
+        override = overrides.get(flag_key(str(feature.get("name", ""))))
+        if override is None:
+            features.append(feature)
+            continue
+        touched.add(feature["name"])
+        forced = authoring.new_feature(feature["name"], enabled=override.enabled)
+        forced["variants"] = feature.get("variants", [])
+        if override.percent is not None:
+            forced = authoring.rollout(forced, override.percent)
+        features.append(forced)
+    return {**state, "features": features}, touched
+
+
+class FlagClient:
+    """Evaluates flags from a live snapshot of the store.
+
+    >>> client = FlagClient(store=FlagStore(engine))     # doctest: +SKIP
+    >>> client.is_enabled("checkout-v2", {"userId": "42"})  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        *,
+        store: FlagStore,
+        poll_interval: float = 5.0,
+        push: bool = True,
+        redis_url: str | None = None,
+        backup_path: str | os.PathLike[str] | None = None,
+        overrides: Mapping[str, FlagOverride] | None = None,
+        start: bool = True,
+    ) -> None:
+        if not 0.05 <= poll_interval <= 3600:
+            raise ValueError("poll_interval: seconds between 0.05 and 3600")
+        self.store = store
+        self.poll_interval = poll_interval
+        self.push = push
+        self.redis_url = redis_url
+        self.backup_path = Path(backup_path) if backup_path is not None else None
+        self.overrides = dict(overrides or {})
+        self.overridden: frozenset[str] = frozenset()
+        self.version = -1
+        self.ready = False
+        self.last_error: str | None = None
+        self.last_refresh: float | None = None
+        self.source = "none"
+        self._swap(FlagSet.from_unleash({"version": 1, "features": []}))
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        #: Set while a push channel (LISTEN or a Redis subscription) is established.
+        self.listening = threading.Event()
+        self._thread: threading.Thread | None = None
+        if start:
+            self.start()
+
+    # -- evaluation: bound straight to the snapshot's methods on every swap -------------
+
+    def is_enabled(self, name: str, context: Any = None, default: bool = False) -> bool:
+        return self.flags.is_enabled(name, context, default)  # replaced per snapshot
+
+    def variant(self, name: str, context: Any = None) -> Any:
+        return self.flags.variant(name, context)  # replaced per snapshot
+
+    def _swap(self, flags: FlagSet) -> None:
+        self.flags = flags
+        # Instance attributes shadow the methods: evaluation is one call into the snapshot.
+        self.__dict__["is_enabled"] = flags.is_enabled
+        self.__dict__["variant"] = flags.variant
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Load the first snapshot (store, else backup) and start the refresher thread."""
+        if not self.refresh():
+            self._boot_from_backup()
+        self._start_thread()
+        _register_fork_handler(self)
+
+    def _start_thread(self) -> None:
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="safeship-flags", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=self.poll_interval + 5)
+
+    def __enter__(self) -> FlagClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _after_fork_in_child(self) -> None:
+        self.store.engine.dispose(close=False)  # never share the parent's connections
+        self._thread = None
+        if not self._stop.is_set():
+            self._start_thread()
+            self._wake.set()
+
+    # -- refreshing --------------------------------------------------------------------
+
+    def refresh(self, *, force: bool = False) -> bool:
+        """Load the store's state if its version moved; False when the store is unreachable."""
+        try:
+            if not force and self.ready and self.store.version() == self.version:
+                self._mark_fresh("store")
+                return True
+            version, state = self.store.state()
+        except sa.exc.SQLAlchemyError as exc:
+            self._degrade(f"store unreachable: {type(exc).__name__}")
+            return False
+        self._install(version, state, source="store")
+        self._write_backup(version, state)
+        return True
+
+    def _install(self, version: int, state: dict[str, Any], *, source: str) -> None:
+        effective, touched = apply_overrides(state, self.overrides)
+        self._swap(FlagSet.from_unleash(effective))
+        self.overridden = frozenset(touched)
+        if version != self.version:
+            logger.info("flags.snapshot_installed version=%s source=%s", version, source)
+        self.version = version
+        self.ready = True
+        self._mark_fresh(source)
+
+    def _mark_fresh(self, source: str) -> None:
+        self.source = source
+        self.last_error = None
+        self.last_refresh = time.monotonic()
+
+    def _degrade(self, reason: str) -> None:
+        if self.last_error != reason:
+            logger.warning("flags.degraded %s (serving version %s)", reason, self.version)
+        self.last_error = reason
+
+    def health(self) -> tuple[str, str]:
+        """("pass" | "warn" | "fail", detail) for a readiness check."""
+        if not self.ready:
+            return "fail", self.last_error or "no flag snapshot loaded yet"
+        if self.last_error:
+            return "warn", f"{self.last_error}; serving version {self.version} ({self.source})"
+        return "pass", f"version {self.version} from {self.source}"
+
+    def _run(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            waiter = self._listen_postgres if self._can_listen() else self._listen_redis
+            try:
+                waiter()
+                failures = 0
+            except Exception as exc:  # noqa: BLE001 - the refresher must never die
+                self.listening.clear()
+                failures += 1
+                self._degrade(f"change feed lost: {type(exc).__name__}")
+                self._stop.wait(min(self.poll_interval, 0.2 * 2 ** min(failures, 5)))
+                self.refresh()
+
+    def _can_listen(self) -> bool:
+        return self.push and self.store.engine.dialect.name == "postgresql"
+
+    def _listen_postgres(self) -> None:
+        """LISTEN on a dedicated connection; refresh on each notify or poll timeout."""
+        import psycopg
+
+        url = self.store.engine.url.set(drivername="postgresql")
+        dsn = url.render_as_string(hide_password=False)
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=3) as conn:
+            conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+            self.listening.set()
+            self.refresh()  # changes made before LISTEN took effect
+            while not self._stop.is_set():
+                woke = False
+                for _ in conn.notifies(timeout=min(self.poll_interval, 1.0), stop_after=1):
+                    woke = True
+                if woke or self._due() or self._wake.is_set():
+                    self._wake.clear()
+                    self.refresh()
+
+    def _listen_redis(self) -> None:
+        """Redis pub/sub when configured; otherwise poll the version number."""
+        if not (self.push and self.redis_url):
+            self._wake.wait(self.poll_interval)
+            self._wake.clear()
+            self.refresh()
+            return
+        import redis
+
+        client = redis.Redis.from_url(self.redis_url, socket_timeout=5, socket_connect_timeout=3)
+        pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        try:
+            pubsub.subscribe(REDIS_CHANNEL)
+            self.listening.set()
+            self.refresh()
+            while not self._stop.is_set():
+                message = pubsub.get_message(timeout=min(self.poll_interval, 1.0))
+                if message is not None or self._due() or self._wake.is_set():
+                    self._wake.clear()
+                    self.refresh()
+        finally:
+            self.listening.clear()
+            pubsub.close()
+            client.close()
+
+    def _due(self) -> bool:
+        return self.last_refresh is None or (
+            time.monotonic() - self.last_refresh >= self.poll_interval
+        )
+
+    # -- backup ------------------------------------------------------------------------
+
+    def _write_backup(self, version: int, state: dict[str, Any]) -> None:
+        if self.backup_path is None:
+            return
+        try:
+            self.backup_path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".flags-", dir=self.backup_path.parent)
+            with os.fdopen(fd, "w") as handle:
+                json.dump({"version": version, "state": state}, handle)
+            os.replace(tmp, self.backup_path)  # atomic: readers see old or new, never half
+        except OSError as exc:
+            logger.warning("flags.backup_failed %s", exc)
+
+    def _boot_from_backup(self) -> None:
+        if self.backup_path is None or not self.backup_path.exists():
+            return
+        try:
+            saved = json.loads(self.backup_path.read_text())
+            self._install(int(saved["version"]), saved["state"], source="backup")
+            self.last_error = "store unreachable at start; booted from backup"
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            logger.warning("flags.backup_unreadable %s", exc)
+
+
+_clients: weakref.WeakSet[FlagClient] = weakref.WeakSet()
+_fork_hook_installed = False
+
+
+def _register_fork_handler(client: FlagClient) -> None:
+    global _fork_hook_installed
+    _clients.add(client)
+    if not _fork_hook_installed and hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_after_fork)
+        _fork_hook_installed = True
+
+
+def _after_fork() -> None:
+    for client in list(_clients):
+        with contextlib.suppress(Exception):
+            client._after_fork_in_child()
+
+
+def redis_publisher(redis_url: str) -> Callable[[int], None]:
+    """A callback for ``FlagStore(publish=...)`` that announces new versions on Redis."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
+
+    def publish(version: int) -> None:
+        try:
+            client.publish(REDIS_CHANNEL, str(version))
+        except redis.RedisError as exc:  # polling still delivers the change
+            logger.warning("flags.publish_failed %s", type(exc).__name__)
+
+    return publish
+
+
+def flags_check(client: FlagClient) -> Callable[[], Any]:
+    """A readiness check for ``HealthRegistry.add``: fail before the first snapshot,
+    warn while serving a stale or backup snapshot."""
+    from safeship.observe.health import CheckResult
+
+    def check() -> CheckResult:
+        status, detail = client.health()
+        return CheckResult(status=status, output=detail)  # type: ignore[arg-type]
+
+    return check

@@ -1,0 +1,574 @@
+"""The flag store: flags in safeship's tables, versioned, every change audited.
+
+Each change is one transaction that bumps the store's version (a single row, so writers
+serialise and versions only grow), writes the flag, writes the audit record, and on
+PostgreSQL sends ``NOTIFY safeship_flags`` (delivered at commit) so live clients refresh
+at once.  Definitions are validated by compiling them before anything is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from safeship.db.audit import AuditRecord, list_audit, record_audit
+from safeship.db.schema import flag_segments, flag_state, flags
+from safeship.flags import authoring
+from safeship.flags.authoring import FlagDefinitionError
+
+NOTIFY_CHANNEL = "safeship_flags"
+MAX_DESCRIPTION = 2000
+MAX_FLAGS_PER_IMPORT = 5000
+
+
+class FlagNotFoundError(KeyError):
+    """No flag has that name."""
+
+    def __str__(self) -> str:
+        return f"no flag named {self.args[0]!r}"
+
+
+class FlagExistsError(ValueError):
+    """A flag with that name exists already."""
+
+
+@dataclass(frozen=True, slots=True)
+class FlagRecord:
+    """A stored flag: its Unleash definition plus safeship's metadata."""
+
+    name: str
+    definition: dict[str, Any]
+    description: str | None
+    owner: str | None
+    safe_value: bool
+    lifetime_days: int | None
+    version: int
+    created_at: datetime
+    updated_at: datetime
+    updated_by: str
+    last_evaluated_at: datetime | None
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.definition.get("enabled"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "enabled": self.enabled,
+            "rollout_percent": authoring.rollout_percent(self.definition),
+            "summary": authoring.summary(self.definition),
+            "definition": self.definition,
+            "description": self.description,
+            "owner": self.owner,
+            "safe_value": self.safe_value,
+            "lifetime_days": self.lifetime_days,
+            "version": self.version,
+            "created_at": self.created_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+            "updated_by": self.updated_by,
+            "last_evaluated_at": _iso(self.last_evaluated_at),
+        }
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    if moment is not None and moment.tzinfo is None:  # SQLite drops the zone; values are UTC
+        return moment.replace(tzinfo=UTC)
+    return moment
+
+
+def _record(row: sa.RowMapping) -> FlagRecord:
+    return FlagRecord(
+        name=row["name"],
+        definition=dict(row["definition"]),
+        description=row["description"],
+        owner=row["owner"],
+        safe_value=bool(row["safe_value"]),
+        lifetime_days=row["lifetime_days"],
+        version=int(row["version"]),
+        created_at=_aware(row["created_at"]) or datetime.now(UTC),
+        updated_at=_aware(row["updated_at"]) or datetime.now(UTC),
+        updated_by=row["updated_by"],
+        last_evaluated_at=_aware(row["last_evaluated_at"]),
+    )
+
+
+def validate_definition(definition: Mapping[str, Any], segments: Iterable[Any] = ()) -> None:
+    """Compile ``definition`` alone; raise ``FlagDefinitionError`` when it cannot be used."""
+    from safeship.flags.flagset import FlagSet
+
+    if not isinstance(definition, Mapping):
+        raise FlagDefinitionError("definition: must be an object in Unleash's feature format")
+    authoring.check_name(str(definition.get("name", "")))
+    try:
+        FlagSet.from_unleash(
+            {"version": 1, "features": [dict(definition)], "segments": list(segments)}, strict=True
+        )
+    except (ValueError, TypeError) as exc:
+        raise FlagDefinitionError(f"definition: {exc}") from None
+
+
+class FlagStore:
+    """Reads and changes flags on ``engine`` (SQLite or PostgreSQL)."""
+
+    def __init__(self, engine: sa.Engine, *, publish: Callable[[int], None] | None = None) -> None:
+        """``publish`` is called with the new version after each change commits (e.g. to
+        announce it on Redis; PostgreSQL's NOTIFY needs nothing extra)."""
+        self.engine = engine
+        self._publish = publish
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sa.Connection]:
+        """A write transaction; after it commits, the new version is published."""
+        with self.engine.begin() as conn:
+            try:
+                yield conn
+            finally:
+                version = conn.info.pop("safeship_flag_version", None)
+        if version is not None and self._publish is not None:
+            self._publish(int(version))
+
+    # -- reading ---------------------------------------------------------------------
+
+    def version(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(flag_state.c.version)).scalar_one())
+
+    def state(self) -> tuple[int, dict[str, Any]]:
+        """The version and the whole state in Unleash's format, read consistently."""
+        with self.engine.connect() as conn, conn.begin():
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
+            version = int(conn.execute(sa.select(flag_state.c.version)).scalar_one())
+            features = [
+                dict(r.definition)
+                for r in conn.execute(sa.select(flags.c.definition).order_by(flags.c.name))
+            ]
+            segments = [
+                dict(r.definition)
+                for r in conn.execute(
+                    sa.select(flag_segments.c.definition).order_by(flag_segments.c.id)
+                )
+            ]
+        return version, {"version": 1, "features": features, "segments": segments}
+
+    def all(self) -> list[FlagRecord]:
+        with self.engine.connect() as conn:
+            return [
+                _record(r) for r in conn.execute(sa.select(flags).order_by(flags.c.name)).mappings()
+            ]
+
+    def get(self, name: str) -> FlagRecord:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(flags).where(flags.c.name == name)).mappings().first()
+        if row is None:
+            raise FlagNotFoundError(name)
+        return _record(row)
+
+    def history(self, name: str, *, limit: int = 50) -> list[AuditRecord]:
+        with self.engine.connect() as conn:
+            return list_audit(conn, limit=limit, target=f"flag:{name}")
+
+    def killed_at(self) -> datetime | None:
+        with self.engine.connect() as conn:
+            return _aware(conn.execute(sa.select(flag_state.c.killed_at)).scalar_one())
+
+    # -- changing --------------------------------------------------------------------
+
+    def _bump(self, conn: sa.Connection) -> int:
+        version = int(
+            conn.execute(
+                sa.update(flag_state)
+                .where(flag_state.c.id == 1)
+                .values(version=flag_state.c.version + 1)
+                .returning(flag_state.c.version)
+            ).scalar_one()
+        )
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, str(version))))
+        conn.info["safeship_flag_version"] = version
+        return version
+
+    def create(
+        self,
+        name: str,
+        *,
+        actor: str,
+        definition: Mapping[str, Any] | None = None,
+        description: str | None = None,
+        owner: str | None = None,
+        safe_value: bool = False,
+        lifetime_days: int | None = None,
+        reason: str | None = None,
+    ) -> FlagRecord:
+        """Add a flag (off, on for everyone when enabled, unless ``definition`` says more)."""
+        feature = dict(definition) if definition else authoring.new_feature(name)
+        feature["name"] = authoring.check_name(name)
+        validate_definition(feature)
+        _check_metadata(description, lifetime_days)
+        now = datetime.now(UTC)
+        with self._transaction() as conn:
+            if conn.execute(sa.select(flags.c.name).where(flags.c.name == name)).first():
+                raise FlagExistsError(f"a flag named {name!r} exists; update it instead")
+            version = self._bump(conn)
+            conn.execute(
+                sa.insert(flags).values(
+                    name=name,
+                    definition=feature,
+                    description=description,
+                    owner=owner,
+                    safe_value=safe_value,
+                    lifetime_days=lifetime_days,
+                    version=version,
+                    created_at=now,
+                    updated_at=now,
+                    updated_by=actor,
+                )
+            )
+            record_audit(
+                conn,
+                actor=actor,
+                action="flag.create",
+                target=f"flag:{name}",
+                after=feature,
+                reason=reason,
+                at=now,
+            )
+        return self.get(name)
+
+    def change(
+        self,
+        name: str,
+        edit: Callable[[dict[str, Any]], dict[str, Any]],
+        *,
+        actor: str,
+        action: str,
+        reason: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> FlagRecord:
+        """Apply ``edit`` to the flag's definition in one audited, versioned transaction."""
+        with self._transaction() as conn:
+            query = sa.select(flags).where(flags.c.name == name)
+            if conn.dialect.name == "postgresql":
+                query = query.with_for_update()
+            row = conn.execute(query).mappings().first()
+            if row is None:
+                raise FlagNotFoundError(name)
+            before = dict(row["definition"])
+            after = edit(copy.deepcopy(before))
+            after["name"] = name
+            validate_definition(after)
+            values: dict[str, Any] = dict(metadata or {})
+            _check_metadata(values.get("description"), values.get("lifetime_days"))
+            if after == before and not values:
+                return _record(row)
+            now = datetime.now(UTC)
+            version = self._bump(conn)
+            conn.execute(
+                sa.update(flags)
+                .where(flags.c.name == name)
+                .values(
+                    definition=after, version=version, updated_at=now, updated_by=actor, **values
+                )
+            )
+            record_audit(
+                conn,
+                actor=actor,
+                action=action,
+                target=f"flag:{name}",
+                before=before,
+                after=after,
+                reason=reason,
+                at=now,
+            )
+        return self.get(name)
+
+    def set_enabled(
+        self, name: str, enabled: bool, *, actor: str, reason: str | None = None
+    ) -> FlagRecord:
+        return self.change(
+            name,
+            lambda f: authoring.set_enabled(f, enabled),
+            actor=actor,
+            action="flag.enable" if enabled else "flag.disable",
+            reason=reason,
+        )
+
+    def rollout(
+        self,
+        name: str,
+        percent: str | float,
+        *,
+        actor: str,
+        stickiness: str = "default",
+        reason: str | None = None,
+    ) -> FlagRecord:
+        def edit(feature: dict[str, Any]) -> dict[str, Any]:
+            return authoring.set_enabled(
+                authoring.rollout(feature, percent, stickiness=stickiness), True
+            )
+
+        return self.change(name, edit, actor=actor, action="flag.rollout", reason=reason)
+
+    def target(
+        self,
+        name: str,
+        values: list[str],
+        *,
+        actor: str,
+        field: str = "userId",
+        reason: str | None = None,
+    ) -> FlagRecord:
+        return self.change(
+            name,
+            lambda f: authoring.target(f, values, field=field),
+            actor=actor,
+            action="flag.target",
+            reason=reason,
+        )
+
+    def schedule(
+        self,
+        name: str,
+        *,
+        actor: str,
+        enable_at: datetime | None = None,
+        disable_at: datetime | None = None,
+        reason: str | None = None,
+    ) -> FlagRecord:
+        return self.change(
+            name,
+            lambda f: authoring.schedule(f, enable_at=enable_at, disable_at=disable_at),
+            actor=actor,
+            action="flag.schedule",
+            reason=reason,
+        )
+
+    def delete(self, name: str, *, actor: str, reason: str | None = None) -> None:
+        with self._transaction() as conn:
+            row = conn.execute(
+                sa.delete(flags).where(flags.c.name == name).returning(flags.c.definition)
+            ).first()
+            if row is None:
+                raise FlagNotFoundError(name)
+            self._bump(conn)
+            record_audit(
+                conn,
+                actor=actor,
+                action="flag.delete",
+                target=f"flag:{name}",
+                before=dict(row.definition),
+                reason=reason,
+            )
+
+    def kill(self, *, actor: str, reason: str | None = None) -> dict[str, bool]:
+        """Every flag back to its safe value (off unless declared) in one audited transaction.
+
+        Returns what changed (name -> new enabled).  ``restore`` undoes it after review.
+        """
+        now = datetime.now(UTC)
+        with self._transaction() as conn:
+            query = sa.select(flags.c.name, flags.c.definition, flags.c.safe_value)
+            if conn.dialect.name == "postgresql":
+                query = query.with_for_update()
+            rows = conn.execute(query).all()
+            changed = {
+                r.name: bool(r.safe_value)
+                for r in rows
+                if bool(r.definition.get("enabled")) != bool(r.safe_value)
+            }
+            before = {r.name: bool(r.definition.get("enabled")) for r in rows if r.name in changed}
+            version = self._bump(conn)
+            for row in rows:
+                if row.name in changed:
+                    definition = authoring.set_enabled(dict(row.definition), changed[row.name])
+                    conn.execute(
+                        sa.update(flags)
+                        .where(flags.c.name == row.name)
+                        .values(
+                            definition=definition, version=version, updated_at=now, updated_by=actor
+                        )
+                    )
+            conn.execute(sa.update(flag_state).values(killed_at=now))
+            record_audit(
+                conn,
+                actor=actor,
+                action="flags.kill",
+                target="flags:*",
+                before=before,
+                after=changed,
+                reason=reason,
+                at=now,
+            )
+        return changed
+
+    def restore(self, *, actor: str, reason: str | None = None) -> dict[str, bool]:
+        """Undo the last kill switch for flags still at the value the kill set."""
+        now = datetime.now(UTC)
+        with self._transaction() as conn:
+            kills = list_audit(conn, limit=1, target="flags:*")
+            if not kills or kills[0].action != "flags.kill":
+                raise ValueError("the kill switch is not engaged: nothing to restore")
+            before: dict[str, bool] = dict(kills[0].before or {})
+            after: dict[str, bool] = dict(kills[0].after or {})
+            version = self._bump(conn)
+            restored: dict[str, bool] = {}
+            for name, enabled in before.items():
+                row = conn.execute(
+                    sa.select(flags.c.definition).where(flags.c.name == name)
+                ).first()
+                if row is None or bool(row.definition.get("enabled")) != after.get(name):
+                    continue  # deleted or changed by hand since the kill: leave it
+                conn.execute(
+                    sa.update(flags)
+                    .where(flags.c.name == name)
+                    .values(
+                        definition=authoring.set_enabled(dict(row.definition), enabled),
+                        version=version,
+                        updated_at=now,
+                        updated_by=actor,
+                    )
+                )
+                restored[name] = enabled
+            conn.execute(sa.update(flag_state).values(killed_at=None))
+            record_audit(
+                conn,
+                actor=actor,
+                action="flags.restore",
+                target="flags:*",
+                before=after,
+                after=restored,
+                reason=reason,
+                at=now,
+            )
+        return restored
+
+    def import_unleash(
+        self, state: Mapping[str, Any], *, actor: str, reason: str | None = None
+    ) -> list[str]:
+        """Create or replace flags and segments from an Unleash export; one transaction."""
+        features = state.get("features") if isinstance(state, Mapping) else None
+        if not isinstance(features, list):
+            raise FlagDefinitionError("features: an Unleash state needs a 'features' list")
+        if len(features) > MAX_FLAGS_PER_IMPORT:
+            raise FlagDefinitionError(f"features: at most {MAX_FLAGS_PER_IMPORT} per import")
+        segments = state.get("segments") or []
+        for feature in features:
+            validate_definition(feature, segments)
+        now = datetime.now(UTC)
+        names = [str(f["name"]) for f in features]
+        with self._transaction() as conn:
+            version = self._bump(conn)
+            for segment in segments:
+                conn.execute(sa.delete(flag_segments).where(flag_segments.c.id == segment["id"]))
+                conn.execute(sa.insert(flag_segments).values(id=segment["id"], definition=segment))
+            for feature in features:
+                self._upsert(conn, dict(feature), version=version, actor=actor, now=now)
+            record_audit(
+                conn,
+                actor=actor,
+                action="flags.import",
+                target="flags:import",
+                after={"flags": names, "segments": len(segments)},
+                reason=reason,
+                at=now,
+            )
+        return names
+
+    def _upsert(
+        self,
+        conn: sa.Connection,
+        feature: dict[str, Any],
+        *,
+        version: int,
+        actor: str,
+        now: datetime,
+    ) -> None:
+        name = feature["name"]
+        if conn.execute(sa.select(flags.c.name).where(flags.c.name == name)).first():
+            conn.execute(
+                sa.update(flags)
+                .where(flags.c.name == name)
+                .values(definition=feature, version=version, updated_at=now, updated_by=actor)
+            )
+        else:
+            conn.execute(
+                sa.insert(flags).values(
+                    name=name,
+                    definition=feature,
+                    description=feature.get("description"),
+                    safe_value=False,
+                    version=version,
+                    created_at=now,
+                    updated_at=now,
+                    updated_by=actor,
+                )
+            )
+
+    def export_unleash(self) -> dict[str, Any]:
+        return self.state()[1]
+
+    def mark_evaluated(self, names: Iterable[str], *, at: datetime | None = None) -> None:
+        """Record that these flags were evaluated (feeds the stale report)."""
+        names = sorted(set(names))
+        if not names:
+            return
+        with self._transaction() as conn:
+            conn.execute(
+                sa.update(flags)
+                .where(flags.c.name.in_(names))
+                .values(last_evaluated_at=at or datetime.now(UTC))
+            )
+
+    def stale(self, *, settled_days: int = 30, now: datetime | None = None) -> list[dict[str, Any]]:
+        """Flags to clean up: fully on/off for ``settled_days``, never evaluated, past lifetime."""
+        now = now or datetime.now(UTC)
+        report = []
+        for record in self.all():
+            reasons = _stale_reasons(record, now, settled_days)
+            if reasons:
+                report.append(
+                    {
+                        "name": record.name,
+                        "reasons": reasons,
+                        "updated_at": record.updated_at.isoformat(),
+                    }
+                )
+        return report
+
+
+def _stale_reasons(record: FlagRecord, now: datetime, settled_days: int) -> list[str]:
+    reasons = []
+    settled_for = now - record.updated_at
+    percent = authoring.rollout_percent(record.definition) if record.enabled else 0.0
+    if percent in (0.0, 100.0) and settled_for >= timedelta(days=settled_days):
+        state = "on for everyone" if record.enabled and percent == 100.0 else "off"
+        reasons.append(f"{state} for {settled_for.days} days")
+    if record.last_evaluated_at is None and settled_for >= timedelta(days=1):
+        reasons.append("never evaluated")
+    if record.lifetime_days is not None and now - record.created_at > timedelta(
+        days=record.lifetime_days
+    ):
+        reasons.append(f"past its expected lifetime of {record.lifetime_days} days")
+    return reasons
+
+
+def _check_metadata(description: object, lifetime_days: object) -> None:
+    if description is not None and (
+        not isinstance(description, str) or len(description) > MAX_DESCRIPTION
+    ):
+        raise FlagDefinitionError(f"description: text of at most {MAX_DESCRIPTION} characters")
+    if lifetime_days is not None and (
+        not isinstance(lifetime_days, int) or not 1 <= lifetime_days <= 3650
+    ):
+        raise FlagDefinitionError("lifetime_days: a whole number of days from 1 to 3650")

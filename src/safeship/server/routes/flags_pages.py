@@ -1,0 +1,121 @@
+"""Dashboard pages for flags: the list with toggles and rollout sliders, one flag's history,
+and the kill switch.  Writes need an admin session and the session's CSRF token."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import RedirectResponse, Response
+
+from safeship.flags.authoring import FlagDefinitionError
+from safeship.flags.store import FlagNotFoundError
+from safeship.server.routes.dashboard import admin_form_session, page_session, render
+from safeship.server.routes.flags_api import flag_out
+from safeship.server.state import plane
+
+router = APIRouter(include_in_schema=False)
+Csrf = Annotated[str, Form(max_length=200)]
+ReasonField = Annotated[str, Form(max_length=2000)]
+
+
+@router.get("/flags")
+def flags_page(request: Request) -> Response:
+    if page_session(request) is None:
+        return RedirectResponse("/login", status_code=303)
+    cp = plane(request)
+    flags = [flag_out(cp, r) for r in cp.flags.all()]
+    killed = cp.flags.killed_at()
+    return render(
+        request,
+        "flags.html",
+        flags=flags,
+        killed_at=killed,
+        version=cp.flags.version(),
+        message=request.query_params.get("m"),
+    )
+
+
+@router.get("/flags/{name}")
+def flag_page(request: Request, name: str) -> Response:
+    if page_session(request) is None:
+        return RedirectResponse("/login", status_code=303)
+    cp = plane(request)
+    try:
+        record = cp.flags.get(name)
+    except FlagNotFoundError:
+        return render(request, "error.html", 404, message=f"No flag named {name!r}.")
+    history = [h.to_dict() for h in cp.flags.history(name, limit=100)]
+    return render(request, "flag.html", flag=flag_out(cp, record), history=history)
+
+
+def _done(message: str) -> Response:
+    return RedirectResponse(f"/flags?m={message}", status_code=303)
+
+
+@router.post("/flags/{name}/toggle")
+def toggle(
+    request: Request, name: str, csrf_token: Csrf = "", reason: ReasonField = ""
+) -> Response:
+    session = admin_form_session(request, csrf_token)
+    if isinstance(session, Response):
+        return session
+    cp = plane(request)
+    try:
+        record = cp.flags.get(name)
+        cp.flags.set_enabled(
+            name, not record.enabled, actor=session.name, reason=reason or "dashboard toggle"
+        )
+    except FlagNotFoundError:
+        return render(request, "error.html", 404, message=f"No flag named {name!r}.")
+    return _done(f"{name} turned {'off' if record.enabled else 'on'}")
+
+
+@router.post("/flags/{name}/rollout")
+def rollout(
+    request: Request,
+    name: str,
+    percent: Annotated[str, Form(max_length=10)] = "",
+    csrf_token: Csrf = "",
+    reason: ReasonField = "",
+) -> Response:
+    session = admin_form_session(request, csrf_token)
+    if isinstance(session, Response):
+        return session
+    try:
+        plane(request).flags.rollout(
+            name, percent, actor=session.name, reason=reason or "dashboard rollout"
+        )
+    except FlagNotFoundError:
+        return render(request, "error.html", 404, message=f"No flag named {name!r}.")
+    except FlagDefinitionError as exc:
+        return render(request, "error.html", 422, message=str(exc))
+    return _done(f"{name} rolled out to {percent}%")
+
+
+@router.post("/flags-kill")
+def kill(
+    request: Request,
+    csrf_token: Csrf = "",
+    reason: ReasonField = "",
+    confirm: Annotated[str, Form(max_length=20)] = "",
+) -> Response:
+    session = admin_form_session(request, csrf_token)
+    if isinstance(session, Response):
+        return session
+    if confirm != "KILL":
+        return render(request, "error.html", 400, message="Type KILL to confirm the kill switch.")
+    changed = plane(request).flags.kill(actor=session.name, reason=reason or "dashboard")
+    return _done(f"kill switch engaged: {len(changed)} flag(s) changed")
+
+
+@router.post("/flags-restore")
+def restore(request: Request, csrf_token: Csrf = "", reason: ReasonField = "") -> Response:
+    session = admin_form_session(request, csrf_token)
+    if isinstance(session, Response):
+        return session
+    try:
+        restored = plane(request).flags.restore(actor=session.name, reason=reason or "dashboard")
+    except ValueError as exc:
+        return render(request, "error.html", 409, message=str(exc))
+    return _done(f"restored {len(restored)} flag(s)")
