@@ -95,6 +95,7 @@ class FlagClient:
         self._wake = threading.Event()
         #: Set while a push channel (LISTEN or a Redis subscription) is established.
         self.listening = threading.Event()
+        self._listeners: list[Callable[[int], None]] = []
         self._thread: threading.Thread | None = None
         if start:
             self.start()
@@ -167,11 +168,21 @@ class FlagClient:
         effective, touched = apply_overrides(state, self.overrides)
         self._swap(FlagSet.from_unleash(effective))
         self.overridden = frozenset(touched)
-        if version != self.version:
-            logger.info("flags.snapshot_installed version=%s source=%s", version, source)
+        changed = version != self.version
         self.version = version
         self.ready = True
         self._mark_fresh(source)
+        if changed:
+            logger.info("flags.snapshot_installed version=%s source=%s", version, source)
+            for listener in list(self._listeners):
+                try:
+                    listener(version)
+                except Exception:
+                    logger.exception("flags.listener_failed")
+
+    def add_listener(self, listener: Callable[[int], None]) -> None:
+        """Call ``listener(version)`` after each new snapshot is installed (refresher thread)."""
+        self._listeners.append(listener)
 
     def _mark_fresh(self, source: str) -> None:
         self.source = source
