@@ -134,3 +134,14 @@ def test_settings_keys_are_never_returned(client: TestClient) -> None:
     for path in ("/api/v1/keys", "/api/v1/status", "/api/v1/audit"):
         text = client.get(path, headers=admin_headers()).text
         assert READ_KEY not in text and ADMIN_KEY not in text
+
+
+def test_repeated_bad_keys_are_limited_with_retry_after(client: TestClient) -> None:
+    statuses = [
+        client.get("/api/v1/me", headers={"X-API-Key": f"guess-{i}"}).status_code for i in range(7)
+    ]
+    assert statuses[:5] == [401] * 5
+    assert statuses[5:] == [429, 429]
+    limited = client.get("/api/v1/me", headers=read_headers())
+    assert limited.status_code == 429  # even a right key waits out the window
+    assert int(limited.headers["retry-after"]) > 0

@@ -98,3 +98,12 @@ def test_tampered_cookie_is_rejected(client: TestClient) -> None:
     client.cookies.clear()
     client.cookies.set("safeship_session", payload + "." + "0" * len(signature))
     assert client.get("/api/v1/me").status_code == 401
+
+
+def test_sign_in_guessing_is_limited(client: TestClient) -> None:
+    for _ in range(5):
+        assert client.post("/login", data={"key": "guess"}).status_code == 401
+    limited = client.post("/login", data={"key": READ_KEY})
+    assert limited.status_code == 429
+    assert "too many failed attempts" in limited.text
+    assert "retry-after" in limited.headers

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from safeship.db import create_engine
 from safeship.server import create_app
+from safeship.web.limiter import LimitPolicy, MemoryFailureStore
 from tests.server.support import ADMIN_KEY, make_settings
 
 OPEN_PATHS = {"/health", "/health/ready", "/metrics"}
@@ -29,7 +30,12 @@ FUZZ = settings(
 def plane_app(tmp_path: Path) -> Iterator[FastAPI]:
     url = f"sqlite:///{tmp_path / 'fuzz.db'}"
     engine = create_engine(url)
-    yield create_app(make_settings(url), engine=engine)
+    app = create_app(make_settings(url), engine=engine)
+    # Fuzzing sends thousands of bad keys: lift the brute-force limit so every request
+    # reaches the authentication check instead of stopping at 429.
+    unlimited = LimitPolicy(max_per_window=10**9, block_after=10**9)
+    app.state.plane.auth_failures = MemoryFailureStore(policy=unlimited)
+    yield app
     engine.dispose()
 
 

@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from safeship._version import __version__
+from safeship.observe.logging import configure_logging
 from safeship.cli._common import DatabaseOption, fail, or_fail, out, settings_or_exit
 
 app = typer.Typer(
@@ -53,6 +54,7 @@ def serve(
     from safeship.server import create_app
 
     settings = settings_or_exit(host=host, port=port, database_url=database_url)
+    configure_logging(level=settings.log_level, fmt=settings.log_format)
     application = or_fail(lambda: create_app(settings))
     uvicorn.run(
         application,
@@ -98,6 +100,8 @@ def demo(
     from safeship.demo.run import run_demo
 
     settings = settings_or_exit(database_url=database_url, port=port)
+    # Access logs at ~20 requests/s would bury the banner: show warnings and alerts only.
+    configure_logging(level="WARNING", fmt=settings.log_format)
     or_fail(lambda: run_demo(settings, traffic=not no_traffic, out=out))
 
 

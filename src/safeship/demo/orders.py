@@ -10,12 +10,20 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 import sqlalchemy as sa
-from fastapi import FastAPI, HTTPException, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi import FastAPI, HTTPException, Query
 from pydantic import BaseModel, Field
+from starlette.types import ASGIApp
 
-from safeship.observe.health import HEALTH_MEDIA_TYPE, HealthRegistry, sql_check
-from safeship.observe.metrics import render_latest
+from safeship.flags.live import FlagClient, flags_check
+from safeship.flags.store import FlagExistsError, FlagStore
+from safeship.observe.health import HealthRegistry, sql_check
+from safeship.web import protect
+
+#: The demo's feature switches, created on first start (name, description, rollout %).
+DEMO_FLAGS = (
+    ("orders.free-shipping", "Free shipping for a share of customers", 25),
+    ("orders.gift-wrap", "Offer gift wrapping on new orders", None),
+)
 
 orders_metadata = sa.MetaData()
 orders = sa.Table(
@@ -38,23 +46,51 @@ class NewOrder(BaseModel):
 class Order(NewOrder):
     id: int
     created_at: datetime
+    free_shipping: bool = False
+    gift_wrap_offered: bool = False
 
 
-def create_orders_app(engine: sa.Engine) -> FastAPI:
-    """The orders service on ``engine`` (its table is created if missing)."""
+def seed_flags(store: FlagStore) -> None:
+    """Create the demo's flags once; later runs keep whatever the dashboard changed."""
+    for name, description, percent in DEMO_FLAGS:
+        try:
+            store.create(
+                name,
+                actor="demo",
+                description=description,
+                owner="orders team",
+                lifetime_days=90,
+                reason="demo seed",
+            )
+        except FlagExistsError:
+            continue
+        if percent is not None:
+            store.rollout(name, percent, actor="demo", stickiness="userId", reason="demo seed")
+
+
+def create_orders_app(engine: sa.Engine, flags: FlagClient) -> ASGIApp:
+    """The orders service on ``engine``; its switches are safeship flags read from ``flags``."""
     orders_metadata.create_all(engine)
     health = HealthRegistry()
     health.add("database", sql_check(engine), kinds=("readiness",))
+    health.add("flags", flags_check(flags), kinds=("readiness",), critical=False)
     app = FastAPI(title="orders (safeship demo)")
 
     @app.post("/orders", response_model=Order, status_code=201)
     def create_order(body: NewOrder) -> Order:
         now = datetime.now(UTC)
+        who = {"userId": body.customer}
         with engine.begin() as conn:
             order_id = conn.execute(
                 sa.insert(orders).values(**body.model_dump(), created_at=now).returning(orders.c.id)
             ).scalar_one()
-        return Order(id=order_id, created_at=now, **body.model_dump())
+        return Order(
+            id=order_id,
+            created_at=now,
+            **body.model_dump(),
+            free_shipping=flags.is_enabled("orders.free-shipping", who),
+            gift_wrap_offered=flags.is_enabled("orders.gift-wrap", who),
+        )
 
     @app.get("/orders/{order_id}", response_model=Order)
     def get_order(order_id: int) -> Order:
@@ -70,19 +106,12 @@ def create_orders_app(engine: sa.Engine) -> FastAPI:
         with engine.connect() as conn:
             return [Order(**row) for row in conn.execute(query).mappings()]
 
-    @app.get("/health")
-    async def liveness() -> JSONResponse:
-        report = await health.run("liveness")
-        return JSONResponse(report.to_dict(), report.http_status, media_type=HEALTH_MEDIA_TYPE)
-
-    @app.get("/health/ready")
-    async def readiness(_request: Request) -> JSONResponse:
-        report = await health.run("readiness")
-        return JSONResponse(report.to_dict(), report.http_status, media_type=HEALTH_MEDIA_TYPE)
-
-    @app.get("/metrics")
-    def metrics() -> Response:
-        body, content_type = render_latest()
-        return Response(body, media_type=content_type)
-
-    return app
+    # One call adds request ids, access logs, HTTP metrics, probes and request limits.
+    return protect(
+        app,
+        health=health,
+        health_paths={"liveness": "/health", "readiness": "/health/ready"},
+        max_body_bytes=64_000,
+        request_timeout=10.0,
+        configure_logs=False,
+    )

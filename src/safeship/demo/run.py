@@ -17,8 +17,10 @@ from rich.console import Console
 
 from safeship.db.engine import create_engine
 from safeship.db.migrate import upgrade
-from safeship.demo.orders import create_orders_app
+from safeship.demo.orders import create_orders_app, seed_flags
 from safeship.demo.traffic import generate_traffic
+from safeship.flags.live import FlagClient
+from safeship.flags.store import FlagStore
 from safeship.server import create_app
 from safeship.server.keys import new_key
 from safeship.settings import Settings
@@ -48,6 +50,9 @@ async def _main(settings: Settings, *, traffic: bool, out: Console) -> None:
     settings, read_key, admin_key = demo_settings(settings)
     engine = create_engine(settings=settings)
     upgrade(engine)
+    store = FlagStore(engine)
+    seed_flags(store)
+    flags = FlagClient(store=store, poll_interval=0.5, overrides=settings.flag_overrides)
     plane_port, orders_port = settings.port, settings.port + 1
     servers = [
         _Server(
@@ -60,7 +65,10 @@ async def _main(settings: Settings, *, traffic: bool, out: Console) -> None:
         ),
         _Server(
             uvicorn.Config(
-                create_orders_app(engine), host=settings.host, port=orders_port, log_level="warning"
+                create_orders_app(engine, flags),
+                host=settings.host,
+                port=orders_port,
+                log_level="warning",
             )
         ),
     ]
@@ -88,6 +96,7 @@ async def _main(settings: Settings, *, traffic: bool, out: Console) -> None:
     for server in servers:
         server.should_exit = True
     await asyncio.gather(*tasks, return_exceptions=True)
+    flags.close()
     engine.dispose()
     if not all(s.started for s in servers):
         raise OSError(f"could not start the demo: is port {plane_port} or {orders_port} in use?")

@@ -22,6 +22,9 @@ from safeship.server.routes import api, dashboard, flags_api, flags_pages, healt
 from safeship.server.session import SessionSigner
 from safeship.server.state import ControlPlane, NavItem
 from safeship.settings import Settings, load_settings
+from safeship.web.limiter import FailureStore, MemoryFailureStore, RedisFailureStore
+from safeship.web.request_id import RequestIdMiddleware
+from safeship.web.telemetry import ObserveMiddleware
 
 logger = logging.getLogger("safeship.server")
 _STATIC = Path(__file__).resolve().parent / "static"
@@ -52,8 +55,16 @@ def build_plane(settings: Settings, engine: sa.Engine) -> ControlPlane:
         sessions=SessionSigner(secret.get_secret_value(), max_age=settings.session_max_age_seconds),
         health=registry,
         flags=FlagStore(engine, publish=_flag_publisher(settings)),
+        auth_failures=_failure_store(settings),
         nav=[NavItem("/flags", "Flags")],
     )
+
+
+def _failure_store(settings: Settings) -> FailureStore:
+    """Where failed sign-ins are counted: Redis when configured (shared by every replica)."""
+    if settings.redis_url:
+        return RedisFailureStore(settings.redis_url)
+    return MemoryFailureStore()
 
 
 def _flag_publisher(settings: Settings) -> Callable[[int], None] | None:
@@ -102,4 +113,7 @@ def create_app(
     app.include_router(dashboard.router)
     app.include_router(flags_pages.router)
     app.mount("/static", StaticFiles(directory=str(_STATIC)), name="static")
+    # Pure ASGI layers: request id outermost, then one access-log line and the HTTP metrics.
+    app.add_middleware(ObserveMiddleware, quiet_paths=("/health", "/health/ready", "/metrics"))
+    app.add_middleware(RequestIdMiddleware)
     return app

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from safeship.server.keys import Principal, Scope
 from safeship.server.session import COOKIE_NAME, csrf_matches
@@ -15,6 +17,7 @@ _api_key_header = APIKeyHeader(
     name="X-API-Key", auto_error=False, description="A control-plane API key (read or admin scope)."
 )
 _bearer = HTTPBearer(auto_error=False, description="The same API key as a bearer token.")
+logger = logging.getLogger("safeship.server")
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
@@ -22,7 +25,30 @@ def _unauthorized(detail: str) -> HTTPException:
     return HTTPException(401, detail, headers={"WWW-Authenticate": 'Bearer realm="safeship"'})
 
 
-def current_principal(
+def client_ip(request: Request) -> str:
+    """The socket's peer address (proxy headers are not trusted by the control plane)."""
+    return request.client.host if request.client else "unknown"
+
+
+async def authenticate_key(request: Request, presented: str) -> Principal | None:
+    """Check a key, refusing clients that failed too often (429 with Retry-After)."""
+    cp = plane(request)
+    ip = client_ip(request)
+    verdict = await cp.auth_failures.check(ip)
+    if not verdict.allowed:
+        raise HTTPException(
+            429,
+            "too many failed attempts; wait before retrying",
+            headers={"Retry-After": str(verdict.retry_after)},
+        )
+    principal = await run_in_threadpool(cp.keys.authenticate, presented)
+    if principal is None:
+        await cp.auth_failures.record_failure(ip)
+        logger.warning("server.auth_failed client=%s", ip)
+    return principal
+
+
+async def current_principal(
     request: Request,
     api_key: Annotated[str | None, Security(_api_key_header)] = None,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
@@ -31,7 +57,7 @@ def current_principal(
     cp = plane(request)
     presented = api_key or (bearer.credentials if bearer else None)
     if presented is not None:
-        principal = cp.keys.authenticate(presented)
+        principal = await authenticate_key(request, presented)
         if principal is None:
             raise _unauthorized("invalid API key")
         return principal

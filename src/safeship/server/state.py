@@ -12,6 +12,7 @@ from safeship.observe.health import HealthRegistry
 from safeship.server.keys import KeyRing
 from safeship.server.session import SessionSigner
 from safeship.settings import Settings
+from safeship.web.limiter import FailureStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +31,7 @@ class ControlPlane:
     sessions: SessionSigner
     health: HealthRegistry
     flags: FlagStore
+    auth_failures: FailureStore
     nav: list[NavItem] = field(default_factory=list)
 
 

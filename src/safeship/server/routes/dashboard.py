@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Form, Request
+import sqlalchemy as sa
+from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
 
 from safeship.db.audit import list_audit
+from safeship.server.deps import authenticate_key
 from safeship.server.session import COOKIE_NAME, Session, csrf_matches
 from safeship.server.state import plane
 
@@ -52,13 +56,23 @@ def _same_origin(request: Request) -> bool:
     return urlsplit(origin).netloc == host
 
 
-def render(request: Request, template: str, status_code: int = 200, **context: object) -> Response:
+def render(
+    request: Request,
+    template: str,
+    status_code: int = 200,
+    headers: Mapping[str, str] | None = None,
+    **context: object,
+) -> Response:
     """Render a dashboard page with the navigation and the session's CSRF token."""
     cp = plane(request)
     session = _session(request)
     context.update(nav=cp.nav, session=session, environment=cp.settings.environment)
     return templates.TemplateResponse(
-        request, template, context, status_code=status_code, headers={"Cache-Control": "no-store"}
+        request,
+        template,
+        context,
+        status_code=status_code,
+        headers={"Cache-Control": "no-store", **(headers or {})},
     )
 
 
@@ -68,11 +82,16 @@ def login_form(request: Request) -> Response:
 
 
 @router.post("/login", response_class=HTMLResponse)
-def login(request: Request, key: Annotated[str, Form(max_length=512)] = "") -> Response:
+async def login(request: Request, key: Annotated[str, Form(max_length=512)] = "") -> Response:
     cp = plane(request)
     if not _same_origin(request):
         return render(request, "login.html", 403, error="Cross-site sign-in refused.")
-    principal = cp.keys.authenticate(key)
+    try:
+        principal = await authenticate_key(request, key)
+    except HTTPException as exc:
+        return render(
+            request, "login.html", exc.status_code, error=str(exc.detail), headers=exc.headers
+        )
     if principal is None:
         return render(request, "login.html", 401, error="That key is not valid.")
     cookie, _ = cp.sessions.issue(principal.name, principal.scope)
@@ -99,6 +118,11 @@ def logout(request: Request, csrf_token: Annotated[str, Form(max_length=200)] = 
     return response
 
 
+def _recent_audit(engine: sa.Engine) -> list[dict[str, object]]:
+    with engine.connect() as conn:
+        return [r.to_dict() for r in list_audit(conn, limit=25)]
+
+
 @router.get("/", response_class=HTMLResponse)
 async def overview(request: Request) -> Response:
     if _session(request) is None:
@@ -106,8 +130,7 @@ async def overview(request: Request) -> Response:
     cp = plane(request)
     report = await cp.health.run("readiness")
     try:
-        with cp.engine.connect() as conn:
-            audit = [r.to_dict() for r in list_audit(conn, limit=25)]
+        audit = await run_in_threadpool(_recent_audit, cp.engine)
         audit_error = None
     except Exception:  # noqa: BLE001 - the page must still show health when the DB is down
         audit, audit_error = [], "The audit trail is unavailable: the database does not answer."
