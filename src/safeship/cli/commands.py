@@ -8,8 +8,8 @@ import typer
 from rich.table import Table
 
 from safeship._version import __version__
-from safeship.observe.logging import configure_logging
 from safeship.cli._common import DatabaseOption, fail, or_fail, out, settings_or_exit
+from safeship.observe.logging import configure_logging
 
 app = typer.Typer(
     name="safeship",
