@@ -1,0 +1,371 @@
+"""Structured logging on structlog, routed through stdlib ``logging``.
+
+safeship's own modules log through stdlib loggers with stable event names and never
+configure logging on import. `configure_logging` (called by the application, and by
+`safeship.web.protect` when nothing else configured logging) renders every record —
+safeship's, uvicorn's, SQLAlchemy's — as one JSON line, or readable colour output in
+development, with request id, trace id and bound context added and PII masked.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar, Token
+from typing import Any, Literal, TextIO
+
+import structlog
+from structlog.contextvars import (
+    bind_contextvars,
+    bound_contextvars,
+    clear_contextvars,
+    get_contextvars,
+    unbind_contextvars,
+)
+
+from safeship.observe.masking import PiiMasker
+from safeship.observe.metrics import LOG_ALERTS
+
+#: Level for conditions an operator must act on (between ERROR and CRITICAL).
+ALERT = 45
+logging.addLevelName(ALERT, "ALERT")
+
+Format = Literal["auto", "json", "console"]
+
+#: The current request's id (set by `safeship.web.RequestIdMiddleware`).
+request_id: ContextVar[str | None] = ContextVar("safeship_request_id", default=None)
+
+_LEVEL_NAMES = {
+    logging.DEBUG: "debug",
+    logging.INFO: "info",
+    logging.WARNING: "warning",
+    logging.ERROR: "error",
+    ALERT: "alert",
+    logging.CRITICAL: "critical",
+}
+_HANDLER_MARK = "_safeship_handler"
+_NOT_IN_TEXT = frozenset({"event", "exc_info"})
+_configured = False
+
+
+class _EventDict(dict[str, Any]):
+    """An event dict that still reads well when stdlib formats it without structlog."""
+
+    def __str__(self) -> str:
+        rest = " ".join(f"{k}={v!r}" for k, v in self.items() if k not in _NOT_IN_TEXT)
+        return f"{self.get('event', '')} {rest}".rstrip()
+
+
+class Logger:
+    """A small structured logger over a stdlib logger: ``log.info("order.placed", id=3)``.
+
+    Context bound with `bind` or `bind_context` is captured when the event is logged.
+    """
+
+    __slots__ = ("_context", "_logger")
+
+    def __init__(self, logger: logging.Logger, context: Mapping[str, Any] | None = None) -> None:
+        self._logger = logger
+        self._context = dict(context or {})
+
+    @property
+    def name(self) -> str:
+        """The underlying stdlib logger's name."""
+        return self._logger.name
+
+    def bind(self, **kv: Any) -> Logger:
+        """Return a logger that adds ``kv`` to every event."""
+        return Logger(self._logger, {**self._context, **kv})
+
+    def is_enabled_for(self, level: int) -> bool:
+        """Whether an event at ``level`` would be emitted."""
+        return self._logger.isEnabledFor(level)
+
+    def debug(self, event: str, **kv: Any) -> None:
+        """Log a debug event."""
+        self._emit(logging.DEBUG, event, kv)
+
+    def info(self, event: str, **kv: Any) -> None:
+        """Log a routine event."""
+        self._emit(logging.INFO, event, kv)
+
+    def warning(self, event: str, **kv: Any) -> None:
+        """Log something unexpected that the service survived."""
+        self._emit(logging.WARNING, event, kv)
+
+    def error(self, event: str, **kv: Any) -> None:
+        """Log a failure of one operation."""
+        self._emit(logging.ERROR, event, kv)
+
+    def exception(self, event: str, **kv: Any) -> None:
+        """Log an error with the current exception's traceback."""
+        kv.setdefault("exc_info", True)
+        self._emit(logging.ERROR, event, kv)
+
+    def alert(self, event: str, **kv: Any) -> None:
+        """Log a condition an operator must act on; also counted in a metric."""
+        _count_alert(self._logger.name)
+        self._emit(ALERT, event, kv)
+
+    def critical(self, event: str, **kv: Any) -> None:
+        """Log a failure of the whole service."""
+        self._emit(logging.CRITICAL, event, kv)
+
+    def log(self, level: int, event: str, **kv: Any) -> None:
+        """Log at a numeric level."""
+        if level == ALERT:
+            _count_alert(self._logger.name)
+        self._emit(level, event, kv)
+
+    def _emit(self, level: int, event: str, kv: dict[str, Any]) -> None:
+        if not self._logger.isEnabledFor(level):
+            return
+        exc_info = kv.pop("exc_info", None)
+        data = _EventDict(event=event)
+        data.update(get_contextvars())
+        rid = request_id.get()
+        if rid is not None:
+            data.setdefault("request_id", rid)
+        data.update(self._context)
+        data.update(kv)
+        if exc_info:
+            exc_info = sys.exc_info() if exc_info is True else exc_info
+            data["exc_info"] = exc_info
+        name = _LEVEL_NAMES.get(level) or logging.getLevelName(level).lower()
+        # makeRecord + handle skips the caller lookup of Logger.log: the stable event
+        # name already says where an event comes from, and the lookup is the costly part.
+        record = self._logger.makeRecord(
+            self._logger.name,
+            level,
+            "",
+            0,
+            data,
+            (),
+            exc_info or None,
+            extra={"_logger": self._logger, "_name": name},
+        )
+        self._logger.handle(record)
+
+
+def get_logger(name: str, **context: Any) -> Logger:
+    """A structured logger writing to the stdlib logger ``name``."""
+    return Logger(logging.getLogger(name), context)
+
+
+def bind_context(**kv: Any) -> Mapping[str, Token[Any]]:
+    """Bind ``kv`` to every event logged in this context (task or thread)."""
+    return bind_contextvars(**kv)
+
+
+def unbind_context(*keys: str) -> None:
+    """Remove keys bound with `bind_context`."""
+    unbind_contextvars(*keys)
+
+
+def clear_context() -> None:
+    """Remove everything bound with `bind_context` in this context."""
+    clear_contextvars()
+
+
+@contextmanager
+def bound_context(**kv: Any) -> Iterator[None]:
+    """Bind ``kv`` for the duration of a ``with`` block."""
+    with bound_contextvars(**kv):
+        yield
+
+
+def add_request_id(_logger: Any, _method: str, event_dict: Any) -> Any:
+    """Processor: add the current request id, when there is one."""
+    rid = request_id.get()
+    if rid is not None:
+        event_dict.setdefault("request_id", rid)
+    return event_dict
+
+
+def add_trace_context(_logger: Any, _method: str, event_dict: Any) -> Any:
+    """Processor: add ``trace_id``/``span_id`` of the active OpenTelemetry span."""
+    trace = sys.modules.get("opentelemetry.trace")
+    if trace is None:
+        return event_dict
+    ctx = trace.get_current_span().get_span_context()
+    if ctx.is_valid:
+        event_dict.setdefault("trace_id", format(ctx.trace_id, "032x"))
+        event_dict.setdefault("span_id", format(ctx.span_id, "016x"))
+    return event_dict
+
+
+def count_foreign_alerts(_logger: Any, method: str, event_dict: Any) -> Any:
+    """Processor for stdlib records: count ALERT records of non-safeship loggers.
+
+    Records of ``safeship.*`` loggers are counted by a handler on the ``safeship``
+    logger instead, so they count even when logging is not configured.
+    """
+    if method == "alert":
+        name = getattr(event_dict.get("_record"), "name", "root")
+        if not _is_safeship(name):
+            LOG_ALERTS.labels(name).inc()
+    return event_dict
+
+
+def _is_safeship(name: str) -> bool:
+    return name == "safeship" or name.startswith("safeship.")
+
+
+def _count_alert(name: str) -> None:
+    """Count an alert of a structured `Logger` (safeship's own are counted by the handler)."""
+    if not _is_safeship(name):
+        LOG_ALERTS.labels(name).inc()
+
+
+class _AlertCounter(logging.Handler):
+    """Counts ALERT records of safeship's own loggers; writes nothing."""
+
+    def __init__(self) -> None:
+        super().__init__(level=ALERT)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno == ALERT:
+            LOG_ALERTS.labels(record.name).inc()
+
+
+def _install_alert_counter() -> None:
+    """Attach the counter once; it emits nothing, so logging output stays unconfigured."""
+    library = logging.getLogger("safeship")
+    if not any(isinstance(h, _AlertCounter) for h in library.handlers):
+        library.addHandler(_AlertCounter())
+
+
+_install_alert_counter()
+
+
+class SamplingFilter(logging.Filter):
+    """Keep only a fraction of chosen routine events; warnings and above always pass.
+
+    ``rates`` maps an event name (``"cache.hit"``) to the fraction kept (``0.01``).
+    """
+
+    def __init__(
+        self, rates: Mapping[str, float], *, rng: Callable[[], float] = random.random
+    ) -> None:
+        super().__init__()
+        for event, rate in rates.items():
+            if not 0.0 <= rate <= 1.0:
+                raise ValueError(f"sample rate for {event!r} must be within 0..1, got {rate}")
+        self.rates = dict(rates)
+        self._rng = rng
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Decide whether ``record`` is emitted."""
+        if record.levelno >= logging.WARNING or not self.rates:
+            return True
+        msg = record.msg
+        event = msg.get("event") if isinstance(msg, dict) else msg
+        rate = self.rates.get(event) if isinstance(event, str) else None
+        return rate is None or self._rng() < rate
+
+
+def configure_logging(
+    *,
+    level: int | str = "INFO",
+    fmt: Format = "auto",
+    stream: TextIO | None = None,
+    masker: PiiMasker | None = None,
+    mask: bool = True,
+    sample_rates: Mapping[str, float] | None = None,
+    loggers: Mapping[str, int | str] | None = None,
+) -> logging.Handler:
+    """Route all stdlib and structlog logging through one structured pipeline.
+
+    ``fmt="auto"`` renders JSON lines unless the stream is a terminal. Existing root
+    handlers are replaced; uvicorn's loggers are made to propagate to the root. Returns
+    the installed handler. Calling it again replaces the previous configuration.
+    """
+    global _configured
+    if fmt not in ("auto", "json", "console"):
+        raise ValueError(f"fmt must be 'auto', 'json' or 'console', got {fmt!r}")
+    out = stream if stream is not None else sys.stderr
+    json_lines = fmt == "json" or (fmt == "auto" and not _isatty(out))
+    active_masker = (masker or PiiMasker()) if mask else None
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(_formatter(json_lines, active_masker, _isatty(out)))
+    if sample_rates:
+        handler.addFilter(SamplingFilter(sample_rates))
+    setattr(handler, _HANDLER_MARK, True)
+    _install_root(handler, level)
+    _route_library_loggers(loggers or {})
+    _configure_structlog()
+    _configured = True
+    return handler
+
+
+def is_configured() -> bool:
+    """Whether `configure_logging` ran in this process."""
+    return _configured
+
+
+def _isatty(stream: TextIO) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+def _formatter(
+    json_lines: bool, masker: PiiMasker | None, colors: bool
+) -> structlog.stdlib.ProcessorFormatter:
+    enrich: list[Any] = [
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        add_trace_context,
+    ]
+    renderer: Any
+    if json_lines:
+        enrich.append(structlog.processors.format_exc_info)
+        renderer = structlog.processors.JSONRenderer()
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=colors)
+    if masker is not None:
+        enrich.append(masker)
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[
+            structlog.contextvars.merge_contextvars,
+            add_request_id,
+            count_foreign_alerts,
+        ],
+        processors=[*enrich, renderer],
+    )
+
+
+def _install_root(handler: logging.Handler, level: int | str) -> None:
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+        if getattr(old, _HANDLER_MARK, False):
+            old.close()
+    root.addHandler(handler)
+    root.setLevel(level)
+
+
+def _route_library_loggers(levels: Mapping[str, int | str]) -> None:
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "gunicorn.error"):
+        lib = logging.getLogger(name)
+        lib.handlers.clear()
+        lib.propagate = True
+    for name, lvl in levels.items():
+        logging.getLogger(name).setLevel(lvl)
+
+
+def _configure_structlog() -> None:
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            add_request_id,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )

@@ -1,0 +1,140 @@
+"""Prometheus metrics of safeship and the exposition endpoint helper.
+
+Names follow Prometheus conventions (``_total`` counters, ``_seconds`` base units) and
+every label is bounded: routes are templates (``/orders/{id}``), never raw paths.
+With ``PROMETHEUS_MULTIPROC_DIR`` set before start-up, values live in per-process files
+and `render_latest` sums them, so several gunicorn/uvicorn workers report one total.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from importlib import resources
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+#: Latency buckets in seconds, from 5 ms to 10 s.
+HTTP_BUCKETS: tuple[float, ...] = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+
+#: Label used when no route template matched (404s, unknown paths).
+UNMATCHED_ROUTE = "unmatched"
+#: Label used when the framework exposes no route template at all.
+UNKNOWN_ROUTE = "other"
+
+HTTP_REQUESTS = Counter(
+    "safeship_http_requests_total",
+    "HTTP requests handled, by method, route template and status code.",
+    ["method", "route", "status"],
+)
+HTTP_DURATION = Histogram(
+    "safeship_http_request_duration_seconds",
+    "Time from request start to the end of the response body, in seconds.",
+    ["method", "route"],
+    buckets=HTTP_BUCKETS,
+)
+HTTP_IN_PROGRESS = Gauge(
+    "safeship_http_requests_in_progress",
+    "HTTP requests currently being handled.",
+    multiprocess_mode="livesum",
+)
+LOG_ALERTS = Counter(
+    "safeship_log_alerts_total",
+    "Log events at ALERT level (conditions an operator must act on), by logger.",
+    ["logger"],
+)
+AUTH_FAILURES = Counter(
+    "safeship_http_auth_failures_total",
+    "Rejected API-key attempts, by reason (missing, invalid, limited, blocked).",
+    ["reason"],
+)
+
+_KNOWN_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
+)
+
+
+def multiprocess_enabled() -> bool:
+    """Whether metrics are aggregated across processes (``PROMETHEUS_MULTIPROC_DIR``)."""
+    return bool(os.environ.get(MULTIPROC_ENV))
+
+
+def render_latest(registry: CollectorRegistry | None = None) -> tuple[bytes, str]:
+    """Return ``(body, content_type)`` of the text exposition format.
+
+    In multiprocess mode a fresh registry collects the files of every worker; otherwise
+    ``registry`` (default: the global one) is rendered.
+    """
+    if registry is None and multiprocess_enabled():
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return generate_latest(registry or REGISTRY), CONTENT_TYPE_LATEST
+
+
+def mark_process_dead(pid: int) -> None:
+    """Tell multiprocess mode a worker exited (call from gunicorn's ``child_exit`` hook)."""
+    if multiprocess_enabled():
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+
+def method_label(method: str) -> str:
+    """Bound the method label: unknown verbs collapse into ``OTHER``."""
+    return method if method in _KNOWN_METHODS else "OTHER"
+
+
+def route_label(scope: Mapping[str, Any], status: int) -> str:
+    """The route template of a handled request, never its raw path.
+
+    Uses ``scope["safeship.route"]`` (set by safeship's own endpoints), then the
+    Starlette/FastAPI matched route's ``path`` (prefixed by any Mount), else a fixed
+    fallback: ``unmatched`` for 404/405, ``other`` otherwise.
+    """
+    own = scope.get("safeship.route")
+    if isinstance(own, str):
+        return own
+    route = scope.get("route")
+    template = getattr(route, "path", None)
+    if isinstance(template, str):
+        return _mount_prefix(scope) + template
+    return UNMATCHED_ROUTE if status in (404, 405) else UNKNOWN_ROUTE
+
+
+def _mount_prefix(scope: Mapping[str, Any]) -> str:
+    """The part of ``root_path`` added by Starlette Mounts (the app's own root excluded)."""
+    root = scope.get("root_path", "")
+    app_root = scope.get("app_root_path", root)
+    if isinstance(root, str) and isinstance(app_root, str) and root.startswith(app_root):
+        return root[len(app_root) :]
+    return ""
+
+
+def observe_request(method: str, route: str, status: int, duration: float) -> None:
+    """Record one finished HTTP request."""
+    method = method_label(method)
+    HTTP_REQUESTS.labels(method, route, str(status)).inc()
+    HTTP_DURATION.labels(method, route).observe(duration)
+
+
+def grafana_dashboard() -> dict[str, Any]:
+    """The shipped Grafana dashboard (import it in Grafana, pick the Prometheus source)."""
+    text = resources.files("safeship.observe").joinpath("grafana/safeship.json").read_text()
+    dashboard: dict[str, Any] = json.loads(text)
+    return dashboard

@@ -1,0 +1,52 @@
+"""Pure-ASGI middleware and helpers that harden and observe the user's own service.
+
+``protect(app, ...)`` adds everything at once; each part is also usable alone.
+"""
+
+from safeship.web.auth import ApiKeyAuth
+from safeship.web.csrf import OriginCheckMiddleware
+from safeship.web.debug import DebugAccess, require_debug_access
+from safeship.web.endpoints import HealthEndpoints, MetricsEndpoint
+from safeship.web.files import UnsafeFilenameError, safe_filename
+from safeship.web.keys import generate_key, hash_key, verify_key
+from safeship.web.limiter import (
+    FailureStore,
+    LimitPolicy,
+    MemoryFailureStore,
+    RedisFailureStore,
+    Verdict,
+)
+from safeship.web.limits import BodySizeLimitMiddleware, TimeoutMiddleware
+from safeship.web.pagination import Page, PageResult, page_params
+from safeship.web.protect import protect
+from safeship.web.request_id import RequestIdMiddleware
+from safeship.web.telemetry import AccessLogMiddleware, MetricsMiddleware, ObserveMiddleware
+
+__all__ = [
+    "AccessLogMiddleware",
+    "ApiKeyAuth",
+    "BodySizeLimitMiddleware",
+    "DebugAccess",
+    "FailureStore",
+    "HealthEndpoints",
+    "LimitPolicy",
+    "MemoryFailureStore",
+    "MetricsEndpoint",
+    "MetricsMiddleware",
+    "ObserveMiddleware",
+    "OriginCheckMiddleware",
+    "Page",
+    "PageResult",
+    "RedisFailureStore",
+    "RequestIdMiddleware",
+    "TimeoutMiddleware",
+    "UnsafeFilenameError",
+    "Verdict",
+    "generate_key",
+    "hash_key",
+    "page_params",
+    "protect",
+    "require_debug_access",
+    "safe_filename",
+    "verify_key",
+]

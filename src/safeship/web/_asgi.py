@@ -1,0 +1,121 @@
+"""Minimal ASGI plumbing shared by the middleware: types, headers, plain responses."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
+from typing import Any
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+Headers = list[tuple[bytes, bytes]]
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def header(scope: Scope, name: bytes) -> bytes | None:
+    """The first value of request header ``name`` (lower-case bytes), or None."""
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return bytes(value)
+    return None
+
+
+def header_text(scope: Scope, name: bytes) -> str | None:
+    """A request header decoded as latin-1 (never raises), or None."""
+    raw = header(scope, name)
+    return None if raw is None else raw.decode("latin-1")
+
+
+async def send_response(
+    send: Send,
+    status: int,
+    body: bytes,
+    *,
+    content_type: bytes = b"text/plain; charset=utf-8",
+    headers: Iterable[tuple[bytes, bytes]] = (),
+) -> None:
+    """Send a complete response in two messages."""
+    all_headers: Headers = [
+        (b"content-type", content_type),
+        (b"content-length", str(len(body)).encode()),
+        *headers,
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": all_headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_problem(
+    send: Send,
+    status: int,
+    title: str,
+    detail: str,
+    *,
+    headers: Iterable[tuple[bytes, bytes]] = (),
+) -> None:
+    """Send an RFC 9457 ``application/problem+json`` error."""
+    body = json.dumps({"type": "about:blank", "title": title, "status": status, "detail": detail})
+    await send_response(
+        send,
+        status,
+        body.encode(),
+        content_type=b"application/problem+json",
+        headers=headers,
+    )
+
+
+def parse_networks(values: Iterable[str]) -> tuple[IPNetwork, ...]:
+    """Parse IPs or CIDR ranges; a bad entry fails with the value named."""
+    networks: list[IPNetwork] = []
+    for value in values:
+        try:
+            networks.append(ipaddress.ip_network(value.strip(), strict=False))
+        except ValueError as exc:
+            raise ValueError(f"trusted proxy {value!r} is not an IP address or CIDR") from exc
+    return tuple(networks)
+
+
+def _in(ip: str, networks: Sequence[IPNetwork]) -> bool:
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return any(addr in net for net in networks)
+
+
+def client_ip(scope: Scope, trusted_proxies: Sequence[IPNetwork] = ()) -> str:
+    """The client's IP: the socket peer, or, when the peer is a trusted proxy, the
+    right-most ``X-Forwarded-For`` entry that is not itself a trusted proxy."""
+    client = scope.get("client")
+    peer = str(client[0]) if client else "unknown"
+    if not trusted_proxies or not _in(peer, trusted_proxies):
+        return peer
+    forwarded = header_text(scope, b"x-forwarded-for")
+    if not forwarded:
+        return peer
+    hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if not _in(hop, trusted_proxies):
+            return hop if _valid_ip(hop) else peer
+    return hops[0] if hops and _valid_ip(hops[0]) else peer
+
+
+def _valid_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def path_matches(path: str, prefixes: Sequence[str]) -> bool:
+    """Whether ``path`` is one of ``prefixes`` or below one (segment-aware)."""
+    for prefix in prefixes:
+        base = prefix.rstrip("/")
+        if not base or path == base or path.startswith(base + "/"):
+            return True
+    return False

@@ -1,0 +1,137 @@
+"""API-key authentication for chosen path prefixes, with brute-force limiting."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from safeship.observe import metrics
+from safeship.observe.logging import get_logger
+from safeship.web._asgi import (
+    ASGIApp,
+    IPNetwork,
+    Receive,
+    Scope,
+    Send,
+    client_ip,
+    header_text,
+    parse_networks,
+    path_matches,
+    send_problem,
+)
+from safeship.web.keys import hash_key, is_digest, verify_any
+from safeship.web.limiter import FailureStore, MemoryFailureStore, Verdict
+
+_log = get_logger("safeship.web.auth")
+
+
+def _digests(keys: Iterable[str], key_digests: Iterable[str]) -> tuple[str, ...]:
+    digests = [hash_key(k) for k in keys]
+    for digest in key_digests:
+        if not is_digest(digest):
+            raise ValueError("key_digests must be hex SHA-256 digests made by hash_key()")
+        digests.append(digest.lower())
+    if not digests:
+        raise ValueError("ApiKeyAuth needs at least one key (keys= or key_digests=)")
+    return tuple(digests)
+
+
+class ApiKeyAuth:
+    """Require an API key on ``protected_prefixes``.
+
+    The key is read from ``X-API-Key`` or ``Authorization: Bearer``. Keys are kept only as
+    SHA-256 digests and compared in constant time. Wrong keys count as failures per client
+    IP in ``store`` (429 with ``Retry-After`` when limited or blocked). A missing key is
+    answered 401 without counting. The key never appears in logs.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        keys: Iterable[str] = (),
+        key_digests: Iterable[str] = (),
+        protected_prefixes: Iterable[str] = ("/",),
+        header: str = "X-API-Key",
+        store: FailureStore | None = None,
+        trusted_proxies: Iterable[str] = (),
+    ) -> None:
+        self.app = app
+        self._digests = _digests(keys, key_digests)
+        self.protected_prefixes = tuple(protected_prefixes)
+        if not self.protected_prefixes or any(
+            not p.startswith("/") for p in self.protected_prefixes
+        ):
+            raise ValueError("protected_prefixes must be non-empty paths starting with '/'")
+        self._header = header.lower().encode("latin-1")
+        self.store: FailureStore = store or MemoryFailureStore()
+        self.trusted_proxies: tuple[IPNetwork, ...] = parse_networks(trusted_proxies)
+
+    def _presented(self, scope: Scope) -> str | None:
+        value = header_text(scope, self._header)
+        if value:
+            return value.strip()
+        auth = header_text(scope, b"authorization")
+        if auth and auth[:7].lower() == "bearer ":
+            return auth[7:].strip() or None
+        return None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or not path_matches(
+            scope.get("path", ""), self.protected_prefixes
+        ):
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] == "http" and scope.get("method") == "OPTIONS":
+            await self.app(scope, receive, send)  # CORS preflight carries no credentials
+            return
+        client = client_ip(scope, self.trusted_proxies)
+        verdict = await self.store.check(client)
+        if not verdict.allowed:
+            verdict = await self.store.record_failure(client)
+            await self._reject_limited(scope, send, client, verdict)
+            return
+        presented = self._presented(scope)
+        if presented is None:
+            self._fail(scope, client, "missing")
+            await self._reject(scope, send, 401, "an API key is required")
+            return
+        if not verify_any(presented, self._digests):
+            verdict = await self.store.record_failure(client)
+            self._fail(scope, client, "invalid")
+            await self._reject(scope, send, 401, "the API key is not valid")
+            return
+        await self.app(scope, receive, send)
+
+    def _fail(self, scope: Scope, client: str, reason: str, **extra: object) -> None:
+        metrics.AUTH_FAILURES.labels(reason).inc()
+        _log.warning("auth.failed", reason=reason, client=client, path=scope.get("path"), **extra)
+
+    async def _reject_limited(
+        self, scope: Scope, send: Send, client: str, verdict: Verdict
+    ) -> None:
+        reason = "blocked" if verdict.blocked else "limited"
+        self._fail(scope, client, reason, retry_after=verdict.retry_after)
+        await self._reject(
+            scope,
+            send,
+            429,
+            "too many failed attempts; retry later",
+            headers=[(b"retry-after", str(verdict.retry_after).encode())],
+        )
+
+    async def _reject(
+        self,
+        scope: Scope,
+        send: Send,
+        status: int,
+        detail: str,
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        extra = list(headers or [])
+        if status == 401:
+            extra.append((b"www-authenticate", b'Bearer realm="api"'))
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        title = "Unauthorized" if status == 401 else "Too Many Requests"
+        await send_problem(send, status, title, detail, headers=extra)

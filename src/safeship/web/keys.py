@@ -1,0 +1,69 @@
+"""API-key hashing and timing-safe verification, usable on its own.
+
+Keys are stored and compared as SHA-256 digests: every comparison is between two
+fixed-length values, so neither a key's content nor its length leaks through timing,
+and any ``str`` input (non-ASCII, lone surrogates) is accepted without raising.
+SHA-256 without salt is right for long random keys (see `generate_key`); it is not a
+password hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Iterable
+
+DIGEST_HEX_LENGTH = 64
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+
+
+def hash_key(key: str) -> str:
+    """Return the hex SHA-256 digest to store instead of ``key``."""
+    if not isinstance(key, str) or not key:
+        raise ValueError("hash_key: the key must be a non-empty string")
+    return _digest(key).hex()
+
+
+def is_digest(value: str) -> bool:
+    """Whether ``value`` looks like a digest made by `hash_key`."""
+    if len(value) != DIGEST_HEX_LENGTH:
+        return False
+    try:
+        bytes.fromhex(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _stored_bytes(stored_digest: str) -> bytes:
+    """The raw 32 bytes of a stored digest; a malformed one becomes a value no key matches."""
+    try:
+        raw = bytes.fromhex(stored_digest)
+    except (ValueError, TypeError):
+        raw = b""
+    return raw if len(raw) == 32 else b"\x00" * 31 + b"\x01"
+
+
+def verify_key(presented: str, stored_digest: str) -> bool:
+    """Whether ``presented`` hashes to ``stored_digest``, in constant time."""
+    return hmac.compare_digest(_digest(presented), _stored_bytes(stored_digest))
+
+
+def verify_any(presented: str, stored_digests: Iterable[str]) -> bool:
+    """Whether ``presented`` matches any digest; every digest is compared, no early exit."""
+    candidate = _digest(presented)
+    matched = False
+    for stored in stored_digests:
+        matched |= hmac.compare_digest(candidate, _stored_bytes(stored))
+    return matched
+
+
+def generate_key(prefix: str = "ss_", nbytes: int = 32) -> str:
+    """A new random API key (``nbytes`` of entropy, URL-safe) with a recognisable prefix."""
+    if nbytes < 16:
+        raise ValueError("generate_key: nbytes must be >= 16")
+    return prefix + secrets.token_urlsafe(nbytes)

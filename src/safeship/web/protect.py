@@ -1,0 +1,84 @@
+"""`protect`: the whole safeship middleware stack around an ASGI app in one call."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+
+from safeship.observe.health import HealthRegistry
+from safeship.observe.logging import configure_logging, is_configured
+from safeship.web._asgi import ASGIApp
+from safeship.web.auth import ApiKeyAuth
+from safeship.web.csrf import OriginCheckMiddleware
+from safeship.web.endpoints import DEFAULT_HEALTH_PATHS, HealthEndpoints, MetricsEndpoint
+from safeship.web.limiter import FailureStore
+from safeship.web.limits import BodySizeLimitMiddleware, TimeoutMiddleware
+from safeship.web.request_id import RequestIdMiddleware
+from safeship.web.telemetry import ObserveMiddleware, RouteLabel
+
+
+def protect(
+    app: ASGIApp,
+    *,
+    health: HealthRegistry | None = None,
+    health_paths: Mapping[str, str] = DEFAULT_HEALTH_PATHS,
+    metrics_path: str | None = "/metrics",
+    api_keys: Iterable[str] = (),
+    api_key_digests: Iterable[str] = (),
+    protected_prefixes: Iterable[str] = ("/admin", "/api"),
+    auth_store: FailureStore | None = None,
+    trusted_proxies: Iterable[str] = (),
+    allowed_origins: Iterable[str] | None = None,
+    max_body_bytes: int | None = 1_048_576,
+    request_timeout: float | None = 30.0,
+    access_log: bool = True,
+    metrics: bool = True,
+    route_label: RouteLabel | None = None,
+    configure_logs: bool = True,
+) -> ASGIApp:
+    """Wrap ``app`` with request ids, access log, metrics, probes and the chosen guards.
+
+    Layers, outermost first: request id → access log and metrics → timeout → health
+    probes → body size limit → CSRF origin check → API-key auth → metrics endpoint → app.
+    API-key auth is on when keys are given (``/metrics`` is then protected when it lies
+    under a protected prefix); CSRF is on when ``allowed_origins`` is given (``[]`` means
+    same-origin only). Every setting is validated here, at start-up.
+    """
+    keys = tuple(api_keys)
+    digests = tuple(api_key_digests)
+    if configure_logs and not is_configured() and not _root_has_handlers():
+        configure_logging()
+    wrapped: ASGIApp = app
+    if metrics_path is not None:
+        wrapped = MetricsEndpoint(wrapped, path=metrics_path)
+    if keys or digests:
+        wrapped = ApiKeyAuth(
+            wrapped,
+            keys=keys,
+            key_digests=digests,
+            protected_prefixes=protected_prefixes,
+            store=auth_store,
+            trusted_proxies=trusted_proxies,
+        )
+    if allowed_origins is not None:
+        wrapped = OriginCheckMiddleware(wrapped, allowed_origins=allowed_origins)
+    if max_body_bytes is not None:
+        wrapped = BodySizeLimitMiddleware(wrapped, max_body_bytes=max_body_bytes)
+    if health is not None:
+        wrapped = HealthEndpoints(wrapped, health, paths=health_paths)
+    if request_timeout is not None:
+        wrapped = TimeoutMiddleware(wrapped, timeout=request_timeout)
+    if access_log or metrics:
+        quiet = (*health_paths.values(), *((metrics_path,) if metrics_path else ()))
+        wrapped = ObserveMiddleware(
+            wrapped,
+            access_log=access_log,
+            metrics=metrics,
+            quiet_paths=quiet,
+            route_label=route_label,
+        )
+    return RequestIdMiddleware(wrapped)
+
+
+def _root_has_handlers() -> bool:
+    return bool(logging.getLogger().handlers)

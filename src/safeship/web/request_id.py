@@ -1,0 +1,67 @@
+"""Request ids: accept a well-formed ``X-Request-ID`` or generate one, and echo it back."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+
+from safeship.observe.logging import request_id
+from safeship.web._asgi import ASGIApp, Message, Receive, Scope, Send, header_text
+
+_SAFE_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
+
+
+def _random_id() -> str:
+    return os.urandom(16).hex()
+
+
+class RequestIdMiddleware:
+    """Give every HTTP request an id, visible in logs and the ``X-Request-ID`` header.
+
+    An incoming id is kept only when ``trust_incoming`` and it is 1–128 safe characters,
+    so a client cannot inject log lines or huge values.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        header: str = "X-Request-ID",
+        trust_incoming: bool = True,
+        generator: Callable[[], str] = _random_id,
+    ) -> None:
+        if not header or not header.isascii():
+            raise ValueError("RequestIdMiddleware.header must be a non-empty ASCII name")
+        self.app = app
+        self.header = header
+        self._key = header.lower().encode("latin-1")
+        self.trust_incoming = trust_incoming
+        self.generator = generator
+
+    def _incoming(self, scope: Scope) -> str | None:
+        if not self.trust_incoming:
+            return None
+        value = header_text(scope, self._key)
+        return value if value is not None and _SAFE_ID.fullmatch(value) else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = self._incoming(scope) or self.generator()
+        scope.setdefault("state", {})["request_id"] = rid
+        token = request_id.set(rid)
+        encoded = rid.encode("latin-1", "replace")
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != self._key]
+                headers.append((self._key, encoded))
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            request_id.reset(token)

@@ -1,0 +1,179 @@
+"""The protect() stack on a Starlette and a FastAPI app."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from prometheus_client import REGISTRY
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.routing import Mount, Route
+
+from safeship.observe.health import HEALTH_MEDIA_TYPE, HealthRegistry
+from safeship.observe.logging import request_id
+from safeship.web import protect
+
+
+async def item(request: Request) -> JSONResponse:
+    return JSONResponse({"id": request.path_params["item_id"], "rid": request_id.get()})
+
+
+def starlette_app() -> Starlette:
+    inner = Starlette(routes=[Route("/things/{thing_id}", item_thing)])
+    return Starlette(
+        routes=[
+            Route("/items/{item_id}", item),
+            Route("/admin/stats", lambda r: PlainTextResponse("stats")),
+            Mount("/sub", app=inner),
+        ]
+    )
+
+
+async def item_thing(request: Request) -> PlainTextResponse:
+    return PlainTextResponse(request.path_params["thing_id"])
+
+
+def client(app: object, ip: str = "10.0.0.1") -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app, client=(ip, 1234))  # type: ignore[arg-type]
+    return httpx.AsyncClient(transport=transport, base_url="http://testserver")
+
+
+def requests_total(route: str, status: str, method: str = "GET") -> float:
+    labels = {"method": method, "route": route, "status": status}
+    return REGISTRY.get_sample_value("safeship_http_requests_total", labels) or 0.0
+
+
+async def test_request_id_is_generated_echoed_and_bound() -> None:
+    async with client(protect(starlette_app(), configure_logs=False)) as c:
+        response = await c.get("/items/1")
+        rid = response.headers["x-request-id"]
+        assert len(rid) == 32
+        assert response.json()["rid"] == rid
+        kept = await c.get("/items/1", headers={"X-Request-ID": "abc-123"})
+        assert kept.headers["x-request-id"] == "abc-123"
+        for hostile in ("a\nb", "x" * 200, "a b"):
+            bad = await c.get("/items/1", headers={"X-Request-ID": hostile.encode()})
+            assert len(bad.headers["x-request-id"]) == 32
+
+
+async def test_metrics_use_route_templates_not_paths() -> None:
+    before = requests_total("/items/{item_id}", "200")
+    before_sub = requests_total("/sub/things/{thing_id}", "200")
+    before_404 = requests_total("unmatched", "404")
+    async with client(protect(starlette_app(), configure_logs=False)) as c:
+        for n in range(3):
+            await c.get(f"/items/{n}")
+        await c.get("/sub/things/9")
+        await c.get("/nope/123")
+        body = (await c.get("/metrics")).text
+    assert requests_total("/items/{item_id}", "200") == before + 3
+    assert requests_total("/sub/things/{thing_id}", "200") == before_sub + 1
+    assert requests_total("unmatched", "404") == before_404 + 1
+    assert "/items/1" not in body
+    assert "safeship_http_request_duration_seconds_bucket" in body
+
+
+async def test_fastapi_route_templates_are_used() -> None:
+    api = FastAPI()
+
+    @api.get("/orders/{order_id}")
+    async def get_order(order_id: int) -> dict[str, int]:
+        return {"order_id": order_id}
+
+    before = requests_total("/orders/{order_id}", "200")
+    async with client(protect(api, configure_logs=False)) as c:
+        assert (await c.get("/orders/5")).json() == {"order_id": 5}
+    assert requests_total("/orders/{order_id}", "200") == before + 1
+
+
+async def test_health_routes_answer_health_json() -> None:
+    registry = HealthRegistry()
+    registry.add("db", lambda: "ok")
+    async with client(protect(starlette_app(), health=registry, configure_logs=False)) as c:
+        ready = await c.get("/readyz")
+        assert ready.status_code == 200
+        assert ready.headers["content-type"] == HEALTH_MEDIA_TYPE
+        assert json.loads(ready.text)["checks"]["db"][0]["status"] == "pass"
+        registry.mark_not_ready()
+        assert (await c.get("/readyz")).status_code == 503
+        assert (await c.get("/livez")).status_code == 200
+
+
+async def test_api_keys_guard_protected_prefixes_only() -> None:
+    app = protect(
+        starlette_app(), api_keys=["ss_good"], protected_prefixes=["/admin"], configure_logs=False
+    )
+    async with client(app) as c:
+        assert (await c.get("/items/1")).status_code == 200
+        assert (await c.get("/admin/stats")).status_code == 401
+        assert (await c.get("/admin/stats", headers={"X-API-Key": "ss_bad"})).status_code == 401
+        ok = await c.get("/admin/stats", headers={"X-API-Key": "ss_good"})
+        assert ok.text == "stats"
+        bearer = await c.get("/admin/stats", headers={"Authorization": "Bearer ss_good"})
+        assert bearer.status_code == 200
+
+
+async def test_access_log_line_has_status_route_and_duration(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.INFO, logger="safeship.access"):
+        async with client(protect(starlette_app(), configure_logs=False)) as c:
+            await c.get("/items/9")
+    (record,) = [r for r in caplog.records if r.name == "safeship.access"]
+    event = record.msg
+    assert isinstance(event, dict)
+    assert event["event"] == "http.request"
+    assert event["status"] == 200
+    assert event["route"] == "/items/{item_id}"
+    assert event["path"] == "/items/9"
+    assert event["duration_ms"] >= 0
+    assert event["request_id"]
+
+
+async def test_probe_requests_are_logged_at_debug(caplog: pytest.LogCaptureFixture) -> None:
+    registry = HealthRegistry()
+    with caplog.at_level(logging.INFO, logger="safeship.access"):
+        async with client(protect(starlette_app(), health=registry, configure_logs=False)) as c:
+            await c.get("/livez")
+    assert not [r for r in caplog.records if r.name == "safeship.access"]
+
+
+async def test_auth_failures_are_logged_without_the_key(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = protect(
+        starlette_app(), api_keys=["ss_good"], protected_prefixes=["/admin"], configure_logs=False
+    )
+    with caplog.at_level(logging.INFO):
+        async with client(app) as c:
+            await c.get("/admin/stats", headers={"X-API-Key": "ss_attempted_secret"})
+    failures = [r for r in caplog.records if r.name == "safeship.web.auth"]
+    assert failures
+    assert all("ss_attempted_secret" not in r.getMessage() for r in caplog.records)
+    assert failures[0].msg["reason"] == "invalid"  # type: ignore[index]
+
+
+async def test_server_error_is_counted_as_500() -> None:
+    async def boom(_request: Request) -> PlainTextResponse:
+        raise RuntimeError("boom")
+
+    before = requests_total("/boom", "500")
+    app = protect(Starlette(routes=[Route("/boom", boom)]), configure_logs=False)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        assert (await c.get("/boom")).status_code == 500
+    assert requests_total("/boom", "500") == before + 1
+
+
+def test_protect_validates_settings_at_start_up() -> None:
+    with pytest.raises(ValueError, match="protected_prefixes"):
+        protect(starlette_app(), api_keys=["k"], protected_prefixes=["admin"], configure_logs=False)
+    with pytest.raises(ValueError, match="trusted proxy"):
+        protect(starlette_app(), api_keys=["k"], trusted_proxies=["nope"], configure_logs=False)
+    with pytest.raises(ValueError, match="digests"):
+        protect(starlette_app(), api_key_digests=["abc"], configure_logs=False)
