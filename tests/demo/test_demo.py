@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -42,32 +43,96 @@ def _wait_for(url: str, timeout: float = 30.0) -> httpx.Response:
             time.sleep(0.1)
 
 
+def _read_banner(process: subprocess.Popen[str]) -> dict[str, str]:
+    """Read the demo's banner up to its traffic line; return the printed keys."""
+    assert process.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            raise AssertionError("the demo exited early:\n" + "".join(lines))
+        lines.append(line)
+        if line.strip().startswith("traffic:"):
+            text = "".join(lines)
+            keys = dict(re.findall(r"(read|admin) key\s+(ss_\S+)", text))
+            assert set(keys) == {"read", "admin"}, text
+            return keys
+    raise AssertionError("no banner within 60 s:\n" + "".join(lines))
+
+
+def _until(condition: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def _inventory_state(base: str, key: str) -> str | None:
+    rows = httpx.get(f"{base}/api/v1/breakers", headers={"X-API-Key": key}).json()
+    states = [r["state"] for r in rows if r["name"] == "inventory"]
+    return states[0] if states else None
+
+
 def test_demo_runs_the_service_control_plane_and_traffic(tmp_path: Path) -> None:
     port = _free_port_pair()
+    base = f"http://127.0.0.1:{port}"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
     env.pop("SAFESHIP_DATABASE_URL", None)
     process = subprocess.Popen(
-        [sys.executable, "-m", "safeship.cli_entry", "demo", "--port", str(port),
-         "--database-url", f"sqlite:///{tmp_path / 'demo.db'}"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "safeship.cli_entry",
+            "demo",
+            "--port",
+            str(port),
+            "--database-url",
+            f"sqlite:///{tmp_path / 'demo.db'}",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
-        ready = _wait_for(f"http://127.0.0.1:{port}/health/ready")
-        assert ready.status_code == 200
+        keys = _read_banner(process)
+        assert httpx.get(f"{base}/health/ready").status_code == 200
         orders_url = f"http://127.0.0.1:{port + 1}/orders"
-        deadline = time.monotonic() + 20
-        while not (orders := httpx.get(orders_url, timeout=2).json()):
-            assert time.monotonic() < deadline, "the traffic generator created no orders"
-            time.sleep(0.2)
-        assert {"free_shipping", "gift_wrap_offered"} <= set(orders[0])
+        _until(lambda: bool(httpx.get(orders_url, timeout=2).json()), 20, "orders")
+        order = httpx.get(orders_url, timeout=2).json()[0]
+        assert {"free_shipping", "gift_wrap_offered"} <= set(order)
         assert httpx.get(f"http://127.0.0.1:{port + 1}/health/ready").status_code == 200
-        assert "Sign in" in httpx.get(f"http://127.0.0.1:{port}/login").text
+        assert "Sign in" in httpx.get(f"{base}/login").text
+
+        flags = httpx.get(f"{base}/api/v1/flags", headers={"X-API-Key": keys["read"]}).json()
+        assert {"orders.free-shipping", "demo.inventory-outage"} <= {
+            f["name"] for f in flags["flags"]
+        }
+
+        # Break the inventory dependency from the control plane: the breaker opens...
+        admin = {"X-API-Key": keys["admin"]}
+        _until(lambda: _inventory_state(base, keys["read"]) == "closed", 20, "a report")
+        httpx.post(
+            f"{base}/api/v1/flags/demo.inventory-outage/enable", json={}, headers=admin
+        ).raise_for_status()
+        _until(
+            lambda: _inventory_state(base, keys["read"]) in ("open", "half_open"),
+            30,
+            "the inventory breaker to open",
+        )
+        # ...and closes again once the dependency answers.
+        httpx.post(
+            f"{base}/api/v1/flags/demo.inventory-outage/disable", json={}, headers=admin
+        ).raise_for_status()
+        _until(
+            lambda: _inventory_state(base, keys["read"]) == "closed",
+            30,
+            "the inventory breaker to close",
+        )
     finally:
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=30)
     assert process.returncode == 0, output
-    assert f"http://127.0.0.1:{port}/" in output
-    read_key = re.search(r"read key\s+(ss_\S+)", output)
-    admin_key = re.search(r"admin key\s+(ss_\S+)", output)
-    assert read_key and admin_key
     assert "stopping" in output and "Traceback" not in output

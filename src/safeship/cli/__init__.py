@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import sys
 
+from safeship.cli.breakers import breakers_app
 from safeship.cli.commands import app
 from safeship.cli.flags import flags_app
 
 app.add_typer(flags_app, name="flags")
+app.add_typer(breakers_app, name="breakers")
 
 __all__ = ["app", "main"]
 

@@ -31,7 +31,7 @@ def _store(database_url: str | None) -> FlagStore:
     return FlagStore(engine)
 
 
-def _actor() -> str:
+def actor() -> str:
     try:
         return f"cli:{getpass.getuser()}"
     except (KeyError, OSError):
@@ -108,7 +108,7 @@ def create(
         _run(
             lambda: store.create(
                 name,
-                actor=_actor(),
+                actor=actor(),
                 description=description,
                 owner=owner,
                 safe_value=safe_on,
@@ -123,14 +123,14 @@ def create(
 def enable(name: str, reason: Reason = None, database_url: DatabaseOption = None) -> None:
     """Turn a flag on."""
     store = _store(database_url)
-    _show(_run(lambda: store.set_enabled(name, True, actor=_actor(), reason=reason)))
+    _show(_run(lambda: store.set_enabled(name, True, actor=actor(), reason=reason)))
 
 
 @flags_app.command("disable")
 def disable(name: str, reason: Reason = None, database_url: DatabaseOption = None) -> None:
     """Turn a flag off."""
     store = _store(database_url)
-    _show(_run(lambda: store.set_enabled(name, False, actor=_actor(), reason=reason)))
+    _show(_run(lambda: store.set_enabled(name, False, actor=actor(), reason=reason)))
 
 
 @flags_app.command("rollout")
@@ -151,7 +151,7 @@ def rollout(
     _show(
         _run(
             lambda: store.rollout(
-                name, percent, actor=_actor(), stickiness=stickiness, reason=reason
+                name, percent, actor=actor(), stickiness=stickiness, reason=reason
             )
         )
     )
@@ -167,7 +167,7 @@ def target(
 ) -> None:
     """Turn a flag on for listed user or tenant ids."""
     store = _store(database_url)
-    _show(_run(lambda: store.target(name, values, actor=_actor(), field=field, reason=reason)))
+    _show(_run(lambda: store.target(name, values, actor=actor(), field=field, reason=reason)))
 
 
 @flags_app.command("kill")
@@ -180,7 +180,7 @@ def kill(
     store = _store(database_url)
     if not yes and not typer.confirm("Turn every flag to its safe value now?"):
         fail("cancelled", code=1)
-    changed = _run(lambda: store.kill(actor=_actor(), reason=reason))
+    changed = _run(lambda: store.kill(actor=actor(), reason=reason))
     out.print(
         f"kill switch engaged: {len(changed)} flag(s) changed "
         f"({', '.join(sorted(changed)) or 'none'})"
@@ -192,7 +192,7 @@ def restore(reason: Reason = None, database_url: DatabaseOption = None) -> None:
     """Undo the last kill switch for the flags it changed."""
     store = _store(database_url)
     try:
-        restored = or_fail(lambda: store.restore(actor=_actor(), reason=reason))
+        restored = or_fail(lambda: store.restore(actor=actor(), reason=reason))
     except ValueError as exc:
         fail(str(exc), code=1)
     out.print(f"restored {len(restored)} flag(s)")
@@ -211,7 +211,7 @@ def import_(
     except (OSError, ValueError) as exc:
         fail(f"cannot read {path}: {exc}")
     store = _store(database_url)
-    names = _run(lambda: store.import_unleash(state, actor=_actor(), reason=reason))
+    names = _run(lambda: store.import_unleash(state, actor=actor(), reason=reason))
     out.print(f"imported {len(names)} flag(s)")
 
 

@@ -74,3 +74,25 @@ flag_state = sa.Table(
     sa.Column("version", sa.BigInteger(), nullable=False),
     sa.Column("killed_at", sa.DateTime(timezone=True), nullable=True),
 )
+
+breakers = sa.Table(
+    "safeship_breakers",
+    metadata,
+    sa.Column("service", sa.String(100), primary_key=True),
+    sa.Column("instance", sa.String(200), primary_key=True),
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("state", sa.String(20), nullable=False),
+    sa.Column("snapshot", sa.JSON(), nullable=False),
+    sa.Column("reported_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+breaker_overrides = sa.Table(
+    "safeship_breaker_overrides",
+    metadata,
+    sa.Column("service", sa.String(100), primary_key=True),
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("mode", sa.String(20), nullable=False),
+    sa.Column("version", sa.BigInteger(), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_by", sa.String(200), nullable=False),
+)

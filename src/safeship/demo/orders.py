@@ -14,6 +14,7 @@ from fastapi import FastAPI, HTTPException, Query
 from pydantic import BaseModel, Field
 from starlette.types import ASGIApp
 
+from safeship.demo.inventory import OUTAGE_FLAG, FlakyInventory, inventory_policy
 from safeship.flags.live import FlagClient, flags_check
 from safeship.flags.store import FlagExistsError, FlagStore
 from safeship.observe.health import HealthRegistry, sql_check
@@ -23,6 +24,7 @@ from safeship.web import protect
 DEMO_FLAGS = (
     ("orders.free-shipping", "Free shipping for a share of customers", 25),
     ("orders.gift-wrap", "Offer gift wrapping on new orders", None),
+    (OUTAGE_FLAG, "Demo switch: make the inventory dependency fail", None),
 )
 
 orders_metadata = sa.MetaData()
@@ -48,6 +50,7 @@ class Order(NewOrder):
     created_at: datetime
     free_shipping: bool = False
     gift_wrap_offered: bool = False
+    stock: str = "reserved"
 
 
 def seed_flags(store: FlagStore) -> None:
@@ -68,18 +71,23 @@ def seed_flags(store: FlagStore) -> None:
             store.rollout(name, percent, actor="demo", stickiness="userId", reason="demo seed")
 
 
-def create_orders_app(engine: sa.Engine, flags: FlagClient) -> ASGIApp:
+def create_orders_app(
+    engine: sa.Engine, flags: FlagClient, inventory: FlakyInventory | None = None
+) -> ASGIApp:
     """The orders service on ``engine``; its switches are safeship flags read from ``flags``."""
     orders_metadata.create_all(engine)
     health = HealthRegistry()
     health.add("database", sql_check(engine), kinds=("readiness",))
     health.add("flags", flags_check(flags), kinds=("readiness",), critical=False)
     app = FastAPI(title="orders (safeship demo)")
+    inventory = inventory or FlakyInventory(flags)
+    guarded = inventory_policy()
 
     @app.post("/orders", response_model=Order, status_code=201)
     def create_order(body: NewOrder) -> Order:
         now = datetime.now(UTC)
         who = {"userId": body.customer}
+        stock = guarded.call(inventory.reserve, body.item, body.quantity)
         with engine.begin() as conn:
             order_id = conn.execute(
                 sa.insert(orders).values(**body.model_dump(), created_at=now).returning(orders.c.id)
@@ -90,6 +98,7 @@ def create_orders_app(engine: sa.Engine, flags: FlagClient) -> ASGIApp:
             **body.model_dump(),
             free_shipping=flags.is_enabled("orders.free-shipping", who),
             gift_wrap_offered=flags.is_enabled("orders.gift-wrap", who),
+            stock=stock,
         )
 
     @app.get("/orders/{order_id}", response_model=Order)

@@ -21,6 +21,7 @@ from safeship.demo.orders import create_orders_app, seed_flags
 from safeship.demo.traffic import generate_traffic
 from safeship.flags.live import FlagClient
 from safeship.flags.store import FlagStore
+from safeship.resilience.board import BreakerReporter
 from safeship.server import create_app
 from safeship.server.keys import new_key
 from safeship.settings import Settings
@@ -53,6 +54,7 @@ async def _main(settings: Settings, *, traffic: bool, out: Console) -> None:
     store = FlagStore(engine)
     seed_flags(store)
     flags = FlagClient(store=store, poll_interval=0.5, overrides=settings.flag_overrides)
+    reporter = BreakerReporter(engine, service="orders", interval=1.0)
     plane_port, orders_port = settings.port, settings.port + 1
     servers = [
         _Server(
@@ -96,6 +98,7 @@ async def _main(settings: Settings, *, traffic: bool, out: Console) -> None:
     for server in servers:
         server.should_exit = True
     await asyncio.gather(*tasks, return_exceptions=True)
+    reporter.close()
     flags.close()
     engine.dispose()
     if not all(s.started for s in servers):

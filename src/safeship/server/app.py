@@ -16,9 +16,10 @@ from safeship.db.engine import create_engine
 from safeship.db.migrate import upgrade
 from safeship.flags.store import FlagStore
 from safeship.observe.health import HealthRegistry, sql_check
+from safeship.resilience.board import BreakerBoard
 from safeship.server.errors import install_error_handlers
 from safeship.server.keys import KeyRing
-from safeship.server.routes import api, dashboard, flags_api, flags_pages, health
+from safeship.server.routes import api, breakers, dashboard, flags_api, flags_pages, health
 from safeship.server.session import SessionSigner
 from safeship.server.state import ControlPlane, NavItem
 from safeship.settings import Settings, load_settings
@@ -56,7 +57,8 @@ def build_plane(settings: Settings, engine: sa.Engine) -> ControlPlane:
         health=registry,
         flags=FlagStore(engine, publish=_flag_publisher(settings)),
         auth_failures=_failure_store(settings),
-        nav=[NavItem("/flags", "Flags")],
+        breakers=BreakerBoard(engine),
+        nav=[NavItem("/flags", "Flags"), NavItem("/breakers", "Breakers")],
     )
 
 
@@ -112,6 +114,8 @@ def create_app(
     app.include_router(flags_api.router)
     app.include_router(dashboard.router)
     app.include_router(flags_pages.router)
+    app.include_router(breakers.api)
+    app.include_router(breakers.pages)
     app.mount("/static", StaticFiles(directory=str(_STATIC)), name="static")
     # Pure ASGI layers: request id outermost, then one access-log line and the HTTP metrics.
     app.add_middleware(ObserveMiddleware, quiet_paths=("/health", "/health/ready", "/metrics"))

@@ -9,6 +9,7 @@ from fastapi import Request
 
 from safeship.flags.store import FlagStore
 from safeship.observe.health import HealthRegistry
+from safeship.resilience.board import BreakerBoard
 from safeship.server.keys import KeyRing
 from safeship.server.session import SessionSigner
 from safeship.settings import Settings
@@ -32,6 +33,7 @@ class ControlPlane:
     health: HealthRegistry
     flags: FlagStore
     auth_failures: FailureStore
+    breakers: BreakerBoard
     nav: list[NavItem] = field(default_factory=list)
 
 

@@ -1,0 +1,92 @@
+"""Circuit breakers of every reporting process: the API and the dashboard page."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, HTTPException, Path, Request
+from fastapi.responses import RedirectResponse, Response
+from pydantic import BaseModel, Field
+
+from safeship.resilience.board import MODES, Mode
+from safeship.server.deps import AdminPrincipal, ReadPrincipal
+from safeship.server.routes.dashboard import admin_form_session, page_session, render
+from safeship.server.state import plane
+
+api = APIRouter(prefix="/api/v1/breakers", tags=["breakers"])
+pages = APIRouter(include_in_schema=False)
+Service = Annotated[str, Path(min_length=1, max_length=100)]
+Name = Annotated[str, Path(min_length=1, max_length=200)]
+
+
+class ModeBody(BaseModel):
+    mode: Mode = Field(description="forced_open, disabled, metrics_only, or automatic (reset)")
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+class ModeSet(BaseModel):
+    service: str
+    name: str
+    mode: str
+    version: int
+
+
+def _rows(request: Request) -> list[dict[str, Any]]:
+    now = datetime.now(UTC)
+    return [b.to_dict(now) for b in plane(request).breakers.all()]
+
+
+@api.get("", summary="Every breaker of every reporting process")
+def list_breakers(request: Request, _: ReadPrincipal) -> list[dict[str, Any]]:
+    return _rows(request)
+
+
+@api.post(
+    "/{service}/{name}/mode",
+    response_model=ModeSet,
+    summary="Force open, disable, metrics-only, or back to automatic (audited)",
+)
+def set_mode(
+    request: Request, service: Service, name: Name, body: ModeBody, who: AdminPrincipal
+) -> ModeSet:
+    version = plane(request).breakers.set_mode(
+        service, name, body.mode, actor=who.name, reason=body.reason
+    )
+    return ModeSet(service=service, name=name, mode=body.mode, version=version)
+
+
+@pages.get("/breakers")
+def breakers_page(request: Request) -> Response:
+    if page_session(request) is None:
+        return RedirectResponse("/login", status_code=303)
+    return render(
+        request,
+        "breakers.html",
+        breakers=_rows(request),
+        modes=MODES,
+        message=request.query_params.get("m"),
+    )
+
+
+@pages.post("/breakers/{service}/{name}/mode")
+def set_mode_form(
+    request: Request,
+    service: str,
+    name: str,
+    mode: Annotated[str, Form(max_length=20)] = "",
+    csrf_token: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    session = admin_form_session(request, csrf_token)
+    if isinstance(session, Response):
+        return session
+    if mode not in MODES:
+        raise HTTPException(422, f"mode must be one of {', '.join(MODES)}")
+    plane(request).breakers.set_mode(
+        service,
+        name,
+        mode,
+        actor=session.name,
+        reason="dashboard",
+    )
+    return RedirectResponse(f"/breakers?m={name}: {mode}", status_code=303)
