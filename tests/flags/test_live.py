@@ -205,3 +205,22 @@ def test_kill_switch_under_load_turns_everything_off(sqlite_store: FlagStore) ->
         for t in threads:
             t.join()
     assert errors == []
+
+
+def test_evaluations_are_counted_exported_and_recorded_for_the_stale_report(
+    sqlite_store: FlagStore,
+) -> None:
+    from prometheus_client import REGISTRY, generate_latest
+
+    sqlite_store.create("counted-flag", actor="t")
+    sqlite_store.set_enabled("counted-flag", True, actor="t")
+    sqlite_store.create("unused-flag", actor="t")
+    with FlagClient(store=sqlite_store, poll_interval=1) as client:
+        for _ in range(3):
+            client.is_enabled("counted-flag")
+        client.is_enabled("counted-flag", {"userId": "x"})
+        text = generate_latest(REGISTRY).decode()
+        assert 'safeship_flag_evaluations_total{flag="counted-flag",result="on"} 4.0' in text
+    # close() records usage: the evaluated flag has a last_evaluated_at, the other none
+    assert sqlite_store.get("counted-flag").last_evaluated_at is not None
+    assert sqlite_store.get("unused-flag").last_evaluated_at is None

@@ -22,13 +22,14 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
 from safeship.flags import authoring
+from safeship.flags.counter import EvaluationCounter
 from safeship.flags.flagset import FlagSet
 from safeship.flags.store import NOTIFY_CHANNEL, FlagStore
 from safeship.settings import FlagOverride, flag_key
@@ -74,6 +75,8 @@ class FlagClient:
         redis_url: str | None = None,
         backup_path: str | os.PathLike[str] | None = None,
         overrides: Mapping[str, FlagOverride] | None = None,
+        count_evaluations: bool = True,
+        usage_interval: float = 60.0,
         start: bool = True,
     ) -> None:
         if not 0.05 <= poll_interval <= 3600:
@@ -84,13 +87,16 @@ class FlagClient:
         self.redis_url = redis_url
         self.backup_path = Path(backup_path) if backup_path is not None else None
         self.overrides = dict(overrides or {})
+        self.counter = EvaluationCounter() if count_evaluations else None
+        self.usage_interval = usage_interval
+        self._usage_flushed = time.monotonic()
         self.overridden: frozenset[str] = frozenset()
         self.version = -1
         self.ready = False
         self.last_error: str | None = None
         self.last_refresh: float | None = None
         self.source = "none"
-        self._swap(FlagSet.from_unleash({"version": 1, "features": []}))
+        self._swap(FlagSet.from_unleash({"version": 1, "features": []}, counter=self.counter))
         self._stop = threading.Event()
         self._wake = threading.Event()
         #: Set while a push channel (LISTEN or a Redis subscription) is established.
@@ -130,6 +136,9 @@ class FlagClient:
         self._thread.start()
 
     def close(self) -> None:
+        if self.ready:
+            with contextlib.suppress(Exception):
+                self._flush_usage(force=True)
         self._stop.set()
         self._wake.set()
         if self._thread is not None and self._thread is not threading.current_thread():
@@ -155,6 +164,7 @@ class FlagClient:
         try:
             if not force and self.ready and self.store.version() == self.version:
                 self._mark_fresh("store")
+                self._flush_usage()
                 return True
             version, state = self.store.state()
         except sa.exc.SQLAlchemyError as exc:
@@ -162,11 +172,24 @@ class FlagClient:
             return False
         self._install(version, state, source="store")
         self._write_backup(version, state)
+        self._flush_usage()
         return True
+
+    def _flush_usage(self, *, force: bool = False) -> None:
+        """Record which flags were evaluated (for the stale report), at most once a minute."""
+        now = time.monotonic()
+        if self.counter is None or (not force and now - self._usage_flushed < self.usage_interval):
+            return
+        self._usage_flushed = now
+        used = [name for name, counts in self.counter.drain().items() if counts.total]
+        try:
+            self.store.mark_evaluated(used)
+        except sa.exc.SQLAlchemyError as exc:
+            self._degrade(f"usage not recorded: {type(exc).__name__}")
 
     def _install(self, version: int, state: dict[str, Any], *, source: str) -> None:
         effective, touched = apply_overrides(state, self.overrides)
-        self._swap(FlagSet.from_unleash(effective))
+        self._swap(FlagSet.from_unleash(effective, counter=self.counter))
         self.overridden = frozenset(touched)
         changed = version != self.version
         self.version = version
@@ -294,11 +317,51 @@ class FlagClient:
 
 _clients: weakref.WeakSet[FlagClient] = weakref.WeakSet()
 _fork_hook_installed = False
+_collector_registered = False
+
+
+class _FlagMetrics:
+    """Prometheus collector: evaluation counts of every live client, read at scrape time."""
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily
+
+        results = CounterMetricFamily(
+            "safeship_flag_evaluations", "Flag evaluations by result.", labels=["flag", "result"]
+        )
+        variants = CounterMetricFamily(
+            "safeship_flag_variants", "Variant evaluations by name.", labels=["flag", "variant"]
+        )
+        totals: dict[tuple[str, str], int] = {}
+        variant_totals: dict[tuple[str, str], int] = {}
+        for client in list(_clients):
+            if client.counter is None:
+                continue
+            for flag, counts in client.counter.totals().items():
+                for result, value in (
+                    ("on", counts.yes),
+                    ("off", counts.no),
+                    ("error", counts.errors),
+                ):
+                    totals[flag, result] = totals.get((flag, result), 0) + value
+                for variant, value in counts.variants.items():
+                    variant_totals[flag, variant] = variant_totals.get((flag, variant), 0) + value
+        for (flag, result), value in sorted(totals.items()):
+            results.add_metric([flag, result], value)
+        for (flag, variant), value in sorted(variant_totals.items()):
+            variants.add_metric([flag, variant], value)
+        yield results
+        yield variants
 
 
 def _register_fork_handler(client: FlagClient) -> None:
-    global _fork_hook_installed
+    global _fork_hook_installed, _collector_registered
     _clients.add(client)
+    if not _collector_registered:
+        from prometheus_client import REGISTRY
+
+        REGISTRY.register(_FlagMetrics())
+        _collector_registered = True
     if not _fork_hook_installed and hasattr(os, "register_at_fork"):
         os.register_at_fork(after_in_child=_after_fork)
         _fork_hook_installed = True
