@@ -224,3 +224,14 @@ def test_evaluations_are_counted_exported_and_recorded_for_the_stale_report(
     # close() records usage: the evaluated flag has a last_evaluated_at, the other none
     assert sqlite_store.get("counted-flag").last_evaluated_at is not None
     assert sqlite_store.get("unused-flag").last_evaluated_at is None
+
+
+def test_force_flags_works_on_a_live_client(sqlite_store: FlagStore) -> None:
+    from safeship.flags.testing import force_flags
+
+    sqlite_store.create("forced", actor="t")
+    with FlagClient(store=sqlite_store, poll_interval=5) as client:
+        assert not client.is_enabled("forced")
+        with force_flags(client, {"forced": True}):
+            assert client.is_enabled("forced")
+        assert not client.is_enabled("forced")

@@ -114,8 +114,18 @@ class FlagClient:
     def variant(self, name: str, context: Any = None) -> Any:
         return self.flags.variant(name, context)  # replaced per snapshot
 
+    @property
+    def flags(self) -> FlagSet:
+        """The snapshot evaluation reads now."""
+        return self._flags
+
+    @flags.setter
+    def flags(self, snapshot: FlagSet) -> None:
+        # Assigning a snapshot (as safeship.flags.testing.force_flags does) rebinds evaluation.
+        self._swap(snapshot)
+
     def _swap(self, flags: FlagSet) -> None:
-        self.flags = flags
+        self._flags = flags
         # Instance attributes shadow the methods: evaluation is one call into the snapshot.
         self.__dict__["is_enabled"] = flags.is_enabled
         self.__dict__["variant"] = flags.variant
