@@ -1,0 +1,182 @@
+"""A Redis cache that degrades to a miss instead of failing the request.
+
+A cache is an optimisation: when Redis is down or slow the service should answer from
+the source of truth, not return errors. :class:`ResilientCache` (sync ``redis.Redis``)
+and :class:`AsyncResilientCache` (``redis.asyncio.Redis``) wrap the client's ``get``,
+``set`` and ``delete`` behind a breaker: a Redis error counts as a failure and reads as a
+miss (``None``); once the breaker is open, calls do not even reach the network for
+``open_duration`` seconds, so a dead Redis costs nothing per request. Give the client
+short socket timeouts (``socket_timeout=0.1``, ``socket_connect_timeout=0.1``).
+
+::
+
+    cache = ResilientCache(redis.Redis.from_url(url, socket_timeout=0.1))
+    product = cache.get_or_compute("product:42", lambda: load_product(42), ex=300)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from safeship.resilience import registry
+from safeship.resilience._log import logger
+from safeship.resilience.breaker import Breaker
+from safeship.resilience.errors import BreakerOpen
+from safeship.resilience.windows import ConsecutiveFailures
+
+__all__ = ["AsyncResilientCache", "ResilientCache", "cache_breaker"]
+
+Value = bytes | str | int | float
+
+
+def _redis_errors() -> tuple[type[BaseException], ...]:
+    try:
+        from redis.exceptions import RedisError
+    except ImportError as exc:  # pragma: no cover - depends on the installed extras
+        raise ImportError(
+            "the Redis cache preset needs redis: pip install safeship[redis]"
+        ) from exc
+    return (RedisError, OSError)
+
+
+def cache_breaker(name: str = "cache:redis", **options: Any) -> Breaker:
+    """The default cache breaker: 3 failures in a row open it for 10 s, 1 trial closes it."""
+    options.setdefault("window", ConsecutiveFailures(3))
+    options.setdefault("open_duration", 10.0)
+    options.setdefault("half_open_calls", 1)
+    return registry.get_or_create(name, lambda: Breaker(name, **options))
+
+
+class _Degrading:
+    """Shared bookkeeping: run one Redis command under the breaker, or give a default."""
+
+    def __init__(self, client: Any, breaker: Breaker | None) -> None:
+        self.client = client
+        self.breaker = breaker if breaker is not None else cache_breaker()
+        self.errors = _redis_errors()
+        self.degraded = 0
+
+    def begin(self) -> int | None:
+        try:
+            return self.breaker.allow()
+        except BreakerOpen:
+            self.degraded += 1
+            return None
+
+    def failed(self, permit: int, started: float, exc: BaseException) -> None:
+        self.degraded += 1
+        self.breaker.record_exception(permit, started, exc)
+        logger.debug(
+            "resilience.cache.degraded", extra={"breaker": self.breaker.name, "error": repr(exc)}
+        )
+
+
+class ResilientCache:
+    """Sync cache: ``get`` → value or None, ``set`` / ``delete`` → success flag."""
+
+    def __init__(self, client: Any, *, breaker: Breaker | None = None) -> None:
+        self._core = _Degrading(client, breaker)
+        self.client = client
+        self.breaker = self._core.breaker
+
+    @property
+    def degraded(self) -> int:
+        """How many operations answered as a miss/no-op because Redis failed or was shunned."""
+        return self._core.degraded
+
+    def _run(self, command: Callable[[], Any], default: Any) -> Any:
+        core = self._core
+        permit = core.begin()
+        if permit is None:
+            return default
+        started = self.breaker.clock.monotonic()
+        try:
+            value = command()
+        except core.errors as exc:
+            core.failed(permit, started, exc)
+            return default
+        except BaseException as exc:
+            self.breaker.record_exception(permit, started, exc)
+            raise
+        self.breaker.record_success(permit, started)
+        return value
+
+    def get(self, key: str) -> Any:
+        """The cached value, or None on a miss or while Redis is failing."""
+        return self._run(lambda: self.client.get(key), None)
+
+    def set(self, key: str, value: Value, *, ex: float | None = None) -> bool:
+        """Store ``value`` (expiring after ``ex`` seconds); False if Redis is failing."""
+        ttl = None if ex is None else max(1, round(ex * 1000))
+        return bool(self._run(lambda: self.client.set(key, value, px=ttl), False))
+
+    def delete(self, *keys: str) -> int:
+        """Delete ``keys``; the number deleted (0 if Redis is failing)."""
+        return int(self._run(lambda: self.client.delete(*keys), 0))
+
+    def get_or_compute(
+        self, key: str, compute: Callable[[], Value], *, ex: float | None = None
+    ) -> Any:
+        """The cached value, or ``compute()`` stored best-effort and returned."""
+        cached = self.get(key)
+        if cached is not None:
+            return cached
+        value = compute()
+        self.set(key, value, ex=ex)
+        return value
+
+
+class AsyncResilientCache:
+    """The async twin of :class:`ResilientCache` for ``redis.asyncio`` clients."""
+
+    def __init__(self, client: Any, *, breaker: Breaker | None = None) -> None:
+        self._core = _Degrading(client, breaker)
+        self.client = client
+        self.breaker = self._core.breaker
+
+    @property
+    def degraded(self) -> int:
+        """How many operations answered as a miss/no-op because Redis failed or was shunned."""
+        return self._core.degraded
+
+    async def _run(self, command: Callable[[], Awaitable[Any]], default: Any) -> Any:
+        core = self._core
+        permit = core.begin()
+        if permit is None:
+            return default
+        started = self.breaker.clock.monotonic()
+        try:
+            value = await command()
+        except core.errors as exc:
+            core.failed(permit, started, exc)
+            return default
+        except BaseException as exc:
+            self.breaker.record_exception(permit, started, exc)
+            raise
+        self.breaker.record_success(permit, started)
+        return value
+
+    async def get(self, key: str) -> Any:
+        """The cached value, or None on a miss or while Redis is failing."""
+        return await self._run(lambda: self.client.get(key), None)
+
+    async def set(self, key: str, value: Value, *, ex: float | None = None) -> bool:
+        """Store ``value`` (expiring after ``ex`` seconds); False if Redis is failing."""
+        ttl = None if ex is None else max(1, round(ex * 1000))
+        return bool(await self._run(lambda: self.client.set(key, value, px=ttl), False))
+
+    async def delete(self, *keys: str) -> int:
+        """Delete ``keys``; the number deleted (0 if Redis is failing)."""
+        return int(await self._run(lambda: self.client.delete(*keys), 0))
+
+    async def get_or_compute(
+        self, key: str, compute: Callable[[], Awaitable[Value]], *, ex: float | None = None
+    ) -> Any:
+        """The cached value, or ``await compute()`` stored best-effort and returned."""
+        cached = await self.get(key)
+        if cached is not None:
+            return cached
+        value = await compute()
+        await self.set(key, value, ex=ex)
+        return value
