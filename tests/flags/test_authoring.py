@@ -106,3 +106,10 @@ def test_edits_never_mutate_their_input() -> None:
     authoring.target(feature, ["1"])
     authoring.schedule(feature, enable_at=datetime(2030, 1, 1, tzinfo=UTC))
     assert repr(feature) == snapshot
+
+
+def test_targeting_a_new_flag_turns_it_on_for_those_ids_only() -> None:
+    feature = authoring.set_enabled(authoring.new_feature("only-some"), True)
+    targeted = authoring.target(feature, ["a"])
+    assert evaluate(targeted, {"userId": "a"})
+    assert not evaluate(targeted, {"userId": "b"})

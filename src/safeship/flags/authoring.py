@@ -120,8 +120,11 @@ def target(
         raise FlagDefinitionError(f"values: at most {MAX_TARGETS} ids per target")
     updated = copy.deepcopy(feature)
     title = TARGET_TITLE_PREFIX + field
-    strategies = [s for s in updated.get("strategies") or [] if s.get("title") != title]
-    schedule = _schedule_constraints(strategies[0]) if strategies else []
+    existing = updated.get("strategies") or []
+    schedule = _schedule_constraints(existing[0]) if existing else []
+    # Targets mean "on for these ids": a catch-all strategy ("on for everyone") would
+    # swallow them, so it goes; a rollout strategy stays (rollout OR targets).
+    strategies = [s for s in existing if s.get("title") != title and not _catch_all(s)]
     if cleaned:
         strategies.append(
             {
@@ -151,6 +154,16 @@ def target(
         ]
     updated["strategies"] = strategies
     return updated
+
+
+def _catch_all(strategy: dict[str, Any]) -> bool:
+    """An untitled ``default`` strategy with no rule but the schedule: on for everyone."""
+    return (
+        strategy.get("name") == "default"
+        and not strategy.get("title")
+        and not strategy.get("segments")
+        and all(c.get("contextName") == "currentTime" for c in strategy.get("constraints", []))
+    )
 
 
 def schedule(
