@@ -17,8 +17,9 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 def test_readme_example_protects_an_app(tmp_path: Path) -> None:
     code = re.search(r"```python\n(.*?)```", README.read_text(), re.S)
     assert code is not None
-    source = code.group(1).replace("postgresql://app@db:5432/app",
-                                   f"sqlite:///{tmp_path / 'app.db'}")
+    source = code.group(1).replace(
+        "postgresql://app@db:5432/app", f"sqlite:///{tmp_path / 'app.db'}"
+    )
     engine = create_engine(f"sqlite:///{tmp_path / 'app.db'}")
     upgrade(engine)
     store = FlagStore(engine)
