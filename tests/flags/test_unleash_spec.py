@@ -7,6 +7,7 @@ a ``state`` and ``tests`` (is the flag on?) and/or ``variantTests`` (which varia
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,11 @@ def test_spec_case(state: dict[str, Any], kind: str, case: dict[str, Any]) -> No
 
 
 def test_the_spec_folder_is_found() -> None:
-    """Guard against silently skipping everything because the folder moved."""
+    """Guard against silently skipping everything because the folder moved: CI (and any
+    run with SAFESHIP_REQUIRE_SERVICES=1) must have the specs."""
     if not SPEC_DIR.is_dir():
-        pytest.skip(f"the shared specs are not checked out at {SPEC_DIR}")
+        message = f"the shared specs are not checked out at {SPEC_DIR}"
+        if os.environ.get("CI") or os.environ.get("SAFESHIP_REQUIRE_SERVICES") == "1":
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
     assert len(_cases()) >= 90
