@@ -1,0 +1,40 @@
+"""Guarded rollouts: legacy vs candidate by flag, shadow experiments, automatic rollback.
+
+    from safeship.rollouts import Rollout, RolloutGuard, GuardAgent, Plan
+
+    listing = Rollout("orders-batched", legacy=list_n_plus_one, candidate=list_batched,
+                      flags=flag_client, mode="canary")
+    guard = RolloutGuard(engine, FlagStore(engine))
+    guard.create("orders-batched", actor="alice", plan=Plan(steps=(1, 5, 25, 50, 100)))
+    GuardAgent(guard, [listing]).start()
+    orders = listing(customer_id, context={"userId": user_id})
+
+The statistics live in ``safeship.rollouts.stats`` (see docs/rollouts.md).
+"""
+
+from safeship.rollouts.agent import GuardAgent
+from safeship.rollouts.guard import Decision, RolloutGuard, RolloutNotFoundError, RolloutRecord
+from safeship.rollouts.monitor import ArmWindow, GuardMonitor
+from safeship.rollouts.plan import Plan
+from safeship.rollouts.rollout import FlagReader, Mode, Rollout
+from safeship.rollouts.shadow import MismatchError, ShadowObservation, ShadowOptions
+from safeship.rollouts.stats import GuardSettings, Verdict
+
+__all__ = [
+    "ArmWindow",
+    "Decision",
+    "FlagReader",
+    "GuardAgent",
+    "GuardMonitor",
+    "GuardSettings",
+    "MismatchError",
+    "Mode",
+    "Plan",
+    "Rollout",
+    "RolloutGuard",
+    "RolloutNotFoundError",
+    "RolloutRecord",
+    "ShadowObservation",
+    "ShadowOptions",
+    "Verdict",
+]

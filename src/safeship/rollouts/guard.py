@@ -1,0 +1,430 @@
+"""The guard's database side: rollouts, shared windows, and decisions applied exactly once.
+
+Every process ships its per-arm counts as *windows* (one row per flush), so a decision
+folds in the whole fleet's traffic.  Evaluation locks the rollout's row (``FOR UPDATE
+SKIP LOCKED`` on PostgreSQL): one process decides at a time, and a decision re-reads the
+status under the lock, so a breach seen by two processes is applied once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from prometheus_client import Counter
+
+from safeship.db.audit import record_audit
+from safeship.flags.store import FlagNotFoundError, FlagStore
+from safeship.observe.logging import ALERT
+from safeship.rollouts.monitor import ArmWindow, GuardMonitor
+from safeship.rollouts.plan import Plan, next_action
+from safeship.rollouts.schema import rollout_decisions, rollout_windows, rollouts
+from safeship.rollouts.stats import GuardSettings, Verdict
+
+__all__ = ["Decision", "RolloutGuard", "RolloutNotFoundError", "RolloutRecord"]
+
+logger = logging.getLogger("safeship.rollouts")
+
+DECISIONS = Counter(
+    "safeship_rollout_decisions_total",
+    "Guard decisions (advanced, rolled_back, paused, ...), by rollout and kind.",
+    ["rollout", "kind"],
+)
+
+
+class RolloutNotFoundError(KeyError):
+    def __str__(self) -> str:
+        return f"no rollout named {self.args[0]!r}; create it with RolloutGuard.create()"
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutRecord:
+    name: str
+    mode: str
+    status: str
+    plan: Plan
+    step: int
+    step_started_at: datetime
+    step_first_window: int
+    threshold_bucket: int | None
+    settings: GuardSettings
+    version: int
+
+    @property
+    def percent(self) -> float:
+        return 0.0 if self.status in ("rolled_back", "aborted") else self.plan.steps[self.step]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "mode": self.mode,
+            "status": self.status,
+            "plan": self.plan.to_dict(),
+            "step": self.step,
+            "percent": self.percent,
+            "step_started_at": self.step_started_at.isoformat(),
+            "version": self.version,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    id: int
+    rollout: str
+    at: datetime
+    kind: str
+    actor: str
+    step: int
+    percent: float
+    evidence: Any
+    reason: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["at"] = self.at.isoformat()
+        return out
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _settings_dict(s: GuardSettings) -> dict[str, Any]:
+    return {
+        "alpha": s.alpha,
+        "error_share_of_alpha": s.error_share_of_alpha,
+        "latency_quantile": s.latency_quantile,
+        "min_control_for_threshold": s.min_control_for_threshold,
+        "promotion_margin": s.promotion_margin,
+        "promotion_beta": s.promotion_beta,
+    }
+
+
+def _record(row: sa.RowMapping) -> RolloutRecord:
+    return RolloutRecord(
+        name=row["name"],
+        mode=row["mode"],
+        status=row["status"],
+        plan=Plan.from_dict(row["plan"]),
+        step=row["step"],
+        step_started_at=_aware(row["step_started_at"]),
+        step_first_window=row["step_first_window"],
+        threshold_bucket=row["threshold_bucket"],
+        settings=GuardSettings(**row["settings"]),
+        version=row["version"],
+    )
+
+
+class RolloutGuard:
+    """Creates and steers guarded rollouts; folds the fleet's windows into decisions."""
+
+    def __init__(
+        self,
+        engine: sa.Engine,
+        flags: FlagStore,
+        *,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        notify: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.flags = flags
+        self._now = now
+        self._notify = notify
+
+    # -- reading -----------------------------------------------------------------------
+
+    def get(self, name: str) -> RolloutRecord:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(rollouts).where(rollouts.c.name == name)).mappings()
+            found = row.first()
+        if found is None:
+            raise RolloutNotFoundError(name)
+        return _record(found)
+
+    def all(self) -> list[RolloutRecord]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(rollouts).order_by(rollouts.c.name)).mappings().all()
+        return [_record(r) for r in rows]
+
+    def decisions(self, name: str, *, limit: int = 50) -> list[Decision]:
+        query = (
+            sa.select(rollout_decisions)
+            .where(rollout_decisions.c.rollout == name)
+            .order_by(rollout_decisions.c.id.desc())
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).mappings().all()
+        return [Decision(**{**r, "at": _aware(r["at"])}) for r in rows]
+
+    def windows(
+        self, name: str, *, after_id: int = 0
+    ) -> list[tuple[int, datetime, ArmWindow, ArmWindow]]:
+        query = (
+            sa.select(rollout_windows)
+            .where(rollout_windows.c.rollout == name, rollout_windows.c.id > after_id)
+            .order_by(rollout_windows.c.id)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).mappings().all()
+        return [
+            (
+                r["id"],
+                _aware(r["at"]),
+                ArmWindow.from_dict(r["control"]),
+                ArmWindow.from_dict(r["candidate"]),
+            )
+            for r in rows
+        ]
+
+    def monitor(self, record: RolloutRecord) -> tuple[GuardMonitor, int]:
+        """The rollout's monitor over every window so far, and the candidate requests
+        served in the current step."""
+        monitor = GuardMonitor(record.settings)
+        in_step = 0
+        for window_id, _, control, candidate in self.windows(record.name):
+            total = control.requests + candidate.requests
+            share = candidate.requests / total if total else 0.0
+            monitor.observe(share=share, control=control, candidate=candidate)
+            if window_id > record.step_first_window:
+                in_step += candidate.requests
+        return monitor, in_step
+
+    # -- writing -----------------------------------------------------------------------
+
+    def create(
+        self,
+        name: str,
+        *,
+        actor: str,
+        plan: Plan | None = None,
+        settings: GuardSettings | None = None,
+        mode: str = "canary",
+        reason: str | None = None,
+    ) -> RolloutRecord:
+        """Start a guarded rollout of flag ``name`` (created off if missing) at its first step."""
+        plan = plan or Plan()
+        settings = settings or GuardSettings()
+        if mode not in ("off", "shadow", "canary", "on"):
+            raise ValueError(f"mode must be off, shadow, canary or on, got {mode!r}")
+        try:
+            self.flags.get(name)
+        except FlagNotFoundError:
+            self.flags.create(name, actor=actor, reason="created for a guarded rollout")
+        now = self._now()
+        with self.engine.begin() as conn:
+            last = conn.execute(sa.select(sa.func.max(rollout_windows.c.id))).scalar() or 0
+            row = {
+                "name": name, "mode": mode, "status": "running", "plan": plan.to_dict(),
+                "step": 0, "step_started_at": now, "step_first_window": last,
+                "threshold_bucket": None, "settings": _settings_dict(settings), "version": 1,
+                "updated_at": now,
+            }  # fmt: skip
+            conn.execute(sa.insert(rollouts).values(**row))
+            record_audit(
+                conn, actor=actor, action="rollout.create", target=f"rollout:{name}",
+                after={k: v for k, v in row.items() if k not in ("step_started_at", "updated_at")},
+                reason=reason, at=now,
+            )  # fmt: skip
+            self._decide(conn, name, "started", actor, 0, plan.steps[0], None, reason, now)
+        if mode == "canary":
+            self.flags.rollout(name, plan.steps[0], actor=actor, reason="rollout step 1")
+        return self.get(name)
+
+    def record_window(
+        self, name: str, *, process: str, control: ArmWindow, candidate: ArmWindow
+    ) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.insert(rollout_windows).values(
+                    rollout=name,
+                    process=process[:200],
+                    at=self._now(),
+                    control=control.to_dict(),
+                    candidate=candidate.to_dict(),
+                )
+            )
+
+    @contextlib.contextmanager
+    def _locked(
+        self, name: str, *, wait: bool
+    ) -> Iterator[tuple[sa.Connection, RolloutRecord | None]]:
+        with self.engine.begin() as conn:
+            query = sa.select(rollouts).where(rollouts.c.name == name)
+            if conn.dialect.name == "postgresql":
+                query = query.with_for_update(skip_locked=not wait)
+            row = conn.execute(query).mappings().first()
+            yield conn, None if row is None else _record(row)
+
+    def evaluate(self, name: str) -> Decision | None:
+        """Fold in every window, then roll back, advance or complete if the evidence says
+        so.  Returns the decision applied, or None (also when another process is
+        evaluating this rollout right now)."""
+        with self._locked(name, wait=False) as (conn, record):
+            if record is None or record.status not in ("running", "paused"):
+                return None
+            if record.mode != "canary":
+                return None
+            monitor, in_step = self.monitor(record)
+            verdict = monitor.verdict()
+            now = self._now()
+            action = next_action(
+                plan=record.plan, status=record.status, step=record.step, verdict=verdict,
+                held_seconds=(now - record.step_started_at).total_seconds(),
+                step_candidate_requests=in_step,
+            )  # fmt: skip
+            decision = None
+            if action is not None:
+                # Flag changes first: on SQLite no write of this transaction may precede them.
+                evidence = {"verdict": verdict.to_dict(), "arms": monitor.summary()}
+                if action == "rollback":
+                    decision = self._roll_back(conn, record, "guard", evidence, verdict, now)
+                else:
+                    decision = self._advance(conn, record, "guard", evidence, now, action)
+            self._store_threshold(conn, record, monitor.threshold_bucket)
+        if decision is not None:
+            self._after(decision)
+        return decision
+
+    def _store_threshold(
+        self, conn: sa.Connection, record: RolloutRecord, bucket: int | None
+    ) -> None:
+        if bucket != record.threshold_bucket:
+            conn.execute(
+                sa.update(rollouts)
+                .where(rollouts.c.name == record.name)
+                .values(threshold_bucket=bucket)
+            )
+
+    def _roll_back(
+        self, conn: sa.Connection, record: RolloutRecord, actor: str, evidence: Any,
+        verdict: Verdict | None, now: datetime, reason: str | None = None,
+    ) -> Decision:  # fmt: skip
+        why = reason or (
+            f"{verdict.breached_metric} regressed (e-value {verdict.combined:.1f} >= "
+            f"{1 / record.settings.alpha:.0f})"
+            if verdict
+            else "manual rollback"
+        )
+        self.flags.set_enabled(record.name, False, actor=actor, reason=f"rollback: {why}")
+        self._set(conn, record, status="rolled_back", actor=actor, reason=why, now=now)
+        return self._decide(
+            conn, record.name, "rolled_back", actor, record.step, 0.0, evidence, why, now
+        )
+
+    def _advance(
+        self, conn: sa.Connection, record: RolloutRecord, actor: str, evidence: Any,
+        now: datetime, action: str, reason: str | None = None,
+    ) -> Decision:  # fmt: skip
+        if action == "complete":
+            self.flags.rollout(record.name, 100, actor=actor, reason="rollout completed")
+            self._set(conn, record, status="completed", actor=actor, reason=reason, now=now)
+            return self._decide(
+                conn, record.name, "completed", actor, record.step, 100.0, evidence, reason, now
+            )
+        step = record.step + 1
+        percent = record.plan.steps[step]
+        self.flags.rollout(record.name, percent, actor=actor, reason=f"rollout step {step + 1}")
+        last = conn.execute(sa.select(sa.func.max(rollout_windows.c.id))).scalar() or 0
+        self._set(
+            conn, record, status=record.status, actor=actor, reason=reason, now=now,
+            step=step, step_started_at=now, step_first_window=last,
+        )  # fmt: skip
+        return self._decide(
+            conn, record.name, "advanced", actor, step, percent, evidence, reason, now
+        )
+
+    def _set(
+        self, conn: sa.Connection, record: RolloutRecord, *, actor: str, reason: str | None,
+        now: datetime, **values: Any,
+    ) -> None:  # fmt: skip
+        conn.execute(
+            sa.update(rollouts)
+            .where(rollouts.c.name == record.name)
+            .values(version=record.version + 1, updated_at=now, **values)
+        )
+        before = {"status": record.status, "step": record.step}
+        after = {k: v for k, v in values.items() if k in ("status", "step")}
+        record_audit(
+            conn, actor=actor, action=f"rollout.{values.get('status', record.status)}",
+            target=f"rollout:{record.name}", before=before, after=after, reason=reason, at=now,
+        )  # fmt: skip
+
+    def _decide(
+        self, conn: sa.Connection, name: str, kind: str, actor: str, step: int, percent: float,
+        evidence: Any, reason: str | None, now: datetime,
+    ) -> Decision:  # fmt: skip
+        values = {
+            "rollout": name, "at": now, "kind": kind, "actor": actor[:200], "step": step,
+            "percent": percent, "evidence": evidence, "reason": reason,
+        }  # fmt: skip
+        new_id = conn.execute(
+            sa.insert(rollout_decisions).values(**values).returning(rollout_decisions.c.id)
+        ).scalar_one()
+        return Decision(id=int(new_id), **values)
+
+    def _after(self, decision: Decision) -> None:
+        DECISIONS.labels(decision.rollout, decision.kind).inc()
+        if decision.kind == "rolled_back":
+            logger.log(
+                ALERT,
+                "rollout.rolled_back rollout=%s actor=%s reason=%s",
+                decision.rollout, decision.actor, decision.reason,
+            )  # fmt: skip
+        else:
+            logger.info(
+                "rollout.%s rollout=%s step=%s", decision.kind, decision.rollout, decision.step
+            )
+        if self._notify is not None:
+            try:
+                self._notify(decision.to_dict())
+            except Exception:  # noqa: BLE001 - a failing webhook never undoes a decision
+                logger.warning("rollout.notify_failed rollout=%s", decision.rollout)
+
+    # -- operators (admin, audited) ------------------------------------------------------
+
+    def operate(self, name: str, action: str, *, actor: str, reason: str | None = None) -> Decision:
+        """``pause``, ``resume``, ``advance``, ``rollback`` or ``abort`` a rollout."""
+        if action not in ("pause", "resume", "advance", "rollback", "abort"):
+            raise ValueError("action must be pause, resume, advance, rollback or abort")
+        with self._locked(name, wait=True) as (conn, record):
+            if record is None:
+                raise RolloutNotFoundError(name)
+            if record.status not in ("running", "paused"):
+                raise ValueError(f"rollout {name!r} is {record.status}; nothing to {action}")
+            now = self._now()
+            decision = self._operate(conn, record, action, actor, reason, now)
+        self._after(decision)
+        return decision
+
+    def _operate(
+        self, conn: sa.Connection, record: RolloutRecord, action: str, actor: str,
+        reason: str | None, now: datetime,
+    ) -> Decision:  # fmt: skip
+        if action == "rollback":
+            return self._roll_back(
+                conn, record, actor, None, None, now, reason or "manual rollback"
+            )
+        if action == "abort":
+            self.flags.set_enabled(
+                record.name, False, actor=actor, reason=reason or "rollout aborted"
+            )
+            self._set(conn, record, status="aborted", actor=actor, reason=reason, now=now)
+            return self._decide(
+                conn, record.name, "aborted", actor, record.step, 0.0, None, reason, now
+            )
+        if action == "advance":
+            last_step = record.step >= len(record.plan.steps) - 1
+            return self._advance(
+                conn, record, actor, None, now, "complete" if last_step else "advance", reason
+            )
+        status = "paused" if action == "pause" else "running"
+        self._set(conn, record, status=status, actor=actor, reason=reason, now=now)
+        percent = record.plan.steps[record.step]
+        kind = "paused" if action == "pause" else "resumed"
+        return self._decide(conn, record.name, kind, actor, record.step, percent, None, reason, now)

@@ -1,0 +1,281 @@
+"""Shadow experiments: the candidate runs beside legacy, only legacy's answer is used.
+
+Nothing the candidate side does reaches the caller: its exceptions, its slowness, and the
+exceptions of the comparator, cleaner, ignore rules and publisher are counted, never
+raised (``raise_on_mismatch`` is the one opt-in, for tests).  Off the request path the
+candidate runs on a worker thread fed by a bounded queue that drops, and counts, when full.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+__all__ = ["MismatchError", "ShadowObservation", "ShadowOptions", "ShadowStats", "compact_diff"]
+
+logger = logging.getLogger("safeship.rollouts")
+
+
+class MismatchError(AssertionError):
+    """Raised by a shadow run with ``raise_on_mismatch=True`` when the results differ."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ShadowOptions:
+    """How a rollout runs its candidate in shadow mode (validated at construction)."""
+
+    sample: float = 1.0
+    run_if: Callable[[Any], bool] | None = None
+    compare: Callable[[Any, Any], bool] | None = None
+    clean: Callable[[Any], Any] | None = None
+    ignore: Sequence[Callable[[Any, Any], bool]] = ()
+    publish: Callable[[ShadowObservation], None] | None = None
+    timeout: float = 1.0
+    off_path: bool = True
+    queue_size: int = 1_000
+    randomize_order: bool = True
+    raise_on_mismatch: bool = False
+    keep_mismatches: int = 20
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.sample <= 1.0:
+            raise ValueError(f"sample: a fraction of calls between 0 and 1, got {self.sample}")
+        if not 0.0 < self.timeout <= 300.0:
+            raise ValueError(f"timeout: seconds in (0, 300], got {self.timeout}")
+        if not 1 <= self.queue_size <= 1_000_000:
+            raise ValueError(f"queue_size: 1 to 1,000,000, got {self.queue_size}")
+        if not 0 <= self.keep_mismatches <= 1_000:
+            raise ValueError(f"keep_mismatches: 0 to 1,000, got {self.keep_mismatches}")
+        if self.raise_on_mismatch and self.off_path:
+            raise ValueError("raise_on_mismatch needs off_path=False (it raises in the caller)")
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowObservation:
+    """One shadow comparison, as handed to ``publish`` and kept for mismatches."""
+
+    at: datetime
+    matched: bool
+    ignored: bool
+    control: Any
+    candidate: Any
+    candidate_error: str | None
+    candidate_seconds: float
+    context: Any
+    diff: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "at": self.at.isoformat(),
+            "matched": self.matched,
+            "ignored": self.ignored,
+            "control": _short(self.control),
+            "candidate": _short(self.candidate),
+            "candidate_error": self.candidate_error,
+            "candidate_ms": round(self.candidate_seconds * 1000, 3),
+            "context": _short(self.context),
+            "diff": self.diff,
+        }
+
+
+@dataclass(slots=True)
+class ShadowStats:
+    """Counters of one rollout's shadow runs (read them with ``snapshot()``)."""
+
+    runs: int = 0
+    matches: int = 0
+    mismatches: int = 0
+    ignored: int = 0
+    candidate_errors: int = 0
+    timeouts: int = 0
+    hook_errors: int = 0
+    dropped: int = 0
+    samples: deque[ShadowObservation] = field(default_factory=lambda: deque(maxlen=20))
+
+    def snapshot(self) -> dict[str, Any]:
+        compared = self.matches + self.mismatches
+        return {
+            "runs": self.runs,
+            "matches": self.matches,
+            "mismatches": self.mismatches,
+            "ignored": self.ignored,
+            "candidate_errors": self.candidate_errors,
+            "timeouts": self.timeouts,
+            "hook_errors": self.hook_errors,
+            "dropped": self.dropped,
+            "mismatch_rate": self.mismatches / compared if compared else None,
+            "samples": [s.to_dict() for s in list(self.samples)],
+        }
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _short(value: Any, limit: int = 300) -> str:
+    return _clip(repr(value), limit)
+
+
+def compact_diff(control: Any, candidate: Any, *, limit: int = 300) -> str:
+    """A one-line description of how two cleaned values differ."""
+    if isinstance(control, Mapping) and isinstance(candidate, Mapping):
+        parts = []
+        for key in sorted(set(control) | set(candidate), key=repr):
+            if key not in candidate:
+                parts.append(f"-{key!r}")
+            elif key not in control:
+                parts.append(f"+{key!r}")
+            elif control[key] != candidate[key]:
+                parts.append(f"{key!r}: {_short(control[key], 60)} → {_short(candidate[key], 60)}")
+        return _clip("; ".join(parts), limit)
+    if isinstance(control, list | tuple) and isinstance(candidate, list | tuple):
+        if len(control) != len(candidate):
+            return f"length {len(control)} → {len(candidate)}"
+        for i, (a, b) in enumerate(zip(control, candidate, strict=True)):
+            if a != b:
+                return _clip(f"[{i}]: {_short(a, 100)} → {_short(b, 100)}", limit)
+    return _clip(f"{_short(control, 140)} → {_short(candidate, 140)}", limit)
+
+
+class ShadowRunner:
+    """Compares candidate with control for one rollout; owns the off-path worker."""
+
+    def __init__(self, name: str, options: ShadowOptions, *, rng: random.Random) -> None:
+        self.name = name
+        self.options = options
+        self.stats = ShadowStats(samples=deque(maxlen=max(options.keep_mismatches, 1)))
+        self._rng = rng
+        self._lock = threading.Lock()
+        self._queue: queue.Queue[tuple[Callable[[], Any], Any, Any] | None] = queue.Queue(
+            options.queue_size
+        )
+        self._worker: threading.Thread | None = None
+
+    def wanted(self, context: Any) -> bool:
+        """Should this call be shadowed (sampling and ``run_if``)?"""
+        o = self.options
+        if o.sample < 1.0 and self._rng.random() >= o.sample:
+            return False
+        if o.run_if is None:
+            return True
+        try:
+            return bool(o.run_if(context))
+        except Exception:  # noqa: BLE001 - a faulty hook never reaches the caller
+            self._count("hook_errors")
+            return False
+
+    def submit(self, run_candidate: Callable[[], Any], control: Any, context: Any) -> None:
+        """Queue a candidate run off the request path, or drop and count when full."""
+        if self._worker is None:
+            self._start()
+        try:
+            self._queue.put_nowait((run_candidate, control, context))
+        except queue.Full:
+            self._count("dropped")
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._worker is None:
+                self._worker = threading.Thread(
+                    target=self._drain, name=f"safeship-shadow-{self.name}", daemon=True
+                )
+                self._worker.start()
+
+    def _drain(self) -> None:
+        while (item := self._queue.get()) is not None:
+            run_candidate, control, context = item
+            try:
+                self.run_and_compare(run_candidate, control, context)
+            finally:
+                self._queue.task_done()
+        self._queue.task_done()
+
+    def join(self) -> None:
+        """Wait until every queued candidate run has been compared (tests, shutdown)."""
+        if self._worker is not None:
+            self._queue.join()
+
+    def close(self) -> None:
+        worker = self._worker
+        if worker is not None:
+            self._queue.put(None)
+            worker.join(5)
+            self._worker = None
+
+    def run_and_compare(self, run_candidate: Callable[[], Any], control: Any, context: Any) -> None:
+        """Run the candidate now (sync) and compare; never raises except on an opt-in
+        mismatch."""
+        started = time.perf_counter()
+        try:
+            value, error = run_candidate(), None
+        except Exception as exc:  # noqa: BLE001 - the candidate's failure is data
+            value, error = None, exc
+        self.compare(control, value, error, time.perf_counter() - started, context)
+
+    def compare(
+        self,
+        control: Any,
+        candidate: Any,
+        error: BaseException | None,
+        seconds: float,
+        context: Any,
+    ) -> None:
+        o = self.options
+        timed_out = isinstance(error, TimeoutError) or seconds > o.timeout
+        matched, ignored, diff = False, False, None
+        if error is None:
+            try:
+                a = o.clean(control) if o.clean else control
+                b = o.clean(candidate) if o.clean else candidate
+                matched = bool(o.compare(a, b)) if o.compare else a == b
+                if not matched:
+                    ignored = any(rule(a, b) for rule in o.ignore)
+                    diff = compact_diff(a, b)
+            except Exception:  # noqa: BLE001 - hooks never reach the caller
+                self._count("hook_errors")
+                return
+        observation = ShadowObservation(
+            at=datetime.now(UTC), matched=matched, ignored=ignored, control=control,
+            candidate=candidate, candidate_error=None if error is None else repr(error),
+            candidate_seconds=seconds, context=context, diff=diff,
+        )  # fmt: skip
+        self._tally(observation, error is not None, timed_out)
+        self._publish(observation)
+        if o.raise_on_mismatch and error is None and not matched and not ignored:
+            raise MismatchError(f"rollout {self.name!r}: candidate differs: {diff}")
+
+    def _tally(self, observation: ShadowObservation, failed: bool, timed_out: bool) -> None:
+        with self._lock:
+            s = self.stats
+            s.runs += 1
+            s.timeouts += timed_out
+            if failed:
+                s.candidate_errors += 1
+                s.samples.append(observation)
+            elif observation.matched:
+                s.matches += 1
+            elif observation.ignored:
+                s.ignored += 1
+            else:
+                s.mismatches += 1
+                s.samples.append(observation)
+
+    def _publish(self, observation: ShadowObservation) -> None:
+        if self.options.publish is None:
+            return
+        try:
+            self.options.publish(observation)
+        except Exception:  # noqa: BLE001 - a faulty publisher never reaches the caller
+            self._count("hook_errors")
+
+    def _count(self, counter: str) -> None:
+        with self._lock:
+            setattr(self.stats, counter, getattr(self.stats, counter) + 1)
