@@ -131,6 +131,20 @@ def test_demo_runs_the_service_control_plane_and_traffic(tmp_path: Path) -> None
             30,
             "the inventory breaker to close",
         )
+
+        # The guarded rollout: breaking the candidate makes the guard turn its flag off.
+        listing = f"{base}/api/v1/flags/orders.batched-listing"
+        _until(lambda: httpx.get(listing, headers=admin).json()["enabled"], 20, "the rollout")
+        httpx.post(
+            f"{base}/api/v1/flags/demo.break-candidate/enable", json={}, headers=admin
+        ).raise_for_status()
+        _until(
+            lambda: not httpx.get(listing, headers=admin).json()["enabled"],
+            60,
+            "the guard to roll the broken candidate back",
+        )
+        history = httpx.get(f"{listing}/history", headers=admin).json()
+        assert any(h["actor"] != "demo" or "roll" in (h["reason"] or "") for h in history)
     finally:
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=30)

@@ -95,6 +95,14 @@ def demo(
     database_url: Annotated[
         str, typer.Option("--database-url", help="Where the demo keeps its data.")
     ] = "sqlite:///./safeship-demo.db",
+    break_candidate: Annotated[
+        bool,
+        typer.Option(
+            "--break-candidate",
+            help="30 s after start, inject a fault into the "
+            "rollout's candidate and let the guard roll it back.",
+        ),
+    ] = False,
 ) -> None:
     """Run the reference orders service, the control plane and a traffic generator."""
     from safeship.demo.run import run_demo
@@ -102,7 +110,8 @@ def demo(
     settings = settings_or_exit(database_url=database_url, port=port)
     # Access logs at ~20 requests/s would bury the banner: show warnings and alerts only.
     configure_logging(level="WARNING", fmt=settings.log_format)
-    or_fail(lambda: run_demo(settings, traffic=not no_traffic, out=out))
+    delay = 30.0 if break_candidate else None
+    or_fail(lambda: run_demo(settings, traffic=not no_traffic, out=out, break_candidate=delay))
 
 
 @db_app.command("upgrade")

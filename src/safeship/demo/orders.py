@@ -6,8 +6,9 @@ probes and Prometheus metrics through safeship.  Later capabilities extend it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import sqlalchemy as sa
 from fastapi import FastAPI, HTTPException, Query
@@ -25,6 +26,7 @@ DEMO_FLAGS = (
     ("orders.free-shipping", "Free shipping for a share of customers", 25),
     ("orders.gift-wrap", "Offer gift wrapping on new orders", None),
     (OUTAGE_FLAG, "Demo switch: make the inventory dependency fail", None),
+    ("demo.break-candidate", "Demo switch: inject a fault into the batched listing", None),
 )
 
 orders_metadata = sa.MetaData()
@@ -72,7 +74,10 @@ def seed_flags(store: FlagStore) -> None:
 
 
 def create_orders_app(
-    engine: sa.Engine, flags: FlagClient, inventory: FlakyInventory | None = None
+    engine: sa.Engine,
+    flags: FlagClient,
+    inventory: FlakyInventory | None = None,
+    listing: Callable[..., list[dict[str, Any]]] | None = None,
 ) -> ASGIApp:
     """The orders service on ``engine``; its switches are safeship flags read from ``flags``."""
     orders_metadata.create_all(engine)
@@ -108,6 +113,16 @@ def create_orders_app(
         if row is None:
             raise HTTPException(404, f"no order {order_id}")
         return Order(**row)
+
+    @app.get("/customers/{customer}/orders")
+    def customer_orders(customer: str) -> list[dict[str, Any]]:
+        """Served through the guarded rollout: N+1 legacy listing or the batched candidate."""
+        if listing is None:
+            raise HTTPException(404, "the listing rollout is not configured")
+        try:
+            return listing(customer, context={"userId": customer})
+        except RuntimeError as exc:  # the demo's injected candidate fault
+            raise HTTPException(500, f"listing failed: {exc}") from None
 
     @app.get("/orders", response_model=list[Order])
     def list_orders(limit: Annotated[int, Query(ge=1, le=100)] = 20) -> list[Order]:

@@ -11,6 +11,7 @@ import contextlib
 import signal
 from collections.abc import Iterator
 
+import sqlalchemy as sa
 import uvicorn
 from pydantic import SecretStr
 from rich.console import Console
@@ -18,10 +19,12 @@ from rich.console import Console
 from safeship.db.engine import create_engine
 from safeship.db.migrate import upgrade
 from safeship.demo.orders import create_orders_app, seed_flags
+from safeship.demo.polling import BREAK_FLAG, ROLLOUT_NAME, polling_rollout
 from safeship.demo.traffic import generate_traffic
 from safeship.flags.live import FlagClient
 from safeship.flags.store import FlagStore
 from safeship.resilience.board import BreakerReporter
+from safeship.rollouts import GuardAgent, Plan, RolloutGuard, RolloutNotFoundError
 from safeship.server import create_app
 from safeship.server.keys import new_key
 from safeship.settings import Settings
@@ -42,12 +45,46 @@ def demo_settings(settings: Settings) -> tuple[Settings, str, str]:
     return settings.model_copy(update={"admin_keys": SecretStr(keys)}), read_key, admin_key
 
 
-def run_demo(settings: Settings, *, traffic: bool, out: Console) -> None:
-    """Run until interrupted."""
-    asyncio.run(_main(settings, traffic=traffic, out=out))
+def run_demo(
+    settings: Settings, *, traffic: bool, out: Console, break_candidate: float | None = None
+) -> None:
+    """Run until interrupted; ``break_candidate`` seconds after start, break the candidate."""
+    asyncio.run(_main(settings, traffic=traffic, out=out, break_candidate=break_candidate))
 
 
-async def _main(settings: Settings, *, traffic: bool, out: Console) -> None:
+def start_listing_rollout(engine: sa.Engine, store: FlagStore, flags: FlagClient) -> GuardAgent:
+    """The guarded rollout of the batched listing, fed by this process (created once)."""
+    guard = RolloutGuard(engine, store)
+    try:
+        guard.get(ROLLOUT_NAME)
+    except RolloutNotFoundError:
+        guard.create(
+            ROLLOUT_NAME,
+            actor="demo",
+            mode="canary",
+            reason="demo",
+            plan=Plan(steps=(10.0, 25.0, 50.0, 100.0), min_hold=20.0, min_sample=40),
+        )
+    rollout = polling_rollout(engine, flags, mode="canary")
+    return GuardAgent(guard, [rollout], interval=1.0)
+
+
+async def _break_later(store: FlagStore, seconds: float, stop: asyncio.Event, out: Console) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    if not stop.is_set():
+        await asyncio.to_thread(
+            store.set_enabled, BREAK_FLAG, True, actor="demo", reason="--break-candidate"
+        )
+        out.print(
+            f"  injected a fault into the candidate ({BREAK_FLAG} on): "
+            "watch the guard roll it back on the Rollouts page"
+        )
+
+
+async def _main(
+    settings: Settings, *, traffic: bool, out: Console, break_candidate: float | None = None
+) -> None:
     settings, read_key, admin_key = demo_settings(settings)
     engine = create_engine(settings=settings)
     upgrade(engine)
@@ -55,6 +92,8 @@ async def _main(settings: Settings, *, traffic: bool, out: Console) -> None:
     seed_flags(store)
     flags = FlagClient(store=store, poll_interval=0.5, overrides=settings.flag_overrides)
     reporter = BreakerReporter(engine, service="orders", interval=1.0)
+    agent = start_listing_rollout(engine, store, flags)
+    agent.start()
     plane_port, orders_port = settings.port, settings.port + 1
     servers = [
         _Server(
@@ -67,7 +106,7 @@ async def _main(settings: Settings, *, traffic: bool, out: Console) -> None:
         ),
         _Server(
             uvicorn.Config(
-                create_orders_app(engine, flags),
+                create_orders_app(engine, flags, listing=next(iter(agent.rollouts.values()))),
                 host=settings.host,
                 port=orders_port,
                 log_level="warning",
@@ -91,13 +130,21 @@ async def _main(settings: Settings, *, traffic: bool, out: Console) -> None:
         if traffic
         else None
     )
+    breaker_task = (
+        asyncio.create_task(_break_later(store, break_candidate, stop, out))
+        if break_candidate is not None
+        else None
+    )
     await stop.wait()
     out.print("\nstopping…")
+    if breaker_task is not None:
+        await breaker_task
     if traffic_task is not None:
         await traffic_task
     for server in servers:
         server.should_exit = True
     await asyncio.gather(*tasks, return_exceptions=True)
+    agent.close()
     reporter.close()
     flags.close()
     engine.dispose()

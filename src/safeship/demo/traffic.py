@@ -9,7 +9,14 @@ from dataclasses import dataclass
 
 import httpx
 
-CUSTOMERS = ("ada", "grace", "linus", "barbara", "ken", "margaret", "guido", "radia")
+NAMES = ("ada", "grace", "linus", "barbara", "ken", "margaret", "guido", "radia")
+
+
+def customer(rng: random.Random) -> str:
+    """One of 400 customers, so percentage rollouts sticky on the customer spread evenly."""
+    return f"{rng.choice(NAMES)}-{rng.randint(1, 50)}"
+
+
 ITEMS = ("keyboard", "monitor", "cable", "laptop", "dock", "headset")
 
 
@@ -42,9 +49,12 @@ async def generate_traffic(
 
 
 async def _one_request(client: httpx.AsyncClient, rng: random.Random) -> None:
-    if rng.random() < 0.5:
+    roll = rng.random()
+    if roll < 0.35:
+        response = await client.get(f"/customers/{customer(rng)}/orders")
+    elif roll < 0.7:
         body = {
-            "customer": rng.choice(CUSTOMERS),
+            "customer": customer(rng),
             "item": rng.choice(ITEMS),
             "quantity": rng.randint(1, 5),
         }
