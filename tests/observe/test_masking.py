@@ -151,3 +151,16 @@ def test_any_configured_key_masks_any_value_at_any_depth(key: str, secret: str, 
         return [node]
 
     assert secret not in values(masked)
+
+
+def test_trace_ids_and_generated_request_ids_are_never_masked() -> None:
+    from safeship.observe.masking import PiiMasker
+    from safeship.web.request_id import _random_id
+
+    masker = PiiMasker()
+    trace = "4111111111111111" + "0" * 16  # a Luhn-valid run of digits inside a trace id
+    assert masker.mask({"trace_id": trace})["trace_id"] == trace
+    assert masker.mask({"card": "4111 1111 1111 1111"})["card"] == "***"
+    ids = {_random_id() for _ in range(2000)}
+    assert len(ids) == 2000
+    assert all(masker.mask_text(i) == i and len(i) == 29 for i in ids)

@@ -9,9 +9,11 @@ development, with request id, trace id and bound context added and PII masked.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import sys
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
@@ -138,15 +140,10 @@ class Logger:
         # makeRecord + handle skips the caller lookup of Logger.log: the stable event
         # name already says where an event comes from, and the lookup is the costly part.
         record = self._logger.makeRecord(
-            self._logger.name,
-            level,
-            "",
-            0,
-            data,
-            (),
-            exc_info or None,
-            extra={"_logger": self._logger, "_name": name},
+            self._logger.name, level, "", 0, data, (), exc_info or None
         )
+        record._logger = self._logger  # what structlog's ProcessorFormatter reads
+        record._name = name
         self._logger.handle(record)
 
 
@@ -311,6 +308,68 @@ def _isatty(stream: TextIO) -> bool:
     return bool(isatty and isatty())
 
 
+class _UtcTimestamper:
+    """Processor: ``timestamp`` in ISO 8601 UTC with microseconds (``...T07:35:25.012345Z``).
+
+    The same text as structlog's ``TimeStamper(fmt="iso", utc=True)``, always with six
+    decimals; the date and time of day are formatted once per second, not per event.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._second: tuple[int, str] = (-1, "")
+
+    def __call__(self, _logger: Any, _method: str, event_dict: Any) -> Any:
+        now = self._clock()
+        second = int(now)
+        cached = self._second
+        if cached[0] != second:
+            cached = self._second = (
+                second,
+                time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)),
+            )
+        event_dict["timestamp"] = f"{cached[1]}.{int((now - second) * 1_000_000):06d}Z"
+        return event_dict
+
+
+def _json_default(value: Any) -> Any:
+    """What JSON cannot encode: ``__structlog__()`` when defined, else ``repr`` (as structlog)."""
+    method = getattr(value, "__structlog__", None)
+    return method() if callable(method) else repr(value)
+
+
+# One encoder for every line: json.dumps(default=...) would build a new one per call.
+_JSON_ENCODER = json.JSONEncoder(default=_json_default)
+
+
+def _render_json(event: Any, **_dumps_kw: Any) -> str:
+    return _JSON_ENCODER.encode(event)
+
+
+class _Formatter(structlog.stdlib.ProcessorFormatter):
+    """structlog's `ProcessorFormatter` with a fast path for safeship's own `Logger`.
+
+    Records made by `Logger` already carry a fresh event dict and no stdlib arguments,
+    so they go straight through the processors: no copy of the record and no second
+    pass through `logging.Formatter.format`, which would only return the rendered line.
+    Every other record takes structlog's path unchanged.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        event = record.msg
+        logger = record.__dict__.get("_logger")
+        if type(event) is not _EventDict or logger is None or record.stack_info:
+            return super().format(record)
+        logger = self.logger or logger
+        method: str = record.__dict__["_name"]
+        ed: Any = dict(event)
+        ed["_record"] = record
+        ed["_from_structlog"] = True
+        for processor in self.processors:
+            ed = processor(logger, method, ed)
+        return str(ed)
+
+
 def _formatter(
     json_lines: bool, masker: PiiMasker | None, colors: bool
 ) -> structlog.stdlib.ProcessorFormatter:
@@ -318,18 +377,19 @@ def _formatter(
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-        add_trace_context,
     ]
     renderer: Any
     if json_lines:
         enrich.append(structlog.processors.format_exc_info)
-        renderer = structlog.processors.JSONRenderer()
+        renderer = structlog.processors.JSONRenderer(serializer=_render_json)
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=colors)
     if masker is not None:
         enrich.append(masker)
-    return structlog.stdlib.ProcessorFormatter(
+    # Added after masking: safeship makes these values, they carry no PII.
+    enrich.append(_UtcTimestamper())
+    enrich.append(add_trace_context)
+    return _Formatter(
         foreign_pre_chain=[
             structlog.contextvars.merge_contextvars,
             add_request_id,

@@ -44,26 +44,62 @@ def _luhn_ok(text: str) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class MaskPattern:
-    """A value pattern to mask; ``validate`` (optional) confirms a match, e.g. Luhn."""
+    """A value pattern to mask; ``validate`` (optional) confirms a match, e.g. Luhn.
+
+    ``prefilter`` (optional) is a cheap test that holds for every text the regex can
+    match in (e-mail: ``"@" in text``); text failing it is not searched. Most logged
+    values hold no PII, so this keeps masking fast, on long values too.
+    """
 
     name: str
     regex: re.Pattern[str]
     validate: Callable[[str], bool] | None = None
+    prefilter: Callable[[str], bool] | None = None
+
+
+def _has_at(text: str) -> bool:
+    return "@" in text
+
+
+def _has_whitespace(text: str) -> bool:
+    # Every whitespace character but the space is a control or separator character,
+    # which str.isprintable() rejects: one C-speed pass instead of a regex search.
+    return " " in text or not text.isprintable()
+
+
+def _has_phone_start(text: str) -> bool:
+    return "+" in text or "(" in text or "-" in text
 
 
 DEFAULT_MASK_PATTERNS: tuple[MaskPattern, ...] = (
-    MaskPattern("email", re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")),
-    MaskPattern("bearer", re.compile(r"(?i)\b(?:bearer|basic|token)\s+[A-Za-z0-9._~+/=-]{8,}")),
+    MaskPattern(
+        "email",
+        re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"),
+        prefilter=_has_at,
+    ),
+    MaskPattern(
+        "bearer",
+        re.compile(r"(?i)\b(?:bearer|basic|token)\s+[A-Za-z0-9._~+/=-]{8,}"),
+        prefilter=_has_whitespace,
+    ),
     MaskPattern("card", re.compile(r"(?<!\d)\d(?:[ -]?\d){12,18}(?!\d)"), _luhn_ok),
     MaskPattern(
         "phone",
         re.compile(
-            r"(?<![\w+])\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?){2,5}(?!\d)"
-            r"|(?<!\d)\(\d{3}\)\s?\d{3}-\d{4}(?!\d)"
-            r"|(?<![\d-])\d{3}-\d{3}-\d{4}(?![\d-])"
+            # Each branch starts with its first character and only then looks behind
+            # it ("+ not after a word character or +"): the same matches, found faster.
+            r"\+(?<![\w+]\+)\d{1,3}(?:[ .-]?\(?\d{1,4}\)?){2,5}(?!\d)"
+            r"|\((?<!\d\()\d{3}\)\s?\d{3}-\d{4}(?!\d)"
+            r"|\d(?<![\d-]\d)\d{2}-\d{3}-\d{4}(?![\d-])"
         ),
+        prefilter=_has_phone_start,
     ),
 )
+
+
+_PLAIN_TYPES = frozenset({int, float, bool, type(None)})
+_CLEAN_MAX_LENGTH = 256
+_CLEAN_MAX_ENTRIES = 4096
 
 
 def _normalize_key(key: str) -> str:
@@ -86,8 +122,12 @@ class PiiMasker:
         patterns: Iterable[MaskPattern] = DEFAULT_MASK_PATTERNS,
         replacement: str = "***",
         max_depth: int = 32,
+        verbatim_keys: Iterable[str] = ("trace_id", "span_id"),
     ) -> None:
         self._keys = tuple(sorted({_normalize_key(k) for k in keys if k}))
+        # Values under these keys are ids safeship generated or validated as hex: written
+        # as they are, so a digit run in a trace id is never mistaken for a card number.
+        self._verbatim = frozenset(verbatim_keys)
         self._patterns = tuple(patterns)
         if not replacement or any(p.regex.search(replacement) for p in self._patterns):
             raise ValueError("PiiMasker.replacement must be non-empty and match no pattern")
@@ -96,6 +136,14 @@ class PiiMasker:
         self.replacement = replacement
         self.max_depth = max_depth
         self._key_cache: dict[str, bool] = {}
+        self._substitutions = tuple(
+            (p.prefilter, p.regex.sub, self._replacer(p)) for p in self._patterns
+        )
+        # Short strings seen to hold nothing to mask (event names, methods, routes, keys):
+        # they recur on every event, so the patterns run once per distinct value. Only
+        # unchanged strings are kept, so the cache never holds a secret.
+        self._clean: set[str] = set()
+        self._known_keys: dict[str, tuple[str, bool]] = {}
 
     def __call__(self, _logger: Any, _method: str, event_dict: Any) -> Any:
         """structlog processor entry point."""
@@ -115,9 +163,17 @@ class PiiMasker:
 
     def mask_text(self, text: str) -> str:
         """Replace every pattern match in ``text``."""
-        for pattern in self._patterns:
-            text = pattern.regex.sub(self._replacer(pattern), text)
-        return text
+        if text in self._clean:
+            return text
+        masked = text
+        for prefilter, substitute, replace in self._substitutions:
+            if prefilter is None or prefilter(masked):
+                masked = substitute(replace, masked)
+        if masked == text and len(text) <= _CLEAN_MAX_LENGTH:
+            if len(self._clean) >= _CLEAN_MAX_ENTRIES:
+                self._clean.clear()
+            self._clean.add(text)
+        return masked
 
     def _replacer(self, pattern: MaskPattern) -> Callable[[re.Match[str]], str]:
         def replace(match: re.Match[str]) -> str:
@@ -144,13 +200,30 @@ class PiiMasker:
 
     def _mask_mapping(self, value: Mapping[Any, Any], depth: int) -> dict[Any, Any]:
         out: dict[Any, Any] = {}
+        mask_text, known_keys = self.mask_text, self._known_keys
         for key, item in value.items():
-            masked_key = self.mask_text(key) if isinstance(key, str) else key
-            if self.is_sensitive_key(key):
+            masked_key, sensitive = known_keys.get(key) or self._key_info(key)
+            kind = type(item)
+            if sensitive:
                 out[masked_key] = self.replacement
+            elif kind is str and key in self._verbatim:
+                out[masked_key] = item
+            elif kind is str:  # the common cases first, without the dispatch of `mask`
+                out[masked_key] = mask_text(item)
+            elif kind in _PLAIN_TYPES:
+                out[masked_key] = item
             else:
                 out[masked_key] = self.mask(item, depth + 1)
         return out
+
+    def _key_info(self, key: Any) -> tuple[Any, bool]:
+        """A key as written out and whether its value is masked; kept for clean keys."""
+        if not isinstance(key, str):
+            return key, False
+        info = (self.mask_text(key), self.is_sensitive_key(key))
+        if info[0] == key and len(self._known_keys) < _CLEAN_MAX_ENTRIES:
+            self._known_keys[key] = info
+        return info
 
     def _mask_object(self, value: Any) -> Any:
         if isinstance(value, bytes | bytearray):

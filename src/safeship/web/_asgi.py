@@ -114,8 +114,20 @@ def _valid_ip(value: str) -> bool:
 
 def path_matches(path: str, prefixes: Sequence[str]) -> bool:
     """Whether ``path`` is one of ``prefixes`` or below one (segment-aware)."""
-    for prefix in prefixes:
-        base = prefix.rstrip("/")
-        if not base or path == base or path.startswith(base + "/"):
-            return True
-    return False
+    return PathPrefixes(prefixes)(path)
+
+
+class PathPrefixes:
+    """`path_matches` for a fixed set of prefixes, prepared once for the request path."""
+
+    __slots__ = ("_bases", "_everything", "_starts")
+
+    def __init__(self, prefixes: Iterable[str]) -> None:
+        bases = {prefix.rstrip("/") for prefix in prefixes}
+        self._everything = "" in bases
+        self._bases = frozenset(bases)
+        self._starts = tuple(base + "/" for base in bases if base)
+
+    def __call__(self, path: str) -> bool:
+        """Whether ``path`` is one of the prefixes or below one."""
+        return self._everything or path in self._bases or path.startswith(self._starts)

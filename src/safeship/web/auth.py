@@ -9,13 +9,13 @@ from safeship.observe.logging import get_logger
 from safeship.web._asgi import (
     ASGIApp,
     IPNetwork,
+    PathPrefixes,
     Receive,
     Scope,
     Send,
     client_ip,
     header_text,
     parse_networks,
-    path_matches,
     send_problem,
 )
 from safeship.web.keys import hash_key, is_digest, verify_any
@@ -62,6 +62,7 @@ class ApiKeyAuth:
             not p.startswith("/") for p in self.protected_prefixes
         ):
             raise ValueError("protected_prefixes must be non-empty paths starting with '/'")
+        self._is_protected = PathPrefixes(self.protected_prefixes)
         self._header = header.lower().encode("latin-1")
         self.store: FailureStore = store or MemoryFailureStore()
         self.trusted_proxies: tuple[IPNetwork, ...] = parse_networks(trusted_proxies)
@@ -76,8 +77,8 @@ class ApiKeyAuth:
         return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket") or not path_matches(
-            scope.get("path", ""), self.protected_prefixes
+        if scope["type"] not in ("http", "websocket") or not self._is_protected(
+            scope.get("path", "")
         ):
             await self.app(scope, receive, send)
             return

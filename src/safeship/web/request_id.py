@@ -12,8 +12,17 @@ from safeship.web._asgi import ASGIApp, Message, Receive, Scope, Send, header_te
 _SAFE_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 
 
+_ID_ALPHABET = "abcdefghjkmnpqrstvwxyz"  # letters only: an id never looks like a card number
+
+
 def _random_id() -> str:
-    return os.urandom(16).hex()
+    """128 random bits as 29 lower-case letters (digits could trip the PII masker)."""
+    number = int.from_bytes(os.urandom(16), "big")
+    chars = []
+    for _ in range(29):
+        number, index = divmod(number, len(_ID_ALPHABET))
+        chars.append(_ID_ALPHABET[index])
+    return "".join(chars)
 
 
 class RequestIdMiddleware:

@@ -9,7 +9,7 @@ from typing import Any
 
 from safeship.observe import metrics
 from safeship.observe.logging import get_logger
-from safeship.web._asgi import ASGIApp, Message, Receive, Scope, Send, path_matches
+from safeship.web._asgi import ASGIApp, Message, PathPrefixes, Receive, Scope, Send
 
 RouteLabel = Callable[[Mapping[str, Any], int], str]
 
@@ -36,6 +36,7 @@ class ObserveMiddleware:
         self.access_log = access_log
         self.metrics = metrics
         self.quiet_paths = tuple(quiet_paths)
+        self._is_quiet = PathPrefixes(self.quiet_paths)
         self.route_label: RouteLabel = route_label or _default_route_label
         self._series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
@@ -89,7 +90,7 @@ class ObserveMiddleware:
         path = str(scope.get("path", ""))
         if status >= 500:
             level = logging.ERROR
-        elif path_matches(path, self.quiet_paths):
+        elif self._is_quiet(path):
             level = logging.DEBUG
         else:
             level = logging.INFO
