@@ -11,9 +11,11 @@ import sys
 from safeship.cli.breakers import breakers_app
 from safeship.cli.commands import app
 from safeship.cli.flags import flags_app
+from safeship.cli.rollouts import rollouts_app
 
 app.add_typer(flags_app, name="flags")
 app.add_typer(breakers_app, name="breakers")
+app.add_typer(rollouts_app, name="rollouts")
 
 __all__ = ["app", "main"]
 

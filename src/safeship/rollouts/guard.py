@@ -24,7 +24,7 @@ from safeship.observe.logging import ALERT
 from safeship.rollouts.monitor import ArmWindow, GuardMonitor
 from safeship.rollouts.plan import Plan, next_action
 from safeship.rollouts.schema import rollout_decisions, rollout_windows, rollouts
-from safeship.rollouts.stats import GuardSettings, Verdict
+from safeship.rollouts.stats import GuardSettings, LatencyHistogram, Verdict
 
 __all__ = ["Decision", "RolloutGuard", "RolloutNotFoundError", "RolloutRecord"]
 
@@ -120,6 +120,32 @@ def _record(row: sa.RowMapping) -> RolloutRecord:
     )
 
 
+class _Slot:
+    """One arm's windows summed over a time slot (for charts)."""
+
+    __slots__ = ("errors", "histogram", "requests")
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.errors = 0
+        self.histogram = LatencyHistogram()
+
+    def add(self, window: ArmWindow) -> None:
+        self.requests += window.requests
+        self.errors += window.errors
+        self.histogram.merge(window.histogram)
+
+    def to_dict(self) -> dict[str, Any]:
+        n, hist = self.requests, self.histogram
+        return {
+            "requests": n,
+            "error_rate": self.errors / n if n else None,
+            "p50": hist.quantile(0.5),
+            "p95": hist.quantile(0.95),
+            "p99": hist.quantile(0.99),
+        }
+
+
 class RolloutGuard:
     """Creates and steers guarded rollouts; folds the fleet's windows into decisions."""
 
@@ -180,6 +206,33 @@ class RolloutGuard:
                 ArmWindow.from_dict(r["candidate"]),
             )
             for r in rows
+        ]
+
+    def recent_decisions(self, *, limit: int = 20) -> list[Decision]:
+        """The latest decisions over every rollout, newest first (the overview's feed)."""
+        query = sa.select(rollout_decisions).order_by(rollout_decisions.c.id.desc()).limit(limit)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).mappings().all()
+        return [Decision(**{**r, "at": _aware(r["at"])}) for r in rows]
+
+    def series(
+        self, name: str, *, resolution: float = 5.0, points: int = 120
+    ) -> list[dict[str, Any]]:
+        """Per time slot of ``resolution`` seconds (the fleet's windows summed), each arm's
+        requests, error rate and p50/p95/p99: the last ``points`` slots, oldest first."""
+        slots: dict[int, dict[str, _Slot]] = {}
+        for _, at, control, candidate in self.windows(name):
+            key = int(at.timestamp() // resolution)
+            arms = slots.setdefault(key, {"control": _Slot(), "candidate": _Slot()})
+            arms["control"].add(control)
+            arms["candidate"].add(candidate)
+        keep = sorted(slots)[-points:]
+        return [
+            {
+                "at": datetime.fromtimestamp(key * resolution, UTC).isoformat(),
+                **{arm: slot.to_dict() for arm, slot in slots[key].items()},
+            }
+            for key in keep
         ]
 
     def monitor(self, record: RolloutRecord) -> tuple[GuardMonitor, int]:

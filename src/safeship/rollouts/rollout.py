@@ -149,11 +149,17 @@ class Rollout:
         if not runner.wanted(context):
             return self.legacy(*args, **kwargs)
 
+        if runner.options.off_path:
+            control, raised = self._legacy_outcome(args, kwargs)
+            runner.submit(self.candidate, args, kwargs, control, context)
+            if raised is not None:
+                raise raised
+            return control
+
         def run_candidate() -> Any:
             return self.candidate(*args, **kwargs)
 
-        candidate_first = runner.options.randomize_order and self._rng.random() < 0.5
-        if not runner.options.off_path and candidate_first:
+        if runner.options.randomize_order and self._rng.random() < 0.5:
             started = time.perf_counter()
             try:
                 value, error = run_candidate(), None
@@ -164,10 +170,7 @@ class Rollout:
             runner.compare(control, value, error, seconds, context)
         else:
             control, raised = self._legacy_outcome(args, kwargs)
-            if runner.options.off_path:
-                runner.submit(run_candidate, control, context)
-            else:
-                runner.run_and_compare(run_candidate, control, context)
+            runner.run_and_compare(run_candidate, control, context)
         if raised is not None:
             raise raised
         return control

@@ -4,12 +4,15 @@ Nothing the candidate side does reaches the caller: its exceptions, its slowness
 exceptions of the comparator, cleaner, ignore rules and publisher are counted, never
 raised (``raise_on_mismatch`` is the one opt-in, for tests).  Off the request path the
 candidate runs on a worker thread fed by a bounded queue that drops, and counts, when full.
+
+The queue is a ``collections.deque`` (append and popleft are atomic, no lock) and the
+worker is woken through an ``Event`` only when it went idle, so the caller's cost is an
+append and a flag check: a ``queue.Queue`` took a lock and notified a condition per call.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import random
 import threading
 import time
@@ -154,9 +157,12 @@ class ShadowRunner:
         self.stats = ShadowStats(samples=deque(maxlen=max(options.keep_mismatches, 1)))
         self._rng = rng
         self._lock = threading.Lock()
-        self._queue: queue.Queue[tuple[Callable[[], Any], Any, Any] | None] = queue.Queue(
-            options.queue_size
-        )
+        self._items: deque[tuple[Callable[..., Any], Any, Any, Any, Any]] = deque()
+        self._limit = options.queue_size
+        self._wake = threading.Event()
+        self._idle_changed = threading.Condition()
+        self._idle = False
+        self._closing = False
         self._worker: threading.Thread | None = None
 
     def wanted(self, context: Any) -> bool:
@@ -172,43 +178,80 @@ class ShadowRunner:
             self._count("hook_errors")
             return False
 
-    def submit(self, run_candidate: Callable[[], Any], control: Any, context: Any) -> None:
-        """Queue a candidate run off the request path, or drop and count when full."""
+    def submit(
+        self, candidate: Callable[..., Any], args: Any, kwargs: Any, control: Any, context: Any
+    ) -> None:
+        """Queue ``candidate(*args, **kwargs)`` off the request path, or drop and count when
+        full.  Concurrent callers may overshoot ``queue_size`` by at most one item each.
+
+        The item is a flat tuple, not a closure: the garbage collector stops tracking a
+        tuple of plain values, while closures queued by the thousand made every collection
+        rescan them (that, not the append, was most of the caller's cost)."""
         if self._worker is None:
             self._start()
-        try:
-            self._queue.put_nowait((run_candidate, control, context))
-        except queue.Full:
+        items = self._items
+        if len(items) >= self._limit:
             self._count("dropped")
+            return
+        items.append((candidate, args, kwargs, control, context))
+        if self._idle:
+            self._wake.set()
 
     def _start(self) -> None:
         with self._lock:
             if self._worker is None:
+                self._closing = False
                 self._worker = threading.Thread(
                     target=self._drain, name=f"safeship-shadow-{self.name}", daemon=True
                 )
                 self._worker.start()
 
     def _drain(self) -> None:
-        while (item := self._queue.get()) is not None:
-            run_candidate, control, context = item
-            try:
-                self.run_and_compare(run_candidate, control, context)
-            finally:
-                self._queue.task_done()
-        self._queue.task_done()
+        items = self._items
+        while True:
+            while items:
+                try:
+                    self._run_queued(*items.popleft())
+                except Exception:  # the worker must outlive any one comparison
+                    logger.exception("rollout.shadow_worker_error rollout=%s", self.name)
+            if self._closing:
+                return
+            self._wake.clear()
+            self._set_idle(True)
+            if not items and not self._closing:  # re-check: a caller may have missed idle
+                self._wake.wait()
+            self._set_idle(False)
+
+    def _set_idle(self, idle: bool) -> None:
+        with self._idle_changed:
+            self._idle = idle
+            self._idle_changed.notify_all()
 
     def join(self) -> None:
         """Wait until every queued candidate run has been compared (tests, shutdown)."""
-        if self._worker is not None:
-            self._queue.join()
+        if self._worker is None:
+            return
+        with self._idle_changed:
+            self._idle_changed.wait_for(lambda: self._idle and not self._items)
 
     def close(self) -> None:
+        """Compare what is queued, then stop the worker (a later call starts a new one)."""
         worker = self._worker
         if worker is not None:
-            self._queue.put(None)
+            self._closing = True
+            self._wake.set()
             worker.join(5)
             self._worker = None
+
+    def _run_queued(
+        self, candidate: Callable[..., Any], args: Any, kwargs: Any, control: Any, context: Any
+    ) -> None:
+        started = time.perf_counter()
+        try:
+            value, error = candidate(*args, **kwargs), None
+        except Exception as exc:  # noqa: BLE001 - the candidate's failure is data
+            value, error = None, exc
+        self.compare(control, value, error, time.perf_counter() - started, context)
 
     def run_and_compare(self, run_candidate: Callable[[], Any], control: Any, context: Any) -> None:
         """Run the candidate now (sync) and compare; never raises except on an opt-in
@@ -236,6 +279,9 @@ class ShadowRunner:
                 a = o.clean(control) if o.clean else control
                 b = o.clean(candidate) if o.clean else candidate
                 matched = bool(o.compare(a, b)) if o.compare else a == b
+                if matched and o.publish is None:
+                    self._tally_match(timed_out)  # nobody reads the observation: skip it
+                    return
                 if not matched:
                     ignored = any(rule(a, b) for rule in o.ignore)
                     diff = compact_diff(a, b)
@@ -251,6 +297,13 @@ class ShadowRunner:
         self._publish(observation)
         if o.raise_on_mismatch and error is None and not matched and not ignored:
             raise MismatchError(f"rollout {self.name!r}: candidate differs: {diff}")
+
+    def _tally_match(self, timed_out: bool) -> None:
+        with self._lock:
+            s = self.stats
+            s.runs += 1
+            s.timeouts += timed_out
+            s.matches += 1
 
     def _tally(self, observation: ShadowObservation, failed: bool, timed_out: bool) -> None:
         with self._lock:

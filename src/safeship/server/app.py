@@ -17,9 +17,18 @@ from safeship.db.migrate import upgrade
 from safeship.flags.store import FlagStore
 from safeship.observe.health import HealthRegistry, sql_check
 from safeship.resilience.board import BreakerBoard
+from safeship.rollouts.guard import RolloutGuard
 from safeship.server.errors import install_error_handlers
 from safeship.server.keys import KeyRing
-from safeship.server.routes import api, breakers, dashboard, flags_api, flags_pages, health
+from safeship.server.routes import (
+    api,
+    breakers,
+    dashboard,
+    flags_api,
+    flags_pages,
+    health,
+    rollouts,
+)
 from safeship.server.session import SessionSigner
 from safeship.server.state import ControlPlane, NavItem
 from safeship.settings import Settings, load_settings
@@ -49,16 +58,22 @@ def build_plane(settings: Settings, engine: sa.Engine) -> ControlPlane:
     secret = settings.session_secret
     if secret is None:  # load_settings always fills it; a hand-built Settings may not
         raise ValueError("SAFESHIP_SESSION_SECRET is required to sign dashboard sessions")
+    flag_store = FlagStore(engine, publish=_flag_publisher(settings))
     return ControlPlane(
         settings=settings,
         engine=engine,
         keys=KeyRing(settings, engine),
         sessions=SessionSigner(secret.get_secret_value(), max_age=settings.session_max_age_seconds),
         health=registry,
-        flags=FlagStore(engine, publish=_flag_publisher(settings)),
+        flags=flag_store,
         auth_failures=_failure_store(settings),
         breakers=BreakerBoard(engine),
-        nav=[NavItem("/flags", "Flags"), NavItem("/breakers", "Breakers")],
+        rollouts=RolloutGuard(engine, flag_store),
+        nav=[
+            NavItem("/flags", "Flags"),
+            NavItem("/breakers", "Breakers"),
+            NavItem("/rollouts", "Rollouts"),
+        ],
     )
 
 
@@ -116,6 +131,8 @@ def create_app(
     app.include_router(flags_pages.router)
     app.include_router(breakers.api)
     app.include_router(breakers.pages)
+    app.include_router(rollouts.api)
+    app.include_router(rollouts.pages)
     app.mount("/static", StaticFiles(directory=str(_STATIC)), name="static")
     # Pure ASGI layers: request id outermost, then one access-log line and the HTTP metrics.
     app.add_middleware(ObserveMiddleware, quiet_paths=("/health", "/health/ready", "/metrics"))

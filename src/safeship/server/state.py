@@ -10,6 +10,7 @@ from fastapi import Request
 from safeship.flags.store import FlagStore
 from safeship.observe.health import HealthRegistry
 from safeship.resilience.board import BreakerBoard
+from safeship.rollouts.guard import RolloutGuard
 from safeship.server.keys import KeyRing
 from safeship.server.session import SessionSigner
 from safeship.settings import Settings
@@ -34,6 +35,7 @@ class ControlPlane:
     flags: FlagStore
     auth_failures: FailureStore
     breakers: BreakerBoard
+    rollouts: RolloutGuard
     nav: list[NavItem] = field(default_factory=list)
 
 

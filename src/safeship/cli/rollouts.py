@@ -1,0 +1,144 @@
+"""``safeship rollouts ...``: see guarded rollouts and steer them, audited as ``cli:<user>``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.table import Table
+
+from safeship.cli._common import DatabaseOption, fail, or_fail, out, settings_or_exit
+from safeship.cli.flags import actor
+from safeship.rollouts.guard import RolloutGuard, RolloutNotFoundError
+
+rollouts_app = typer.Typer(
+    help="Guarded rollouts: state, control vs candidate, pause, advance, roll back.",
+    no_args_is_help=True,
+)
+Reason = Annotated[str | None, typer.Option(help="Why, for the audit trail.")]
+T = TypeVar("T")
+
+
+def _guard(database_url: str | None) -> RolloutGuard:
+    from safeship.db import create_engine, upgrade
+    from safeship.flags.store import FlagStore
+
+    settings = settings_or_exit(database_url=database_url)
+    engine = create_engine(settings=settings)
+    or_fail(lambda: upgrade(engine))
+    return RolloutGuard(engine, FlagStore(engine))
+
+
+def _run(fn: Callable[[], T]) -> T:
+    def translated() -> T:
+        try:
+            return fn()
+        except RolloutNotFoundError as exc:
+            fail(str(exc), code=1)
+
+    return or_fail(translated)
+
+
+def _ms(seconds: object) -> str:
+    return "-" if not isinstance(seconds, float) else f"{seconds * 1000:.3g} ms"
+
+
+def _rate(rate: object) -> str:
+    return "-" if not isinstance(rate, float) else f"{rate * 100:.2f}%"
+
+
+@rollouts_app.command("list")
+def list_rollouts(database_url: DatabaseOption = None) -> None:
+    """Every rollout with its status, mode, step and candidate traffic."""
+    guard = _guard(database_url)
+    table = Table()
+    for column in ("rollout", "status", "mode", "step", "candidate %", "since"):
+        table.add_column(column)
+    for r in _run(guard.all):
+        step = f"{r.step + 1}/{len(r.plan.steps)}"
+        since = r.step_started_at.isoformat()[:19]
+        table.add_row(r.name, r.status, r.mode, step, f"{r.percent:g}%", since)
+    out.print(table)
+
+
+def _detail(guard: RolloutGuard, name: str) -> dict[str, Any]:
+    record = guard.get(name)
+    monitor, in_step = guard.monitor(record)
+    return {
+        **record.to_dict(),
+        "arms": monitor.summary(),
+        "verdict": monitor.verdict().to_dict(),
+        "candidate_requests_in_step": in_step,
+        "decisions": [d.to_dict() for d in guard.decisions(name, limit=20)],
+    }
+
+
+@rollouts_app.command("show")
+def show(
+    name: str,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    database_url: DatabaseOption = None,
+) -> None:
+    """One rollout: control vs candidate side by side, the guard's reading, decisions."""
+    guard = _guard(database_url)
+    detail = _run(lambda: _detail(guard, name))
+    if as_json:
+        out.print_json(json.dumps(detail, default=str))
+        return
+    out.print(
+        f"{name}: {detail['status']}, mode {detail['mode']}, step {detail['step'] + 1}/"
+        f"{len(detail['plan']['steps'])} ({detail['percent']:g}% candidate)",
+        highlight=False,
+    )
+    table = Table("", "control", "candidate")
+    arms = detail["arms"]
+    table.add_row("requests", *(str(arms[a]["requests"]) for a in ("control", "candidate")))
+    table.add_row("error rate", *(_rate(arms[a]["error_rate"]) for a in ("control", "candidate")))
+    for q in ("p50", "p95", "p99"):
+        table.add_row(q, *(_ms(arms[a][q]) for a in ("control", "candidate")))
+    out.print(table)
+    out.print(f"guard e-value {detail['verdict']['combined']:.3g}", highlight=False)
+    for d in detail["decisions"]:
+        why = f" - {d['reason']}" if d["reason"] else ""
+        out.print(f"  {d['at'][:19]} {d['kind']} at {d['percent']:g}% by {d['actor']}{why}")
+
+
+def _operate(name: str, action: str, reason: str | None, database_url: str | None) -> None:
+    guard = _guard(database_url)
+    decision = _run(lambda: guard.operate(name, action, actor=actor(), reason=reason))
+    out.print(
+        f"{name}: {decision.kind} (step {decision.step + 1}, {decision.percent:g}% candidate)",
+        highlight=False,
+    )
+
+
+@rollouts_app.command("pause")
+def pause(name: str, reason: Reason = None, database_url: DatabaseOption = None) -> None:
+    """Hold the rollout at its step (the guard still rolls back on a breach)."""
+    _operate(name, "pause", reason, database_url)
+
+
+@rollouts_app.command("resume")
+def resume(name: str, reason: Reason = None, database_url: DatabaseOption = None) -> None:
+    """Let a paused rollout advance again on evidence."""
+    _operate(name, "resume", reason, database_url)
+
+
+@rollouts_app.command("advance")
+def advance(name: str, reason: Reason = None, database_url: DatabaseOption = None) -> None:
+    """Move to the plan's next step now (completes after the last)."""
+    _operate(name, "advance", reason, database_url)
+
+
+@rollouts_app.command("rollback")
+def rollback(name: str, reason: Reason = None, database_url: DatabaseOption = None) -> None:
+    """Turn the flag off and mark the rollout rolled back."""
+    _operate(name, "rollback", reason, database_url)
+
+
+@rollouts_app.command("abort")
+def abort(name: str, reason: Reason = None, database_url: DatabaseOption = None) -> None:
+    """Stop the rollout: flag off, rollout aborted."""
+    _operate(name, "abort", reason, database_url)

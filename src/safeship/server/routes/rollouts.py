@@ -1,0 +1,364 @@
+"""Guarded rollouts in the control plane: the JSON API and the dashboard pages.
+
+Every write goes through ``RolloutGuard.operate`` (or ``create``), which audits it; the
+emergency endpoint rolls back every live rollout and then throws the flags' kill switch.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+from urllib.parse import quote
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Form, HTTPException, Path, Request
+from fastapi.responses import RedirectResponse, Response
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from safeship.db.audit import record_audit
+from safeship.flags import authoring
+from safeship.flags.store import FlagNotFoundError
+from safeship.rollouts.guard import Decision, RolloutNotFoundError, RolloutRecord
+from safeship.rollouts.plan import Plan
+from safeship.server.deps import AdminPrincipal, ReadPrincipal
+from safeship.server.routes.dashboard import admin_form_session, page_session, render
+from safeship.server.state import ControlPlane, plane
+
+api = APIRouter(prefix="/api/v1/rollouts", tags=["rollouts"])
+pages = APIRouter(include_in_schema=False)
+RolloutName = Annotated[str, Path(min_length=1, max_length=200)]
+Reason = Field(default=None, max_length=2000, description="Why, for the audit trail.")
+CONFIRM_WORD = "ROLLBACK"
+LIVE = ("running", "paused")
+
+
+class Action(StrEnum):
+    PAUSE = "pause"
+    RESUME = "resume"
+    ADVANCE = "advance"
+    ROLLBACK = "rollback"
+    ABORT = "abort"
+
+
+class PlanIn(BaseModel):
+    steps: list[float] = Field(
+        default=[1.0, 5.0, 25.0, 50.0, 100.0],
+        min_length=1,
+        max_length=20,
+        description="Strictly increasing percentages of traffic in (0, 100].",
+    )
+    min_hold: float = Field(default=300.0, ge=0, le=7 * 86400, description="Seconds per step.")
+    min_sample: int = Field(default=500, ge=0, le=10_000_000, description="Candidate requests.")
+
+    @model_validator(mode="after")
+    def _valid_plan(self) -> PlanIn:
+        self.to_plan()  # raises ValueError (a 422) naming the field
+        return self
+
+    def to_plan(self) -> Plan:
+        return Plan(steps=tuple(self.steps), min_hold=self.min_hold, min_sample=self.min_sample)
+
+
+class NewRollout(BaseModel):
+    name: str = Field(min_length=1, max_length=200, description="The rollout's flag name.")
+    mode: Literal["off", "shadow", "canary", "on"] = "canary"
+    plan: PlanIn = Field(default_factory=PlanIn)
+    reason: str | None = Reason
+
+    @field_validator("name")
+    @classmethod
+    def _flag_name(cls, name: str) -> str:
+        return authoring.check_name(name)
+
+
+class ActionBody(BaseModel):
+    reason: str | None = Reason
+
+
+class EmergencyBody(BaseModel):
+    confirm: Literal["ROLLBACK"] = Field(description="Type ROLLBACK to confirm.")
+    reason: str | None = Reason
+
+
+class ArmStats(BaseModel):
+    requests: int
+    errors: int
+    error_rate: float | None
+    p50: float | None = Field(description="Seconds (upper edge of the histogram bucket).")
+    p95: float | None
+    p99: float | None
+
+
+class SeriesArm(BaseModel):
+    requests: int
+    error_rate: float | None
+    p50: float | None
+    p95: float | None
+    p99: float | None
+
+
+class SeriesPoint(BaseModel):
+    at: str
+    control: SeriesArm
+    candidate: SeriesArm
+
+
+class DecisionOut(BaseModel):
+    id: int
+    rollout: str
+    at: str
+    kind: str
+    actor: str
+    step: int
+    percent: float
+    evidence: Any
+    reason: str | None
+
+
+class RolloutOut(BaseModel):
+    name: str
+    mode: str
+    status: str
+    step: int = Field(description="Index into plan.steps.")
+    percent: float = Field(description="Candidate traffic the plan gives now (0 once undone).")
+    plan: dict[str, Any]
+    step_started_at: str
+    version: int
+    flag_enabled: bool | None = Field(description="The flag in the store (None if deleted).")
+    flag_percent: float | None
+
+
+class RolloutDetail(RolloutOut):
+    arms: dict[str, ArmStats] = Field(description="control and candidate since the start.")
+    verdict: dict[str, Any]
+    candidate_requests_in_step: int
+    series: list[SeriesPoint]
+    shadow: dict[str, Any] | None = Field(
+        description="Shadow mismatch rate and sample diffs when stored (None: not stored; "
+        "shadow counters live in each process)."
+    )
+    decisions: list[DecisionOut]
+
+
+class EmergencyOut(BaseModel):
+    rolled_back: list[str]
+    flags_changed: dict[str, bool]
+
+
+# -- reading ---------------------------------------------------------------------------
+
+
+def _flag_states(cp: ControlPlane) -> dict[str, tuple[bool, float | None]]:
+    return {f.name: (f.enabled, authoring.rollout_percent(f.definition)) for f in cp.flags.all()}
+
+
+def _summary(record: RolloutRecord, flag: tuple[bool, float | None] | None) -> dict[str, Any]:
+    enabled, percent = flag if flag is not None else (None, None)
+    return {**record.to_dict(), "flag_enabled": enabled, "flag_percent": percent}
+
+
+def _decision(d: Decision) -> DecisionOut:
+    return DecisionOut(**d.to_dict())
+
+
+def _lookup(cp: ControlPlane, name: str) -> RolloutRecord:
+    try:
+        return cp.rollouts.get(name)
+    except RolloutNotFoundError as exc:
+        raise HTTPException(404, str(exc)) from None
+
+
+def rollout_list(cp: ControlPlane) -> list[RolloutOut]:
+    flags = _flag_states(cp)
+    return [RolloutOut(**_summary(r, flags.get(r.name))) for r in cp.rollouts.all()]
+
+
+def rollout_detail(cp: ControlPlane, name: str) -> RolloutDetail:
+    record = _lookup(cp, name)
+    monitor, in_step = cp.rollouts.monitor(record)
+    flags = _flag_states(cp)
+    return RolloutDetail(
+        **_summary(record, flags.get(name)),
+        arms={k: ArmStats.model_validate(v) for k, v in monitor.summary().items()},
+        verdict=monitor.verdict().to_dict(),
+        candidate_requests_in_step=in_step,
+        series=[SeriesPoint.model_validate(p) for p in cp.rollouts.series(name)],
+        shadow=None,
+        decisions=[_decision(d) for d in cp.rollouts.decisions(name, limit=50)],
+    )
+
+
+@api.get("", response_model=list[RolloutOut], summary="Every rollout's state")
+def list_rollouts(request: Request, _: ReadPrincipal) -> list[RolloutOut]:
+    return rollout_list(plane(request))
+
+
+@api.get(
+    "/{name}",
+    response_model=RolloutDetail,
+    summary="One rollout: arms side by side, time series, verdict and decision timeline",
+    responses={404: {"description": "no rollout has that name"}},
+)
+def get_rollout(request: Request, name: RolloutName, _: ReadPrincipal) -> RolloutDetail:
+    return rollout_detail(plane(request), name)
+
+
+# -- writing ---------------------------------------------------------------------------
+
+
+@api.post(
+    "",
+    response_model=RolloutOut,
+    status_code=201,
+    summary="Start a guarded rollout of a flag at its plan's first step (audited)",
+    responses={409: {"description": "a rollout with that name exists"}},
+)
+def create_rollout(request: Request, body: NewRollout, who: AdminPrincipal) -> RolloutOut:
+    cp = plane(request)
+    try:
+        cp.rollouts.get(body.name)
+    except RolloutNotFoundError:
+        pass
+    else:
+        raise HTTPException(409, f"a rollout named {body.name!r} exists already")
+    try:
+        record = cp.rollouts.create(
+            body.name, actor=who.name, plan=body.plan.to_plan(), mode=body.mode, reason=body.reason
+        )
+    except sa.exc.IntegrityError:
+        raise HTTPException(409, f"a rollout named {body.name!r} exists already") from None
+    return RolloutOut(**_summary(record, _flag_states(cp).get(record.name)))
+
+
+def apply_action(
+    cp: ControlPlane, name: str, action: Action, actor: str, reason: str | None
+) -> Decision:
+    """Run an operator action; 404 for an unknown rollout, 409 when it is not live."""
+    try:
+        return cp.rollouts.operate(name, action.value, actor=actor, reason=reason)
+    except RolloutNotFoundError as exc:
+        raise HTTPException(404, str(exc)) from None
+    except FlagNotFoundError as exc:
+        raise HTTPException(409, f"{exc}: the rollout's flag was deleted") from None
+    except ValueError as exc:
+        raise HTTPException(409, str(exc)) from None
+
+
+@api.post(
+    "/{name}/{action}",
+    response_model=DecisionOut,
+    summary="Pause, resume, advance, roll back or abort a rollout (admin, audited)",
+    responses={
+        404: {"description": "no rollout has that name"},
+        409: {"description": "the rollout is finished (rolled back, aborted or completed)"},
+    },
+)
+def operate(
+    request: Request,
+    name: RolloutName,
+    action: Action,
+    who: AdminPrincipal,
+    body: ActionBody | None = None,
+) -> DecisionOut:
+    reason = body.reason if body else None
+    return _decision(apply_action(plane(request), name, action, who.name, reason))
+
+
+def emergency_rollback(cp: ControlPlane, actor: str, reason: str | None) -> EmergencyOut:
+    """Roll back every live rollout, then every flag to its safe value; audited as one."""
+    why = f"emergency: {reason}" if reason else "emergency rollback"
+    rolled_back = []
+    for record in cp.rollouts.all():
+        if record.status not in LIVE:
+            continue
+        try:
+            cp.rollouts.operate(record.name, "rollback", actor=actor, reason=why)
+        except (ValueError, KeyError):
+            continue  # finished, removed or its flag deleted meanwhile: nothing to undo
+        rolled_back.append(record.name)
+    changed = cp.flags.kill(actor=actor, reason=why)
+    with cp.engine.begin() as conn:
+        record_audit(
+            conn, actor=actor, action="rollouts.emergency", target="rollouts:*",
+            after={"rolled_back": rolled_back, "flags_changed": changed}, reason=why,
+            at=datetime.now(UTC),
+        )  # fmt: skip
+    return EmergencyOut(rolled_back=rolled_back, flags_changed=changed)
+
+
+@api.post(
+    "/emergency",
+    response_model=EmergencyOut,
+    summary="Every rollout rolled back and every flag to its safe value at once (audited)",
+)
+def emergency(request: Request, body: EmergencyBody, who: AdminPrincipal) -> EmergencyOut:
+    return emergency_rollback(plane(request), who.name, body.reason)
+
+
+# -- pages -----------------------------------------------------------------------------
+
+
+@pages.get("/rollouts")
+def rollouts_page(request: Request) -> Response:
+    if page_session(request) is None:
+        return RedirectResponse("/login", status_code=303)
+    cp = plane(request)
+    return render(
+        request,
+        "rollouts.html",
+        rollouts=[r.model_dump() for r in rollout_list(cp)],
+        decisions=[d.to_dict() for d in cp.rollouts.recent_decisions(limit=20)],
+        confirm_word=CONFIRM_WORD,
+        message=request.query_params.get("m"),
+    )
+
+
+@pages.get("/rollouts/{name}")
+def rollout_page(request: Request, name: str) -> Response:
+    if page_session(request) is None:
+        return RedirectResponse("/login", status_code=303)
+    try:
+        detail = rollout_detail(plane(request), name)
+    except HTTPException:
+        return render(request, "error.html", 404, message=f"No rollout named {name!r}.")
+    return render(request, "rollout.html", r=detail.model_dump(), actions=list(Action))
+
+
+@pages.post("/rollouts/emergency")
+def emergency_form(
+    request: Request,
+    confirm: Annotated[str, Form(max_length=50)] = "",
+    csrf_token: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    session = admin_form_session(request, csrf_token)
+    if isinstance(session, Response):
+        return session
+    if confirm != CONFIRM_WORD:
+        return render(
+            request, "error.html", 422, message=f"Type {CONFIRM_WORD} to confirm the rollback."
+        )
+    done = emergency_rollback(plane(request), session.name, "dashboard")
+    message = (
+        f"Emergency rollback: {len(done.rolled_back)} rollout(s), {len(done.flags_changed)} flag(s)"
+    )
+    return RedirectResponse(f"/rollouts?m={quote(message)}", status_code=303)
+
+
+@pages.post("/rollouts/{name}/action")
+def action_form(
+    request: Request,
+    name: str,
+    action: Annotated[str, Form(max_length=20)] = "",
+    csrf_token: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    session = admin_form_session(request, csrf_token)
+    if isinstance(session, Response):
+        return session
+    if action not in set(Action):
+        return render(request, "error.html", 422, message="Unknown action.")
+    try:
+        apply_action(plane(request), name, Action(action), session.name, "dashboard")
+    except HTTPException as exc:
+        return render(request, "error.html", exc.status_code, message=str(exc.detail))
+    return RedirectResponse(f"/rollouts/{quote(name, safe='')}", status_code=303)
