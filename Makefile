@@ -29,7 +29,7 @@ bench: $(STAMP)
 	@for script in benchmarks/*.py; do echo "# $$script" >&2; $(BIN)/python $$script || exit 1; done
 
 soak: $(STAMP)
-	SAFESHIP_SOAK=1 $(BIN)/python -m pytest -m slow
+	SAFESHIP_SOAK=1 $(BIN)/python -m pytest -m slow tests/outbox tests/rollouts
 
 clean:
 	rm -rf $(VENV) dist build .pytest_cache .mypy_cache .ruff_cache

@@ -1,4 +1,4 @@
-"""The ``safeship`` command: serve the control plane, run the demo, check, migrate, flags.
+"""The ``safeship`` command: serve, demo, check, migrate; flags, breakers, rollouts, outbox.
 
 Every command turns a bad setting or an unreachable dependency into a short paragraph
 and a non-zero exit code, never a bare traceback.
@@ -11,11 +11,13 @@ import sys
 from safeship.cli.breakers import breakers_app
 from safeship.cli.commands import app
 from safeship.cli.flags import flags_app
+from safeship.cli.outbox import outbox_app
 from safeship.cli.rollouts import rollouts_app
 
 app.add_typer(flags_app, name="flags")
 app.add_typer(breakers_app, name="breakers")
 app.add_typer(rollouts_app, name="rollouts")
+app.add_typer(outbox_app, name="outbox")
 
 __all__ = ["app", "main"]
 

@@ -27,6 +27,7 @@ from safeship.server.routes import (
     flags_api,
     flags_pages,
     health,
+    outbox,
     rollouts,
 )
 from safeship.server.session import SessionSigner
@@ -73,6 +74,7 @@ def build_plane(settings: Settings, engine: sa.Engine) -> ControlPlane:
             NavItem("/flags", "Flags"),
             NavItem("/breakers", "Breakers"),
             NavItem("/rollouts", "Rollouts"),
+            NavItem("/outbox", "Outbox"),
         ],
     )
 
@@ -133,6 +135,8 @@ def create_app(
     app.include_router(breakers.pages)
     app.include_router(rollouts.api)
     app.include_router(rollouts.pages)
+    app.include_router(outbox.api)
+    app.include_router(outbox.pages)
     app.mount("/static", StaticFiles(directory=str(_STATIC)), name="static")
     # Pure ASGI layers: request id outermost, then one access-log line and the HTTP metrics.
     app.add_middleware(ObserveMiddleware, quiet_paths=("/health", "/health/ready", "/metrics"))

@@ -24,6 +24,20 @@ _AUTOVACUUM = (
     "autovacuum_analyze_scale_factor = 0.02, autovacuum_vacuum_cost_delay = 0"
 )
 
+# One wake-up per inserting statement (not per row) for relays that LISTEN; PostgreSQL
+# folds identical notifications of one transaction into one.
+_NOTIFY_FUNCTION = """
+CREATE FUNCTION safeship_outbox_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM pg_notify('safeship_outbox', '');
+  RETURN NULL;
+END $$
+"""
+_NOTIFY_TRIGGER = """
+CREATE TRIGGER safeship_outbox_notify AFTER INSERT ON safeship_outbox
+FOR EACH STATEMENT EXECUTE FUNCTION safeship_outbox_notify()
+"""
+
 
 def _event_columns() -> list[sa.Column[object]]:
     return [
@@ -93,9 +107,14 @@ def upgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         op.execute(f"ALTER TABLE safeship_outbox SET ({_AUTOVACUUM})")
         op.execute(f"ALTER TABLE safeship_inbox SET ({_AUTOVACUUM})")
+        op.execute(_NOTIFY_FUNCTION)
+        op.execute(_NOTIFY_TRIGGER)
 
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP TRIGGER IF EXISTS safeship_outbox_notify ON safeship_outbox")
+        op.execute("DROP FUNCTION IF EXISTS safeship_outbox_notify()")
     op.drop_table("safeship_inbox")
     op.drop_table("safeship_outbox_relays")
     op.drop_table("safeship_outbox_archive")

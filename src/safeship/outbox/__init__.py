@@ -1,0 +1,31 @@
+"""Transactional outbox: stage events in your transaction, relay them to a broker.
+
+``stage()`` writes an event through the caller's own connection or session, so it commits
+or rolls back with the business change.  A :class:`Relay` publishes committed events to a
+sink (NATS JetStream, RabbitMQ, Redis Streams, Kafka, HTTP webhook, or a callback), at least
+once and in order per ``aggregate_id``, and moves events that keep failing to dead letters.
+"""
+
+from safeship.outbox.model import Event, OutboxPayloadError, Outcome, Status, uuid7
+from safeship.outbox.relay import Relay, RelayConfig, RelayThread
+from safeship.outbox.sinks import CallbackSink, PermanentError, Route, Sink, SinkUnavailableError
+from safeship.outbox.stage import NewEvent, stage, stage_many
+
+__all__ = [
+    "CallbackSink",
+    "Event",
+    "NewEvent",
+    "OutboxPayloadError",
+    "Outcome",
+    "PermanentError",
+    "Relay",
+    "RelayConfig",
+    "RelayThread",
+    "Route",
+    "Sink",
+    "SinkUnavailableError",
+    "Status",
+    "stage",
+    "stage_many",
+    "uuid7",
+]

@@ -1,0 +1,75 @@
+"""What the relay needs from a database, and the pieces both stores share."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any, Protocol
+
+from safeship.outbox.model import Event
+
+__all__ = ["Failure", "RelayStore", "event_from_row"]
+
+_NO_HEADERS: Mapping[str, str] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A failed event to reschedule (``delay`` seconds) or bury (``delay`` is None)."""
+
+    seq: int
+    error: str
+    delay: float | None
+
+
+class RelayStore(Protocol):
+    """The relay's side of the database; one instance per relay, used from one task.
+
+    ``wants_more`` is True after a heartbeat that held fewer partitions than a fair share
+    while some may soon be free (another relay releasing them): heartbeat again soon.
+    """
+
+    wants_more: bool
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def heartbeat(
+        self, relay_id: str, busy: frozenset[int], published: int
+    ) -> frozenset[int]: ...
+    async def claim(
+        self, partitions: frozenset[int], limit: int, exclude: Sequence[int]
+    ) -> list[Event]: ...
+    async def complete(self, seqs: Sequence[int]) -> None: ...
+    async def fail(self, failures: Sequence[Failure]) -> None: ...
+    async def wait(self, seconds: float) -> None: ...
+    def wake(self) -> None: ...
+
+
+def _text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, separators=(",", ":"))
+
+
+def event_from_row(row: Sequence[Any]) -> Event:
+    """An :class:`Event` from (seq, id, aggregatetype, aggregateid, type, payload, headers,
+    created_at, attempts); JSON columns may arrive as text or already decoded."""
+    payload = _text(row[5])
+    headers = _text(row[6])
+    created: datetime = row[7]
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=UTC)
+    return Event(
+        seq=row[0],
+        id=row[1],
+        aggregate_type=row[2],
+        aggregate_id=row[3],
+        type=row[4],
+        payload=b"null" if payload is None else payload.encode(),
+        headers=_NO_HEADERS if headers is None else json.loads(headers),
+        created_at=created,
+        attempts=row[8],
+    )

@@ -1,0 +1,124 @@
+"""Value objects of the outbox: the staged event, delivery outcomes, ids and partitions."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+from safeship.outbox.schema import PARTITIONS
+
+__all__ = [
+    "Event",
+    "OutboxPayloadError",
+    "Outcome",
+    "Status",
+    "dumps",
+    "partition_of",
+    "uuid7",
+]
+
+_MAX_KEY = 255
+
+
+class OutboxPayloadError(ValueError):
+    """A payload or header that cannot be stored as JSON; raised by ``stage()``."""
+
+
+_RANDOM = bytearray()
+_VERSION_MASK = ~((0xF << 76) | (0x3 << 62))
+_VERSION_BITS = (0x7 << 76) | (0x2 << 62)
+
+
+def _forget_random() -> None:
+    _RANDOM.clear()  # a forked child must not reuse its parent's random bytes
+
+
+os.register_at_fork(after_in_child=_forget_random)
+
+
+def uuid7() -> uuid.UUID:
+    """A time-ordered UUID (version 7): 48-bit Unix milliseconds, then 74 random bits."""
+    global _RANDOM
+    if len(_RANDOM) < 10:
+        _RANDOM = bytearray(os.urandom(4096))  # one system call per ~400 ids
+    rand = int.from_bytes(_RANDOM[-10:], "big")
+    del _RANDOM[-10:]
+    millis = time.time_ns() // 1_000_000
+    value = ((millis & 0xFFFF_FFFF_FFFF) << 80 | rand) & _VERSION_MASK | _VERSION_BITS
+    return uuid.UUID(int=value)
+
+
+def partition_of(aggregate_id: str) -> int:
+    """The partition of a key: CRC-32 of its UTF-8 bytes modulo :data:`PARTITIONS`."""
+    return zlib.crc32(aggregate_id.encode()) % PARTITIONS
+
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def dumps(value: Any, *, field: str) -> str:
+    """Serialize ``value`` to compact JSON, or raise :class:`OutboxPayloadError`."""
+    try:
+        return _ENCODER.encode(value)
+    except (TypeError, ValueError) as exc:
+        raise OutboxPayloadError(
+            f"outbox {field} must be JSON-serializable (dict, list, str, int, float, bool, "
+            f"None; no NaN): {exc}. Convert it before stage(), e.g. str() for UUID/Decimal, "
+            f".isoformat() for datetimes."
+        ) from exc
+
+
+def check_key(name: str, value: object) -> str:
+    """Validate an aggregate type, aggregate id or event type (non-empty, <= 255 chars)."""
+    if not isinstance(value, str) or not value or len(value) > _MAX_KEY:
+        raise ValueError(f"outbox {name} must be a non-empty str of at most 255 characters")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One pending event as the relay hands it to a sink."""
+
+    seq: int
+    id: uuid.UUID
+    aggregate_type: str
+    aggregate_id: str
+    type: str
+    payload: bytes
+    headers: Mapping[str, str]
+    created_at: datetime
+    attempts: int = 0
+
+    def payload_json(self) -> Any:
+        """The payload decoded from JSON."""
+        return json.loads(self.payload)
+
+
+class Status(Enum):
+    """What happened to one event handed to a sink."""
+
+    DELIVERED = "delivered"
+    RETRY = "retry"  # transient: try again after a backoff
+    PERMANENT = "permanent"  # the sink will never accept it: dead-letter now
+    SKIPPED = "skipped"  # not attempted (an earlier event of its key failed)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The result for one event: status, error text, and a sink's requested delay."""
+
+    status: Status
+    error: str | None = None
+    retry_after: float | None = None
+
+
+DELIVERED = Outcome(Status.DELIVERED)
+SKIPPED = Outcome(Status.SKIPPED)

@@ -1,0 +1,176 @@
+"""The transactional outbox in the control plane: backlog stats, peek, and dead-letter
+retry and purge (audited) — the API and the dashboard page."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Form, HTTPException, Query, Request
+from fastapi.responses import RedirectResponse, Response
+from pydantic import BaseModel, Field
+
+from safeship.db import record_audit
+from safeship.outbox import admin
+from safeship.server.deps import AdminPrincipal, ReadPrincipal
+from safeship.server.routes.dashboard import admin_form_session, page_session, render
+from safeship.server.state import plane
+
+api = APIRouter(prefix="/api/v1/outbox", tags=["outbox"])
+pages = APIRouter(include_in_schema=False)
+Key = Annotated[str | None, Query(min_length=1, max_length=255)]
+
+
+class Selection(BaseModel):
+    """Which dead letters an operation touches."""
+
+    ids: list[uuid.UUID] = Field(default_factory=list, max_length=1000)
+    aggregate_type: str | None = Field(default=None, min_length=1, max_length=255)
+    aggregate_id: str | None = Field(default=None, min_length=1, max_length=255)
+    type: str | None = Field(default=None, min_length=1, max_length=255)
+    reason: str | None = Field(default=None, max_length=2000)
+
+    def filter(self) -> admin.Filter:
+        return admin.Filter(
+            ids=tuple(self.ids),
+            aggregate_type=self.aggregate_type,
+            aggregate_id=self.aggregate_id,
+            type=self.type,
+        )
+
+    def described(self) -> dict[str, Any]:
+        out = self.model_dump(mode="json", exclude={"reason"}, exclude_none=True)
+        return {k: v for k, v in out.items() if v}
+
+
+class RetryBody(Selection):
+    everything: bool = Field(default=False, description="Required to retry with no filter.")
+
+
+class PurgeBody(Selection):
+    expected: int = Field(ge=0, le=10_000_000, description="How many you confirm deleting.")
+
+
+class Count(BaseModel):
+    count: int
+
+
+@api.get("/stats", summary="Pending, retrying and dead events, oldest age, relays")
+def get_stats(request: Request, _: ReadPrincipal) -> dict[str, Any]:
+    return admin.stats(plane(request).engine).to_dict()
+
+
+@api.get("/events", summary="The oldest pending events or dead letters")
+def list_events(
+    request: Request,
+    _: ReadPrincipal,
+    where: Literal["pending", "dead"] = "pending",
+    aggregate_type: Key = None,
+    aggregate_id: Key = None,
+    type: Key = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> list[dict[str, Any]]:
+    match = admin.Filter(aggregate_type=aggregate_type, aggregate_id=aggregate_id, type=type)
+    rows = admin.peek(plane(request).engine, where=where, match=match, limit=limit)
+    return [row.to_dict() for row in rows]
+
+
+def _retry(request: Request, body: RetryBody, actor: str) -> int:
+    with plane(request).engine.begin() as conn:
+        count = admin.retry(conn, match=body.filter(), everything=body.everything)
+        record_audit(
+            conn,
+            actor=actor,
+            action="outbox.retry",
+            target="outbox:dead",
+            after={"count": count, **body.described()},
+            reason=body.reason,
+        )
+    return count
+
+
+def _purge(request: Request, body: PurgeBody, actor: str) -> int:
+    with plane(request).engine.begin() as conn:
+        count = admin.purge(conn, match=body.filter(), expected=body.expected)
+        record_audit(
+            conn,
+            actor=actor,
+            action="outbox.purge",
+            target="outbox:dead",
+            before={"count": count, **body.described()},
+            reason=body.reason,
+        )
+    return count
+
+
+@api.post("/dead/retry", response_model=Count, summary="Move dead letters back (audited)")
+def retry_dead(request: Request, body: RetryBody, who: AdminPrincipal) -> Count:
+    try:
+        return Count(count=_retry(request, body, who.name))
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from exc
+
+
+@api.post(
+    "/dead/purge",
+    response_model=Count,
+    summary="Delete dead letters, only if `expected` of them match (audited)",
+    responses={409: {"description": "the number matching is not the number confirmed"}},
+)
+def purge_dead(request: Request, body: PurgeBody, who: AdminPrincipal) -> Count:
+    try:
+        return Count(count=_purge(request, body, who.name))
+    except admin.PurgeMismatchError as exc:
+        raise HTTPException(409, str(exc)) from exc
+
+
+@pages.get("/outbox")
+def outbox_page(request: Request) -> Response:
+    if page_session(request) is None:
+        return RedirectResponse("/login", status_code=303)
+    engine = plane(request).engine
+    return render(
+        request,
+        "outbox.html",
+        stats=admin.stats(engine),
+        dead=[r.to_dict() for r in admin.peek(engine, where="dead", limit=50)],
+        pending=[r.to_dict() for r in admin.peek(engine, where="pending", limit=20)],
+        message=request.query_params.get("m"),
+    )
+
+
+@pages.post("/outbox/retry")
+def retry_form(
+    request: Request,
+    event_id: Annotated[str, Form(max_length=64)] = "",
+    csrf_token: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    session = admin_form_session(request, csrf_token)
+    if isinstance(session, Response):
+        return session
+    try:
+        body = RetryBody(
+            ids=list(admin.ids_from_strings([event_id])) if event_id else [],
+            everything=not event_id,
+            reason="dashboard",
+        )
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from exc
+    count = _retry(request, body, session.name)
+    return RedirectResponse(f"/outbox?m=retried {count}", status_code=303)
+
+
+@pages.post("/outbox/purge")
+def purge_form(
+    request: Request,
+    expected: Annotated[int, Form(ge=0)] = 0,
+    csrf_token: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    session = admin_form_session(request, csrf_token)
+    if isinstance(session, Response):
+        return session
+    try:
+        count = _purge(request, PurgeBody(expected=expected, reason="dashboard"), session.name)
+    except admin.PurgeMismatchError as exc:
+        return RedirectResponse(f"/outbox?m={exc}", status_code=303)
+    return RedirectResponse(f"/outbox?m=purged {count}", status_code=303)
