@@ -19,6 +19,7 @@ from safeship.demo.inventory import OUTAGE_FLAG, FlakyInventory, inventory_polic
 from safeship.flags.live import FlagClient, flags_check
 from safeship.flags.store import FlagExistsError, FlagStore
 from safeship.observe.health import HealthRegistry, sql_check
+from safeship.outbox import stage
 from safeship.web import protect
 
 #: The demo's feature switches, created on first start (name, description, rollout %).
@@ -97,6 +98,14 @@ def create_orders_app(
             order_id = conn.execute(
                 sa.insert(orders).values(**body.model_dump(), created_at=now).returning(orders.c.id)
             ).scalar_one()
+            # Same transaction: the event exists exactly when the order does.
+            stage(
+                conn,
+                aggregate_type="order",
+                aggregate_id=str(order_id),
+                type="order.created",
+                payload={**body.model_dump(), "id": order_id},
+            )
         return Order(
             id=order_id,
             created_at=now,
