@@ -132,9 +132,19 @@ def test_demo_runs_the_service_control_plane_and_traffic(tmp_path: Path) -> None
             "the inventory breaker to close",
         )
 
-        # The guarded rollout: breaking the candidate makes the guard turn its flag off.
+        # The guarded rollout runs in shadow first, is promoted to canary once its shadow
+        # comparisons are clean, and breaking the candidate makes the guard turn it off.
         listing = f"{base}/api/v1/flags/orders.batched-listing"
-        _until(lambda: httpx.get(listing, headers=admin).json()["enabled"], 20, "the rollout")
+        rollout = f"{base}/api/v1/rollouts/orders.batched-listing"
+        _until(lambda: httpx.get(listing, headers=admin).json()["enabled"], 60, "the promotion")
+        detail = httpx.get(rollout, headers=admin).json()
+        kinds = [d["kind"] for d in reversed(detail["decisions"])]
+        assert kinds[:2] == ["started", "promoted"], kinds
+        assert detail["mode"] == "canary"
+        promoted = next(d for d in detail["decisions"] if d["kind"] == "promoted")
+        assert promoted["evidence"]["shadow"]["comparisons"] >= 30
+        assert promoted["evidence"]["shadow"]["mismatch_rate"] == 0
+        assert detail["shadow"]["comparisons"] >= 30
         httpx.post(
             f"{base}/api/v1/flags/demo.break-candidate/enable", json={}, headers=admin
         ).raise_for_status()

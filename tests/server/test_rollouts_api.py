@@ -145,7 +145,7 @@ def test_detail_shows_arms_series_and_the_guard_evidence(client: TestClient) -> 
     assert len(detail["series"]) == 1 and detail["series"][0]["candidate"]["requests"] == 60
     rolled = detail["decisions"][0]
     assert rolled["actor"] == "guard" and rolled["evidence"]["verdict"]["breach"] is True
-    assert detail["shadow"] is None and detail["flag_enabled"] is False
+    assert detail["shadow"]["comparisons"] == 0 and detail["flag_enabled"] is False
 
 
 def test_emergency_rolls_back_everything_and_kills_every_flag(client: TestClient) -> None:
@@ -253,3 +253,60 @@ def test_a_rollout_whose_flag_was_deleted_answers_409(client: TestClient) -> Non
     body = {"confirm": "ROLLBACK"}
     response = client.post("/api/v1/rollouts/emergency", json=body, headers=admin_headers())
     assert response.status_code == 200 and response.json()["rolled_back"] == []
+
+
+def test_detail_shows_the_fleets_shadow_results_with_escaped_sample_diffs(
+    client: TestClient,
+) -> None:
+    create(client, mode="shadow")
+    empty = client.get("/api/v1/rollouts/orders", headers=read_headers()).json()["shadow"]
+    assert (empty["comparisons"], empty["mismatch_rate"], empty["samples"]) == (0, None, [])
+    sample = {
+        "diff": "'total': 3 → 4",
+        "context": "<script>alert(1)</script>",
+        "control": "{'total': 3}",
+        "candidate": "{'total': 4}",
+        "candidate_ms": 1.5,
+    }
+    guard(client).record_shadow(
+        "orders", process="web-1", counts={"runs": 10, "matches": 9, "mismatches": 1},
+        samples=[sample],
+    )  # fmt: skip
+    shadow = client.get("/api/v1/rollouts/orders", headers=read_headers()).json()["shadow"]
+    assert (shadow["comparisons"], shadow["mismatches"], shadow["mismatch_rate"]) == (10, 1, 0.1)
+    assert shadow["samples"][0]["diff"] == "'total': 3 → 4"
+    assert shadow["samples"][0]["kind"] == "mismatch"
+    assert shadow["samples"][0]["process"] == "web-1"
+    sign_in(client, READ_KEY)
+    page = client.get("/rollouts/orders").text
+    assert 'id="shadow-rate">10.00%' in page and "&#39;total&#39;: 3 → 4" in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>alert(1)" not in page
+
+
+def test_promote_is_admin_only_audited_and_refused_outside_shadow(client: TestClient) -> None:
+    create(client, mode="shadow")
+    assert flag(client, "orders")["enabled"] is False
+    url = "/api/v1/rollouts/orders/promote"
+    assert client.post(url, headers=read_headers()).status_code == 403
+    response = client.post(url, json={"reason": "shadow clean"}, headers=admin_headers())
+    assert response.status_code == 200, response.text
+    assert (response.json()["kind"], response.json()["percent"]) == ("promoted", 10.0)
+    detail = client.get("/api/v1/rollouts/orders", headers=read_headers()).json()
+    assert (detail["mode"], detail["flag_enabled"], detail["flag_percent"]) == ("canary", True, 10)
+    assert "rollout.promote" in audit_actions(client, "rollout:orders")
+    again = client.post(url, headers=admin_headers())
+    assert again.status_code == 409 and "shadow mode" in again.json()["detail"]
+    assert (
+        client.post("/api/v1/rollouts/missing/promote", headers=admin_headers()).status_code == 404
+    )
+
+
+def test_promote_button_posts_without_javascript(client: TestClient) -> None:
+    create(client, mode="shadow")
+    token = sign_in(client, ADMIN_KEY)
+    assert "Promote to canary" in client.get("/rollouts/orders").text
+    form = {"action": "promote", "csrf_token": token}
+    response = client.post("/rollouts/orders/action", data=form, follow_redirects=False)
+    assert response.status_code == 303
+    assert guard(client).get("orders").mode == "canary"
+    assert client.post("/rollouts/orders/action", data=form).status_code == 409

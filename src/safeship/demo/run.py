@@ -1,13 +1,16 @@
 """``safeship demo``: the orders service, the control plane and traffic, in one process.
 
 Both servers run on one event loop; Ctrl-C (or SIGTERM) stops the traffic, then both
-servers, cleanly.
+servers, cleanly.  The batched listing starts in shadow mode and is promoted to a guarded
+canary once its shadow comparisons are clean, so a newcomer sees shadow → canary → (with
+``--break-candidate`` or the ``demo.break-candidate`` flag) automatic rollback.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 from collections.abc import Iterator
 
@@ -29,6 +32,8 @@ from safeship.server import create_app
 from safeship.server.keys import new_key
 from safeship.settings import Settings
 
+logger = logging.getLogger("safeship.demo")
+
 
 class _Server(uvicorn.Server):
     """A uvicorn server that leaves signal handling to the demo."""
@@ -45,10 +50,15 @@ def demo_settings(settings: Settings) -> tuple[Settings, str, str]:
     return settings.model_copy(update={"admin_keys": SecretStr(keys)}), read_key, admin_key
 
 
+SHADOW_SECONDS = 15.0
+SHADOW_COMPARISONS = 30
+
+
 def run_demo(
     settings: Settings, *, traffic: bool, out: Console, break_candidate: float | None = None
 ) -> None:
-    """Run until interrupted; ``break_candidate`` seconds after start, break the candidate."""
+    """Run until interrupted; ``break_candidate`` seconds after start (and not before the
+    listing reached canary), break the candidate."""
     asyncio.run(_main(settings, traffic=traffic, out=out, break_candidate=break_candidate))
 
 
@@ -56,22 +66,80 @@ def start_listing_rollout(engine: sa.Engine, store: FlagStore, flags: FlagClient
     """The guarded rollout of the batched listing, fed by this process (created once)."""
     guard = RolloutGuard(engine, store)
     try:
-        guard.get(ROLLOUT_NAME)
+        record = guard.get(ROLLOUT_NAME)
     except RolloutNotFoundError:
-        guard.create(
+        record = guard.create(
             ROLLOUT_NAME,
             actor="demo",
-            mode="canary",
-            reason="demo",
+            mode="shadow",
+            reason="demo: shadow first, then a guarded canary",
             plan=Plan(steps=(10.0, 25.0, 50.0, 100.0), min_hold=20.0, min_sample=40),
         )
-    rollout = polling_rollout(engine, flags, mode="canary")
+    rollout = polling_rollout(engine, flags, mode=record.mode)
     return GuardAgent(guard, [rollout], interval=1.0)
 
 
-async def _break_later(store: FlagStore, seconds: float, stop: asyncio.Event, out: Console) -> None:
+async def _until(stop: asyncio.Event, seconds: float) -> None:
+    """Wait ``seconds``, or less if ``stop`` is set."""
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), timeout=seconds)
+
+
+def _shadow_phase(guard: RolloutGuard) -> tuple[str, str]:
+    """``promote``, ``wait``, ``differs`` or ``done`` (not in shadow any more), and why."""
+    record = guard.get(ROLLOUT_NAME)
+    if record.mode != "shadow" or record.status not in ("running", "paused"):
+        return "done", f"the listing is {record.status} in {record.mode} mode"
+    shadow = guard.shadow(ROLLOUT_NAME, samples=0)
+    bad = shadow.counts["mismatches"] + shadow.counts["candidate_errors"]
+    why = f"{shadow.comparisons} shadow comparisons, {bad} mismatches or candidate errors"
+    if bad:
+        return "differs", why
+    return ("promote" if shadow.comparisons >= SHADOW_COMPARISONS else "wait"), why
+
+
+async def promote_after_shadow(
+    guard: RolloutGuard,
+    stop: asyncio.Event,
+    promoted: asyncio.Event,
+    out: Console,
+    *,
+    seconds: float = SHADOW_SECONDS,
+) -> None:
+    """After ``seconds`` of shadow traffic, promote the listing to canary as soon as at least
+    ``SHADOW_COMPARISONS`` comparisons were made and none differed or failed; ``promoted``
+    is set then (or at once when the listing is no longer in shadow mode)."""
+    try:
+        await _until(stop, seconds)
+        warned = False
+        while not stop.is_set():
+            phase, why = await asyncio.to_thread(_shadow_phase, guard)
+            if phase == "promote":
+                with contextlib.suppress(ValueError):  # promoted (or finished) meanwhile
+                    await asyncio.to_thread(
+                        guard.operate, ROLLOUT_NAME, "promote", actor="demo", reason=f"clean: {why}"
+                    )
+                    out.print(f"  shadow phase clean ({why}): the listing is now a guarded canary")
+            if phase in ("promote", "done"):
+                return
+            if phase == "differs" and not warned:
+                out.print(f"  shadow found differences ({why}): not promoting; see its page")
+                warned = True
+            await _until(stop, 1.0)
+    except Exception:  # the demo's services keep running without the automatic promotion
+        logger.exception("demo.promote_failed rollout=%s", ROLLOUT_NAME)
+    finally:
+        promoted.set()
+
+
+async def _break_later(
+    store: FlagStore, seconds: float, stop: asyncio.Event, promoted: asyncio.Event, out: Console
+) -> None:
+    await _until(stop, seconds)
+    waiting = [asyncio.create_task(e.wait()) for e in (stop, promoted)]
+    await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+    for task in waiting:
+        task.cancel()
     if not stop.is_set():
         await asyncio.to_thread(
             store.set_enabled, BREAK_FLAG, True, actor="demo", reason="--break-candidate"
@@ -130,13 +198,16 @@ async def _main(
         if traffic
         else None
     )
+    promoted = asyncio.Event()
+    promote_task = asyncio.create_task(promote_after_shadow(agent.guard, stop, promoted, out))
     breaker_task = (
-        asyncio.create_task(_break_later(store, break_candidate, stop, out))
+        asyncio.create_task(_break_later(store, break_candidate, stop, promoted, out))
         if break_candidate is not None
         else None
     )
     await stop.wait()
     out.print("\nstopping…")
+    await promote_task
     if breaker_task is not None:
         await breaker_task
     if traffic_task is not None:

@@ -1,6 +1,7 @@
 """Per-process side of the guard: ship counts off the request path, follow the decisions.
 
-``GuardAgent.tick()`` drains each rollout's recorder into a shared window, lets the guard
+``GuardAgent.tick()`` drains each rollout's recorder into a shared window and its shadow
+runner's new counters and mismatch samples into the stored shadow results, lets the guard
 evaluate (one process at a time wins the row lock), and copies the rollout's mode and the
 fleet's exceedance threshold back into the process.  ``start()`` runs ticks on a daemon
 thread every ``interval`` seconds; tests call ``tick()`` directly.
@@ -54,12 +55,27 @@ class GuardAgent:
                 self.guard.record_window(
                     name, process=self.process, control=control, candidate=candidate
                 )
+            self._ship_shadow(rollout)
             if self.evaluate:
                 decision = self.guard.evaluate(name)
                 if decision is not None:
                     decisions.append(decision)
             self._sync(rollout)
         return decisions
+
+    def _ship_shadow(self, rollout: Rollout) -> None:
+        """Store what the rollout's shadow runs added since the last tick.  A failure loses
+        that tick's shadow counts (logged) but never the arm windows or the evaluation."""
+        try:
+            delta = rollout.shadow.drain()
+            if delta is not None:
+                self.guard.record_shadow(
+                    rollout.name, process=self.process, counts=delta.counts, samples=delta.samples
+                )
+        except Exception:
+            logger.exception(
+                "rollout.shadow_ship_failed rollout=%s process=%s", rollout.name, self.process
+            )
 
     def _sync(self, rollout: Rollout) -> None:
         try:

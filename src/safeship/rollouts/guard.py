@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -21,9 +21,11 @@ from prometheus_client import Counter
 from safeship.db.audit import record_audit
 from safeship.flags.store import FlagNotFoundError, FlagStore
 from safeship.observe.logging import ALERT
+from safeship.rollouts import shadow_store
 from safeship.rollouts.monitor import ArmWindow, GuardMonitor
 from safeship.rollouts.plan import Plan, next_action
 from safeship.rollouts.schema import rollout_decisions, rollout_windows, rollouts
+from safeship.rollouts.shadow_store import ShadowSummary
 from safeship.rollouts.stats import GuardSettings, LatencyHistogram, Verdict
 
 __all__ = ["Decision", "RolloutGuard", "RolloutNotFoundError", "RolloutRecord"]
@@ -35,6 +37,9 @@ DECISIONS = Counter(
     "Guard decisions (advanced, rolled_back, paused, ...), by rollout and kind.",
     ["rollout", "kind"],
 )
+
+
+OPERATIONS = ("pause", "resume", "advance", "rollback", "abort", "promote")
 
 
 class RolloutNotFoundError(KeyError):
@@ -235,6 +240,12 @@ class RolloutGuard:
             for key in keep
         ]
 
+    def shadow(self, name: str, *, samples: int = 20) -> ShadowSummary:
+        """The fleet's shadow comparisons of ``name``: totals, mismatch rate and the newest
+        ``samples`` mismatches or candidate errors (zeros when none were shipped)."""
+        with self.engine.connect() as conn:
+            return shadow_store.read(conn, name, samples=samples)
+
     def monitor(self, record: RolloutRecord) -> tuple[GuardMonitor, int]:
         """The rollout's monitor over every window so far, and the candidate requests
         served in the current step."""
@@ -301,6 +312,21 @@ class RolloutGuard:
                     control=control.to_dict(),
                     candidate=candidate.to_dict(),
                 )
+            )
+
+    def record_shadow(
+        self,
+        name: str,
+        *,
+        process: str,
+        counts: Mapping[str, Any],
+        samples: Sequence[Mapping[str, Any]] = (),
+    ) -> None:
+        """Add one process's shadow counters (keys of ``shadow.COUNTERS``, since its last
+        report) and its newest mismatch samples to the rollout's stored shadow results."""
+        with self.engine.begin() as conn:
+            shadow_store.record(
+                conn, name, process=process, counts=counts, samples=samples, now=self._now()
             )
 
     @contextlib.contextmanager
@@ -394,17 +420,20 @@ class RolloutGuard:
 
     def _set(
         self, conn: sa.Connection, record: RolloutRecord, *, actor: str, reason: str | None,
-        now: datetime, **values: Any,
+        now: datetime, audit_action: str | None = None, **values: Any,
     ) -> None:  # fmt: skip
         conn.execute(
             sa.update(rollouts)
             .where(rollouts.c.name == record.name)
             .values(version=record.version + 1, updated_at=now, **values)
         )
-        before = {"status": record.status, "step": record.step}
-        after = {k: v for k, v in values.items() if k in ("status", "step")}
+        before: dict[str, Any] = {"status": record.status, "step": record.step}
+        if "mode" in values:
+            before["mode"] = record.mode
+        after = {k: v for k, v in values.items() if k in ("status", "step", "mode")}
         record_audit(
-            conn, actor=actor, action=f"rollout.{values.get('status', record.status)}",
+            conn, actor=actor,
+            action=audit_action or f"rollout.{values.get('status', record.status)}",
             target=f"rollout:{record.name}", before=before, after=after, reason=reason, at=now,
         )  # fmt: skip
 
@@ -442,9 +471,10 @@ class RolloutGuard:
     # -- operators (admin, audited) ------------------------------------------------------
 
     def operate(self, name: str, action: str, *, actor: str, reason: str | None = None) -> Decision:
-        """``pause``, ``resume``, ``advance``, ``rollback`` or ``abort`` a rollout."""
-        if action not in ("pause", "resume", "advance", "rollback", "abort"):
-            raise ValueError("action must be pause, resume, advance, rollback or abort")
+        """``pause``, ``resume``, ``advance``, ``rollback`` or ``abort`` a rollout, or
+        ``promote`` a shadow rollout to canary at its plan's first step."""
+        if action not in OPERATIONS:
+            raise ValueError(f"action must be one of {', '.join(OPERATIONS)}, got {action!r}")
         with self._locked(name, wait=True) as (conn, record):
             if record is None:
                 raise RolloutNotFoundError(name)
@@ -463,6 +493,8 @@ class RolloutGuard:
             return self._roll_back(
                 conn, record, actor, None, None, now, reason or "manual rollback"
             )
+        if action == "promote":
+            return self._promote(conn, record, actor, reason, now)
         if action == "abort":
             self.flags.set_enabled(
                 record.name, False, actor=actor, reason=reason or "rollout aborted"
@@ -481,3 +513,26 @@ class RolloutGuard:
         percent = record.plan.steps[record.step]
         kind = "paused" if action == "pause" else "resumed"
         return self._decide(conn, record.name, kind, actor, record.step, percent, None, reason, now)
+
+    def _promote(
+        self, conn: sa.Connection, record: RolloutRecord, actor: str, reason: str | None,
+        now: datetime,
+    ) -> Decision:  # fmt: skip
+        """Shadow → canary: the flag goes to the plan's first step and the step's hold time
+        and sample start now; the shadow results so far are the decision's evidence."""
+        if record.mode != "shadow":
+            raise ValueError(
+                f"rollout {record.name!r} is in {record.mode} mode; only a rollout in shadow "
+                "mode can be promoted to canary"
+            )
+        percent = record.plan.steps[0]
+        # Flag change first: on SQLite no write of this transaction may precede it.
+        self.flags.rollout(record.name, percent, actor=actor, reason="promoted from shadow")
+        shadow = shadow_store.read(conn, record.name, samples=0).to_dict()
+        evidence = {"shadow": {k: v for k, v in shadow.items() if k != "samples"}}
+        last = conn.execute(sa.select(sa.func.max(rollout_windows.c.id))).scalar() or 0
+        self._set(
+            conn, record, actor=actor, reason=reason, now=now, audit_action="rollout.promote",
+            mode="canary", step=0, step_started_at=now, step_first_window=last,
+        )  # fmt: skip
+        return self._decide(conn, record.name, "promoted", actor, 0, percent, evidence, reason, now)

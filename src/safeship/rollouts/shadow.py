@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import random
+import reprlib
 import threading
 import time
 from collections import deque
@@ -22,7 +23,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["MismatchError", "ShadowObservation", "ShadowOptions", "ShadowStats", "compact_diff"]
+__all__ = [
+    "COUNTERS",
+    "MismatchError",
+    "ShadowDelta",
+    "ShadowObservation",
+    "ShadowOptions",
+    "ShadowStats",
+    "bounded_repr",
+    "compact_diff",
+    "safe_text",
+]
 
 logger = logging.getLogger("safeship.rollouts")
 
@@ -80,12 +91,12 @@ class ShadowObservation:
             "at": self.at.isoformat(),
             "matched": self.matched,
             "ignored": self.ignored,
-            "control": _short(self.control),
-            "candidate": _short(self.candidate),
-            "candidate_error": self.candidate_error,
+            "control": bounded_repr(self.control),
+            "candidate": bounded_repr(self.candidate),
+            "candidate_error": _capped(self.candidate_error, 300),
             "candidate_ms": round(self.candidate_seconds * 1000, 3),
-            "context": _short(self.context),
-            "diff": self.diff,
+            "context": bounded_repr(self.context),
+            "diff": _capped(self.diff, 1000),
         }
 
 
@@ -119,12 +130,59 @@ class ShadowStats:
         }
 
 
+#: The counters a shadow runner ships (and the stored totals' columns).
+COUNTERS = ("runs", "matches", "mismatches", "ignored", "candidate_errors", "timeouts",
+            "hook_errors", "dropped")  # fmt: skip
+
+
+SHIP_SAMPLES = 20
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowDelta:
+    """What one rollout's shadow runs added since the last ``ShadowRunner.drain()``: the
+    counters (keys of ``COUNTERS``) and up to ``limit`` newest kept observations as
+    JSON-safe dicts with every string capped."""
+
+    counts: dict[str, int]
+    samples: list[dict[str, Any]]
+
+
 def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _short(value: Any, limit: int = 300) -> str:
-    return _clip(repr(value), limit)
+def safe_text(text: str, limit: int) -> str:
+    """``text`` capped at ``limit`` characters and storable anywhere: no NUL, no lone
+    surrogates (PostgreSQL and UTF-8 encoders refuse both)."""
+    text = _clip(text, limit)
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return _clip(text, limit)
+
+
+def _capped(text: str | None, limit: int) -> str | None:
+    return None if text is None else safe_text(text, limit)
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 400
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 30
+_REPR.maxlevel = 4
+
+
+def bounded_repr(value: Any, limit: int = 300) -> str:
+    """A bounded repr: a huge value costs no more than its first items, and a ``__repr__``
+    that raises gives a placeholder instead of an exception."""
+    try:
+        text = _REPR.repr(value)
+    except Exception:  # noqa: BLE001 - user values may have a broken __repr__
+        text = f"<unrepresentable {type(value).__name__}>"
+    return safe_text(text, limit)
 
 
 def compact_diff(control: Any, candidate: Any, *, limit: int = 300) -> str:
@@ -137,15 +195,16 @@ def compact_diff(control: Any, candidate: Any, *, limit: int = 300) -> str:
             elif key not in control:
                 parts.append(f"+{key!r}")
             elif control[key] != candidate[key]:
-                parts.append(f"{key!r}: {_short(control[key], 60)} → {_short(candidate[key], 60)}")
+                was, now = bounded_repr(control[key], 60), bounded_repr(candidate[key], 60)
+                parts.append(f"{key!r}: {was} → {now}")
         return _clip("; ".join(parts), limit)
     if isinstance(control, list | tuple) and isinstance(candidate, list | tuple):
         if len(control) != len(candidate):
             return f"length {len(control)} → {len(candidate)}"
         for i, (a, b) in enumerate(zip(control, candidate, strict=True)):
             if a != b:
-                return _clip(f"[{i}]: {_short(a, 100)} → {_short(b, 100)}", limit)
-    return _clip(f"{_short(control, 140)} → {_short(candidate, 140)}", limit)
+                return _clip(f"[{i}]: {bounded_repr(a, 100)} → {bounded_repr(b, 100)}", limit)
+    return _clip(f"{bounded_repr(control, 140)} → {bounded_repr(candidate, 140)}", limit)
 
 
 class ShadowRunner:
@@ -155,6 +214,9 @@ class ShadowRunner:
         self.name = name
         self.options = options
         self.stats = ShadowStats(samples=deque(maxlen=max(options.keep_mismatches, 1)))
+        #: Kept observations not yet handed to ``drain()`` (the newest few only).
+        self._pending: deque[ShadowObservation] = deque(maxlen=self._pending_limit())
+        self._shipped = dict.fromkeys(COUNTERS, 0)
         self._rng = rng
         self._lock = threading.Lock()
         self._items: deque[tuple[Callable[..., Any], Any, Any, Any, Any]] = deque()
@@ -164,6 +226,21 @@ class ShadowRunner:
         self._idle = False
         self._closing = False
         self._worker: threading.Thread | None = None
+
+    def _pending_limit(self) -> int:
+        return min(SHIP_SAMPLES, self.options.keep_mismatches)
+
+    def drain(self) -> ShadowDelta | None:
+        """Counters added since the last drain and the newest kept observations (at most
+        ``SHIP_SAMPLES``), or None when nothing happened: what the guard agent ships."""
+        with self._lock:
+            totals = {k: int(getattr(self.stats, k)) for k in COUNTERS}
+            pending, self._pending = self._pending, deque(maxlen=self._pending_limit())
+            counts = {k: totals[k] - self._shipped[k] for k in COUNTERS}
+            self._shipped = totals
+        if not any(counts.values()) and not pending:
+            return None
+        return ShadowDelta(counts=counts, samples=[o.to_dict() for o in pending])
 
     def wanted(self, context: Any) -> bool:
         """Should this call be shadowed (sampling and ``run_if``)?"""
@@ -290,7 +367,7 @@ class ShadowRunner:
                 return
         observation = ShadowObservation(
             at=datetime.now(UTC), matched=matched, ignored=ignored, control=control,
-            candidate=candidate, candidate_error=None if error is None else repr(error),
+            candidate=candidate, candidate_error=None if error is None else bounded_repr(error),
             candidate_seconds=seconds, context=context, diff=diff,
         )  # fmt: skip
         self._tally(observation, error is not None, timed_out)
@@ -313,6 +390,7 @@ class ShadowRunner:
             if failed:
                 s.candidate_errors += 1
                 s.samples.append(observation)
+                self._pending.append(observation)
             elif observation.matched:
                 s.matches += 1
             elif observation.ignored:
@@ -320,6 +398,7 @@ class ShadowRunner:
             else:
                 s.mismatches += 1
                 s.samples.append(observation)
+                self._pending.append(observation)
 
     def _publish(self, observation: ShadowObservation) -> None:
         if self.options.publish is None:

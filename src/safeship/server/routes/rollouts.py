@@ -39,6 +39,7 @@ class Action(StrEnum):
     ADVANCE = "advance"
     ROLLBACK = "rollback"
     ABORT = "abort"
+    PROMOTE = "promote"
 
 
 class PlanIn(BaseModel):
@@ -129,14 +130,41 @@ class RolloutOut(BaseModel):
     flag_percent: float | None
 
 
+class ShadowSample(BaseModel):
+    id: int
+    at: str
+    process: str
+    kind: Literal["mismatch", "error"]
+    diff: str | None = Field(description="Compact diff of the cleaned values (mismatches).")
+    control: str | None = Field(description="Legacy's value, a capped repr.")
+    candidate: str | None
+    candidate_error: str | None
+    candidate_ms: float | None
+    context: str | None
+
+
+class ShadowOut(BaseModel):
+    comparisons: int = Field(description="Candidate results compared (matches + mismatches).")
+    matches: int
+    mismatches: int
+    mismatch_rate: float | None = Field(description="mismatches / comparisons (None: none yet).")
+    ignored: int = Field(description="Differences an ignore rule accepted.")
+    runs: int
+    candidate_errors: int
+    timeouts: int
+    hook_errors: int
+    dropped: int = Field(description="Candidate runs dropped because the queue was full.")
+    updated_at: str | None
+    samples: list[ShadowSample] = Field(description="Newest mismatches and errors first.")
+
+
 class RolloutDetail(RolloutOut):
     arms: dict[str, ArmStats] = Field(description="control and candidate since the start.")
     verdict: dict[str, Any]
     candidate_requests_in_step: int
     series: list[SeriesPoint]
-    shadow: dict[str, Any] | None = Field(
-        description="Shadow mismatch rate and sample diffs when stored (None: not stored; "
-        "shadow counters live in each process)."
+    shadow: ShadowOut = Field(
+        description="The fleet's shadow comparisons: mismatch rate and sample diffs."
     )
     decisions: list[DecisionOut]
 
@@ -184,7 +212,7 @@ def rollout_detail(cp: ControlPlane, name: str) -> RolloutDetail:
         verdict=monitor.verdict().to_dict(),
         candidate_requests_in_step=in_step,
         series=[SeriesPoint.model_validate(p) for p in cp.rollouts.series(name)],
-        shadow=None,
+        shadow=ShadowOut.model_validate(cp.rollouts.shadow(name).to_dict()),
         decisions=[_decision(d) for d in cp.rollouts.decisions(name, limit=50)],
     )
 
@@ -248,10 +276,14 @@ def apply_action(
 @api.post(
     "/{name}/{action}",
     response_model=DecisionOut,
-    summary="Pause, resume, advance, roll back or abort a rollout (admin, audited)",
+    summary="Pause, resume, advance, roll back, abort, or promote from shadow to canary "
+    "(admin, audited)",
     responses={
         404: {"description": "no rollout has that name"},
-        409: {"description": "the rollout is finished (rolled back, aborted or completed)"},
+        409: {
+            "description": "the rollout is finished (rolled back, aborted or completed), "
+            "or promote on a rollout not in shadow mode"
+        },
     },
 )
 def operate(

@@ -40,7 +40,10 @@
     setText("percent", pct(r.percent));
     setText("flag", flagText(r));
     var live = r.status === "running" || r.status === "paused";
-    document.querySelectorAll("#actions button").forEach(function (b) { b.disabled = !live; });
+    document.querySelectorAll("#actions form").forEach(function (form) {
+      var promote = form.dataset.action === "promote";
+      form.querySelector("button").disabled = !live || (promote && r.mode !== "shadow");
+    });
   }
 
   function renderArms(r) {
@@ -140,10 +143,57 @@
     });
   }
 
+  function cell(text) {
+    var td = document.createElement("td");
+    td.textContent = text;
+    return td;
+  }
+
+  function codeCell(text) {
+    var td = document.createElement("td");
+    var code = document.createElement("code");
+    code.textContent = text === null || text === undefined ? "" : text;
+    td.appendChild(code);
+    return td;
+  }
+
+  function renderShadow(r) {
+    var sh = r.shadow;
+    setText("shadow-rate", sh.mismatch_rate === null ? "–" :
+      (sh.mismatch_rate * 100).toFixed(2) + "%");
+    setText("shadow-comparisons", String(sh.comparisons));
+    setText("shadow-mismatches", String(sh.mismatches));
+    setText("shadow-ignored", String(sh.ignored));
+    setText("shadow-errors", String(sh.candidate_errors));
+    setText("shadow-timeouts", String(sh.timeouts));
+    setText("shadow-dropped", String(sh.dropped));
+    document.getElementById("shadow-empty").hidden = sh.samples.length > 0;
+    document.getElementById("shadow-samples").hidden = sh.samples.length === 0;
+    var body = document.getElementById("shadow-sample-rows");
+    var newest = sh.samples.length ? String(sh.samples[0].id) : "";
+    var first = body.firstElementChild;
+    if ((first ? first.dataset.id : "") === newest && body.children.length === sh.samples.length) {
+      return;
+    }
+    while (body.firstChild) { body.removeChild(body.firstChild); }
+    sh.samples.forEach(function (s) {
+      var tr = document.createElement("tr");
+      tr.dataset.id = String(s.id);
+      tr.appendChild(cell(s.at.slice(0, 19).replace("T", " ")));
+      tr.appendChild(cell(s.kind));
+      tr.appendChild(codeCell(s.kind === "mismatch" ? s.diff : s.candidate_error));
+      tr.appendChild(codeCell(s.context));
+      tr.appendChild(cell(s.candidate_ms === null ? "" :
+        Number(s.candidate_ms.toPrecision(3)) + " ms"));
+      body.appendChild(tr);
+    });
+  }
+
   function render(r) {
     renderState(r);
     renderArms(r);
     renderCharts(r);
+    renderShadow(r);
     renderTimeline(r);
     root.dataset.version = String(r.version);
     root.dataset.windows = String(r.arms.control.requests + r.arms.candidate.requests);

@@ -1,4 +1,4 @@
-"""Guarded rollouts: plans and state, shared observation windows, decisions.
+"""Guarded rollouts: plans and state, shared observation windows, decisions, shadow results.
 
 Revision ID: 0005_rollouts
 Revises: 0004_outbox
@@ -62,9 +62,51 @@ def upgrade() -> None:
     op.create_index(
         "ix_safeship_rollout_decisions_rollout_id", "safeship_rollout_decisions", ["rollout", "id"]
     )
+    _shadow_tables()
+
+
+_SHADOW_COUNTERS = (
+    "runs", "matches", "mismatches", "ignored", "candidate_errors", "timeouts", "hook_errors",
+    "dropped",
+)  # fmt: skip
+
+
+def _shadow_tables() -> None:
+    op.create_table(
+        "safeship_rollout_shadow",
+        sa.Column("rollout", sa.String(200), nullable=False),
+        *(
+            sa.Column(name, sa.BigInteger(), nullable=False, server_default="0")
+            for name in _SHADOW_COUNTERS
+        ),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("rollout", name="pk_safeship_rollout_shadow"),
+    )
+    op.create_table(
+        "safeship_rollout_shadow_samples",
+        sa.Column("id", _ID, autoincrement=True, nullable=False),
+        sa.Column("rollout", sa.String(200), nullable=False),
+        sa.Column("process", sa.String(200), nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("kind", sa.String(20), nullable=False),
+        sa.Column("diff", sa.String(1000), nullable=True),
+        sa.Column("control", sa.String(1000), nullable=True),
+        sa.Column("candidate", sa.String(1000), nullable=True),
+        sa.Column("candidate_error", sa.String(1000), nullable=True),
+        sa.Column("candidate_ms", sa.Float(), nullable=True),
+        sa.Column("context", sa.String(1000), nullable=True),
+        sa.PrimaryKeyConstraint("id", name="pk_safeship_rollout_shadow_samples"),
+    )
+    op.create_index(
+        "ix_safeship_rollout_shadow_samples_rollout_id",
+        "safeship_rollout_shadow_samples",
+        ["rollout", "id"],
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("safeship_rollout_shadow_samples")
+    op.drop_table("safeship_rollout_shadow")
     op.drop_table("safeship_rollout_decisions")
     op.drop_table("safeship_rollout_windows")
     op.drop_table("safeship_rollouts")
