@@ -106,6 +106,17 @@ def test_demo_runs_the_service_control_plane_and_traffic(tmp_path: Path) -> None
         assert httpx.get(f"http://127.0.0.1:{port + 1}/health/ready").status_code == 200
         assert "Sign in" in httpx.get(f"{base}/login").text
 
+        # Every order staged order.created in its transaction; the relay delivers them.
+        outbox = f"{base}/api/v1/outbox/stats"
+        _until(
+            lambda: (
+                httpx.get(outbox, headers={"X-API-Key": keys["read"]}).json()["published_total"] > 0
+            ),
+            30,
+            "the relay to publish order events",
+        )
+        assert httpx.get(outbox, headers={"X-API-Key": keys["read"]}).json()["dead"] == 0
+
         flags = httpx.get(f"{base}/api/v1/flags", headers={"X-API-Key": keys["read"]}).json()
         assert {"orders.free-shipping", "demo.inventory-outage"} <= {
             f["name"] for f in flags["flags"]

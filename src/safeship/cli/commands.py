@@ -95,6 +95,14 @@ def demo(
     database_url: Annotated[
         str, typer.Option("--database-url", help="Where the demo keeps its data.")
     ] = "sqlite:///./safeship-demo.db",
+    broker: Annotated[
+        str | None,
+        typer.Option(
+            "--broker",
+            help="Relay order events to this NATS JetStream URL "
+            "(nats://127.0.0.1:4222) instead of an in-process consumer.",
+        ),
+    ] = None,
     break_candidate: Annotated[
         bool,
         typer.Option(
@@ -111,7 +119,11 @@ def demo(
     # Access logs at ~20 requests/s would bury the banner: show warnings and alerts only.
     configure_logging(level="WARNING", fmt=settings.log_format)
     delay = 30.0 if break_candidate else None
-    or_fail(lambda: run_demo(settings, traffic=not no_traffic, out=out, break_candidate=delay))
+    or_fail(
+        lambda: run_demo(
+            settings, traffic=not no_traffic, out=out, break_candidate=delay, broker_url=broker
+        )
+    )
 
 
 @db_app.command("upgrade")

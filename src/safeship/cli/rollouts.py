@@ -142,3 +142,9 @@ def rollback(name: str, reason: Reason = None, database_url: DatabaseOption = No
 def abort(name: str, reason: Reason = None, database_url: DatabaseOption = None) -> None:
     """Stop the rollout: flag off, rollout aborted."""
     _operate(name, "abort", reason, database_url)
+
+
+@rollouts_app.command("promote")
+def promote(name: str, reason: Reason = None, database_url: DatabaseOption = None) -> None:
+    """Move a rollout from shadow to canary at its plan's first step."""
+    _operate(name, "promote", reason, database_url)

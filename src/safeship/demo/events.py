@@ -5,8 +5,10 @@ delivers them — to an in-process consumer, or to NATS JetStream when ``--broke
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 
@@ -34,6 +36,10 @@ def _ensure_stream(url: str) -> None:
     """Create the JetStream stream the demo publishes into, if it does not exist."""
     import nats
 
+    parts = urlsplit(url)
+    # nats-py retries a refused first connection for a long time: check the port first.
+    socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 4222), 3).close()
+
     async def create() -> None:
         nc = await nats.connect(
             url, connect_timeout=3, max_reconnect_attempts=0, allow_reconnect=False
@@ -58,7 +64,12 @@ def start_relay(
     if broker_url:
         from safeship.outbox.sinks.nats import NatsSink
 
-        _ensure_stream(broker_url)
+        try:
+            _ensure_stream(broker_url)
+        except Exception as exc:  # noqa: BLE001 - any failure means the same to the user
+            raise OSError(
+                f"cannot use the broker at {broker_url}: {exc or type(exc).__name__}"
+            ) from None
         sink = NatsSink(broker_url, stream=DEMO_STREAM)
     else:
         sink = CallbackSink(delivered.receive)

@@ -21,6 +21,7 @@ from rich.console import Console
 
 from safeship.db.engine import create_engine
 from safeship.db.migrate import upgrade
+from safeship.demo.events import DeliveredEvents, start_relay
 from safeship.demo.orders import create_orders_app, seed_flags
 from safeship.demo.polling import BREAK_FLAG, ROLLOUT_NAME, polling_rollout
 from safeship.demo.traffic import generate_traffic
@@ -55,11 +56,24 @@ SHADOW_COMPARISONS = 30
 
 
 def run_demo(
-    settings: Settings, *, traffic: bool, out: Console, break_candidate: float | None = None
+    settings: Settings,
+    *,
+    traffic: bool,
+    out: Console,
+    break_candidate: float | None = None,
+    broker_url: str | None = None,
 ) -> None:
     """Run until interrupted; ``break_candidate`` seconds after start (and not before the
     listing reached canary), break the candidate."""
-    asyncio.run(_main(settings, traffic=traffic, out=out, break_candidate=break_candidate))
+    asyncio.run(
+        _main(
+            settings,
+            traffic=traffic,
+            out=out,
+            break_candidate=break_candidate,
+            broker_url=broker_url,
+        )
+    )
 
 
 def start_listing_rollout(engine: sa.Engine, store: FlagStore, flags: FlagClient) -> GuardAgent:
@@ -151,17 +165,26 @@ async def _break_later(
 
 
 async def _main(
-    settings: Settings, *, traffic: bool, out: Console, break_candidate: float | None = None
+    settings: Settings,
+    *,
+    traffic: bool,
+    out: Console,
+    break_candidate: float | None = None,
+    broker_url: str | None = None,
 ) -> None:
     settings, read_key, admin_key = demo_settings(settings)
     engine = create_engine(settings=settings)
     upgrade(engine)
+    relay = await asyncio.to_thread(
+        start_relay, engine, broker_url=broker_url, delivered=DeliveredEvents()
+    )
     store = FlagStore(engine)
     seed_flags(store)
     flags = FlagClient(store=store, poll_interval=0.5, overrides=settings.flag_overrides)
     reporter = BreakerReporter(engine, service="orders", interval=1.0)
     agent = start_listing_rollout(engine, store, flags)
     agent.start()
+
     plane_port, orders_port = settings.port, settings.port + 1
     servers = [
         _Server(
@@ -215,6 +238,7 @@ async def _main(
     for server in servers:
         server.should_exit = True
     await asyncio.gather(*tasks, return_exceptions=True)
+    relay.stop()
     agent.close()
     reporter.close()
     flags.close()
