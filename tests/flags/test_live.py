@@ -235,3 +235,35 @@ def test_force_flags_works_on_a_live_client(sqlite_store: FlagStore) -> None:
         with force_flags(client, {"forced": True}):
             assert client.is_enabled("forced")
         assert not client.is_enabled("forced")
+
+
+def test_impressions_are_reported_for_flags_that_ask_for_them(sqlite_store: FlagStore) -> None:
+    from safeship.flags.live import Impression
+
+    sqlite_store.create(
+        "watched",
+        actor="t",
+        definition={
+            "name": "watched",
+            "enabled": True,
+            "impressionData": True,
+            "strategies": [{"name": "default"}],
+        },
+    )
+    sqlite_store.create("quiet", actor="t")
+    seen: list[Impression] = []
+
+    def hook(impression: Impression) -> None:
+        seen.append(impression)
+        if impression.kind == "variant":
+            raise RuntimeError("a broken hook never reaches the caller")
+
+    with FlagClient(store=sqlite_store, poll_interval=5, impressions=hook) as client:
+        assert client.is_enabled("watched", {"userId": "1"})
+        assert not client.is_enabled("quiet")
+        assert client.variant("watched").name == "disabled"
+    assert [(i.flag, i.kind, i.enabled) for i in seen] == [
+        ("watched", "is_enabled", True),
+        ("watched", "variant", True),
+    ]
+    assert seen[0].context == {"userId": "1"}

@@ -23,6 +23,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,48 @@ from safeship.settings import FlagOverride, flag_key
 
 logger = logging.getLogger("safeship.flags")
 REDIS_CHANNEL = "safeship:flags"
+
+
+@dataclass(frozen=True, slots=True)
+class Impression:
+    """One evaluation of a flag whose definition asks for impression data."""
+
+    flag: str
+    kind: str  # "is_enabled" or "variant"
+    enabled: bool
+    variant: str | None
+    context: Any
+
+
+def _with_impressions(
+    flags: FlagSet, hook: Callable[[Impression], None]
+) -> tuple[Callable[..., bool], Callable[..., Any]]:
+    """Evaluators that report impressions for flags with ``impressionData: true`` only.
+
+    Other flags keep the snapshot's own fast path; a failing hook is logged, never raised.
+    """
+    wanted = frozenset(n for n in flags.names() if flags.feature(n).get("impressionData"))
+    check, pick = flags.is_enabled, flags.variant
+
+    def emit(impression: Impression) -> None:
+        try:
+            hook(impression)
+        except Exception:
+            logger.exception("flags.impression_hook_failed")
+
+    def is_enabled(name: str, context: Any = None, default: bool = False) -> bool:
+        result = check(name, context, default)
+        if name in wanted:
+            emit(Impression(name, "is_enabled", result, None, context))
+        return result
+
+    def variant(name: str, context: Any = None) -> Any:
+        result = pick(name, context)
+        if name in wanted:
+            emit(Impression(name, "variant", result.feature_enabled, result.name, context))
+        return result
+
+    return is_enabled, variant
 
 
 def apply_overrides(
@@ -77,6 +120,7 @@ class FlagClient:
         overrides: Mapping[str, FlagOverride] | None = None,
         count_evaluations: bool = True,
         usage_interval: float = 60.0,
+        impressions: Callable[[Impression], None] | None = None,
         start: bool = True,
     ) -> None:
         if not 0.05 <= poll_interval <= 3600:
@@ -88,6 +132,7 @@ class FlagClient:
         self.backup_path = Path(backup_path) if backup_path is not None else None
         self.overrides = dict(overrides or {})
         self.counter = EvaluationCounter() if count_evaluations else None
+        self.impressions = impressions
         self.usage_interval = usage_interval
         self._usage_flushed = time.monotonic()
         self.overridden: frozenset[str] = frozenset()
@@ -127,8 +172,13 @@ class FlagClient:
     def _swap(self, flags: FlagSet) -> None:
         self._flags = flags
         # Instance attributes shadow the methods: evaluation is one call into the snapshot.
-        self.__dict__["is_enabled"] = flags.is_enabled
-        self.__dict__["variant"] = flags.variant
+        if self.impressions is None:
+            self.__dict__["is_enabled"] = flags.is_enabled
+            self.__dict__["variant"] = flags.variant
+        else:
+            self.__dict__["is_enabled"], self.__dict__["variant"] = _with_impressions(
+                flags, self.impressions
+            )
 
     # -- lifecycle ---------------------------------------------------------------------
 
