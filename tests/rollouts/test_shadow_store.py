@@ -183,3 +183,9 @@ def test_promote_is_refused_outside_shadow_mode_and_once_finished(guard: Rollout
     with pytest.raises(ValueError, match="action must be one of"):
         guard.operate("listing", "launch", actor="bob")
     assert [d.kind for d in guard.decisions("other")] == ["started"]
+
+
+def test_advance_is_refused_in_shadow_mode(guard: RolloutGuard) -> None:
+    with pytest.raises(ValueError, match="promote it to canary first"):
+        guard.operate("listing", "advance", actor="bob")
+    assert guard.get("listing").mode == "shadow"

@@ -480,6 +480,8 @@ class RolloutGuard:
                 raise RolloutNotFoundError(name)
             if record.status not in ("running", "paused"):
                 raise ValueError(f"rollout {name!r} is {record.status}; nothing to {action}")
+            if action == "advance" and record.mode == "shadow":
+                raise ValueError(f"rollout {name!r} is in shadow mode: promote it to canary first")
             now = self._now()
             decision = self._operate(conn, record, action, actor, reason, now)
         self._after(decision)
