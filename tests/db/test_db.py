@@ -57,6 +57,7 @@ def test_audit_records_commit_with_the_change_and_roll_back_with_it(engine: sa.E
             after={"enabled": True},
             reason="ready",
         )
+
     def failing_change() -> None:
         with engine.begin() as conn:
             record_audit(conn, actor="bob", action="flag.disable", target="flag:checkout")
