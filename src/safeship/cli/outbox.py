@@ -4,6 +4,8 @@ and run a relay (``safeship outbox relay --broker nats --url ...``)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 import sqlalchemy as sa
@@ -34,6 +36,16 @@ def _engine(database_url: str | None) -> sa.Engine:
     return engine
 
 
+@contextmanager
+def _opened(database_url: str | None) -> Iterator[sa.Engine]:
+    """The migrated engine for one command, disposed (connections closed) afterwards."""
+    engine = _engine(database_url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
 def _filter(
     ids: list[str] | None, agg_type: str | None, agg_id: str | None, type_: str | None
 ) -> admin.Filter:
@@ -46,17 +58,16 @@ def stats_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     database_url: DatabaseOption = None,
 ) -> None:
-    """Pending and retrying events, dead letters, the oldest event's age, live relays."""
-    reading = or_fail(lambda: admin.stats(_engine(database_url)))
+    """Pending, retrying and in-flight events, dead letters, the oldest event's age, live
+    relays and how many events they deliver per second."""
+    with _opened(database_url) as engine:
+        reading = or_fail(lambda: admin.stats(engine))
     if as_json:
         out.print_json(json.dumps(reading.to_dict()))
         return
-    table = Table()
-    for name in reading.to_dict():
-        table.add_column(name)
-    table.add_row(
-        *(f"{v:.1f}" if isinstance(v, float) else str(v) for v in reading.to_dict().values())
-    )
+    table = Table("stat", "value")
+    for name, value in reading.to_dict().items():
+        table.add_row(name, f"{value:.1f}" if isinstance(value, float) else str(value))
     out.print(table)
 
 
@@ -72,7 +83,8 @@ def peek_command(
     """The oldest pending events (or dead letters) with attempts and last error."""
     match = _filter(None, aggregate_type, aggregate_id, type_)
     where: admin.Where = "dead" if dead else "pending"
-    rows = or_fail(lambda: admin.peek(_engine(database_url), where=where, match=match, limit=limit))
+    with _opened(database_url) as engine:
+        rows = or_fail(lambda: admin.peek(engine, where=where, match=match, limit=limit))
     table = Table()
     for column in ("id", "event", "key", "attempts", "created", "last error"):
         table.add_column(column)

@@ -30,6 +30,8 @@ class RelayStore(Protocol):
 
     ``wants_more`` is True after a heartbeat that held fewer partitions than a fair share
     while some may soon be free (another relay releasing them): heartbeat again soon.
+    A heartbeat records the relay's published total, its events in flight (claimed, not
+    yet confirmed) and its delivery rate (events/s) for :func:`safeship.outbox.admin.stats`.
     """
 
     wants_more: bool
@@ -37,7 +39,12 @@ class RelayStore(Protocol):
     async def open(self) -> None: ...
     async def close(self) -> None: ...
     async def heartbeat(
-        self, relay_id: str, busy: frozenset[int], published: int
+        self,
+        relay_id: str,
+        busy: frozenset[int],
+        published: int,
+        in_flight: int = 0,
+        rate: float = 0.0,
     ) -> frozenset[int]: ...
     async def claim(
         self, partitions: frozenset[int], limit: int, exclude: Sequence[int]

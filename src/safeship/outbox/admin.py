@@ -70,6 +70,8 @@ class OutboxStats:
     relays: int
     leased_partitions: int
     published_total: int
+    in_flight: int
+    delivered_per_second: float
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -120,7 +122,9 @@ def _aware(value: datetime | None) -> datetime | None:
 
 
 def stats(bind: sa.Engine | sa.Connection) -> OutboxStats:
-    """Pending and retrying events, dead letters, the oldest pending event's age, relays."""
+    """Pending, retrying and in-flight events, dead letters, the oldest pending event's
+    age, live relays (a heartbeat in the last 30 s) and their summed delivery rate (each
+    relay's events confirmed per second over its last ~10 s)."""
     return _run(bind, _stats)
 
 
@@ -134,9 +138,10 @@ def _stats(conn: sa.Connection) -> OutboxStats:
         )
     ).one()
     dead = conn.execute(sa.select(sa.func.count()).select_from(schema.dead)).scalar_one()
+    r = schema.relays
     relays = conn.execute(
-        sa.select(schema.relays.c.partitions, schema.relays.c.published).where(
-            schema.relays.c.heartbeat_at > now - _LIVE
+        sa.select(r.c.partitions, r.c.published, r.c.in_flight, r.c.delivered_per_second).where(
+            r.c.heartbeat_at > now - _LIVE
         )
     ).all()
     oldest = _aware(oldest)
@@ -146,8 +151,10 @@ def _stats(conn: sa.Connection) -> OutboxStats:
         dead=dead,
         oldest_age_seconds=0.0 if oldest is None else max(0.0, (now - oldest).total_seconds()),
         relays=len(relays),
-        leased_partitions=sum(len(r.partitions or []) for r in relays),
-        published_total=sum(r.published or 0 for r in relays),
+        leased_partitions=sum(len(row.partitions or []) for row in relays),
+        published_total=sum(row.published or 0 for row in relays),
+        in_flight=sum(row.in_flight or 0 for row in relays),
+        delivered_per_second=round(sum(row.delivered_per_second or 0.0 for row in relays), 3),
     )
 
 

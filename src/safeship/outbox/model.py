@@ -7,6 +7,7 @@ import os
 import time
 import uuid
 import zlib
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,6 +17,7 @@ from typing import Any
 from safeship.outbox.schema import PARTITIONS
 
 __all__ = [
+    "DeliveryRate",
     "Event",
     "OutboxPayloadError",
     "Outcome",
@@ -122,3 +124,29 @@ class Outcome:
 
 DELIVERED = Outcome(Status.DELIVERED)
 SKIPPED = Outcome(Status.SKIPPED)
+
+
+class DeliveryRate:
+    """Events per second over a sliding window of ``(time, total)`` readings of a counter.
+
+    The oldest reading kept is the last one at or before the window's start, so the rate
+    covers at least ``window`` seconds once the counter is that old and never swings to 0
+    between two close readings.  Times are the caller's (monotonic seconds).
+    """
+
+    def __init__(self, window: float = 10.0, *, max_readings: int = 512) -> None:
+        if window <= 0:
+            raise ValueError("DeliveryRate window must be > 0 seconds")
+        self.window = window
+        self._readings: deque[tuple[float, int]] = deque(maxlen=max_readings)
+
+    def observe(self, now: float, total: int) -> float:
+        """Record ``total`` at ``now`` and return the rate over the window."""
+        readings = self._readings
+        if readings and (now < readings[-1][0] or total < readings[-1][1]):
+            readings.clear()  # clock or counter went back: start over
+        readings.append((now, total))
+        while len(readings) >= 2 and readings[1][0] <= now - self.window:
+            readings.popleft()
+        first_at, first = readings[0]
+        return 0.0 if now <= first_at else (total - first) / (now - first_at)

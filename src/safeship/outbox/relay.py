@@ -26,7 +26,7 @@ from sqlalchemy.engine import make_url
 
 from safeship.outbox import metrics
 from safeship.outbox._store import Failure, RelayStore
-from safeship.outbox.model import Event, Outcome, Status, partition_of
+from safeship.outbox.model import DeliveryRate, Event, Outcome, Status, partition_of
 from safeship.outbox.sinks.base import Sink
 from safeship.resilience import Breaker, BreakerOpen, FullJitter
 from safeship.resilience.schedules import Schedule
@@ -122,6 +122,7 @@ class Relay:
         self._inflight_keys: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.published = 0
+        self._rate = DeliveryRate()
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -193,7 +194,10 @@ class Relay:
 
     async def _heartbeat(self) -> None:
         busy = frozenset(self._inflight.values())
-        self._partitions = await self._store.heartbeat(self.relay_id, busy, self.published)
+        rate = self._rate.observe(time.monotonic(), self.published)
+        self._partitions = await self._store.heartbeat(
+            self.relay_id, busy, self.published, len(self._inflight), rate
+        )
         metrics.leases(self.relay_id, len(self._partitions))
 
     async def _step(self, next_beat: float) -> None:

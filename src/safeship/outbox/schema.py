@@ -79,6 +79,10 @@ relays = sa.Table(
     sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("partitions", _JSON, nullable=False),
     sa.Column("published", sa.BigInteger(), nullable=False, server_default="0"),
+    # Events claimed and not yet confirmed, and events confirmed per second over the
+    # relay's last ~10 s (see model.DeliveryRate), as of the last heartbeat.
+    sa.Column("in_flight", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("delivered_per_second", sa.Float(), nullable=False, server_default="0"),
 )
 
 inbox = sa.Table(

@@ -68,10 +68,13 @@ SELECT seq, id, aggregatetype, aggregateid, type, payload, headers, partition, c
        attempts + 1, available_at, err, now() FROM d ON CONFLICT (id) DO NOTHING
 """
 _BEAT = """
-INSERT INTO safeship_outbox_relays (relay_id, started_at, heartbeat_at, partitions, published)
-VALUES ($1, now(), now(), $2::jsonb, $3)
+INSERT INTO safeship_outbox_relays
+       (relay_id, started_at, heartbeat_at, partitions, published, in_flight,
+        delivered_per_second)
+VALUES ($1, now(), now(), $2::jsonb, $3, $4, $5)
 ON CONFLICT (relay_id) DO UPDATE
-SET heartbeat_at = now(), partitions = EXCLUDED.partitions, published = EXCLUDED.published
+SET heartbeat_at = now(), partitions = EXCLUDED.partitions, published = EXCLUDED.published,
+    in_flight = EXCLUDED.in_flight, delivered_per_second = EXCLUDED.delivered_per_second
 """
 _LIVE = """
 SELECT count(*) FROM safeship_outbox_relays
@@ -136,14 +139,19 @@ class PostgresStore:
         self._main = self._write = None
 
     async def heartbeat(
-        self, relay_id: str, busy: frozenset[int], published: int
+        self,
+        relay_id: str,
+        busy: frozenset[int],
+        published: int,
+        in_flight: int = 0,
+        rate: float = 0.0,
     ) -> frozenset[int]:
         """Renew this relay's row, then take or give back partitions toward a fair share.
 
         A partition to give back first stops being claimed ("draining"), and is unlocked
         once none of its events is in flight, so its next owner cannot overtake them."""
         conn = self._main
-        await conn.execute(_BEAT, relay_id, _json_list(self._held), published)
+        await conn.execute(_BEAT, relay_id, _json_list(self._held), published, in_flight, rate)
         live = max(1, await conn.fetchval(_LIVE, self._ttl))
         share = math.ceil(PARTITIONS / live)
         excess = len(self._held) - share - len(self._draining)

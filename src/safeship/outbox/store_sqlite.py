@@ -74,22 +74,33 @@ class SqliteStore:
         self._woken.set()
 
     async def heartbeat(
-        self, relay_id: str, busy: frozenset[int], published: int
+        self,
+        relay_id: str,
+        busy: frozenset[int],
+        published: int,
+        in_flight: int = 0,
+        rate: float = 0.0,
     ) -> frozenset[int]:
-        await asyncio.to_thread(self._beat, relay_id, published)
+        await asyncio.to_thread(self._beat, relay_id, published, in_flight, rate)
         return _ALL
 
-    def _beat(self, relay_id: str, published: int) -> None:
+    def _beat(self, relay_id: str, published: int, in_flight: int, rate: float) -> None:
         now = datetime.now(UTC)
+        r = schema.relays
         with self._engine.begin() as conn:
-            conn.execute(sa.delete(schema.relays).where(schema.relays.c.relay_id == relay_id))
+            started = conn.execute(
+                sa.select(r.c.started_at).where(r.c.relay_id == relay_id)
+            ).scalar_one_or_none()
+            conn.execute(sa.delete(r).where(r.c.relay_id == relay_id))
             conn.execute(
-                sa.insert(schema.relays).values(
+                sa.insert(r).values(
                     relay_id=relay_id,
-                    started_at=now,
+                    started_at=started or now,
                     heartbeat_at=now,
                     partitions=sorted(_ALL),
                     published=published,
+                    in_flight=in_flight,
+                    delivered_per_second=rate,
                 )
             )
             if self._archive is not None:

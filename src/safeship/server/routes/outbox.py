@@ -3,6 +3,7 @@ retry and purge (audited) — the API and the dashboard page."""
 
 from __future__ import annotations
 
+import threading
 import uuid
 from typing import Annotated, Any, Literal
 
@@ -12,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from safeship.db import record_audit
 from safeship.outbox import admin
+from safeship.outbox.history import BacklogHistory, chart_points
 from safeship.server.deps import AdminPrincipal, ReadPrincipal
 from safeship.server.routes.dashboard import admin_form_session, page_session, render
 from safeship.server.state import plane
@@ -19,6 +21,22 @@ from safeship.server.state import plane
 api = APIRouter(prefix="/api/v1/outbox", tags=["outbox"])
 pages = APIRouter(include_in_schema=False)
 Key = Annotated[str | None, Query(min_length=1, max_length=255)]
+CHART_WIDTH, CHART_HEIGHT = 600, 120
+_HISTORY_LOCK = threading.Lock()
+
+
+def history(request: Request) -> BacklogHistory:
+    """This app's backlog history (on ``app.state``), created on first use."""
+    state = request.app.state
+    found = getattr(state, "outbox_history", None)
+    if isinstance(found, BacklogHistory):
+        return found
+    with _HISTORY_LOCK:
+        found = getattr(state, "outbox_history", None)
+        if not isinstance(found, BacklogHistory):
+            found = BacklogHistory()
+            state.outbox_history = found
+        return found
 
 
 class Selection(BaseModel):
@@ -55,9 +73,27 @@ class Count(BaseModel):
     count: int
 
 
-@api.get("/stats", summary="Pending, retrying and dead events, oldest age, relays")
+@api.get(
+    "/stats",
+    summary="Pending, retrying, in-flight and dead events, oldest age, relays, delivery rate",
+)
 def get_stats(request: Request, _: ReadPrincipal) -> dict[str, Any]:
-    return admin.stats(plane(request).engine).to_dict()
+    reading = admin.stats(plane(request).engine)
+    history(request).offer(reading)
+    return reading.to_dict()
+
+
+@api.get(
+    "/history",
+    summary="Recent backlog samples (pending, dead, in flight, delivered/s), oldest first",
+    description="The control plane samples the stats at most every few seconds while "
+    "this endpoint or the dashboard page is requested, and keeps the last 360 samples "
+    "in memory (per process; empty after a restart).",
+)
+def get_history(request: Request, _: ReadPrincipal) -> dict[str, Any]:
+    ring = history(request)
+    ring.sample(lambda: admin.stats(plane(request).engine))
+    return ring.to_dict()
 
 
 @api.get("/events", summary="The oldest pending events or dead letters")
@@ -129,10 +165,25 @@ def outbox_page(request: Request) -> Response:
     if page_session(request) is None:
         return RedirectResponse("/login", status_code=303)
     engine = plane(request).engine
+    reading = admin.stats(engine)
+    ring = history(request)
+    ring.offer(reading)
+    samples = ring.samples()
+    top = max([1, *(max(s.pending, s.dead) for s in samples)])
     return render(
         request,
         "outbox.html",
-        stats=admin.stats(engine),
+        stats=reading,
+        chart={
+            "width": CHART_WIDTH,
+            "height": CHART_HEIGHT,
+            "top": top,
+            "pending": chart_points(
+                samples, "pending", width=CHART_WIDTH, height=CHART_HEIGHT, top=top
+            ),
+            "dead": chart_points(samples, "dead", width=CHART_WIDTH, height=CHART_HEIGHT, top=top),
+            "samples": len(samples),
+        },
         dead=[r.to_dict() for r in admin.peek(engine, where="dead", limit=50)],
         pending=[r.to_dict() for r in admin.peek(engine, where="pending", limit=20)],
         message=request.query_params.get("m"),

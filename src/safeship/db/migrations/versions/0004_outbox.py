@@ -94,6 +94,8 @@ def upgrade() -> None:
         sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("partitions", _JSON, nullable=False),
         sa.Column("published", sa.BigInteger(), nullable=False, server_default="0"),
+        sa.Column("in_flight", sa.Integer(), nullable=False, server_default="0"),
+        sa.Column("delivered_per_second", sa.Float(), nullable=False, server_default="0"),
         sa.PrimaryKeyConstraint("relay_id", name="pk_safeship_outbox_relays"),
     )
     op.create_table(
