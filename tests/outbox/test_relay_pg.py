@@ -115,21 +115,21 @@ async def _kill_loop(
     return stager
 
 
-async def test_relay_killed_ten_times_loses_nothing_and_keeps_key_order(
+async def test_relay_killed_ten_times_in_20k_events_loses_nothing_and_keeps_key_order(
     pg_url: str, pg_engine: sa.Engine, nats_url: str, stream: tuple[str, Any]
 ) -> None:
     name, js = stream
-    stager = await _kill_loop(pg_url, pg_engine, nats_url, name, total=5000, kills=10)
+    stager = await _kill_loop(pg_url, pg_engine, nats_url, name, total=20_000, kills=10)
     await check_stream(js, name, stager)
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("SAFESHIP_SOAK"), reason="soak run: set SAFESHIP_SOAK=1")
-async def test_soak_relay_killed_many_times_over_20k_events(
+async def test_soak_relay_killed_many_times_over_100k_events(
     pg_url: str, pg_engine: sa.Engine, nats_url: str, stream: tuple[str, Any]
 ) -> None:
     name, js = stream
-    stager = await _kill_loop(pg_url, pg_engine, nats_url, name, total=20_000, kills=25)
+    stager = await _kill_loop(pg_url, pg_engine, nats_url, name, total=100_000, kills=40)
     await check_stream(js, name, stager)
 
 
