@@ -6,6 +6,8 @@ Overhead cases (ns/call; ``baseline`` calls legacy directly, ``laboratory`` is t
   off-overhead       rollout off: legacy only
   canary-overhead    flag evaluation (a 50% rollout on a FlagSet) + outcome recording
   shadow-overhead    shadow mode with the candidate off the request path (queued)
+  shadow-overhead-p99  p99 of the caller's time per call in shadow mode, with a candidate
+                     that takes 0.5 ms (the caller must not wait for it), vs baseline's p99
 Simulation cases (seeded, see docs/rollouts.md):
   aa-false-rollback  share of A/A rollouts rolled back (ratio)
   detect-errors-1to2 median requests in total to catch 1% -> 2% errors at 50/50 (count)
@@ -52,6 +54,35 @@ def per_call(fn: Callable[[int], Any], n: int) -> float:
     for i in range(n):
         fn(i)
     return (time.perf_counter_ns() - started) / n
+
+
+def p99_per_call(fn: Callable[[int], Any], n: int) -> float:
+    """The 99th percentile of single-call times (each call timed on its own)."""
+    clock = time.perf_counter_ns
+    times = []
+    for i in range(n):
+        started = clock()
+        fn(i)
+        times.append(clock() - started)
+    times.sort()
+    return float(times[int(0.99 * (len(times) - 1))])
+
+
+def slow_candidate(x: int) -> int:
+    time.sleep(0.0005)
+    return x + 1
+
+
+def shadow_tail(rounds: int, n: int) -> None:
+    """Shadow mode's tail on the caller's path while the candidate is slow."""
+    rollout = Rollout("f", legacy=legacy, candidate=slow_candidate, mode="shadow")
+    results: dict[str, list[float]] = {"baseline": [], "safeship": []}
+    for _ in range(rounds):
+        results["baseline"].append(p99_per_call(legacy, n))
+        results["safeship"].append(p99_per_call(rollout, n))
+    rollout.close()
+    for impl, values in results.items():
+        emit("shadow-overhead-p99", impl, statistics.median(values), "ns/call")
 
 
 def laboratory_call(enabled: bool) -> Callable[[int], Any]:
@@ -138,6 +169,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller sizes, under 60 s")
     args = parser.parse_args()
     overhead(rounds=5 if args.quick else 15, n=20_000 if args.quick else 100_000)
+    shadow_tail(rounds=3 if args.quick else 9, n=20_000 if args.quick else 100_000)
     simulations(args.quick)
     print("done", file=sys.stderr)
 
