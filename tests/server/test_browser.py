@@ -2,81 +2,32 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 
 from safeship.db import create_engine
 from safeship.server import create_app
-from tests.conftest import REQUIRE_SERVICES
 from tests.server.support import ADMIN_KEY, READ_KEY, make_settings
-
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(
-    os.environ.get("SAFESHIP_ARTIFACTS", Path(__file__).resolve().parents[2] / "artifacts")
-)
+from tests.support.browser import ARTIFACTS, chromium_page, served
 
 pytestmark = pytest.mark.browser
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture
 def served_plane(tmp_path: Path) -> Iterator[str]:
     url = f"sqlite:///{tmp_path / 'browser.db'}"
     engine = create_engine(url)
-    app = create_app(make_settings(url), engine=engine)
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            pytest.fail("the control plane did not start")
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with served(create_app(make_settings(url), engine=engine)) as base:
+        yield base
     engine.dispose()
 
 
 @pytest.fixture
 def page() -> Iterator[object]:
-    if not Path(CHROMIUM).exists():
-        message = f"{CHROMIUM} is missing (apt-get install chromium)"
-        if REQUIRE_SERVICES:
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
-        try:
-            yield browser.new_page(viewport={"width": 1200, "height": 800})
-        finally:
-            browser.close()
+    with chromium_page() as browser_page:
+        yield browser_page
 
 
 def test_sign_in_and_see_the_health_page(served_plane: str, page: object) -> None:

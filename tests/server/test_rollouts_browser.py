@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from safeship.db import create_engine
@@ -17,52 +14,26 @@ from safeship.flags.store import FlagStore
 from safeship.rollouts import ArmWindow, Plan, RolloutGuard
 from safeship.server import create_app
 from safeship.server.state import ControlPlane
-from tests.conftest import REQUIRE_SERVICES
 from tests.server.support import ADMIN_KEY, make_settings
-from tests.server.test_browser import ARTIFACTS, CHROMIUM, _free_port
+from tests.support.browser import ARTIFACTS, chromium_page, served
 
 pytestmark = pytest.mark.browser
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[str, FastAPI]]:
+def served_app(tmp_path: Path) -> Iterator[tuple[str, FastAPI]]:
     url = f"sqlite:///{tmp_path / 'rollouts.db'}"
     engine = create_engine(url)
     app = create_app(make_settings(url), engine=engine)
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            pytest.fail("the control plane did not start")
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}", app
-    server.should_exit = True
-    thread.join(10)
+    with served(app) as base:
+        yield base, app
     engine.dispose()
 
 
 @pytest.fixture
-def chromium_page() -> Iterator[object]:
-    if not Path(CHROMIUM).exists():
-        message = f"{CHROMIUM} is missing (apt-get install chromium)"
-        if REQUIRE_SERVICES:
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"],
-        )  # fmt: skip
-        try:
-            yield browser.new_page(viewport={"width": 1200, "height": 1000})
-        finally:
-            browser.close()
+def browser_page() -> Iterator[object]:
+    with chromium_page(height=1000) as page:
+        yield page
 
 
 def _history(plane: ControlPlane, name: str, minutes: int) -> None:
@@ -80,12 +51,12 @@ def _history(plane: ControlPlane, name: str, minutes: int) -> None:
 
 
 def test_rollout_page_updates_live_and_rolls_back_on_click(
-    served: tuple[str, FastAPI], chromium_page: object
+    served_app: tuple[str, FastAPI], browser_page: object
 ) -> None:
     from playwright.sync_api import Page, expect
 
-    base, app = served
-    page = chromium_page
+    base, app = served_app
+    page = browser_page
     assert isinstance(page, Page)
     plane: ControlPlane = app.state.plane
     plane.rollouts.create("orders-batched", actor="alice", plan=Plan(steps=(10, 50, 100)))
