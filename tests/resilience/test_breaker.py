@@ -369,3 +369,28 @@ def test_bad_settings_fail_at_construction(options: dict[str, Any], message: str
 def test_record_must_be_exception_classes() -> None:
     with pytest.raises(TypeError, match=r"Breaker\.record"):
         Breaker(register=False, record=("DownError",))  # type: ignore[arg-type]
+
+
+def test_a_count_window_opened_by_a_success_stays_open_for_its_duration() -> None:
+    from safeship.resilience import BreakerOpen, CountWindow
+    from safeship.resilience.testing import FakeClock
+
+    clock = FakeClock()
+    clock.advance(1000.0)
+    breaker = Breaker(window=CountWindow(calls=2, failure_rate=0.25), open_duration=5.0,
+                      clock=clock, register=False)  # fmt: skip
+
+    class DownError(Exception):
+        pass
+
+    def fail() -> None:
+        raise DownError
+
+    with pytest.raises(DownError):
+        breaker.call(fail)
+    breaker.call(lambda: "ok")  # the window fills on a success: 1 of 2 failed, over 25%
+    assert breaker.state == "open"
+    with pytest.raises(BreakerOpen):
+        breaker.call(lambda: "ok")
+    clock.advance(5.0)
+    assert breaker.call(lambda: "ok") == "ok"  # half-open trial after the open duration

@@ -310,11 +310,16 @@ class Breaker(GuardedPolicy):
         return None
 
     def _trip(self, permit: int, end: float) -> None:
-        """Open after the inlined success path found the window past its thresholds."""
+        """Open after the inlined success path found the window past its thresholds.
+
+        ``end`` only dates the call for the window (count windows skip the clock and pass
+        0.0); the open period is measured from the clock now.
+        """
+        now = self._now()
         with self._lock:
             if permit != self._generation or self._state is not _CLOSED:
                 return
-            event = self._open_locked(end, self._reason_locked(end))
+            event = self._open_locked(now, self._reason_locked(now))
         self._emit(event)
 
     def _reason_locked(self, now: float) -> str:
