@@ -123,8 +123,37 @@ class ConsecutiveFailures:
         return failures + slow_calls >= self.threshold and failures + slow_calls == calls
 
 
+class _RateRules:
+    """What count and time windows share: judging failure and slow-call rates."""
+
+    __slots__ = ()
+    failure_rate: float
+    slow_call_rate: float
+
+    def _minimum(self) -> int:
+        raise NotImplementedError
+
+    def trial_limits(self, trials: int) -> tuple[int, int]:
+        """(failures, slow calls) among ``trials`` half-open calls that reopen."""
+        return (
+            _share_of(_ppm(self.failure_rate), trials),
+            _share_of(_ppm(self.slow_call_rate), trials),
+        )
+
+    def judge(self, calls: int, failures: int, slow_calls: int) -> bool:
+        """Whether these figures (say, fleet-wide ones) reach the thresholds."""
+        return _judge(
+            self._minimum(),
+            _ppm(self.failure_rate),
+            _ppm(self.slow_call_rate),
+            calls,
+            failures,
+            slow_calls,
+        )
+
+
 @dataclass(frozen=True, slots=True)
-class CountWindow:
+class CountWindow(_RateRules):
     """Judge the last ``calls`` calls; ``minimum_calls`` defaults to the window size."""
 
     calls: int = 100
@@ -153,27 +182,12 @@ class CountWindow:
         """A fresh, empty recorder for this window."""
         return _CountState(self)
 
-    def trial_limits(self, trials: int) -> tuple[int, int]:
-        """(failures, slow calls) among ``trials`` half-open calls that reopen."""
-        return (
-            _share_of(_ppm(self.failure_rate), trials),
-            _share_of(_ppm(self.slow_call_rate), trials),
-        )
-
-    def judge(self, calls: int, failures: int, slow_calls: int) -> bool:
-        """Whether these figures (say, fleet-wide ones) reach the thresholds."""
-        return _judge(
-            self.effective_minimum,
-            _ppm(self.failure_rate),
-            _ppm(self.slow_call_rate),
-            calls,
-            failures,
-            slow_calls,
-        )
+    def _minimum(self) -> int:
+        return self.effective_minimum
 
 
 @dataclass(frozen=True, slots=True)
-class TimeWindow:
+class TimeWindow(_RateRules):
     """Judge the calls of the last ``seconds`` seconds (one-second buckets)."""
 
     seconds: int = 60
@@ -196,23 +210,8 @@ class TimeWindow:
         """A fresh, empty recorder for this window."""
         return _TimeState(self)
 
-    def trial_limits(self, trials: int) -> tuple[int, int]:
-        """(failures, slow calls) among ``trials`` half-open calls that reopen."""
-        return (
-            _share_of(_ppm(self.failure_rate), trials),
-            _share_of(_ppm(self.slow_call_rate), trials),
-        )
-
-    def judge(self, calls: int, failures: int, slow_calls: int) -> bool:
-        """Whether these figures (say, fleet-wide ones) reach the thresholds."""
-        return _judge(
-            self.minimum_calls,
-            _ppm(self.failure_rate),
-            _ppm(self.slow_call_rate),
-            calls,
-            failures,
-            slow_calls,
-        )
+    def _minimum(self) -> int:
+        return self.minimum_calls
 
 
 def _judge(minimum: int, fail_ppm: int, slow_ppm: int, calls: int, fails: int, slows: int) -> bool:
