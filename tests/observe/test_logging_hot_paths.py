@@ -5,17 +5,25 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 import re
 import time
 from collections.abc import Iterator
 
 import pytest
 import structlog
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from safeship.observe.logging import _UtcTimestamper, configure_logging, get_logger
+from safeship.observe.logging import (
+    _EventDict,
+    _formatter,
+    _make_record,
+    configure_logging,
+    get_logger,
+)
 from safeship.observe.masking import DEFAULT_MASK_PATTERNS, PiiMasker
+from safeship.observe.rendering import UtcTimestamper
 
 MASKER = PiiMasker()
 PATTERNS = {pattern.name: pattern for pattern in DEFAULT_MASK_PATTERNS}
@@ -26,7 +34,9 @@ PHONE_LOOKBEHIND_FIRST = re.compile(
     r"|(?<![\d-])\d{3}-\d{3}-\d{4}(?![\d-])"
 )
 phone_like = st.text(alphabet="0123456789+-() .a_\t", max_size=40)
-any_text = st.text(alphabet="0123456789+-() .a_@\t\n\u00a0BearerTOKENbasic", max_size=60)
+any_text = st.text(
+    alphabet="0123456789+-() .a_@\t\n\u00a0BearerTOKENbasic\u0663\u00e9", max_size=60
+)
 
 
 @given(text=phone_like)
@@ -62,9 +72,9 @@ def test_masking_long_values_takes_linear_time() -> None:
 
 
 def test_timestamps_are_iso_utc_with_microseconds() -> None:
-    stamp = _UtcTimestamper(clock=lambda: 1_700_000_000.25)
+    stamp = UtcTimestamper(clock=lambda: 1_700_000_000.25)
     assert stamp(None, "info", {}) == {"timestamp": "2023-11-14T22:13:20.250000Z"}
-    live = _UtcTimestamper()(None, "info", {})["timestamp"]
+    live = UtcTimestamper()(None, "info", {})["timestamp"]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", live)
 
 
@@ -119,3 +129,79 @@ def test_fast_path_renders_like_structlogs_formatter(
     first, failed = (json.loads(formatter.format(r)) for r in keep.records)
     assert first["email"] == "***" and first["token"] == "***" and first["region"] == "eu"
     assert "ValueError: bad order" in failed["exception"]
+
+
+RENDERERS = {
+    "masked": _formatter(True, PiiMasker(), False),
+    "unmasked": _formatter(True, None, False),
+}
+STAMP = re.compile(r'"timestamp": "[^"]*"')
+leaf = (
+    st.text(alphabet="ab@.+-() 0123456789Bearer\u00e9\n", max_size=30)
+    | st.integers(-(10**20), 10**20)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.sampled_from([math.nan, math.inf, -math.inf, 1e-7, 0.123, 1e22])
+    | st.booleans()
+    | st.none()
+)
+values = st.recursive(
+    leaf,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+field_names = st.sampled_from(
+    ["method", "path", "email", "token", "level", "logger", "request_id", "status",
+     "timestamp", "trace_id", "user", "x_api_key", "order", "exc_info_text"]
+)  # fmt: skip
+
+
+def record_of(name: str, method: str, level: int, fields: dict[str, object]) -> logging.LogRecord:
+    """The record `Logger` hands to logging for ``fields``."""
+    logger = logging.getLogger(name)
+    data = _EventDict(event="test.event")
+    data.update(fields)
+    record = _make_record(logger, level, data, None)
+    record._logger = logger  # type: ignore[attr-defined]
+    record._name = method  # type: ignore[attr-defined]
+    return record
+
+
+@example(
+    fields={"status": math.nan, "order": math.inf, "user": -math.inf, "path": 0.1},
+    method="info",
+    renderer="masked",
+)
+@example(
+    fields={"email": "a@b.co", "path": "/x", "order": [{"token": "t"}], "level": 3},
+    method="warn",
+    renderer="masked",
+)
+@example(fields={"trace_id": "1", "path": {"a": None}}, method="info", renderer="unmasked")
+@settings(max_examples=300)
+@given(
+    fields=st.dictionaries(field_names, values, max_size=8),
+    method=st.sampled_from(["info", "warning", "warn", "exception", "alert"]),
+    renderer=st.sampled_from(sorted(RENDERERS)),
+)
+def test_field_by_field_rendering_gives_the_chains_text(
+    fields: dict[str, object], method: str, renderer: str
+) -> None:
+    formatter = RENDERERS[renderer]
+    record = record_of("app.hot", method, logging.INFO, fields)
+    general = structlog.stdlib.ProcessorFormatter.format(formatter, record)  # type: ignore[arg-type]
+    for _ in range(2):  # the second time from cached fields
+        assert STAMP.sub("T", formatter.format(record)) == STAMP.sub("T", general)
+
+
+def test_cached_fields_never_hold_a_masked_value() -> None:
+    formatter = _formatter(True, PiiMasker(), False)
+    for _ in range(2):
+        line = formatter.format(
+            record_of("app.hot", "info", logging.INFO, {"note": "jane@example.com", "m": "GET"})
+        )
+        assert json.loads(line)["note"] == "***"
+    renderer = formatter._json_line  # type: ignore[attr-defined]
+    cached = " ".join(renderer._fields.values())
+    assert '"m": "GET"' in cached and "jane" not in cached

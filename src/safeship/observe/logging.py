@@ -9,10 +9,11 @@ development, with request id, trace id and bound context added and PII masked.
 
 from __future__ import annotations
 
-import json
 import logging
+import os
 import random
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -30,6 +31,7 @@ from structlog.contextvars import (
 
 from safeship.observe.masking import PiiMasker
 from safeship.observe.metrics import LOG_ALERTS
+from safeship.observe.rendering import JsonLineRenderer, UtcTimestamper, render_json
 
 #: Level for conditions an operator must act on (between ERROR and CRITICAL).
 ALERT = 45
@@ -137,14 +139,84 @@ class Logger:
             exc_info = sys.exc_info() if exc_info is True else exc_info
             data["exc_info"] = exc_info
         name = _LEVEL_NAMES.get(level) or logging.getLevelName(level).lower()
-        # makeRecord + handle skips the caller lookup of Logger.log: the stable event
-        # name already says where an event comes from, and the lookup is the costly part.
-        record = self._logger.makeRecord(
-            self._logger.name, level, "", 0, data, (), exc_info or None
-        )
+        # A record made directly and passed to handle() skips the caller lookup of
+        # Logger.log: the stable event name already says where an event comes from.
+        record = _make_record(self._logger, level, data, exc_info or None)
         record._logger = self._logger  # what structlog's ProcessorFormatter reads
         record._name = name
         self._logger.handle(record)
+
+
+_LogRecord = logging.LogRecord
+#: Per logger, level and thread: the fields of a LogRecord that do not change between
+#: events (level name, process, thread, the empty source location).
+_record_fields: dict[tuple[str, int, int], dict[str, Any]] = {}
+_RECORD_FIELDS_MAX = 1024
+
+
+def _make_record(logger: logging.Logger, level: int, msg: Any, exc_info: Any) -> logging.LogRecord:
+    """The LogRecord ``logger.makeRecord`` would make, built from cached fields.
+
+    Only the time, message and exception differ between events of one logger, level and
+    thread, so the rest is copied instead of recomputed. A custom record factory
+    (`logging.setLogRecordFactory`) is always honoured through ``makeRecord``.
+    """
+    if logging.getLogRecordFactory() is not _LogRecord:
+        return logger.makeRecord(logger.name, level, "", 0, msg, (), exc_info)
+    key = (logger.name, level, threading.get_ident())
+    fields = _record_fields.get(key)
+    if fields is None:
+        fields = _LogRecord(logger.name, level, "", 0, None, (), None).__dict__.copy()
+        if len(_record_fields) >= _RECORD_FIELDS_MAX:
+            _record_fields.clear()
+        _record_fields[key] = fields
+    now = time.time()
+    record: logging.LogRecord = _LogRecord.__new__(_LogRecord)
+    values = record.__dict__
+    values.update(fields)
+    values["msg"] = msg
+    values["exc_info"] = exc_info
+    values["created"] = now
+    values["msecs"] = int((now - int(now)) * 1000) + 0.0
+    values["relativeCreated"] = (now - _LOGGING_STARTED) * 1000
+    values["threadName"] = threading.current_thread().name
+    if "taskName" in fields:  # Python 3.12+: the running asyncio task's name
+        values["taskName"] = _task_name()
+    return record
+
+
+_LOGGING_STARTED: float = getattr(logging, "_startTime", time.time())
+# A forked child has another process id (and name): its records start from fresh fields.
+os.register_at_fork(after_in_child=_record_fields.clear)
+
+
+class _LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A StreamHandler that writes each line and flushes under the lock it already holds.
+
+    `logging.StreamHandler.emit` takes the handler's lock a second time to flush; this
+    writes the same text with one lock per record.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            stream = self.stream
+            stream.write(self.format(record) + self.terminator)
+            stream.flush()
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+
+
+def _task_name() -> str | None:
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is None or not getattr(logging, "logAsyncioTasks", True):
+        return None
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:
+        return None
+    return None if task is None else str(task.get_name())
 
 
 def get_logger(name: str, **context: Any) -> Logger:
@@ -286,7 +358,7 @@ def configure_logging(
     out = stream if stream is not None else sys.stderr
     json_lines = fmt == "json" or (fmt == "auto" and not _isatty(out))
     active_masker = (masker or PiiMasker()) if mask else None
-    handler = logging.StreamHandler(out)
+    handler = _LineHandler(out)
     handler.setFormatter(_formatter(json_lines, active_masker, _isatty(out)))
     if sample_rates:
         handler.addFilter(SamplingFilter(sample_rates))
@@ -308,44 +380,6 @@ def _isatty(stream: TextIO) -> bool:
     return bool(isatty and isatty())
 
 
-class _UtcTimestamper:
-    """Processor: ``timestamp`` in ISO 8601 UTC with microseconds (``...T07:35:25.012345Z``).
-
-    The same text as structlog's ``TimeStamper(fmt="iso", utc=True)``, always with six
-    decimals; the date and time of day are formatted once per second, not per event.
-    """
-
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
-        self._clock = clock
-        self._second: tuple[int, str] = (-1, "")
-
-    def __call__(self, _logger: Any, _method: str, event_dict: Any) -> Any:
-        now = self._clock()
-        second = int(now)
-        cached = self._second
-        if cached[0] != second:
-            cached = self._second = (
-                second,
-                time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)),
-            )
-        event_dict["timestamp"] = f"{cached[1]}.{int((now - second) * 1_000_000):06d}Z"
-        return event_dict
-
-
-def _json_default(value: Any) -> Any:
-    """What JSON cannot encode: ``__structlog__()`` when defined, else ``repr`` (as structlog)."""
-    method = getattr(value, "__structlog__", None)
-    return method() if callable(method) else repr(value)
-
-
-# One encoder for every line: json.dumps(default=...) would build a new one per call.
-_JSON_ENCODER = json.JSONEncoder(default=_json_default)
-
-
-def _render_json(event: Any, **_dumps_kw: Any) -> str:
-    return _JSON_ENCODER.encode(event)
-
-
 class _Formatter(structlog.stdlib.ProcessorFormatter):
     """structlog's `ProcessorFormatter` with a fast path for safeship's own `Logger`.
 
@@ -355,13 +389,21 @@ class _Formatter(structlog.stdlib.ProcessorFormatter):
     Every other record takes structlog's path unchanged.
     """
 
+    def __init__(
+        self, *args: Any, json_line: JsonLineRenderer | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self._json_line = json_line
+
     def format(self, record: logging.LogRecord) -> str:
         event = record.msg
         logger = record.__dict__.get("_logger")
         if type(event) is not _EventDict or logger is None or record.stack_info:
             return super().format(record)
-        logger = self.logger or logger
         method: str = record.__dict__["_name"]
+        if self._json_line is not None:
+            return self._json_line(event, method, record.name, record.created)
+        logger = self.logger or logger
         ed: Any = dict(event)
         ed["_record"] = record
         ed["_from_structlog"] = True
@@ -381,13 +423,14 @@ def _formatter(
     renderer: Any
     if json_lines:
         enrich.append(structlog.processors.format_exc_info)
-        renderer = structlog.processors.JSONRenderer(serializer=_render_json)
+        renderer = structlog.processors.JSONRenderer(serializer=render_json)
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=colors)
     if masker is not None:
         enrich.append(masker)
     # Added after masking: safeship makes these values, they carry no PII.
-    enrich.append(_UtcTimestamper())
+    timestamper = UtcTimestamper()
+    enrich.append(timestamper)
     enrich.append(add_trace_context)
     return _Formatter(
         foreign_pre_chain=[
@@ -396,6 +439,7 @@ def _formatter(
             count_foreign_alerts,
         ],
         processors=[*enrich, renderer],
+        json_line=JsonLineRenderer(masker, timestamper, add_trace_context) if json_lines else None,
     )
 
 

@@ -18,7 +18,7 @@ from safeship.web._asgi import (
     parse_networks,
     send_problem,
 )
-from safeship.web.keys import hash_key, is_digest, verify_any
+from safeship.web.keys import DigestSet, hash_key, is_digest
 from safeship.web.limiter import FailureStore, MemoryFailureStore, Verdict
 
 _log = get_logger("safeship.web.auth")
@@ -56,7 +56,7 @@ class ApiKeyAuth:
         trusted_proxies: Iterable[str] = (),
     ) -> None:
         self.app = app
-        self._digests = _digests(keys, key_digests)
+        self._digests = DigestSet(_digests(keys, key_digests))
         self.protected_prefixes = tuple(protected_prefixes)
         if not self.protected_prefixes or any(
             not p.startswith("/") for p in self.protected_prefixes
@@ -96,7 +96,7 @@ class ApiKeyAuth:
             self._fail(scope, client, "missing")
             await self._reject(scope, send, 401, "an API key is required")
             return
-        if not verify_any(presented, self._digests):
+        if not self._digests.matches(presented):
             verdict = await self.store.record_failure(client)
             self._fail(scope, client, "invalid")
             await self._reject(scope, send, 401, "the API key is not valid")

@@ -55,11 +55,31 @@ def verify_key(presented: str, stored_digest: str) -> bool:
 
 def verify_any(presented: str, stored_digests: Iterable[str]) -> bool:
     """Whether ``presented`` matches any digest; every digest is compared, no early exit."""
-    candidate = _digest(presented)
-    matched = False
-    for stored in stored_digests:
-        matched |= hmac.compare_digest(candidate, _stored_bytes(stored))
-    return matched
+    return DigestSet(stored_digests).matches(presented)
+
+
+class DigestSet:
+    """Stored digests decoded once, for checking a presented key on every request.
+
+    `matches` is `verify_any` without decoding the hex digests each time: the presented
+    key is hashed and compared with every digest in constant time, no early exit.
+    """
+
+    __slots__ = ("_raw",)
+
+    def __init__(self, stored_digests: Iterable[str]) -> None:
+        self._raw = tuple(_stored_bytes(stored) for stored in stored_digests)
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def matches(self, presented: str) -> bool:
+        """Whether ``presented`` hashes to one of the digests."""
+        candidate = _digest(presented)
+        matched = False
+        for stored in self._raw:
+            matched |= hmac.compare_digest(candidate, stored)
+        return matched
 
 
 def generate_key(prefix: str = "ss_", nbytes: int = 32) -> str:

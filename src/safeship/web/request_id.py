@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import re
 from collections.abc import Callable
 
@@ -12,17 +13,20 @@ from safeship.web._asgi import ASGIApp, Message, Receive, Scope, Send, header_te
 _SAFE_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 
 
-_ID_ALPHABET = "abcdefghjkmnpqrstvwxyz"  # letters only: an id never looks like a card number
+#: Hex digits to letters: an id never holds a digit, so never looks like a card number.
+_HEX_TO_LETTERS = str.maketrans("0123456789abcdef", "bcdfghjkmnpqrstv")
+
+
+#: Request ids are correlation ids, not secrets: a generator of their own, seeded from
+#: the OS and reseeded in a forked child, so no two workers repeat a sequence and the
+#: ids reveal nothing of the ``random`` module's state that an application may rely on.
+_ids = random.Random(os.urandom(32))
+os.register_at_fork(after_in_child=lambda: _ids.seed(os.urandom(32)))
 
 
 def _random_id() -> str:
-    """128 random bits as 29 lower-case letters (digits could trip the PII masker)."""
-    number = int.from_bytes(os.urandom(16), "big")
-    chars = []
-    for _ in range(29):
-        number, index = divmod(number, len(_ID_ALPHABET))
-        chars.append(_ID_ALPHABET[index])
-    return "".join(chars)
+    """128 random bits as 32 lower-case letters (digits could trip the PII masker)."""
+    return f"{_ids.getrandbits(128):032x}".translate(_HEX_TO_LETTERS)
 
 
 class RequestIdMiddleware:
