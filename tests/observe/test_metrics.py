@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from types import SimpleNamespace
 
 import pytest
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 
-from safeship.observe import metrics
+from safeship.observe import http_metrics, metrics
+from safeship.observe.http_metrics import ProcessHttpMetrics, SharedHttpMetrics
 
 
 def test_render_latest_returns_text_format_with_safeship_metrics() -> None:
@@ -58,3 +60,66 @@ def test_observe_request_counts() -> None:
     before = value()
     metrics.observe_request("POST", "/count-test", 201, 0.2)
     assert value() == before + 1
+
+
+# -- the HTTP metrics of one process -----------------------------------------------------
+
+OBSERVED = [
+    ("GET", "/a", 200, 0.001),
+    ("GET", "/a", 200, 0.005),  # on a bound: counted in that bucket (le is inclusive)
+    ("GET", "/a", 500, 0.3),
+    ("POST", "/b/{id}", 201, 12.0),  # past the last bound: +Inf only
+    ("BREW", "/a", 418, 0.02),  # an unknown verb: OTHER
+]
+
+
+def _exposition(recorder: object) -> list[str]:
+    registry = CollectorRegistry()
+    registry.register(recorder)  # type: ignore[arg-type]
+    text = generate_latest(registry).decode()
+    return sorted(line for line in text.splitlines() if "_created" not in line)
+
+
+def test_process_metrics_expose_what_prometheus_client_metrics_expose() -> None:
+    fast = ProcessHttpMetrics(metrics.HTTP_BUCKETS)
+    reference = SharedHttpMetrics(metrics.HTTP_BUCKETS)
+    for recorder in (fast, reference):
+        recorder.started()
+        recorder.started()
+        for observation in OBSERVED:
+            recorder.finished(*observation)
+        recorder.started()
+    assert _exposition(fast) == _exposition(reference)
+    assert fast.snapshot()[("OTHER", "/a", 418)] == 1
+
+
+def test_process_metrics_count_exactly_across_threads() -> None:
+    recorder = ProcessHttpMetrics(metrics.HTTP_BUCKETS)
+
+    def work() -> None:
+        for _ in range(5000):
+            recorder.started()
+            recorder.finished("GET", "/t", 200, 0.01)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert recorder.snapshot() == {("GET", "/t", 200): 20_000}
+    assert "safeship_http_requests_in_progress 0.0" in _exposition(recorder)
+
+
+def test_process_metrics_bound_their_series(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(http_metrics, "MAX_SERIES", 3)
+    recorder = ProcessHttpMetrics(metrics.HTTP_BUCKETS)
+    for number in range(10):
+        recorder.observe("GET", f"/r{number}", 200, 0.01)
+    counts = recorder.snapshot()
+    assert len(counts) == 4 and counts[("GET", http_metrics.OVERFLOW_ROUTE, 200)] == 7
+
+
+@pytest.mark.parametrize("buckets", [(), (0.1, 0.05), (0.1, 0.1), (0.1, float("inf"))])
+def test_process_metrics_refuse_bad_buckets(buckets: tuple[float, ...]) -> None:
+    with pytest.raises(ValueError, match="buckets"):
+        ProcessHttpMetrics(buckets)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from typing import Any
 
@@ -12,8 +13,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from safeship.observe import metrics
+from safeship.observe.logging import request_id
 from safeship.web import BodySizeLimitMiddleware, TimeoutMiddleware
 from safeship.web._asgi import Message, PathPrefixes, Receive, Scope, Send
+from safeship.web.protect import ProtectedApp
+from safeship.web.request_id import RequestIdMiddleware
+from safeship.web.telemetry import ObserveMiddleware
 
 
 def http_scope(
@@ -173,3 +179,72 @@ paths = segments.map(lambda parts: "/" + "/".join(parts))
 @given(path=paths, prefixes=st.lists(st.one_of(paths, paths.map(lambda p: p + "/")), max_size=4))
 def test_prepared_prefixes_match_like_the_plain_rule(path: str, prefixes: list[str]) -> None:
     assert PathPrefixes(prefixes)(path) == reference_path_matches(path, prefixes)
+
+
+# -- protect's outer layers run as one -------------------------------------------------
+
+
+async def _answers(scope: Scope, receive: Receive, send: Send) -> None:
+    """An app whose behaviour the path picks: ok, a header of its own, failure, slowness."""
+    path = scope["path"]
+    if path == "/boom":
+        raise RuntimeError("boom")
+    if path == "/slow":
+        await asyncio.sleep(5)
+    if path == "/swallow":
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(5)
+    headers = [(b"x-request-id", b"the-apps-own")] if path == "/own-id" else []
+    rid = request_id.get() or ""
+    await send({"type": "http.response.start", "status": 201, "headers": headers})
+    await send({"type": "http.response.body", "body": rid.encode()})
+
+
+def _outer_layers(fused: bool) -> Any:
+    ids = iter(f"id{n}" for n in range(1000))
+
+    def make(app: Any) -> tuple[Any, Any, Any]:
+        return (
+            RequestIdMiddleware(app, generator=lambda: next(ids)),
+            ObserveMiddleware(app, route_label=lambda scope, status: scope["path"]),
+            TimeoutMiddleware(app, timeout=0.05),
+        )
+
+    if fused:
+        return ProtectedApp(_answers, *make(_answers))
+    timeout = TimeoutMiddleware(_answers, timeout=0.05)
+    observe = ObserveMiddleware(timeout, route_label=lambda scope, status: scope["path"])
+    return RequestIdMiddleware(observe, generator=lambda: next(ids))
+
+
+@pytest.mark.parametrize("path", ["/ok", "/own-id", "/boom", "/slow", "/swallow"])
+async def test_protected_app_acts_as_its_three_layers_stacked(
+    path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    seen = []
+    for fused in (False, True):
+        sent = Recorder()
+        scope = {**http_scope([(b"x-request-id", b"given-1")]), "path": path}
+        before = metrics.HTTP.snapshot()
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="safeship.access"):
+            try:
+                await _outer_layers(fused)(scope, body_receive(), sent)
+            except RuntimeError:
+                outcome = "raised"
+            else:
+                outcome = "returned"
+        lines = [
+            (r.name, r.msg.get("status"), r.msg.get("request_id"))  # type: ignore[attr-defined]
+            for r in caplog.records
+        ]
+        counted = metrics.HTTP.snapshot() - before
+        seen.append((outcome, sent.messages, lines, counted, request_id.get()))
+    assert seen[0] == seen[1]
+    _, messages, lines, counted, after = seen[1]
+    assert after is None and counted and (messages or path == "/boom")
+    assert (
+        "safeship.access",
+        500 if path == "/boom" else 504 if path == "/slow" else 201,
+        "given-1",
+    ) in lines

@@ -204,7 +204,7 @@ class _LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
             stream.flush()
         except RecursionError:
             raise
-        except Exception:
+        except Exception:  # noqa: BLE001 - logging's own rule: report, never raise
             self.handleError(record)
 
 

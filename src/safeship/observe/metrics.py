@@ -19,10 +19,10 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
-    Gauge,
-    Histogram,
     generate_latest,
 )
+
+from safeship.observe.http_metrics import KNOWN_METHODS, ProcessHttpMetrics, SharedHttpMetrics
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -36,22 +36,6 @@ UNMATCHED_ROUTE = "unmatched"
 #: Label used when the framework exposes no route template at all.
 UNKNOWN_ROUTE = "other"
 
-HTTP_REQUESTS = Counter(
-    "safeship_http_requests_total",
-    "HTTP requests handled, by method, route template and status code.",
-    ["method", "route", "status"],
-)
-HTTP_DURATION = Histogram(
-    "safeship_http_request_duration_seconds",
-    "Time from request start to the end of the response body, in seconds.",
-    ["method", "route"],
-    buckets=HTTP_BUCKETS,
-)
-HTTP_IN_PROGRESS = Gauge(
-    "safeship_http_requests_in_progress",
-    "HTTP requests currently being handled.",
-    multiprocess_mode="livesum",
-)
 LOG_ALERTS = Counter(
     "safeship_log_alerts_total",
     "Log events at ALERT level (conditions an operator must act on), by logger.",
@@ -63,14 +47,19 @@ AUTH_FAILURES = Counter(
     ["reason"],
 )
 
-_KNOWN_METHODS = frozenset(
-    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
-)
-
 
 def multiprocess_enabled() -> bool:
     """Whether metrics are aggregated across processes (``PROMETHEUS_MULTIPROC_DIR``)."""
     return bool(os.environ.get(MULTIPROC_ENV))
+
+
+#: The HTTP request metrics the middleware records (see `safeship.observe.http_metrics`).
+HTTP: ProcessHttpMetrics | SharedHttpMetrics
+if multiprocess_enabled():
+    HTTP = SharedHttpMetrics(HTTP_BUCKETS)
+else:
+    HTTP = ProcessHttpMetrics(HTTP_BUCKETS)
+    REGISTRY.register(HTTP)
 
 
 def render_latest(registry: CollectorRegistry | None = None) -> tuple[bytes, str]:
@@ -97,7 +86,7 @@ def mark_process_dead(pid: int) -> None:
 
 def method_label(method: str) -> str:
     """Bound the method label: unknown verbs collapse into ``OTHER``."""
-    return method if method in _KNOWN_METHODS else "OTHER"
+    return method if method in KNOWN_METHODS else "OTHER"
 
 
 def route_label(scope: Mapping[str, Any], status: int) -> str:
@@ -128,9 +117,7 @@ def _mount_prefix(scope: Mapping[str, Any]) -> str:
 
 def observe_request(method: str, route: str, status: int, duration: float) -> None:
     """Record one finished HTTP request."""
-    method = method_label(method)
-    HTTP_REQUESTS.labels(method, route, str(status)).inc()
-    HTTP_DURATION.labels(method, route).observe(duration)
+    HTTP.observe(method, route, status, duration)
 
 
 def grafana_dashboard() -> dict[str, Any]:

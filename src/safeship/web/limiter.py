@@ -84,6 +84,10 @@ class MemoryFailureStore:
 
     async def check(self, client: str) -> Verdict:
         """The current verdict for ``client``."""
+        return self.check_now(client)
+
+    def check_now(self, client: str) -> Verdict:
+        """`check` without awaiting: counts in memory need no I/O."""
         counts = self._clients.get(client)
         return ALLOWED if counts is None else self._verdict(counts, self._clock())
 

@@ -161,26 +161,41 @@ class TimeoutMiddleware:
             started = started or message["type"] == "http.response.start"
             await send(message)
 
-        deadlines = self._watch()
-        cancelling = task.cancelling()
-        watched = deadlines.enter(task, self.timeout)
+        watch = self.watch(task)
         try:
             await self.app(scope, receive, tracking_send)
         except asyncio.CancelledError:
-            # Like asyncio.timeout: only our own cancellation becomes a timeout.
-            if task not in deadlines.expired:
+            if not self.is_own_timeout(task, watch):
                 raise
-            deadlines.expired.discard(task)
-            if task.uncancel() > cancelling:
-                raise  # cancelled from elsewhere too: that cancellation wins
-            await self._timed_out(scope, send, started)
+            await self.timed_out(scope, send, started)
         finally:
-            watched.discard(task)
-            if task in deadlines.expired:  # expired, but the app swallowed the cancel
-                deadlines.expired.discard(task)
-                task.uncancel()
+            self.release(task, watch)
 
-    async def _timed_out(self, scope: Scope, send: Send, started: bool) -> None:
+    def watch(self, task: asyncio.Task[Any]) -> tuple[set[asyncio.Task[Any]], int]:
+        """Start the clock on ``task``; pass the result to `is_own_timeout` and `release`."""
+        return self._watch().enter(task, self.timeout), task.cancelling()
+
+    def is_own_timeout(
+        self, task: asyncio.Task[Any], watch: tuple[set[asyncio.Task[Any]], int]
+    ) -> bool:
+        """On CancelledError: whether it is this timeout's (then the task is uncancelled)."""
+        deadlines = self._watch()
+        # Like asyncio.timeout: only our own cancellation becomes a timeout.
+        if task not in deadlines.expired:
+            return False
+        deadlines.expired.discard(task)
+        return task.uncancel() <= watch[1]  # cancelled from elsewhere too: that one wins
+
+    def release(self, task: asyncio.Task[Any], watch: tuple[set[asyncio.Task[Any]], int]) -> None:
+        """Stop watching ``task`` (in ``finally``)."""
+        watch[0].discard(task)
+        deadlines = self._watch()
+        if task in deadlines.expired:  # expired, but the app swallowed the cancel
+            deadlines.expired.discard(task)
+            task.uncancel()
+
+    async def timed_out(self, scope: Scope, send: Send, started: bool) -> None:
+        """Answer 504, or end a response already started with an error."""
         _log.warning("http.timeout", path=scope.get("path"), timeout=self.timeout)
         if started:
             raise TimeoutError(f"the request took longer than {self.timeout:g}s")

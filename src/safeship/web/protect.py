@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Iterable, Mapping
 
 from safeship.observe.health import HealthRegistry
-from safeship.observe.logging import configure_logging, is_configured
-from safeship.web._asgi import ASGIApp
+from safeship.observe.logging import configure_logging, is_configured, request_id
+from safeship.web._asgi import ASGIApp, Message, Receive, Scope, Send
 from safeship.web.auth import ApiKeyAuth
 from safeship.web.csrf import OriginCheckMiddleware
 from safeship.web.endpoints import DEFAULT_HEALTH_PATHS, HealthEndpoints, MetricsEndpoint
 from safeship.web.limiter import FailureStore
 from safeship.web.limits import BodySizeLimitMiddleware, TimeoutMiddleware
-from safeship.web.request_id import RequestIdMiddleware
+from safeship.web.request_id import RequestIdMiddleware, with_header
 from safeship.web.telemetry import ObserveMiddleware, RouteLabel
 
 
@@ -66,18 +68,80 @@ def protect(
         wrapped = BodySizeLimitMiddleware(wrapped, max_body_bytes=max_body_bytes)
     if health is not None:
         wrapped = HealthEndpoints(wrapped, health, paths=health_paths)
-    if request_timeout is not None:
-        wrapped = TimeoutMiddleware(wrapped, timeout=request_timeout)
+    timeout = (
+        None if request_timeout is None else TimeoutMiddleware(wrapped, timeout=request_timeout)
+    )
+    observe = None
     if access_log or metrics:
         quiet = (*health_paths.values(), *((metrics_path,) if metrics_path else ()))
-        wrapped = ObserveMiddleware(
+        observe = ObserveMiddleware(
             wrapped,
             access_log=access_log,
             metrics=metrics,
             quiet_paths=quiet,
             route_label=route_label,
         )
-    return RequestIdMiddleware(wrapped)
+    return ProtectedApp(wrapped, RequestIdMiddleware(wrapped), observe, timeout)
+
+
+class ProtectedApp:
+    """The outer layers of `protect` run as one: request id, access log, metrics, timeout.
+
+    Each behaves as its own middleware (`RequestIdMiddleware`, `ObserveMiddleware`,
+    `TimeoutMiddleware`) stacked in that order would, with one wrapper around ``send``
+    instead of three, which matters on every request.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        request_ids: RequestIdMiddleware,
+        observe: ObserveMiddleware | None,
+        timeout: TimeoutMiddleware | None,
+    ) -> None:
+        self.app = app
+        self.request_ids = request_ids
+        self.observe = observe
+        self.timeout = timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        task = asyncio.current_task()
+        if scope["type"] != "http" or task is None:
+            await self.app(scope, receive, send)  # the three layers only act on HTTP
+            return
+        rid, encoded = self.request_ids.assign(scope)
+        token = request_id.set(rid)
+        key = self.request_ids.header_key
+        status = 500
+        started = False
+
+        async def send_wrapped(message: Message) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                started = True
+                message["headers"] = with_header(message.get("headers", ()), key, encoded)
+            await send(message)
+
+        observe, timeout = self.observe, self.timeout
+        began = time.perf_counter()
+        if observe is not None:
+            observe.begin()
+        watch = None if timeout is None else timeout.watch(task)
+        try:
+            await self.app(scope, receive, send_wrapped)
+        except asyncio.CancelledError:
+            if timeout is None or watch is None or not timeout.is_own_timeout(task, watch):
+                raise
+            await timeout.timed_out(scope, send_wrapped, started)
+        finally:
+            try:
+                if timeout is not None and watch is not None:
+                    timeout.release(task, watch)
+                if observe is not None:
+                    observe.finish(scope, status, time.perf_counter() - began)
+            finally:
+                request_id.reset(token)
 
 
 def _root_has_handlers() -> bool:

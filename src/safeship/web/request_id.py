@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from safeship.observe.logging import request_id
-from safeship.web._asgi import ASGIApp, Message, Receive, Scope, Send, header_text
+from safeship.web._asgi import ASGIApp, Headers, Message, Receive, Scope, Send, header_text
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 
@@ -58,23 +58,38 @@ class RequestIdMiddleware:
         value = header_text(scope, self._key)
         return value if value is not None and _SAFE_ID.fullmatch(value) else None
 
+    @property
+    def header_key(self) -> bytes:
+        """The response header's name, lower-case bytes."""
+        return self._key
+
+    def assign(self, scope: Scope) -> tuple[str, bytes]:
+        """The request's id (kept or generated), stored in ``scope["state"]``; also encoded."""
+        rid = self._incoming(scope) or self.generator()
+        scope.setdefault("state", {})["request_id"] = rid
+        return rid, rid.encode("latin-1", "replace")
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rid = self._incoming(scope) or self.generator()
-        scope.setdefault("state", {})["request_id"] = rid
+        rid, encoded = self.assign(scope)
         token = request_id.set(rid)
-        encoded = rid.encode("latin-1", "replace")
+        key = self._key
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != self._key]
-                headers.append((self._key, encoded))
-                message["headers"] = headers
+                message["headers"] = with_header(message.get("headers", ()), key, encoded)
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
         finally:
             request_id.reset(token)
+
+
+def with_header(headers: Iterable[tuple[bytes, bytes]], key: bytes, value: bytes) -> Headers:
+    """``headers`` with ``key`` (lower-case) set to ``value``, replacing any earlier value."""
+    kept = [(k, v) for k, v in headers if k.lower() != key]
+    kept.append((key, value))
+    return kept

@@ -38,7 +38,6 @@ class ObserveMiddleware:
         self.quiet_paths = tuple(quiet_paths)
         self._is_quiet = PathPrefixes(self.quiet_paths)
         self.route_label: RouteLabel = route_label or _default_route_label
-        self._series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -53,38 +52,25 @@ class ObserveMiddleware:
                 status = int(message["status"])
             await send(message)
 
-        if self.metrics:
-            metrics.HTTP_IN_PROGRESS.inc()
+        self.begin()
         try:
             await self.app(scope, receive, send_observed)
         finally:
-            duration = time.perf_counter() - started
-            if self.metrics:
-                metrics.HTTP_IN_PROGRESS.dec()
-            self._record(scope, status, duration)
+            self.finish(scope, status, time.perf_counter() - started)
 
-    def _record(self, scope: Scope, status: int, duration: float) -> None:
+    def begin(self) -> None:
+        """A request starts (counted in progress)."""
+        if self.metrics:
+            metrics.HTTP.started()
+
+    def finish(self, scope: Scope, status: int, duration: float) -> None:
+        """A request ended with ``status``: record its metrics and access-log line."""
         route = self.route_label(scope, status)
         method = str(scope.get("method", "GET"))
         if self.metrics:
-            self._observe(method, route, status, duration)
+            metrics.HTTP.finished(method, route, status, duration)
         if self.access_log:
             self._log(scope, method, route, status, duration)
-
-    def _observe(self, method: str, route: str, status: int, duration: float) -> None:
-        """Like `metrics.observe_request`, with label children cached (labels are bounded)."""
-        key = (method, route, status)
-        series = self._series.get(key)
-        if series is None:
-            label = metrics.method_label(method)
-            series = (
-                metrics.HTTP_REQUESTS.labels(label, route, str(status)),
-                metrics.HTTP_DURATION.labels(label, route),
-            )
-            if len(self._series) < 10_000:
-                self._series[key] = series
-        series[0].inc()
-        series[1].observe(duration)
 
     def _log(self, scope: Scope, method: str, route: str, status: int, duration: float) -> None:
         path = str(scope.get("path", ""))
