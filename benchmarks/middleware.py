@@ -219,11 +219,11 @@ class Load:
 
 
 @contextmanager
-def server(impl: str, key: str) -> Iterator[Server]:
+def server(impl: str, key: str, prefix: tuple[str, ...] = ()) -> Iterator[Server]:
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
     process = subprocess.Popen(
-        [sys.executable, __file__, "--serve", impl],
-        env={**env, KEY_ENV: key},
+        [*prefix, sys.executable, __file__, "--serve", impl],
+        env={**env, KEY_ENV: key, "PYTHONHASHSEED": "0"},
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -303,9 +303,81 @@ def run_rounds(servers: list[Server], key: str, rounds: int, seconds: int) -> li
     return results
 
 
+def sequential_requests(srv: Server, key: str, count: int) -> None:
+    """``count`` keep-alive GETs, one at a time, each checked."""
+    import http.client
+
+    connection = http.client.HTTPConnection(HOST, srv.port, timeout=120)
+    try:
+        for _ in range(count):
+            connection.request("GET", PATH, headers={"X-API-Key": key})
+            response = connection.getresponse()
+            if response.read() != b"pong":
+                raise RuntimeError(f"{srv.impl} answered {response.status}")
+    finally:
+        connection.close()
+
+
+_TOTALS = re.compile(r"^totals:\s+(\d+)", re.MULTILINE)
+
+
+def instructions_per_request(impl: str, key: str, count: int, workdir: str) -> float:
+    """CPU instructions the server process runs per request, counted by callgrind.
+
+    The server starts uninstrumented, answers a warm-up, then callgrind counts every
+    instruction of the next ``count`` requests (user space: the kernel's share, such as
+    the write of a log line, is not counted). The count is the same on every run, so it
+    compares stacks exactly where wrk's figures move with the machine's load.
+    """
+    out = os.path.join(workdir, f"callgrind.{impl}")
+    prefix = (
+        "valgrind", "--tool=callgrind", "--instr-atstart=no",
+        f"--callgrind-out-file={out}", "--log-file=" + out + ".log",
+    )  # fmt: skip
+    with server(impl, key, prefix) as srv:
+        check_ready(srv, key, time.monotonic() + 120)
+        sequential_requests(srv, key, 200)
+        pid = str(srv.process.pid)
+        control = ["callgrind_control"]
+        subprocess.run([*control, "-i", "on", pid], check=True, capture_output=True)
+        sequential_requests(srv, key, count)
+        subprocess.run([*control, "-d", pid], check=True, capture_output=True)
+        dumps = [n for n in os.listdir(workdir) if n.startswith(f"callgrind.{impl}.")]
+        counted = [_TOTALS.search(open(os.path.join(workdir, n)).read()) for n in dumps]  # noqa: SIM115
+        totals = [int(m.group(1)) for m in counted if m]
+        if len(totals) != 1:
+            raise RuntimeError(f"callgrind wrote {len(totals)} dumps for {impl}, not one")
+        return totals[0] / count
+
+
+def run_instructions(key: str, count: int) -> dict[str, float]:
+    import tempfile
+
+    counts: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as workdir:
+        for impl in IMPLS:
+            counts[impl] = instructions_per_request(impl, key, count, workdir)
+            print(f"{impl}: {counts[impl]:,.0f} instructions/request", file=sys.stderr)
+    return counts
+
+
 def emit(case: str, impl: str, value: float, unit: str) -> None:
     line = {"bench": BENCH, "case": case, "impl": impl, "value": value, "unit": unit}
     print(json.dumps(line), flush=True)
+
+
+def report_instructions(counts: dict[str, float]) -> None:
+    for impl in IMPLS:
+        emit(f"{CASE}-instructions", impl, round(counts[impl]), "instructions/request")
+    for impl in IMPLS[1:]:
+        ratio = counts["baseline"] / counts[impl]
+        emit(f"{CASE}-instructions-ratio", impl, round(ratio, 3), "ratio")
+    print(
+        "by instruction count, safeship keeps"
+        f" {counts['baseline'] / counts['safeship']:.0%} of bare Starlette's throughput;"
+        f" peer-stack keeps {counts['baseline'] / counts['peer-stack']:.0%}",
+        file=sys.stderr,
+    )
 
 
 def report(results: list[dict[str, Load]]) -> None:
@@ -334,6 +406,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="shorter runs (whole run < 60 s)")
     parser.add_argument("--rounds", type=int, help="wrk runs per implementation")
     parser.add_argument("--duration", type=int, help="whole seconds per wrk run")
+    parser.add_argument(
+        "--no-instructions", action="store_true", help="skip the callgrind instruction count"
+    )
     parser.add_argument("--serve", choices=IMPLS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -354,6 +429,11 @@ def main() -> None:
             wrk(srv, key, 1)  # warm-up: imports, caches, first label children
         results = run_rounds(servers, key, rounds, seconds)
     report(results)
+    if args.no_instructions:
+        return
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        sys.exit("the instruction count needs valgrind (scripts/ensure-system-deps installs it)")
+    report_instructions(run_instructions(key, 300 if args.quick else 1000))
 
 
 if __name__ == "__main__":

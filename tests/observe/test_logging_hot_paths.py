@@ -162,10 +162,7 @@ def record_of(name: str, method: str, level: int, fields: dict[str, object]) -> 
     logger = logging.getLogger(name)
     data = _EventDict(event="test.event")
     data.update(fields)
-    record = _make_record(logger, level, data, None)
-    record._logger = logger  # type: ignore[attr-defined]
-    record._name = method  # type: ignore[attr-defined]
-    return record
+    return _make_record(logger, level, data, None, method)
 
 
 @example(
@@ -205,3 +202,28 @@ def test_cached_fields_never_hold_a_masked_value() -> None:
     renderer = formatter._json_line  # type: ignore[attr-defined]
     cached = " ".join(renderer._fields.values())
     assert '"m": "GET"' in cached and "jane" not in cached
+
+
+TIMING = ("created", "msecs", "relativeCreated")
+
+
+def test_records_made_from_cached_fields_equal_logging_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    logger = logging.getLogger("app.records")
+    msg = _EventDict(event="x")
+    for _ in range(2):  # the second from the cache
+        ours = vars(_make_record(logger, logging.WARNING, msg, None, "warning"))
+        theirs = vars(logger.makeRecord(logger.name, logging.WARNING, "", 0, msg, (), None))
+        assert {k: v for k, v in ours.items() if k not in TIMING} == {
+            **{k: v for k, v in theirs.items() if k not in TIMING},
+            "_logger": logger,
+            "_name": "warning",
+        }
+        assert abs(ours["created"] - theirs["created"]) < 1.0
+
+    class Tagged(logging.LogRecord):
+        pass
+
+    monkeypatch.setattr(logging, "_logRecordFactory", Tagged)
+    assert type(_make_record(logger, logging.INFO, msg, None, "info")) is Tagged

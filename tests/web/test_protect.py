@@ -177,3 +177,64 @@ def test_protect_validates_settings_at_start_up() -> None:
         protect(starlette_app(), api_keys=["k"], trusted_proxies=["nope"], configure_logs=False)
     with pytest.raises(ValueError, match="digests"):
         protect(starlette_app(), api_key_digests=["abc"], configure_logs=False)
+
+
+def _both_forms() -> list[object]:
+    """protect()'s app, and the same layers without the shortcut past them."""
+    from safeship.web.protect import ProtectedApp
+
+    def build() -> ProtectedApp:
+        app = protect(
+            starlette_app(),
+            api_keys=["ss_right_key"],
+            health=HealthRegistry(),
+            allowed_origins=["https://app.example.com"],
+            max_body_bytes=10,
+            configure_logs=False,
+        )
+        assert isinstance(app, ProtectedApp)
+        return app
+
+    fast, plain = build(), build()
+    layered = ProtectedApp(plain.app, plain.request_ids, plain.observe, plain.timeout)
+    return [fast, layered]
+
+
+REQUESTS: list[tuple[str, str, dict[str, str], bytes | None]] = [
+    ("GET", "/items/1", {}, None),
+    ("GET", "/livez", {}, None),
+    ("HEAD", "/readyz", {}, None),
+    ("POST", "/livez", {}, None),
+    ("GET", "/metrics", {}, None),
+    ("GET", "/admin/stats", {}, None),
+    ("GET", "/admin/stats", {"X-API-Key": "ss_right_key"}, None),
+    ("OPTIONS", "/admin/stats", {}, None),
+    ("POST", "/items/1", {"Content-Length": "11"}, b"x" * 11),
+    ("POST", "/items/1", {"Cookie": "s=1", "Origin": "https://evil.example"}, b"x"),
+    ("POST", "/items/1", {"Cookie": "s=1", "Origin": "https://app.example.com"}, b"x"),
+    *[("GET", "/admin/stats", {"X-API-Key": f"wrong-{n}"}, None) for n in range(7)],
+    ("GET", "/admin/stats", {"X-API-Key": "ss_right_key"}, None),  # now limited: 429
+]
+
+
+async def test_the_shortcut_past_the_layers_answers_as_the_layers_do() -> None:
+    answers = []
+    for app in _both_forms():
+        seen = []
+        async with client(app) as c:
+            for method, path, headers, body in REQUESTS:
+                sent = {"X-Request-ID": "r-1", **headers}
+                response = await c.request(method, path, headers=sent, content=body)
+                kept = {
+                    k: v
+                    for k, v in response.headers.items()
+                    if k not in ("x-request-id", "content-length")
+                }
+                text = "" if path == "/metrics" else response.text
+                seen.append((method, path, response.status_code, kept, text))
+        answers.append(seen)
+    assert answers[0] == answers[1]
+    statuses = [status for _, _, status, _, _ in answers[0]]
+    # probes answer; POST /livez and the good-origin POST reach the app (404/405)
+    assert statuses[:11] == [200, 200, 200, 404, 200, 401, 200, 405, 413, 403, 405]
+    assert statuses[11:] == [401] * 5 + [429] * 3  # limited after 5 failures, even the right key

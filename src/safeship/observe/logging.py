@@ -141,10 +141,7 @@ class Logger:
         name = _LEVEL_NAMES.get(level) or logging.getLevelName(level).lower()
         # A record made directly and passed to handle() skips the caller lookup of
         # Logger.log: the stable event name already says where an event comes from.
-        record = _make_record(self._logger, level, data, exc_info or None)
-        record._logger = self._logger  # what structlog's ProcessorFormatter reads
-        record._name = name
-        self._logger.handle(record)
+        self._logger.handle(_make_record(self._logger, level, data, exc_info or None, name))
 
 
 _LogRecord = logging.LogRecord
@@ -154,37 +151,48 @@ _record_fields: dict[tuple[str, int, int], dict[str, Any]] = {}
 _RECORD_FIELDS_MAX = 1024
 
 
-def _make_record(logger: logging.Logger, level: int, msg: Any, exc_info: Any) -> logging.LogRecord:
+def _make_record(
+    logger: logging.Logger, level: int, msg: Any, exc_info: Any, method: str
+) -> logging.LogRecord:
     """The LogRecord ``logger.makeRecord`` would make, built from cached fields.
 
     Only the time, message and exception differ between events of one logger, level and
-    thread, so the rest is copied instead of recomputed. A custom record factory
-    (`logging.setLogRecordFactory`) is always honoured through ``makeRecord``.
+    thread, so the rest is copied instead of recomputed. ``method`` is the level's name
+    for structlog's formatter. A custom record factory (`logging.setLogRecordFactory`)
+    is always honoured through ``makeRecord``.
     """
     if logging.getLogRecordFactory() is not _LogRecord:
-        return logger.makeRecord(logger.name, level, "", 0, msg, (), exc_info)
-    key = (logger.name, level, threading.get_ident())
+        made = logger.makeRecord(logger.name, level, "", 0, msg, (), exc_info)
+        made._logger = logger  # what structlog's ProcessorFormatter reads
+        made._name = method
+        return made
+    key = (logger.name, level, get_ident())
     fields = _record_fields.get(key)
     if fields is None:
         fields = _LogRecord(logger.name, level, "", 0, None, (), None).__dict__.copy()
+        fields["_logger"] = logger
+        fields["_name"] = method
         if len(_record_fields) >= _RECORD_FIELDS_MAX:
             _record_fields.clear()
         _record_fields[key] = fields
     now = time.time()
-    record: logging.LogRecord = _LogRecord.__new__(_LogRecord)
-    values = record.__dict__
-    values.update(fields)
+    values = fields.copy()
     values["msg"] = msg
     values["exc_info"] = exc_info
     values["created"] = now
     values["msecs"] = int((now - int(now)) * 1000) + 0.0
     values["relativeCreated"] = (now - _LOGGING_STARTED) * 1000
-    values["threadName"] = threading.current_thread().name
+    values["threadName"] = current_thread().name
     if "taskName" in fields:  # Python 3.12+: the running asyncio task's name
         values["taskName"] = _task_name()
+    record: logging.LogRecord = _new_record(_LogRecord)
+    record.__dict__ = values
     return record
 
 
+_new_record = object.__new__
+get_ident = threading.get_ident
+current_thread = threading.current_thread
 _LOGGING_STARTED: float = getattr(logging, "_startTime", time.time())
 # A forked child has another process id (and name): its records start from fresh fields.
 os.register_at_fork(after_in_child=_record_fields.clear)

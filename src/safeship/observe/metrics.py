@@ -109,6 +109,8 @@ def route_label(scope: Mapping[str, Any], status: int) -> str:
 def _mount_prefix(scope: Mapping[str, Any]) -> str:
     """The part of ``root_path`` added by Starlette Mounts (the app's own root excluded)."""
     root = scope.get("root_path", "")
+    if not root:
+        return ""
     app_root = scope.get("app_root_path", root)
     if isinstance(root, str) and isinstance(app_root, str) and root.startswith(app_root):
         return root[len(app_root) :]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -21,11 +22,15 @@ from safeship.observe.masking import PiiMasker
 
 TraceProcessor = Callable[[Any, str, Any], Any]
 
+#: Trace ids come from OpenTelemetry, once something imported it.
+_OTEL_TRACE = "opentelemetry.trace"
 #: structlog's add_log_level renames these methods.
 _METHOD_LEVELS = {"exception": "error", "warn": "warning"}
 #: Cached fragments: at most this many, and only of values this short.
 _CACHE_MAX_ENTRIES = 4096
 _CACHE_MAX_LENGTH = 256
+#: Values that differ on every event: not worth a cache entry.
+_UNIQUE_KEYS = frozenset({"request_id"})
 #: Keys the fast path leaves to the general one (set by steps after masking).
 _LATE_KEYS = ("timestamp", "trace_id", "span_id")
 
@@ -133,24 +138,44 @@ class JsonLineRenderer:
         self._encode = value_encoder(check_circular=masker is None)
         self._fields: dict[tuple[str, str], str] = {}
         self._keys: dict[str, tuple[str, bool, bool]] = {}
+        self._tails: dict[tuple[str, str], str] = {}
 
     def __call__(self, event: Mapping[str, Any], method: str, logger: str, now: float) -> str:
         """The JSON line of ``event`` logged at ``method`` by ``logger`` at time ``now``."""
-        ed: Any = dict(event)
-        ed["level"] = _METHOD_LEVELS.get(method, method)
-        ed["logger"] = logger
-        if "exc_info" in ed:
-            ed = structlog.processors.format_exc_info(None, method, ed)
-        parts = self._fields_of(ed)
-        if parts is None:
-            return self._whole_chain(ed, method, now)
+        level = _METHOD_LEVELS.get(method, method)
+        if "level" in event or "logger" in event or "exc_info" in event:
+            ed: Any = dict(event)  # the chain's order: set in place, or appended
+            ed["level"] = level
+            ed["logger"] = logger
+            if "exc_info" in ed:
+                ed = structlog.processors.format_exc_info(None, method, ed)
+            parts = self._fields_of(ed)
+            if parts is None:
+                return self._whole_chain(ed, method, now)
+        else:
+            parts = self._fields_of(event)
+            if parts is None:
+                return self._whole_chain({**event, "level": level, "logger": logger}, method, now)
+            parts.append(self._level_and_logger(level, logger))
         parts.append('"timestamp": "' + self._stamp.text(now) + '"')
-        if self._trace is not None:
+        if self._trace is not None and _OTEL_TRACE in sys.modules:
             ids = self._trace(None, method, {})
             parts.extend(f"{_quote(key)}: {_quote(value)}" for key, value in ids.items())
         return "{" + ", ".join(parts) + "}"
 
-    def _fields_of(self, ed: dict[Any, Any]) -> list[str] | None:
+    def _level_and_logger(self, level: str, logger: str) -> str:
+        """The ``level`` and ``logger`` fields, in the chain's order after the event's."""
+        text = self._tails.get((level, logger))
+        if text is None:
+            level_field = self._string_field("level", level, self._key_info("level")[0], False)
+            logger_field = self._string_field("logger", logger, self._key_info("logger")[0], False)
+            text = level_field + ", " + logger_field
+            clean = ("level", level) in self._fields and ("logger", logger) in self._fields
+            if clean and len(self._tails) < _CACHE_MAX_ENTRIES:
+                self._tails[(level, logger)] = text
+        return text
+
+    def _fields_of(self, ed: Mapping[Any, Any]) -> list[str] | None:
         fields, keys = self._fields, self._keys
         parts: list[str] = []
         append = parts.append
@@ -186,7 +211,12 @@ class JsonLineRenderer:
         masker = self._masker
         masked = value if masker is None or verbatim else masker.mask_text(value)
         text = prefix + _quote(masked)
-        if masked == value and not verbatim and len(value) <= _CACHE_MAX_LENGTH:
+        if (
+            masked == value
+            and not verbatim
+            and len(value) <= _CACHE_MAX_LENGTH
+            and key not in _UNIQUE_KEYS
+        ):
             if len(self._fields) >= _CACHE_MAX_ENTRIES:
                 self._fields.clear()
             self._fields[(key, value)] = text

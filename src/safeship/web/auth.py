@@ -76,14 +76,31 @@ class ApiKeyAuth:
             return auth[7:].strip() or None
         return None
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def _applies(self, scope: Scope) -> bool:
         if scope["type"] not in ("http", "websocket") or not self._is_protected(
             scope.get("path", "")
         ):
+            return False
+        # CORS preflight carries no credentials
+        return scope["type"] != "http" or scope.get("method") != "OPTIONS"
+
+    def passes(self, scope: Scope) -> bool:
+        """Whether the request goes on to the app, decided without I/O and without
+        counting anything: unprotected, or a valid key from a client not limited. False
+        also when the store must be asked (not in memory): the layer itself decides then."""
+        if not self._applies(scope):
+            return True
+        store = self.store
+        if type(store) is not MemoryFailureStore:
+            return False
+        if not store.check_now(client_ip(scope, self.trusted_proxies)).allowed:
+            return False
+        presented = self._presented(scope)
+        return presented is not None and self._digests.matches(presented)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self._applies(scope):
             await self.app(scope, receive, send)
-            return
-        if scope["type"] == "http" and scope.get("method") == "OPTIONS":
-            await self.app(scope, receive, send)  # CORS preflight carries no credentials
             return
         client = client_ip(scope, self.trusted_proxies)
         store = self.store

@@ -47,14 +47,17 @@ class OriginCheckMiddleware:
         self.cookies_only = cookies_only
         self.require_origin = require_origin
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def _applies(self, scope: Scope) -> bool:
         if scope["type"] != "http" or scope.get("method") in SAFE_METHODS:
-            await self.app(scope, receive, send)
-            return
-        if self.cookies_only and header_text(scope, b"cookie") is None:
-            await self.app(scope, receive, send)
-            return
-        reason = self.refusal(scope)
+            return False
+        return not self.cookies_only or header_text(scope, b"cookie") is not None
+
+    def passes(self, scope: Scope) -> bool:
+        """Whether the request goes on to the app (safe, or from an allowed origin)."""
+        return not self._applies(scope) or self.refusal(scope) is None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        reason = self.refusal(scope) if self._applies(scope) else None
         if reason is None:
             await self.app(scope, receive, send)
             return

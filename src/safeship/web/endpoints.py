@@ -40,11 +40,23 @@ class HealthEndpoints:
         self.registry = registry
         self.by_path = {path: kind for kind, path in paths.items()}
 
+    def handles(self, scope: Scope) -> bool:
+        """Whether this request is a probe this layer answers."""
+        return (
+            scope["type"] == "http"
+            and scope.get("path", "") in self.by_path
+            and scope.get("method") in ("GET", "HEAD")
+        )
+
+    def passes(self, scope: Scope) -> bool:
+        """Whether the request goes on to the app (it is no probe)."""
+        return not self.handles(scope)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = self.by_path.get(scope.get("path", "")) if scope["type"] == "http" else None
-        if kind is None or scope.get("method") not in ("GET", "HEAD"):
+        if not self.handles(scope):
             await self.app(scope, receive, send)
             return
+        kind = self.by_path[scope["path"]]
         scope["safeship.route"] = scope["path"]
         report = await self.registry.run(kind)
         body = json.dumps(report.to_dict(), default=str).encode()
@@ -66,8 +78,12 @@ class MetricsEndpoint:
         self.app = app
         self.path = path
 
+    def passes(self, scope: Scope) -> bool:
+        """Whether the request goes on to the app (it is not for the metrics path)."""
+        return scope["type"] != "http" or scope.get("path") != self.path
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("path") != self.path:
+        if self.passes(scope):
             await self.app(scope, receive, send)
             return
         if scope.get("method") not in ("GET", "HEAD"):

@@ -45,18 +45,25 @@ class BodySizeLimitMiddleware:
                 chunked = True
         return length, chunked
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def passes(self, scope: Scope) -> bool:
+        """Whether the request goes to the app unguarded: its declared size is within the
+        limit and HTTP/1 framing bounds the body, so there is nothing to count."""
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+            return True
         length, chunked = self._declared_size(scope)
         if length is not None and length > self.max_body_bytes:
-            await self._refuse(send)
-            return
-        if not chunked and scope.get("http_version") in ("1.0", "1.1"):
-            # HTTP/1 framing: the body is exactly Content-Length bytes (none without it),
-            # and the server reads no further, so there is nothing left to count.
+            return False
+        # HTTP/1 framing: the body is exactly Content-Length bytes (none without it),
+        # and the server reads no further, so there is nothing left to count.
+        return not chunked and scope.get("http_version") in ("1.0", "1.1")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.passes(scope):
             await self.app(scope, receive, send)
+            return
+        length, _ = self._declared_size(scope)
+        if length is not None and length > self.max_body_bytes:
+            await self._refuse(send)
             return
         await self._guarded(scope, receive, send)
 
@@ -126,6 +133,11 @@ class _Deadlines:
             task.cancel()
 
 
+#: What `TimeoutMiddleware.watch` returns: the loop's deadlines, the slot, the task's
+#: cancellation count when it started.
+Watch = tuple[_Deadlines, set[asyncio.Task[Any]], int]
+
+
 class TimeoutMiddleware:
     """End requests that run longer than ``timeout`` seconds with 504.
 
@@ -171,27 +183,26 @@ class TimeoutMiddleware:
         finally:
             self.release(task, watch)
 
-    def watch(self, task: asyncio.Task[Any]) -> tuple[set[asyncio.Task[Any]], int]:
+    def watch(self, task: asyncio.Task[Any]) -> Watch:
         """Start the clock on ``task``; pass the result to `is_own_timeout` and `release`."""
-        return self._watch().enter(task, self.timeout), task.cancelling()
+        deadlines = self._watch()
+        return deadlines, deadlines.enter(task, self.timeout), task.cancelling()
 
-    def is_own_timeout(
-        self, task: asyncio.Task[Any], watch: tuple[set[asyncio.Task[Any]], int]
-    ) -> bool:
+    def is_own_timeout(self, task: asyncio.Task[Any], watch: Watch) -> bool:
         """On CancelledError: whether it is this timeout's (then the task is uncancelled)."""
-        deadlines = self._watch()
+        expired = watch[0].expired
         # Like asyncio.timeout: only our own cancellation becomes a timeout.
-        if task not in deadlines.expired:
+        if task not in expired:
             return False
-        deadlines.expired.discard(task)
-        return task.uncancel() <= watch[1]  # cancelled from elsewhere too: that one wins
+        expired.discard(task)
+        return task.uncancel() <= watch[2]  # cancelled from elsewhere too: that one wins
 
-    def release(self, task: asyncio.Task[Any], watch: tuple[set[asyncio.Task[Any]], int]) -> None:
+    def release(self, task: asyncio.Task[Any], watch: Watch) -> None:
         """Stop watching ``task`` (in ``finally``)."""
-        watch[0].discard(task)
-        deadlines = self._watch()
-        if task in deadlines.expired:  # expired, but the app swallowed the cancel
-            deadlines.expired.discard(task)
+        watch[1].discard(task)
+        expired = watch[0].expired
+        if expired and task in expired:  # expired, but the app swallowed the cancel
+            expired.discard(task)
             task.uncancel()
 
     async def timed_out(self, scope: Scope, send: Send, started: bool) -> None:

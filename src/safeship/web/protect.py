@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Protocol
 
 from safeship.observe.health import HealthRegistry
 from safeship.observe.logging import configure_logging, is_configured, request_id
@@ -51,8 +52,10 @@ def protect(
     if configure_logs and not is_configured() and not _root_has_handlers():
         configure_logging()
     wrapped: ASGIApp = app
+    layers: list[Layer] = []  # innermost first
     if metrics_path is not None:
         wrapped = MetricsEndpoint(wrapped, path=metrics_path)
+        layers.append(wrapped)
     if keys or digests:
         wrapped = ApiKeyAuth(
             wrapped,
@@ -62,12 +65,16 @@ def protect(
             store=auth_store,
             trusted_proxies=trusted_proxies,
         )
+        layers.append(wrapped)
     if allowed_origins is not None:
         wrapped = OriginCheckMiddleware(wrapped, allowed_origins=allowed_origins)
+        layers.append(wrapped)
     if max_body_bytes is not None:
         wrapped = BodySizeLimitMiddleware(wrapped, max_body_bytes=max_body_bytes)
+        layers.append(wrapped)
     if health is not None:
         wrapped = HealthEndpoints(wrapped, health, paths=health_paths)
+        layers.append(wrapped)
     timeout = (
         None if request_timeout is None else TimeoutMiddleware(wrapped, timeout=request_timeout)
     )
@@ -81,7 +88,22 @@ def protect(
             quiet_paths=quiet,
             route_label=route_label,
         )
-    return ProtectedApp(wrapped, RequestIdMiddleware(wrapped), observe, timeout)
+    return ProtectedApp(
+        wrapped,
+        RequestIdMiddleware(wrapped),
+        observe,
+        timeout,
+        shortcut=(app, tuple(layer.passes for layer in reversed(layers))),
+    )
+
+
+class Layer(Protocol):
+    """A guard or endpoint layer that can tell, without side effects, that it would only
+    pass a request on to the app."""
+
+    def passes(self, scope: Scope) -> bool:
+        """True when the layer would hand this request to the app untouched."""
+        ...
 
 
 class ProtectedApp:
@@ -89,7 +111,10 @@ class ProtectedApp:
 
     Each behaves as its own middleware (`RequestIdMiddleware`, `ObserveMiddleware`,
     `TimeoutMiddleware`) stacked in that order would, with one wrapper around ``send``
-    instead of three, which matters on every request.
+    instead of three, which matters on every request. With a ``shortcut`` (the user's
+    app and the ``passes`` checks of the layers in between), a request every layer
+    would pass untouched goes to the app directly; any other goes through the layers,
+    which answer it (probes, 401, 413...) as they do on their own.
     """
 
     def __init__(
@@ -98,11 +123,14 @@ class ProtectedApp:
         request_ids: RequestIdMiddleware,
         observe: ObserveMiddleware | None,
         timeout: TimeoutMiddleware | None,
+        *,
+        shortcut: tuple[ASGIApp, tuple[Callable[[Scope], bool], ...]] | None = None,
     ) -> None:
         self.app = app
         self.request_ids = request_ids
         self.observe = observe
         self.timeout = timeout
+        self._direct, self._checks = shortcut if shortcut is not None else (app, ())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         task = asyncio.current_task()
@@ -128,8 +156,13 @@ class ProtectedApp:
         if observe is not None:
             observe.begin()
         watch = None if timeout is None else timeout.watch(task)
+        target = self._direct
+        for passes in self._checks:
+            if not passes(scope):
+                target = self.app
+                break
         try:
-            await self.app(scope, receive, send_wrapped)
+            await target(scope, receive, send_wrapped)
         except asyncio.CancelledError:
             if timeout is None or watch is None or not timeout.is_own_timeout(task, watch):
                 raise

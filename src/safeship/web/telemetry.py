@@ -90,7 +90,7 @@ class ObserveMiddleware:
             path=path,
             route=route,
             status=status,
-            duration_ms=round(duration * 1000, 3),
+            duration_ms=int(duration * 1_000_000) / 1000,  # µs precision; no round()
             client=client[0] if client else None,
         )
 
