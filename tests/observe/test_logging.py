@@ -235,3 +235,19 @@ def test_reconfiguring_replaces_the_handler(stream: io.StringIO) -> None:
     get_logger("app").info("once")
     assert stream.getvalue() == ""
     assert len(lines(second)) == 1
+
+
+def test_event_logs_a_dict_of_fields_and_counts_alerts(caplog: pytest.LogCaptureFixture) -> None:
+    from safeship.observe.logging import ALERT
+    from safeship.observe.metrics import LOG_ALERTS
+
+    log = get_logger("app.fields")
+    before = LOG_ALERTS.labels("app.fields")._value.get()
+    with caplog.at_level(logging.INFO, logger="app.fields"):
+        log.event(logging.INFO, "order.placed", {"order_id": 7})
+        log.event(ALERT, "order.stuck", {"order_id": 8})
+    assert [(r.msg["event"], r.msg["order_id"]) for r in caplog.records] == [  # type: ignore[index]
+        ("order.placed", 7),
+        ("order.stuck", 8),
+    ]
+    assert LOG_ALERTS.labels("app.fields")._value.get() == before + 1

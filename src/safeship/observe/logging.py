@@ -124,6 +124,16 @@ class Logger:
             _count_alert(self._logger.name)
         self._emit(level, event, kv)
 
+    def event(self, level: int, event: str, fields: dict[str, Any]) -> None:
+        """Log ``event`` with ``fields`` (a dict the logger may keep: pass a fresh one).
+
+        `log` without keyword arguments, for fields already in a dict; the caller checks
+        `is_enabled_for` first when building the fields costs anything.
+        """
+        if level == ALERT:
+            _count_alert(self._logger.name)
+        self._emit(level, event, fields)
+
     def _emit(self, level: int, event: str, kv: dict[str, Any]) -> None:
         if not self._logger.isEnabledFor(level):
             return

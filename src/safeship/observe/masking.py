@@ -176,15 +176,19 @@ class PiiMasker:
         """Whether string values under ``key`` are written as they are (safeship's ids)."""
         return key in self._verbatim
 
-    def mask_text(self, text: str) -> str:
-        """Replace every pattern match in ``text``."""
+    def mask_text(self, text: str, *, remember: bool = True) -> str:
+        """Replace every pattern match in ``text``.
+
+        Short clean texts are remembered, so they are not searched again; pass
+        ``remember=False`` for values that never recur (request ids).
+        """
         if text in self._clean:
             return text
         masked = text
         for prefilter, substitute, replace in self._substitutions:
             if prefilter is None or prefilter(masked):
                 masked = substitute(replace, masked)
-        if masked == text and len(text) <= _CLEAN_MAX_LENGTH:
+        if remember and masked == text and len(text) <= _CLEAN_MAX_LENGTH:
             if len(self._clean) >= _CLEAN_MAX_ENTRIES:
                 self._clean.clear()
             self._clean.add(text)

@@ -208,15 +208,13 @@ class JsonLineRenderer:
         return parts
 
     def _string_field(self, key: str, value: str, prefix: str, verbatim: bool) -> str:
-        masker = self._masker
-        masked = value if masker is None or verbatim else masker.mask_text(value)
+        masker, unique = self._masker, key in _UNIQUE_KEYS
+        if masker is None or verbatim:
+            masked = value
+        else:
+            masked = masker.mask_text(value, remember=not unique)
         text = prefix + _quote(masked)
-        if (
-            masked == value
-            and not verbatim
-            and len(value) <= _CACHE_MAX_LENGTH
-            and key not in _UNIQUE_KEYS
-        ):
+        if masked == value and not verbatim and not unique and len(value) <= _CACHE_MAX_LENGTH:
             if len(self._fields) >= _CACHE_MAX_ENTRIES:
                 self._fields.clear()
             self._fields[(key, value)] = text

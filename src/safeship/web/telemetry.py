@@ -83,16 +83,15 @@ class ObserveMiddleware:
         if not _access_log.is_enabled_for(level):
             return
         client = scope.get("client")
-        _access_log.log(
-            level,
-            "http.request",
-            method=method,
-            path=path,
-            route=route,
-            status=status,
-            duration_ms=int(duration * 1_000_000) / 1000,  # µs precision; no round()
-            client=client[0] if client else None,
-        )
+        fields = {
+            "method": method,
+            "path": path,
+            "route": route,
+            "status": status,
+            "duration_ms": int(duration * 1_000_000) / 1000,  # µs precision; no round()
+            "client": client[0] if client else None,
+        }
+        _access_log.event(level, "http.request", fields)
 
 
 def _default_route_label(scope: Mapping[str, Any], status: int) -> str:
