@@ -22,7 +22,7 @@ from safeship.observe.logging import (
     configure_logging,
     get_logger,
 )
-from safeship.observe.masking import DEFAULT_MASK_PATTERNS, PiiMasker
+from safeship.observe.masking import DEFAULT_MASK_PATTERNS, MaskPattern, PiiMasker
 from safeship.observe.rendering import UtcTimestamper
 
 MASKER = PiiMasker()
@@ -227,3 +227,16 @@ def test_records_made_from_cached_fields_equal_logging_own(
 
     monkeypatch.setattr(logging, "_logRecordFactory", Tagged)
     assert type(_make_record(logger, logging.INFO, msg, None, "info")) is Tagged
+
+
+@given(text=st.text(st.characters(whitelist_categories=("Lu", "Ll", "Lt", "Lm", "Lo"))))
+def test_patterns_said_to_need_a_non_letter_never_match_letters(text: str) -> None:
+    assert text == "" or text.isalpha()
+    for pattern in DEFAULT_MASK_PATTERNS:
+        if not pattern.matches_letters:
+            assert pattern.regex.search(text) is None, (pattern.name, text)
+
+
+def test_a_custom_pattern_of_letters_is_still_applied_to_letter_only_text() -> None:
+    secret_word = MaskPattern("word", re.compile("swordfish"))
+    assert PiiMasker(patterns=[secret_word]).mask_text("swordfish") == "***"

@@ -248,3 +248,33 @@ async def test_protected_app_acts_as_its_three_layers_stacked(
         500 if path == "/boom" else 504 if path == "/slow" else 201,
         "given-1",
     ) in lines
+
+
+def test_request_id_header_replaces_the_apps_own_in_any_case() -> None:
+    from safeship.web.request_id import with_header
+
+    given = [(b"a", b"1"), (b"X-Request-ID", b"old"), (b"b", b"2"), (b"x-request-id", b"o2")]
+    assert with_header(given, b"x-request-id", b"new") == [
+        (b"a", b"1"),
+        (b"b", b"2"),
+        (b"x-request-id", b"new"),
+    ]
+    assert with_header((), b"x-request-id", b"new") == [(b"x-request-id", b"new")]
+
+
+def test_generated_request_ids_differ_in_a_forked_child() -> None:
+    import os
+
+    from safeship.web.request_id import _random_id
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next id, to the parent
+        os.write(write, _random_id().encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    parent = _random_id()
+    assert len(child) == len(parent) == 32 and child != parent

@@ -55,6 +55,10 @@ class MaskPattern:
     regex: re.Pattern[str]
     validate: Callable[[str], bool] | None = None
     prefilter: Callable[[str], bool] | None = None
+    #: False when no match can consist of letters only (every match holds a digit,
+    #: ``@`` or a space): letter-only text (event names, request ids) then skips the
+    #: pattern without any search.
+    matches_letters: bool = True
 
 
 def _has_at(text: str) -> bool:
@@ -82,17 +86,20 @@ DEFAULT_MASK_PATTERNS: tuple[MaskPattern, ...] = (
         "email",
         re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"),
         prefilter=_has_at,
+        matches_letters=False,
     ),
     MaskPattern(
         "bearer",
         re.compile(r"(?i)\b(?:bearer|basic|token)\s+[A-Za-z0-9._~+/=-]{8,}"),
         prefilter=_has_whitespace,
+        matches_letters=False,
     ),
     MaskPattern(
         "card",
         re.compile(r"(?<!\d)\d(?:[ -]?\d){12,18}(?!\d)"),
         _luhn_ok,
         prefilter=_has_non_letter,
+        matches_letters=False,
     ),
     MaskPattern(
         "phone",
@@ -104,6 +111,7 @@ DEFAULT_MASK_PATTERNS: tuple[MaskPattern, ...] = (
             r"|\d(?<![\d-]\d)\d{2}-\d{3}-\d{4}(?![\d-])"
         ),
         prefilter=_has_phone_start,
+        matches_letters=False,
     ),
 )
 
@@ -154,6 +162,7 @@ class PiiMasker:
         # they recur on every event, so the patterns run once per distinct value. Only
         # unchanged strings are kept, so the cache never holds a secret.
         self._clean: set[str] = set()
+        self._letters_are_clean = not any(p.matches_letters for p in self._patterns)
         self._known_keys: dict[str, tuple[str, bool]] = {}
 
     def __call__(self, _logger: Any, _method: str, event_dict: Any) -> Any:
@@ -182,7 +191,7 @@ class PiiMasker:
         Short clean texts are remembered, so they are not searched again; pass
         ``remember=False`` for values that never recur (request ids).
         """
-        if text in self._clean:
+        if text in self._clean or (self._letters_are_clean and text.isalpha()):
             return text
         masked = text
         for prefilter, substitute, replace in self._substitutions:

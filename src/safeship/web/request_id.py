@@ -13,8 +13,10 @@ from safeship.web._asgi import ASGIApp, Headers, Message, Receive, Scope, Send, 
 _SAFE_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 
 
-#: Hex digits to letters: an id never holds a digit, so never looks like a card number.
-_HEX_TO_LETTERS = str.maketrans("0123456789abcdef", "bcdfghjkmnpqrstv")
+#: Each random byte to one of 16 letters (4 bits, uniform: 256 is a multiple of 16). An
+#: id never holds a digit, so it never looks like a card number to the log masker.
+_LETTERS = b"bcdfghjkmnpqrstv"
+_BYTE_TO_LETTER = bytes(_LETTERS[value % 16] for value in range(256))
 
 
 #: Request ids are correlation ids, not secrets: a generator of their own, seeded from
@@ -26,7 +28,7 @@ os.register_at_fork(after_in_child=lambda: _ids.seed(os.urandom(32)))
 
 def _random_id() -> str:
     """128 random bits as 32 lower-case letters (digits could trip the PII masker)."""
-    return f"{_ids.getrandbits(128):032x}".translate(_HEX_TO_LETTERS)
+    return _ids.randbytes(32).translate(_BYTE_TO_LETTER).decode("ascii")
 
 
 class RequestIdMiddleware:
@@ -90,6 +92,11 @@ class RequestIdMiddleware:
 
 def with_header(headers: Iterable[tuple[bytes, bytes]], key: bytes, value: bytes) -> Headers:
     """``headers`` with ``key`` (lower-case) set to ``value``, replacing any earlier value."""
-    kept = [(k, v) for k, v in headers if k.lower() != key]
+    kept = list(headers)
+    size = len(key)
+    for name, _ in kept:
+        if len(name) == size and name.lower() == key:  # names of another length never match
+            kept = [(k, v) for k, v in kept if k.lower() != key]
+            break
     kept.append((key, value))
     return kept
