@@ -2,6 +2,7 @@
 bare Starlette, the full ``safeship.web.protect`` stack and a peer stack of popular packages.
 
     python benchmarks/middleware.py [--quick] [--rounds N] [--duration SECONDS]
+                                    [--no-instructions]
 
 Implementations, all around the same Starlette app (``GET /api/ping`` → ``pong``):
 
@@ -18,17 +19,30 @@ Implementations, all around the same Starlette app (``GET /api/ping`` → ``pong
 
 Each implementation runs in its own uvicorn server process (one worker, uvicorn's access
 log off as with ``--no-access-log``, default loop and HTTP parser, socket bound on
-127.0.0.1 with an ephemeral port); every process is started first and
-warmed up, then ``wrk -t1 -c32 --latency`` (with a valid ``X-API-Key``) loads one server at
-a time, the order rotating every round so a noisy machine slows all of them alike.
+127.0.0.1 with an ephemeral port); every process is started first and warmed up, then
+``wrk -t1 -c32 --latency`` (with a valid ``X-API-Key``) loads one server at a time, the
+order rotating every round so a noisy machine slows all of them alike. On a machine with
+two CPUs or more, the servers run on CPU 1 and wrk on CPU 0 (``taskset``).
+
+Then each server runs again under ``valgrind --tool=callgrind``: after a warm-up, every
+CPU instruction the server process executes for a fixed number of sequential requests is
+counted. The count is the same on every run, so it compares the stacks' CPU cost exactly
+where req/s moves with the machine's load; it leaves out the kernel's share (the write of
+a log line) and the cost of cache misses, so the req/s ratio is the one that matters to a
+service, and the instruction ratio is the one to track changes with (``--no-instructions``
+skips it).
+
 Each stdout line is one measurement (median over the rounds)::
 
     {"bench": "middleware", "case": "trivial-endpoint", "impl": "safeship", "value": 4100.0,
      "unit": "req/s"}
 
-Cases: ``trivial-endpoint`` (req/s), ``trivial-endpoint-p99`` (ms) and
-``trivial-endpoint-ratio`` (req/s of the impl ÷ baseline's in the same round). A summary
-goes to stderr. wrk is required (``scripts/ensure-system-deps`` installs it).
+Cases: ``trivial-endpoint`` (req/s), ``trivial-endpoint-p99`` (ms),
+``trivial-endpoint-ratio`` (req/s of the impl ÷ baseline's in the same round),
+``trivial-endpoint-instructions`` (instructions/request) and
+``trivial-endpoint-instructions-ratio`` (baseline's instructions ÷ the impl's). A summary
+goes to stderr. wrk and valgrind are required (``scripts/ensure-system-deps`` installs
+them).
 """
 
 from __future__ import annotations
@@ -218,6 +232,14 @@ class Load:
     p99_ms: float
 
 
+def pinned(cpu: int) -> tuple[str, ...]:
+    """``taskset -c cpu`` when the machine has two CPUs or more: the server and wrk then
+    never share a core or migrate, which steadies the figures of a small machine."""
+    if shutil.which("taskset") is None or (os.cpu_count() or 1) < 2:
+        return ()
+    return ("taskset", "-c", str(cpu))
+
+
 @contextmanager
 def server(impl: str, key: str, prefix: tuple[str, ...] = ()) -> Iterator[Server]:
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
@@ -275,7 +297,7 @@ _TO_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
 def wrk(srv: Server, key: str, seconds: int) -> Load:
     """Load ``srv`` with wrk for ``seconds`` and parse its report."""
     command = [
-        "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency",
+        *pinned(0), "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency",
         "-H", f"X-API-Key: {key}", srv.url + PATH,
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 30)
@@ -419,11 +441,11 @@ def main() -> None:
             "benchmarks/middleware.py needs wrk, the HTTP load generator, and it is not on"
             " PATH: run scripts/ensure-system-deps (or `apt-get install wrk`)."
         )
-    rounds = args.rounds or (3 if args.quick else 5)
-    seconds = args.duration or (3 if args.quick else 10)
+    rounds = args.rounds or (6 if args.quick else 15)
+    seconds = args.duration or (2 if args.quick else 4)
     key = "ss_bench_" + secrets.token_urlsafe(32)
     with ExitStack() as stack:
-        servers = [stack.enter_context(server(impl, key)) for impl in IMPLS]
+        servers = [stack.enter_context(server(impl, key, pinned(1))) for impl in IMPLS]
         for srv in servers:
             check_ready(srv, key, time.monotonic() + 30)
             wrk(srv, key, 1)  # warm-up: imports, caches, first label children
