@@ -16,7 +16,7 @@ from __future__ import annotations
 import collections
 import threading
 from bisect import bisect_left
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -48,6 +48,19 @@ def _le(bound: float) -> str:
     """A bucket bound as prometheus_client writes it (``0.005``, ``10.0``, ``+Inf``)."""
     text: str = floatToGoString(bound)  # type: ignore[no-untyped-call]
     return text
+
+
+def _request_counts(families: Iterable[Metric]) -> collections.Counter[tuple[str, str, int]]:
+    """The ``safeship_http_requests_total`` samples of ``families``, by their labels."""
+    totals: collections.Counter[tuple[str, str, int]] = collections.Counter()
+    for family in families:
+        for sample in family.samples:
+            if sample.name == REQUESTS_NAME + "_total":
+                labels = sample.labels
+                totals[(labels["method"], labels["route"], int(labels["status"]))] += int(
+                    sample.value
+                )
+    return totals
 
 
 class HttpMetrics(Protocol):
@@ -137,15 +150,7 @@ class ProcessHttpMetrics:
 
     def snapshot(self) -> collections.Counter[tuple[str, str, int]]:
         """Requests counted so far, by (method, route, status) (for tests and tools)."""
-        totals: collections.Counter[tuple[str, str, int]] = collections.Counter()
-        for family in self.collect():
-            if family.name == REQUESTS_NAME:
-                for sample in family.samples:
-                    if sample.name == REQUESTS_NAME + "_total":
-                        labels = sample.labels
-                        key = (labels["method"], labels["route"], int(labels["status"]))
-                        totals[key] += int(sample.value)
-        return totals
+        return _request_counts(self.collect())
 
     def collect(self) -> Iterator[Metric]:
         """The three metric families, summed over every thread."""
@@ -226,14 +231,7 @@ class SharedHttpMetrics:
 
     def snapshot(self) -> collections.Counter[tuple[str, str, int]]:
         """Requests this process counted, by (method, route, status)."""
-        totals: collections.Counter[tuple[str, str, int]] = collections.Counter()
-        for family in self.requests.collect():
-            for sample in family.samples:
-                if sample.name == REQUESTS_NAME + "_total":
-                    labels = sample.labels
-                    key = (labels["method"], labels["route"], int(labels["status"]))
-                    totals[key] += int(sample.value)
-        return totals
+        return _request_counts(self.requests.collect())
 
     def collect(self) -> Iterator[Metric]:
         """The three metric families (this process's values)."""
