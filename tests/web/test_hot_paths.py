@@ -278,3 +278,25 @@ def test_generated_request_ids_differ_in_a_forked_child() -> None:
     os.close(read)
     parent = _random_id()
     assert len(child) == len(parent) == 32 and child != parent
+
+
+async def test_protected_app_outside_a_task_still_tags_and_counts() -> None:
+    """Driven from a loop callback (no current task): no timeout, the rest still acts."""
+    app = _outer_layers(fused=True)
+    sent = Recorder()
+    scope = {**http_scope(), "path": "/ok"}
+    before = metrics.HTTP.snapshot()
+    done = asyncio.get_running_loop().create_future()
+
+    def drive() -> None:
+        assert asyncio.current_task() is None
+        coroutine = app(scope, body_receive(), sent)
+        with pytest.raises(StopIteration):  # nothing in this app suspends
+            coroutine.send(None)
+        done.set_result(None)
+
+    asyncio.get_running_loop().call_soon(drive)
+    await done
+    assert sent.status == 201
+    assert dict(sent.messages[0]["headers"])[b"x-request-id"].startswith(b"id")
+    assert metrics.HTTP.snapshot()[("POST", "/ok", 201)] == before[("POST", "/ok", 201)] + 1

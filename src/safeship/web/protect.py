@@ -133,10 +133,10 @@ class ProtectedApp:
         self._direct, self._checks = shortcut if shortcut is not None else (app, ())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        task = asyncio.current_task()
-        if scope["type"] != "http" or task is None:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)  # the three layers only act on HTTP
             return
+        task = asyncio.current_task()
         rid, encoded = self.request_ids.assign(scope)
         token = request_id.set(rid)
         key = self.request_ids.header_key
@@ -155,7 +155,8 @@ class ProtectedApp:
         began = time.perf_counter()
         if observe is not None:
             observe.begin()
-        watch = None if timeout is None else timeout.watch(task)
+        # Without a task (not run by an asyncio server) there is nothing to cancel.
+        watch = None if timeout is None or task is None else timeout.watch(task)
         target = self._direct
         for passes in self._checks:
             if not passes(scope):
@@ -164,12 +165,14 @@ class ProtectedApp:
         try:
             await target(scope, receive, send_wrapped)
         except asyncio.CancelledError:
-            if timeout is None or watch is None or not timeout.is_own_timeout(task, watch):
+            if task is None or timeout is None or watch is None:
+                raise
+            if not timeout.is_own_timeout(task, watch):
                 raise
             await timeout.timed_out(scope, send_wrapped, started)
         finally:
             try:
-                if timeout is not None and watch is not None:
+                if task is not None and timeout is not None and watch is not None:
                     timeout.release(task, watch)
                 if observe is not None:
                     observe.finish(scope, status, time.perf_counter() - began)
