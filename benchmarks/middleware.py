@@ -30,7 +30,9 @@ counted. The count is the same on every run, so it compares the stacks' CPU cost
 where req/s moves with the machine's load; it leaves out the kernel's share (the write of
 a log line) and the cost of cache misses, so the req/s ratio is the one that matters to a
 service, and the instruction ratio is the one to track changes with (``--no-instructions``
-skips it).
+skips it). The requests are sequential, one per event-loop iteration, so it leaves out
+what safeship saves under concurrent load by writing the access-log lines of a loop
+iteration together: there, the instruction count is an upper bound.
 
 Each stdout line is one measurement (median over the rounds)::
 

@@ -176,7 +176,7 @@ def record_of(name: str, method: str, level: int, fields: dict[str, object]) -> 
     renderer="masked",
 )
 @example(fields={"trace_id": "1", "path": {"a": None}}, method="info", renderer="unmasked")
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)  # a first example may compile regexes
 @given(
     fields=st.dictionaries(field_names, values, max_size=8),
     method=st.sampled_from(["info", "warning", "warn", "exception", "alert"]),
@@ -240,3 +240,108 @@ def test_patterns_said_to_need_a_non_letter_never_match_letters(text: str) -> No
 def test_a_custom_pattern_of_letters_is_still_applied_to_letter_only_text() -> None:
     secret_word = MaskPattern("word", re.compile("swordfish"))
     assert PiiMasker(patterns=[secret_word]).mask_text("swordfish") == "***"
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """Put the root logger back as it was after the test configured logging."""
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    yield
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    for old in saved[0]:
+        root.addHandler(old)
+    root.setLevel(saved[1])
+    structlog.reset_defaults()
+
+
+def sole_handler() -> logging.Handler:
+    """`configure_logging`'s handler, alone on the root (called in the test itself:
+    pytest adds its own capturing handlers to the root before each test runs)."""
+    return configure_logging(fmt="json", level="INFO", stream=io.StringIO())
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_events_skip_logging_machinery_only_when_the_handler_is_alone() -> None:
+    from safeship.observe.logging import _sole_line_handler
+
+    sole_json_handler = sole_handler()
+    logger = logging.getLogger("app.sole")
+    assert _sole_line_handler(logger, logging.INFO) is sole_json_handler
+    assert _sole_line_handler(logging.getLogger("safeship.x"), logging.ERROR) is sole_json_handler
+    # the alert counter on "safeship" must see alerts
+    assert _sole_line_handler(logging.getLogger("safeship.x"), 45) is None
+
+    keep = Keep()
+    changes = {
+        "another handler": (lambda: logger.addHandler(keep), lambda: logger.removeHandler(keep)),
+        "a logger filter": (
+            lambda: logger.addFilter(logging.Filter("x")),
+            lambda: logger.filters.clear(),
+        ),
+        "a handler filter": (
+            lambda: sole_json_handler.addFilter(logging.Filter("x")),
+            lambda: sole_json_handler.filters.clear(),
+        ),
+        "a disabled logger": (
+            lambda: setattr(logger, "disabled", True),
+            lambda: setattr(logger, "disabled", False),
+        ),
+        "a record factory": (
+            lambda: logging.setLogRecordFactory(type("R", (logging.LogRecord,), {})),
+            lambda: logging.setLogRecordFactory(logging.LogRecord),
+        ),
+    }
+    for name, (change, undo) in changes.items():
+        change()
+        try:
+            assert _sole_line_handler(logger, logging.INFO) is None, name
+        finally:
+            undo()
+    assert _sole_line_handler(logger, logging.INFO) is sole_json_handler
+    logger.propagate = False
+    try:
+        assert _sole_line_handler(logger, logging.INFO) is None  # nothing handles it
+    finally:
+        logger.propagate = True
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_a_direct_line_is_the_line_logging_writes() -> None:
+    sole_json_handler = sole_handler()
+    stream = sole_json_handler.stream  # type: ignore[attr-defined]
+    direct_writes: list[str] = []
+    write_event = sole_json_handler.write_event  # type: ignore[attr-defined]
+
+    def spy(*args: object) -> None:
+        direct_writes.append(args[2]["event"])  # type: ignore[index]
+        write_event(*args)
+
+    sole_json_handler.write_event = spy  # type: ignore[attr-defined]
+    log = get_logger("app.same", region="eu")
+    log.info("order.placed", order_id=7, email="jane@example.com", note="ok")
+    assert direct_writes == ["order.placed"]
+    direct = stream.getvalue()
+    keep = Keep()
+    logging.getLogger().addHandler(keep)  # now the record goes through logging
+    try:
+        log.info("order.placed", order_id=7, email="jane@example.com", note="ok")
+    finally:
+        logging.getLogger().removeHandler(keep)
+    through_logging = stream.getvalue()[len(direct) :]
+    assert len(keep.records) == 1
+    assert STAMP.sub("T", direct) == STAMP.sub("T", through_logging)
+    assert json.loads(direct)["email"] == "***"
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_a_failing_direct_write_is_reported_like_logging_reports_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sole_json_handler = sole_handler()
+    reported: list[logging.LogRecord] = []
+    monkeypatch.setattr(sole_json_handler, "handleError", reported.append)
+    sole_json_handler.stream.close()  # type: ignore[attr-defined]
+    get_logger("app.broken").info("order.placed", order_id=7)
+    assert [r.msg["event"] for r in reported] == ["order.placed"]  # type: ignore[index]

@@ -134,6 +134,26 @@ class Logger:
             _count_alert(self._logger.name)
         self._emit(level, event, fields)
 
+    @property
+    def context(self) -> Mapping[str, Any]:
+        """What `bind` added to every event of this logger."""
+        return self._context
+
+    def json_line_sink(self, level: int) -> tuple[_LineHandler, JsonLineRenderer] | None:
+        """The handler and renderer that alone would turn an event at ``level`` into a
+        JSON line, or None when anything else in the logging configuration would see it.
+
+        For hot events of fixed keys (the access log) that render their line themselves
+        with the renderer's `JsonLineRenderer.field`, exactly as the renderer would.
+        """
+        if not self._logger.isEnabledFor(level):
+            return None
+        handler = _sole_line_handler(self._logger, level)
+        if handler is None:
+            return None
+        renderer = handler.json_renderer()
+        return None if renderer is None else (handler, renderer)
+
     def _emit(self, level: int, event: str, kv: dict[str, Any]) -> None:
         if not self._logger.isEnabledFor(level):
             return
@@ -149,6 +169,10 @@ class Logger:
             exc_info = sys.exc_info() if exc_info is True else exc_info
             data["exc_info"] = exc_info
         name = _LEVEL_NAMES.get(level) or logging.getLevelName(level).lower()
+        sole = _sole_line_handler(self._logger, level)
+        if sole is not None:
+            sole.write_event(self._logger, level, data, exc_info or None, name)
+            return
         # A record made directly and passed to handle() skips the caller lookup of
         # Logger.log: the stable event name already says where an event comes from.
         self._logger.handle(_make_record(self._logger, level, data, exc_info or None, name))
@@ -208,22 +232,189 @@ _LOGGING_STARTED: float = getattr(logging, "_startTime", time.time())
 os.register_at_fork(after_in_child=_record_fields.clear)
 
 
+LineMaker = Callable[..., str]
+
+
 class _LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """A StreamHandler that writes each line and flushes under the lock it already holds.
 
     `logging.StreamHandler.emit` takes the handler's lock a second time to flush; this
-    writes the same text with one lock per record.
+    writes the same text with one lock per record. Lines of the access log may be
+    deferred (`defer`) to the end of the event-loop iteration and written together.
     """
+
+    def __init__(self, stream: TextIO, *, batch: bool = True) -> None:
+        super().__init__(stream)
+        self.batch = batch
+        self._deferred: list[tuple[LineMaker, tuple[Any, ...]]] = []
+        self._fd_stream: tuple[object, bool] = (None, False)
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            stream = self.stream
-            stream.write(self.format(record) + self.terminator)
-            stream.flush()
+            self._write(self.format(record) + self.terminator)
         except RecursionError:
             raise
         except Exception:  # noqa: BLE001 - logging's own rule: report, never raise
             self.handleError(record)
+
+    def _write(self, text: str) -> None:
+        """Write ``text`` after any deferred lines, so the stream keeps the events' order.
+
+        The caller holds the handler's lock.
+        """
+        if self._deferred:
+            text = self._render_deferred() + text
+        stream = self.stream
+        stream.write(text)
+        stream.flush()
+
+    def write_event(
+        self, logger: logging.Logger, level: int, event: _EventDict, exc_info: Any, method: str
+    ) -> None:
+        """Write an event of `Logger` as ``handle(record)`` would, without making the record.
+
+        Only for the handler `_sole_line_handler` found: no filter and no other handler
+        would see the record, so the line is all that the record would have become.
+        """
+        renderer = self.json_renderer()
+        if renderer is None:
+            self.handle(_make_record(logger, level, event, exc_info, method))
+            return
+        now = time.time()
+        self.acquire()
+        try:
+            self._write(renderer(event, method, logger.name, now) + self.terminator)
+        except RecursionError:
+            raise
+        except Exception:  # noqa: BLE001 - logging's own rule: report, never raise
+            self.handleError(_make_record(logger, level, event, exc_info, method))
+        finally:
+            self.release()
+
+    def json_renderer(self) -> JsonLineRenderer | None:
+        """The JSON renderer of this handler's formatter, when it is safeship's."""
+        formatter = self.formatter
+        return formatter._json_line if type(formatter) is _Formatter else None
+
+    def defer(self, make: LineMaker, args: tuple[Any, ...]) -> None:
+        """Write the line ``make(*args)`` at the end of this event-loop iteration.
+
+        Lines deferred in one iteration are rendered together and written with one
+        write: rendering many lines in a row is cheaper than one at a time between
+        requests. Anything else written through this handler first writes the deferred
+        lines, and `flush` and `close` write them too (so `logging.shutdown` does at
+        exit). With ``batch`` off, no running event loop, or a stream without a file
+        descriptor (``io.StringIO``: nothing to save, and a test reads it at once), the
+        line is written now.
+        """
+        loop = _running_loop() if self.batch else None
+        if loop is None or not self._to_file():
+            self.acquire()
+            try:
+                self._write(make(*args) + self.terminator)
+            except RecursionError:
+                raise
+            except Exception:  # noqa: BLE001 - logging's own rule: report, never raise
+                self.handleError(logging.makeLogRecord({"msg": "deferred log line"}))
+            finally:
+                self.release()
+            return
+        self.acquire()
+        try:
+            first = not self._deferred
+            self._deferred.append((make, args))
+        finally:
+            self.release()
+        if first:
+            loop.call_soon(self.flush)
+
+    def _to_file(self) -> bool:
+        stream = self.stream
+        seen, to_file = self._fd_stream
+        if seen is not stream:
+            try:
+                to_file = isinstance(stream.fileno(), int)
+            except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation too
+                to_file = False
+            self._fd_stream = (stream, to_file)
+        return to_file
+
+    def _render_deferred(self) -> str:
+        """The deferred lines as one text, emptying the queue (the caller holds the lock)."""
+        pending, self._deferred = self._deferred, []
+        lines = []
+        for make, args in pending:
+            try:
+                lines.append(make(*args) + self.terminator)
+            except RecursionError:
+                raise
+            except Exception:  # noqa: BLE001 - logging's own rule: report, never raise
+                self.handleError(logging.makeLogRecord({"msg": "deferred log line"}))
+        return "".join(lines)
+
+    def flush(self) -> None:
+        """Write the deferred lines, then flush the stream."""
+        self.acquire()
+        try:
+            if self._deferred:
+                self._write("")
+            else:
+                super().flush()
+        except RecursionError:
+            raise
+        except Exception:  # noqa: BLE001 - logging's own rule: report, never raise
+            self.handleError(logging.makeLogRecord({"msg": "deferred log lines"}))
+        finally:
+            self.release()
+
+    def close(self) -> None:
+        """Write the deferred lines, then close as a StreamHandler does."""
+        self.flush()
+        super().close()
+
+
+def _running_loop() -> Any:
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is None:
+        return None
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+_STANDARD_HANDLE = logging.Logger.handle
+_STANDARD_CALL_HANDLERS = logging.Logger.callHandlers
+
+
+def _sole_line_handler(logger: logging.Logger, level: int) -> _LineHandler | None:
+    """The safeship handler that alone would see a record of ``logger`` at ``level``.
+
+    None unless the record's whole path through stdlib logging ends in one `_LineHandler`:
+    no filter on the logger or that handler, no other handler at or below ``level`` on
+    the way to the root, the standard record factory and `Logger.handle`. Anything a
+    user adds to the logging configuration (a handler, a filter, pytest's ``caplog``)
+    makes this None, and the event goes through ``logger.handle`` again.
+    """
+    cls = type(logger)
+    if (
+        logger.filters
+        or logger.disabled
+        or cls.handle is not _STANDARD_HANDLE
+        or cls.callHandlers is not _STANDARD_CALL_HANDLERS
+        or logging.getLogRecordFactory() is not _LogRecord
+    ):
+        return None
+    sole = None
+    current: logging.Logger | None = logger
+    while current is not None:
+        for handler in current.handlers:
+            if level >= handler.level:
+                if sole is not None or type(handler) is not _LineHandler or handler.filters:
+                    return None
+                sole = handler
+        current = current.parent if current.propagate else None
+    return sole
 
 
 def _task_name() -> str | None:
@@ -363,12 +554,17 @@ def configure_logging(
     mask: bool = True,
     sample_rates: Mapping[str, float] | None = None,
     loggers: Mapping[str, int | str] | None = None,
+    batch_access_log: bool = True,
 ) -> logging.Handler:
     """Route all stdlib and structlog logging through one structured pipeline.
 
     ``fmt="auto"`` renders JSON lines unless the stream is a terminal. Existing root
     handlers are replaced; uvicorn's loggers are made to propagate to the root. Returns
     the installed handler. Calling it again replaces the previous configuration.
+
+    With ``batch_access_log`` (the default), the access-log lines of requests that end
+    in one event-loop iteration are written together at its end, when the stream is a
+    file or pipe; ``False`` writes each line as its request ends.
     """
     global _configured
     if fmt not in ("auto", "json", "console"):
@@ -376,7 +572,7 @@ def configure_logging(
     out = stream if stream is not None else sys.stderr
     json_lines = fmt == "json" or (fmt == "auto" and not _isatty(out))
     active_masker = (masker or PiiMasker()) if mask else None
-    handler = _LineHandler(out)
+    handler = _LineHandler(out, batch=batch_access_log)
     handler.setFormatter(_formatter(json_lines, active_masker, _isatty(out)))
     if sample_rates:
         handler.addFilter(SamplingFilter(sample_rates))

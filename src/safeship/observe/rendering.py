@@ -158,10 +158,7 @@ class JsonLineRenderer:
                 return self._whole_chain({**event, "level": level, "logger": logger}, method, now)
             parts.append(self._level_and_logger(level, logger))
         parts.append('"timestamp": "' + self._stamp.text(now) + '"')
-        if self._trace is not None and _OTEL_TRACE in sys.modules:
-            ids = self._trace(None, method, {})
-            parts.extend(f"{_quote(key)}: {_quote(value)}" for key, value in ids.items())
-        return "{" + ", ".join(parts) + "}"
+        return "{" + ", ".join(parts) + self.trace_fields(method) + "}"
 
     def _level_and_logger(self, level: str, logger: str) -> str:
         """The ``level`` and ``logger`` fields, in the chain's order after the event's."""
@@ -174,6 +171,37 @@ class JsonLineRenderer:
             if clean and len(self._tails) < _CACHE_MAX_ENTRIES:
                 self._tails[(level, logger)] = text
         return text
+
+    def field(self, key: str, value: Any) -> str:
+        """The ``"key": value`` text of one field, as a line of any event renders it.
+
+        For callers that render an event of fixed keys themselves (the access log);
+        ``key`` must be a string that later steps do not set (not ``timestamp``,
+        ``trace_id`` or ``span_id``).
+        """
+        if type(value) is str:
+            cached = self._fields.get((key, value))
+            if cached is not None:
+                return cached
+        info = self._keys.get(key)
+        if info is None:
+            info = self._key_info(key)
+        return self._field_text(key, value, info)
+
+    def level_and_logger(self, method: str, logger: str) -> str:
+        """The ``level`` and ``logger`` fields of an event logged at ``method``."""
+        return self._level_and_logger(_METHOD_LEVELS.get(method, method), logger)
+
+    def timestamp(self, now: float) -> str:
+        """The ``timestamp`` field of an event logged at ``now``."""
+        return '"timestamp": "' + self._stamp.text(now) + '"'
+
+    def trace_fields(self, method: str) -> str:
+        """``, "trace_id": ..., "span_id": ...`` of the active span, or ``""``."""
+        if self._trace is None or _OTEL_TRACE not in sys.modules:
+            return ""
+        ids = self._trace(None, method, {})
+        return "".join(f", {_quote(key)}: {_quote(value)}" for key, value in ids.items())
 
     def _fields_of(self, ed: Mapping[Any, Any]) -> list[str] | None:
         fields, keys = self._fields, self._keys
@@ -190,22 +218,24 @@ class JsonLineRenderer:
                 if type(key) is not str or key in _LATE_KEYS:
                     return None
                 info = self._key_info(key)
-            prefix, sensitive, verbatim = info
-            kind = type(value)
-            if sensitive:
-                append(prefix + _quote(self._replacement()))
-            elif kind is str:
-                append(self._string_field(key, value, prefix, verbatim))
-            elif kind is int:
-                append(prefix + int.__repr__(value))
-            elif kind is float:
-                append(prefix + _float_text(value))
-            elif value is None or kind is bool:
-                append(prefix + ("null" if value is None else "true" if value else "false"))
-            else:
-                masked = value if self._masker is None else self._masker.mask(value, 1)
-                append(prefix + self._encode(masked))
+            append(self._field_text(key, value, info))
         return parts
+
+    def _field_text(self, key: str, value: Any, info: tuple[str, bool, bool]) -> str:
+        prefix, sensitive, verbatim = info
+        kind = type(value)
+        if sensitive:
+            return prefix + _quote(self._replacement())
+        if kind is str:
+            return self._string_field(key, value, prefix, verbatim)
+        if kind is int:
+            return prefix + int.__repr__(value)
+        if kind is float:
+            return prefix + _float_text(value)
+        if value is None or kind is bool:
+            return prefix + ("null" if value is None else "true" if value else "false")
+        masked = value if self._masker is None else self._masker.mask(value, 1)
+        return prefix + self._encode(masked)
 
     def _string_field(self, key: str, value: str, prefix: str, verbatim: bool) -> str:
         masker, unique = self._masker, key in _UNIQUE_KEYS
