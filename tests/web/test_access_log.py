@@ -266,3 +266,28 @@ def test_lines_pending_at_exit_are_written_by_logging_shutdown(tmp_path: Path) -
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     subprocess.run([sys.executable, str(script), str(out)], check=True, env=env, timeout=60)
     assert [json.loads(line)["path"] for line in out.read_text().splitlines()] == ["/x"]
+
+
+def test_a_stopped_loop_does_not_hold_back_the_lines_of_another(log_file: CountingFile) -> None:
+    configure_logging(fmt="json", stream=log_file)
+    app = protect(pong, metrics_path=None)
+
+    async def request_then_stop() -> None:
+        await app(scope("/a"), receive, discard)
+        asyncio.get_running_loop().stop()  # before the iteration that would write "/a"
+
+    first = asyncio.new_event_loop()
+    try:
+        task = first.create_task(request_then_stop())
+        first.run_forever()
+        assert task.done()
+    finally:
+        first.close()
+    assert lines_of(log_file) == []
+
+    async def request_then_yield() -> None:
+        await app(scope("/b"), receive, discard)
+        await asyncio.sleep(0)
+
+    asyncio.run(request_then_yield())
+    assert [line["path"] for line in lines_of(log_file)] == ["/a", "/b"]

@@ -247,6 +247,7 @@ class _LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
         super().__init__(stream)
         self.batch = batch
         self._deferred: list[tuple[LineMaker, tuple[Any, ...]]] = []
+        self._flushing_loops: set[Any] = set()  # loops with a flush to come
         self._fd_stream: tuple[object, bool] = (None, False)
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -321,12 +322,19 @@ class _LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
             return
         self.acquire()
         try:
-            first = not self._deferred
             self._deferred.append((make, args))
+            # Each loop that queues a line flushes the queue: one stopped loop (or one
+            # blocked in another thread) never holds back the lines of another.
+            scheduled = loop in self._flushing_loops
+            self._flushing_loops.add(loop)
         finally:
             self.release()
-        if first:
-            loop.call_soon(self.flush)
+        if not scheduled:
+            loop.call_soon(self._flush_for, loop)
+
+    def _flush_for(self, loop: Any) -> None:
+        self._flushing_loops.discard(loop)
+        self.flush()
 
     def _to_file(self) -> bool:
         stream = self.stream
@@ -342,6 +350,7 @@ class _LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def _render_deferred(self) -> str:
         """The deferred lines as one text, emptying the queue (the caller holds the lock)."""
         pending, self._deferred = self._deferred, []
+        self._flushing_loops.clear()  # the lines they would flush are written now
         lines = []
         for make, args in pending:
             try:
