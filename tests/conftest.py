@@ -73,3 +73,24 @@ def nats_url() -> str:
 def rabbitmq_url() -> str:
     need_service("RabbitMQ", "127.0.0.1", 5672)
     return RABBITMQ_URL
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """Put the root logger and structlog back as they were, whatever the test configured
+    (handlers it added are closed, so their pending lines are written)."""
+    import logging
+
+    import structlog
+
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    yield
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        if handler not in saved[0]:
+            handler.close()
+    for handler in saved[0]:
+        root.addHandler(handler)
+    root.setLevel(saved[1])
+    structlog.reset_defaults()

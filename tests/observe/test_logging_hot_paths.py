@@ -8,7 +8,6 @@ import logging
 import math
 import re
 import time
-from collections.abc import Iterator
 
 import pytest
 import structlog
@@ -88,23 +87,13 @@ class Keep(logging.Handler):
 
 
 @pytest.fixture
-def formatted() -> Iterator[tuple[logging.Formatter, Keep]]:
+def formatted(restore_logging: None) -> tuple[logging.Formatter, Keep]:
     """The JSON formatter `configure_logging` installs, and the records logged meanwhile."""
-    root = logging.getLogger()
-    saved = (list(root.handlers), root.level)
     handler = configure_logging(fmt="json", level="DEBUG", stream=io.StringIO())
     keep = Keep()
-    root.addHandler(keep)
-    try:
-        assert handler.formatter is not None
-        yield handler.formatter, keep
-    finally:
-        for old in list(root.handlers):
-            root.removeHandler(old)
-        for old in saved[0]:
-            root.addHandler(old)
-        root.setLevel(saved[1])
-        structlog.reset_defaults()
+    logging.getLogger().addHandler(keep)
+    assert handler.formatter is not None
+    return handler.formatter, keep
 
 
 def without_time(line: str) -> dict[str, object]:
@@ -240,20 +229,6 @@ def test_patterns_said_to_need_a_non_letter_never_match_letters(text: str) -> No
 def test_a_custom_pattern_of_letters_is_still_applied_to_letter_only_text() -> None:
     secret_word = MaskPattern("word", re.compile("swordfish"))
     assert PiiMasker(patterns=[secret_word]).mask_text("swordfish") == "***"
-
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    """Put the root logger back as it was after the test configured logging."""
-    root = logging.getLogger()
-    saved = (list(root.handlers), root.level)
-    yield
-    for old in list(root.handlers):
-        root.removeHandler(old)
-    for old in saved[0]:
-        root.addHandler(old)
-    root.setLevel(saved[1])
-    structlog.reset_defaults()
 
 
 def sole_handler() -> logging.Handler:

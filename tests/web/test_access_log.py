@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -112,18 +111,11 @@ class CountingFile(io.TextIOWrapper):
 
 
 @pytest.fixture
-def log_file(tmp_path: Path) -> Iterator[CountingFile]:
-    root = logging.getLogger()
-    saved = (list(root.handlers), root.level)
+def log_file(tmp_path: Path, restore_logging: None) -> Iterator[CountingFile]:
     stream = CountingFile(open(tmp_path / "log.jsonl", "wb"), encoding="utf-8")  # noqa: SIM115
     yield stream
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-        handler.close()
-    for handler in saved[0]:
-        root.addHandler(handler)
-    root.setLevel(saved[1])
-    structlog.reset_defaults()
+    for handler in logging.getLogger().handlers:
+        handler.close()  # writes its pending lines while the file is open
     stream.close()
 
 
@@ -180,20 +172,12 @@ async def test_without_batching_each_line_is_written_as_its_request_ends(
     assert lines_of(log_file)[0]["event"] == "http.request"
 
 
+@pytest.mark.usefixtures("restore_logging")
 async def test_an_in_memory_stream_gets_each_line_at_once() -> None:
     stream = io.StringIO()
-    root = logging.getLogger()
-    saved = list(root.handlers)
-    try:
-        configure_logging(fmt="json", stream=stream)
-        await protect(pong, metrics_path=None)(scope(), receive, discard)
-        assert json.loads(stream.getvalue())["event"] == "http.request"
-    finally:
-        for handler in list(root.handlers):
-            root.removeHandler(handler)
-        for handler in saved:
-            root.addHandler(handler)
-        structlog.reset_defaults()
+    configure_logging(fmt="json", stream=stream)
+    await protect(pong, metrics_path=None)(scope(), receive, discard)
+    assert json.loads(stream.getvalue())["event"] == "http.request"
 
 
 async def test_bound_context_and_another_handler_take_the_general_path(
@@ -291,3 +275,21 @@ def test_a_stopped_loop_does_not_hold_back_the_lines_of_another(log_file: Counti
 
     asyncio.run(request_then_yield())
     assert [line["path"] for line in lines_of(log_file)] == ["/a", "/b"]
+
+
+async def test_a_line_that_fails_to_render_is_reported_and_the_others_written(
+    log_file: CountingFile, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handler = configure_logging(fmt="json", stream=log_file)
+    reported: list[logging.LogRecord] = []
+    monkeypatch.setattr(handler, "handleError", reported.append)
+
+    def broken() -> str:
+        raise ValueError("cannot render")
+
+    handler.defer(lambda: '{"n": 1}', ())  # type: ignore[attr-defined]
+    handler.defer(broken, ())  # type: ignore[attr-defined]
+    handler.defer(lambda: '{"n": 3}', ())  # type: ignore[attr-defined]
+    await asyncio.sleep(0)
+    assert lines_of(log_file) == [{"n": 1}, {"n": 3}]
+    assert [r.msg for r in reported] == ["access log line"]

@@ -312,11 +312,7 @@ class _LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
         if loop is None or not self._to_file():
             self.acquire()
             try:
-                self._write(make(*args) + self.terminator)
-            except RecursionError:
-                raise
-            except Exception:  # noqa: BLE001 - logging's own rule: report, never raise
-                self.handleError(logging.makeLogRecord({"msg": "deferred log line"}))
+                self._write(self._line(make, args))
             finally:
                 self.release()
             return
@@ -351,15 +347,17 @@ class _LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
         """The deferred lines as one text, emptying the queue (the caller holds the lock)."""
         pending, self._deferred = self._deferred, []
         self._flushing_loops.clear()  # the lines they would flush are written now
-        lines = []
-        for make, args in pending:
-            try:
-                lines.append(make(*args) + self.terminator)
-            except RecursionError:
-                raise
-            except Exception:  # noqa: BLE001 - logging's own rule: report, never raise
-                self.handleError(logging.makeLogRecord({"msg": "deferred log line"}))
-        return "".join(lines)
+        return "".join([self._line(make, args) for make, args in pending])
+
+    def _line(self, make: LineMaker, args: tuple[Any, ...]) -> str:
+        """The line ``make(*args)`` with its terminator; a failure is reported, not raised."""
+        try:
+            return make(*args) + self.terminator
+        except RecursionError:
+            raise
+        except Exception:  # noqa: BLE001 - logging's own rule: report, never raise
+            self.handleError(logging.makeLogRecord({"msg": "access log line"}))  # no PII
+            return ""
 
     def flush(self) -> None:
         """Write the deferred lines, then flush the stream."""
@@ -378,7 +376,8 @@ class _LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def close(self) -> None:
         """Write the deferred lines, then close as a StreamHandler does."""
-        self.flush()
+        if self._deferred:
+            self.flush()
         super().close()
 
 
