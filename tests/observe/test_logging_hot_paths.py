@@ -193,6 +193,60 @@ def test_cached_fields_never_hold_a_masked_value() -> None:
     assert '"m": "GET"' in cached and "jane" not in cached
 
 
+#: Renderers for the group tests: default masking, none, and keys that mask numbers too.
+GROUP_RENDERERS = {
+    "masked": _formatter(True, PiiMasker(), False)._json_line,  # type: ignore[attr-defined]
+    "unmasked": _formatter(True, None, False)._json_line,  # type: ignore[attr-defined]
+    "status-secret": _formatter(True, PiiMasker(keys=("status", "client")), False)._json_line,  # type: ignore[attr-defined]
+}
+group_values = st.none() | st.integers(-5, 600) | st.booleans() | any_text | st.floats()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    values=st.tuples(group_values, group_values, group_values),
+    renderer=st.sampled_from(sorted(GROUP_RENDERERS)),
+)
+def test_a_group_is_its_fields_joined_and_keeps_nothing_masked_or_unique(
+    values: tuple[object, object, object], renderer: str
+) -> None:
+    render = GROUP_RENDERERS[renderer]
+    keys = ("path", "status", "client")
+    fields = ", ".join(render.field(k, v) for k, v in zip(keys, values, strict=True))
+    for _ in range(2):  # the second time from the kept group, when kept
+        assert render.group(keys, values) == fields
+    kept = " ".join(render._groups[keys].values())
+    assert "***" not in kept  # a masked value is never kept
+    if any(v is not None and type(v) is not str for v in values):
+        assert values not in render._groups[keys]  # 1 == 1.0 == True: never kept
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    value=any_text | st.floats() | st.integers() | st.none(),
+    key=st.sampled_from(["request_id", "duration_ms", "password", "note"]),
+    renderer=st.sampled_from(sorted(GROUP_RENDERERS)),
+)
+def test_a_unique_field_is_rendered_as_any_field(value: object, key: str, renderer: str) -> None:
+    render = GROUP_RENDERERS[renderer]
+    assert render.unique_field(key, value) == render.field(key, value)
+
+
+@given(now=st.floats(0, 4_102_444_800))
+def test_the_timestamp_field_is_the_timestampers_text(now: float) -> None:
+    render = GROUP_RENDERERS["masked"]
+    assert render.timestamp(now) == '"timestamp": "' + render._stamp.text(now) + '"'
+
+
+def test_bound_context_is_seen_only_while_something_is_bound() -> None:
+    from safeship.observe.logging import bound_context, has_bound_context
+
+    assert not has_bound_context()
+    with bound_context(tenant="t1"):
+        assert has_bound_context()
+    assert not has_bound_context()  # unbound again: the key's variable holds nothing
+
+
 TIMING = ("created", "msecs", "relativeCreated")
 
 

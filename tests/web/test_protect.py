@@ -118,6 +118,40 @@ async def test_api_keys_guard_protected_prefixes_only() -> None:
         assert bearer.status_code == 200
 
 
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ([(b"authorization", b"Bearer ss_bad"), (b"x-api-key", b"ss_good")], 200),
+        ([(b"x-api-key", b"ss_good"), (b"authorization", b"Bearer ss_bad")], 200),
+        ([(b"x-api-key", b""), (b"authorization", b"Bearer ss_good")], 200),
+        ([(b"x-api-key", b"ss_bad"), (b"x-api-key", b"ss_good")], 401),  # the first counts
+        ([(b"authorization", b"Bearer ss_good"), (b"authorization", b"Bearer ss_bad")], 200),
+        ([(b"authorization", b"Basic ss_good")], 401),
+        ([(b"x-api-key", b"  ss_good  ")], 200),
+    ],
+)
+async def test_which_presented_key_counts(
+    headers: list[tuple[bytes, bytes]], expected: int
+) -> None:
+    app = protect(
+        starlette_app(), api_keys=["ss_good"], protected_prefixes=["/admin"], configure_logs=False
+    )
+    async with client(app) as c:
+        request = c.build_request("GET", "/admin/stats")
+        request.headers = httpx.Headers(headers)
+        assert (await c.send(request)).status_code == expected
+
+
+async def test_only_the_first_request_id_header_counts() -> None:
+    async with client(protect(starlette_app(), configure_logs=False)) as c:
+        request = c.build_request("GET", "/items/1")
+        request.headers = httpx.Headers([(b"x-request-id", b"a b"), (b"x-request-id", b"ok-1")])
+        rid = (await c.send(request)).headers["x-request-id"]
+        assert rid != "ok-1" and len(rid) == 32  # the first, malformed: a new id
+        request.headers = httpx.Headers([(b"x-request-id", b"ok-1"), (b"x-request-id", b"ok-2")])
+        assert (await c.send(request)).headers["x-request-id"] == "ok-1"
+
+
 async def test_access_log_line_has_status_route_and_duration(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

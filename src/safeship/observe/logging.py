@@ -316,15 +316,12 @@ class _LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
             finally:
                 self.release()
             return
-        self.acquire()
-        try:
+        with self.lock:  # type: ignore[union-attr]  # Handler.__init__ made it
             self._deferred.append((make, args))
             # Each loop that queues a line flushes the queue: one stopped loop (or one
             # blocked in another thread) never holds back the lines of another.
             scheduled = loop in self._flushing_loops
             self._flushing_loops.add(loop)
-        finally:
-            self.release()
         if not scheduled:
             loop.call_soon(self._flush_for, loop)
 
@@ -347,7 +344,16 @@ class _LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
         """The deferred lines as one text, emptying the queue (the caller holds the lock)."""
         pending, self._deferred = self._deferred, []
         self._flushing_loops.clear()  # the lines they would flush are written now
-        return "".join([self._line(make, args) for make, args in pending])
+        lines = []
+        terminator = self.terminator
+        for make, args in pending:
+            try:
+                lines.append(make(*args) + terminator)
+            except RecursionError:
+                raise
+            except Exception:  # noqa: BLE001 - logging's own rule: report, never raise
+                self._report_line_error()
+        return "".join(lines)
 
     def _line(self, make: LineMaker, args: tuple[Any, ...]) -> str:
         """The line ``make(*args)`` with its terminator; a failure is reported, not raised."""
@@ -356,8 +362,11 @@ class _LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
         except RecursionError:
             raise
         except Exception:  # noqa: BLE001 - logging's own rule: report, never raise
-            self.handleError(logging.makeLogRecord({"msg": "access log line"}))  # no PII
+            self._report_line_error()
             return ""
+
+    def _report_line_error(self) -> None:
+        self.handleError(logging.makeLogRecord({"msg": "access log line"}))  # no PII
 
     def flush(self) -> None:
         """Write the deferred lines, then flush the stream."""
@@ -439,6 +448,21 @@ def _task_name() -> str | None:
 def get_logger(name: str, **context: Any) -> Logger:
     """A structured logger writing to the stdlib logger ``name``."""
     return Logger(logging.getLogger(name), context)
+
+
+#: structlog's context variables, one per key ever bound (its own registry, read only).
+_BOUND_VARS = getattr(structlog.contextvars, "_CONTEXT_VARS", None)
+
+
+def has_bound_context() -> bool:
+    """Whether anything is bound (`bind_context`) in this context.
+
+    Without a key ever bound there is nothing to copy out of the context, so this costs
+    one check on services that bind nothing.
+    """
+    if type(_BOUND_VARS) is dict and not _BOUND_VARS:
+        return False
+    return bool(get_contextvars())
 
 
 def bind_context(**kv: Any) -> Mapping[str, Token[Any]]:

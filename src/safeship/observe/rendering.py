@@ -139,6 +139,8 @@ class JsonLineRenderer:
         self._fields: dict[tuple[str, str], str] = {}
         self._keys: dict[str, tuple[str, bool, bool]] = {}
         self._tails: dict[tuple[str, str], str] = {}
+        self._groups: dict[tuple[str, ...], dict[tuple[Any, ...], str]] = {}
+        self._stamp_head: tuple[int, str] = (-1, "")
 
     def __call__(self, event: Mapping[str, Any], method: str, logger: str, now: float) -> str:
         """The JSON line of ``event`` logged at ``method`` by ``logger`` at time ``now``."""
@@ -188,13 +190,61 @@ class JsonLineRenderer:
             info = self._key_info(key)
         return self._field_text(key, value, info)
 
+    def group(self, keys: tuple[str, ...], values: tuple[Any, ...]) -> str:
+        """The fields ``keys`` with ``values``, as `field` renders each, joined by ``, ``.
+
+        The text is kept when every value is a string or None and none was masked or
+        is unique to one event (request ids), so a recurring group (method, path and
+        route of a busy endpoint) costs one lookup. Only strings and None are kept
+        because only they never equal a value of another type (``1 == 1.0 == True``).
+        ``keys`` follow `field`'s rule.
+        """
+        cache = self._groups.get(keys)
+        if cache is None:
+            cache = self._groups[keys] = {}
+        text = cache.get(values)
+        if text is not None:
+            return text
+        parts = [self.field(key, value) for key, value in zip(keys, values, strict=True)]
+        text = ", ".join(parts)
+        if all(map(self._recurs, keys, values, parts)):
+            if len(cache) >= _CACHE_MAX_ENTRIES:
+                cache.clear()
+            cache[values] = text
+        return text
+
+    def _recurs(self, key: str, value: Any, text: str) -> bool:
+        """Whether ``text``, the field of ``key`` and ``value``, may be kept for reuse."""
+        if type(value) is str:  # kept by `field` only when clean and recurring
+            return self._fields.get((key, value)) == text
+        return value is None and not self._keys[key][1]
+
     def level_and_logger(self, method: str, logger: str) -> str:
         """The ``level`` and ``logger`` fields of an event logged at ``method``."""
         return self._level_and_logger(_METHOD_LEVELS.get(method, method), logger)
 
+    def unique_field(self, key: str, value: Any) -> str:
+        """`field` for a value that never recurs (a request id, a duration): the same
+        text, without looking for it among the kept fields."""
+        info = self._keys.get(key)
+        if info is None:
+            info = self._key_info(key)
+        if type(value) is float and not info[1]:
+            return info[0] + _float_text(value)
+        if type(value) is str and not info[1] and key in _UNIQUE_KEYS:
+            masker = self._masker
+            if masker is None or info[2]:
+                return info[0] + _quote(value)
+            return info[0] + _quote(masker.mask_text(value, remember=False))
+        return self._field_text(key, value, info)
+
     def timestamp(self, now: float) -> str:
         """The ``timestamp`` field of an event logged at ``now``."""
-        return '"timestamp": "' + self._stamp.text(now) + '"'
+        second = int(now)
+        head = self._stamp_head
+        if head[0] != second:
+            head = self._stamp_head = (second, '"timestamp": "' + self._stamp.text(second)[:-7])
+        return f'{head[1]}{int((now - second) * 1_000_000):06d}Z"'
 
     def trace_fields(self, method: str) -> str:
         """``, "trace_id": ..., "span_id": ...`` of the active span, or ``""``."""

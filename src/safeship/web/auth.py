@@ -14,7 +14,6 @@ from safeship.web._asgi import (
     Scope,
     Send,
     client_ip,
-    header_text,
     parse_networks,
     send_problem,
 )
@@ -68,10 +67,16 @@ class ApiKeyAuth:
         self.trusted_proxies: tuple[IPNetwork, ...] = parse_networks(trusted_proxies)
 
     def _presented(self, scope: Scope) -> str | None:
-        value = header_text(scope, self._header)
-        if value:
-            return value.strip()
-        auth = header_text(scope, b"authorization")
+        """The key of the first ``X-API-Key`` header when non-empty, else the token of the
+        first ``Authorization: Bearer`` header (one pass over the headers)."""
+        name, auth = self._header, None
+        for key, value in scope.get("headers", ()):
+            if key == name:
+                if value:
+                    return bytes(value).decode("latin-1").strip()
+                name = None  # an empty first value: fall back to Authorization
+            elif key == b"authorization" and auth is None:
+                auth = bytes(value).decode("latin-1")
         if auth and auth[:7].lower() == "bearer ":
             return auth[7:].strip() or None
         return None

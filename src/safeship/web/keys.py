@@ -17,8 +17,15 @@ from collections.abc import Iterable
 DIGEST_HEX_LENGTH = 64
 
 
+#: An empty SHA-256 state, copied for each key: a copy skips the algorithm lookup that
+#: ``hashlib.sha256()`` makes each time, which is most of the cost of a short key.
+_EMPTY_SHA256 = hashlib.sha256()
+
+
 def _digest(key: str) -> bytes:
-    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+    state = _EMPTY_SHA256.copy()
+    state.update(key.encode("utf-8", "surrogatepass"))
+    return state.digest()
 
 
 def hash_key(key: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Protocol
 
 from safeship.observe.health import HealthRegistry
@@ -143,13 +143,14 @@ class ProtectedApp:
         status = 500
         started = False
 
-        async def send_wrapped(message: Message) -> None:
+        def send_wrapped(message: Message) -> Awaitable[None]:
+            # A plain function returning the server's awaitable: no coroutine of its own.
             nonlocal status, started
             if message["type"] == "http.response.start":
                 status = int(message["status"])
                 started = True
                 message["headers"] = with_header(message.get("headers", ()), key, encoded)
-            await send(message)
+            return send(message)
 
         observe, timeout = self.observe, self.timeout
         began = time.perf_counter()

@@ -28,7 +28,8 @@ os.register_at_fork(after_in_child=lambda: _ids.seed(os.urandom(32)))
 
 def _random_id() -> str:
     """128 random bits as 32 lower-case letters (digits could trip the PII masker)."""
-    return _ids.randbytes(32).translate(_BYTE_TO_LETTER).decode("ascii")
+    # getrandbits, not randbytes: the same bytes without randbytes' Python frame.
+    return _ids.getrandbits(256).to_bytes(32, "little").translate(_BYTE_TO_LETTER).decode("ascii")
 
 
 class RequestIdMiddleware:
@@ -67,7 +68,16 @@ class RequestIdMiddleware:
 
     def assign(self, scope: Scope) -> tuple[str, bytes]:
         """The request's id (kept or generated), stored in ``scope["state"]``; also encoded."""
-        rid = self._incoming(scope) or self.generator()
+        if self.trust_incoming:
+            key = self._key
+            for name, value in scope.get("headers", ()):
+                if name == key:
+                    text = bytes(value).decode("latin-1")
+                    if _SAFE_ID.fullmatch(text):
+                        scope.setdefault("state", {})["request_id"] = text
+                        return text, text.encode("latin-1")
+                    break  # only the first value counts, as `_incoming` reads it
+        rid = self.generator()
         scope.setdefault("state", {})["request_id"] = rid
         return rid, rid.encode("latin-1", "replace")
 

@@ -7,10 +7,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from structlog.contextvars import get_contextvars
-
 from safeship.observe import metrics
-from safeship.observe.logging import get_logger, request_id
+from safeship.observe.logging import get_logger, has_bound_context, request_id
 from safeship.observe.rendering import JsonLineRenderer
 from safeship.web._asgi import ASGIApp, Message, PathPrefixes, Receive, Scope, Send
 
@@ -90,7 +88,7 @@ class ObserveMiddleware:
         client = scope.get("client")
         address = client[0] if client else None
         duration_ms = int(duration * 1_000_000) / 1000  # µs precision; no round()
-        if sink is not None and not _access_log.context and not get_contextvars():
+        if sink is not None and not _access_log.context and not has_bound_context():
             handler, renderer = sink
             method_name = _LEVEL_METHODS[level]
             handler.defer(
@@ -110,6 +108,9 @@ class ObserveMiddleware:
         _access_log.event(level, "http.request", fields)
 
 
+_EVENT_KEYS, _EVENT_VALUES = ("event",), ("http.request",)
+_REQUEST_KEYS = ("method", "path", "route")
+_CLIENT_KEYS = ("client",)
 _LEVEL_METHODS = {logging.DEBUG: "debug", logging.INFO: "info", logging.ERROR: "error"}
 
 
@@ -131,22 +132,16 @@ def _access_line(
     The same text, field by field, in the same order (a test holds the two to it);
     without the event dict and the generic field loop, so it costs far less.
     """
-    field = renderer.field
-    head = field("event", "http.request")
-    if rid is not None:
-        head = head + ", " + field("request_id", rid)
+    group = renderer.group
+    request = ", " + renderer.unique_field("request_id", rid) if rid is not None else ""
     return (
-        "{" + head
-        + ", " + field("method", method)
-        + ", " + field("path", path)
-        + ", " + field("route", route)
-        + ", " + field("status", status)
-        + ", " + field("duration_ms", duration_ms)
-        + ", " + field("client", client)
-        + ", " + renderer.level_and_logger(method_name, _ACCESS_LOGGER)
-        + ", " + renderer.timestamp(now)
-        + trace + "}"
-    )  # fmt: skip
+        f"{{{group(_EVENT_KEYS, _EVENT_VALUES)}{request}"
+        f", {group(_REQUEST_KEYS, (method, path, route))}, {renderer.field('status', status)}"
+        f", {renderer.unique_field('duration_ms', duration_ms)}"
+        f", {group(_CLIENT_KEYS, (client,))}"
+        f", {renderer.level_and_logger(method_name, _ACCESS_LOGGER)}"
+        f", {renderer.timestamp(now)}{trace}}}"
+    )
 
 
 def _default_route_label(scope: Mapping[str, Any], status: int) -> str:
