@@ -69,7 +69,8 @@ class ApiKeyAuth:
     def _presented(self, scope: Scope) -> str | None:
         """The key of the first ``X-API-Key`` header when non-empty, else the token of the
         first ``Authorization: Bearer`` header (one pass over the headers)."""
-        name, auth = self._header, None
+        name: bytes | None = self._header
+        auth: str | None = None
         for key, value in scope.get("headers", ()):
             if key == name:
                 if value:
