@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 
 from safeship.observe import configure_logging, get_logger
 from safeship.observe.logging import _EventDict, _formatter, bound_context, request_id
-from safeship.observe.masking import PiiMasker
+from safeship.observe.masking import MaskPattern, PiiMasker
 from safeship.web import protect
 from safeship.web._asgi import Receive, Scope, Send
 from safeship.web.telemetry import _access_line
@@ -25,6 +26,16 @@ from safeship.web.telemetry import _access_line
 FORMATTERS = {
     "masked": _formatter(True, PiiMasker(), False),
     "unmasked": _formatter(True, None, False),
+    # a pattern of letters only: generated request ids must be searched too
+    "letters": _formatter(
+        True, PiiMasker(patterns=[MaskPattern("word", re.compile("b|GET"))]), False
+    ),
+    # every field of the access line but the event masked whole
+    "sensitive": _formatter(
+        True,
+        PiiMasker(keys=["request_id", "duration_ms", "status", "client", "method", "path"]),
+        False,
+    ),
 }
 texts = st.text(alphabet='abc/{}@.+-() 0123456789Bearer\u00e9\n"\\', max_size=40)
 
@@ -40,7 +51,9 @@ texts = st.text(alphabet='abc/{}@.+-() 0123456789Bearer\u00e9\n"\\', max_size=40
 )  # fmt: skip
 @settings(max_examples=200, deadline=None)
 @given(
-    rid=st.none() | st.text(alphabet="bcdfghjk0123456789-", min_size=1, max_size=40),
+    rid=st.none()
+    | st.text(alphabet="bcdfghjk0123456789-", min_size=1, max_size=40)
+    | st.text(alphabet="bcdfghjkmnpqrstv", min_size=32, max_size=32),
     method=st.sampled_from(["GET", "POST", "DELETE", "PATCH"]) | texts,
     path=texts,
     route=texts,

@@ -66,10 +66,12 @@ def _request_counts(families: Iterable[Metric]) -> collections.Counter[tuple[str
 class HttpMetrics(Protocol):
     """What the middleware records for each request."""
 
-    def started(self) -> None:
-        """A request began."""
+    def started(self) -> object:
+        """A request began; the result goes to `finished`."""
 
-    def finished(self, method: str, route: str, status: int, duration: float) -> None:
+    def finished(
+        self, method: str, route: str, status: int, duration: float, begun: object = None
+    ) -> None:
         """A request ended with ``status`` after ``duration`` seconds."""
 
 
@@ -109,15 +111,34 @@ class ProcessHttpMetrics:
                 self._threads.append(counts)
         return counts
 
-    def started(self) -> None:
-        """A request began."""
-        self._counts().in_progress += 1
+    def started(self) -> _ThreadCounts:
+        """A request began: returns this thread's counts, for `finished`."""
+        try:
+            counts: _ThreadCounts = self._local.counts
+        except AttributeError:
+            counts = self._counts()
+        counts.in_progress += 1
+        return counts
 
-    def finished(self, method: str, route: str, status: int, duration: float) -> None:
-        """A request ended: count it and put its duration in its bucket."""
-        counts = self._counts()
+    def finished(
+        self, method: str, route: str, status: int, duration: float, begun: object = None
+    ) -> None:
+        """A request ended: count it and put its duration in its bucket.
+
+        ``begun`` is what `started` returned for it (the counts of the thread it began
+        on, spared a lookup); None looks them up.
+        """
+        counts = begun if type(begun) is _ThreadCounts else self._counts()
         counts.in_progress -= 1
-        self.observe(method, route, status, duration, counts)
+        # `observe`, inline: this runs on every request.
+        if method not in KNOWN_METHODS:
+            method = "OTHER"
+        row = counts.rows.get((method, route, status))
+        if row is None:
+            row = self._new_row(counts.rows, method, route, status)
+        row[0] += 1
+        row[1] += duration
+        row[2 + bisect_left(self.buckets, duration)] += 1
 
     def observe(
         self,
@@ -209,7 +230,9 @@ class SharedHttpMetrics:
         """A request began."""
         self.in_progress.inc()
 
-    def finished(self, method: str, route: str, status: int, duration: float) -> None:
+    def finished(
+        self, method: str, route: str, status: int, duration: float, begun: object = None
+    ) -> None:
         """A request ended."""
         self.in_progress.dec()
         self.observe(method, route, status, duration)

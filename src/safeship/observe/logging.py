@@ -146,13 +146,16 @@ class Logger:
         For hot events of fixed keys (the access log) that render their line themselves
         with the renderer's `JsonLineRenderer.field`, exactly as the renderer would.
         """
-        if not self._logger.isEnabledFor(level):
+        logger = self._logger
+        if not logger.isEnabledFor(level):
             return None
-        handler = _sole_line_handler(self._logger, level)
+        handler = _sole_line_handler(logger, level)
         if handler is None:
             return None
-        renderer = handler.json_renderer()
-        return None if renderer is None else (handler, renderer)
+        formatter = handler.formatter
+        if type(formatter) is not _Formatter or formatter._json_line is None:
+            return None
+        return handler, formatter._json_line
 
     def _emit(self, level: int, event: str, kv: dict[str, Any]) -> None:
         if not self._logger.isEnabledFor(level):
@@ -297,7 +300,7 @@ class _LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
         formatter = self.formatter
         return formatter._json_line if type(formatter) is _Formatter else None
 
-    def defer(self, make: LineMaker, args: tuple[Any, ...]) -> None:
+    def defer(self, make: LineMaker, args: tuple[Any, ...], loop: Any = None) -> None:
         """Write the line ``make(*args)`` at the end of this event-loop iteration.
 
         Lines deferred in one iteration are rendered together and written with one
@@ -306,10 +309,16 @@ class _LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
         lines, and `flush` and `close` write them too (so `logging.shutdown` does at
         exit). With ``batch`` off, no running event loop, or a stream without a file
         descriptor (``io.StringIO``: nothing to save, and a test reads it at once), the
-        line is written now.
+        line is written now. ``loop``, when given, is the running loop.
         """
-        loop = _running_loop() if self.batch else None
-        if loop is None or not self._to_file():
+        if not self.batch:
+            loop = None
+        elif loop is None:
+            loop = _running_loop()
+        seen, to_file = self._fd_stream
+        if seen is not self.stream:
+            to_file = self._to_file()
+        if loop is None or not to_file:
             self.acquire()
             try:
                 self._write(self._line(make, args))
@@ -419,7 +428,8 @@ def _sole_line_handler(logger: logging.Logger, level: int) -> _LineHandler | Non
         or logger.disabled
         or cls.handle is not _STANDARD_HANDLE
         or cls.callHandlers is not _STANDARD_CALL_HANDLERS
-        or logging.getLogRecordFactory() is not _LogRecord
+        # getLogRecordFactory()'s value, read without the call (a renamed one: None).
+        or getattr(logging, "_logRecordFactory", None) is not _LogRecord
     ):
         return None
     sole = None

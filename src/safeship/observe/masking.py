@@ -185,6 +185,12 @@ class PiiMasker:
         """Whether string values under ``key`` are written as they are (safeship's ids)."""
         return key in self._verbatim
 
+    @property
+    def letters_are_clean(self) -> bool:
+        """Whether no pattern can match a text made only of letters (`mask_text`
+        returns such a text unchanged)."""
+        return self._letters_are_clean
+
     def mask_text(self, text: str, *, remember: bool = True) -> str:
         """Replace every pattern match in ``text``.
 

@@ -219,6 +219,37 @@ class JsonLineRenderer:
             return self._fields.get((key, value)) == text
         return value is None and not self._keys[key][1]
 
+    def kept_groups(self, keys: tuple[str, ...]) -> Mapping[tuple[Any, ...], str]:
+        """The texts `group` kept for ``keys``, by their values.
+
+        A caller rendering many events looks a group up here first and calls `group`
+        only for values it does not hold (which `group` then may keep).
+        """
+        cache = self._groups.get(keys)
+        if cache is None:
+            cache = self._groups[keys] = {}
+        return cache
+
+    def number_prefix(self, key: str) -> str | None:
+        """The ``"key": `` text a finite number of ``key`` follows as its own
+        ``repr``, or None when values of ``key`` are masked whole."""
+        info = self._keys.get(key)
+        if info is None:
+            info = self._key_info(key)
+        return None if info[1] else info[0]
+
+    def letters_prefix(self, key: str) -> str | None:
+        """The ``"key": "`` text a value of ``key`` made only of ASCII letters follows,
+        unchanged and then closed by ``"``, as `unique_field` renders it; None when
+        masking may change such a value (a sensitive key, a pattern of letters)."""
+        info = self._keys.get(key)
+        if info is None:
+            info = self._key_info(key)
+        masker = self._masker
+        if info[1] or not (masker is None or info[2] or masker.letters_are_clean):
+            return None
+        return info[0] + '"'
+
     def level_and_logger(self, method: str, logger: str) -> str:
         """The ``level`` and ``logger`` fields of an event logged at ``method``."""
         return self._level_and_logger(_METHOD_LEVELS.get(method, method), logger)

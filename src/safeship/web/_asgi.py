@@ -131,3 +131,9 @@ class PathPrefixes:
     def __call__(self, path: str) -> bool:
         """Whether ``path`` is one of the prefixes or below one."""
         return self._everything or path in self._bases or path.startswith(self._starts)
+
+    @property
+    def parts(self) -> tuple[bool, frozenset[str], tuple[str, ...]]:
+        """What `__call__` checks, for a caller that checks it inline: whether every
+        path matches, the prefixes themselves, and the starts of the paths below them."""
+        return self._everything, self._bases, self._starts

@@ -66,6 +66,21 @@ class ApiKeyAuth:
         self.store: FailureStore = store or MemoryFailureStore()
         self.trusted_proxies: tuple[IPNetwork, ...] = parse_networks(trusted_proxies)
 
+    @property
+    def protects(self) -> PathPrefixes:
+        """Whether a path lies under the protected prefixes."""
+        return self._is_protected
+
+    @property
+    def header_key(self) -> bytes:
+        """The API-key header's name, lower-case bytes."""
+        return self._header
+
+    @property
+    def digests(self) -> DigestSet:
+        """The digests of the accepted keys."""
+        return self._digests
+
     def _presented(self, scope: Scope) -> str | None:
         """The key of the first ``X-API-Key`` header when non-empty, else the token of the
         first ``Authorization: Bearer`` header (one pass over the headers)."""

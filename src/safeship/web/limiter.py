@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -81,6 +81,11 @@ class MemoryFailureStore:
         self.max_clients = max_clients
         self._clock = clock
         self._clients: OrderedDict[str, _Counts] = OrderedDict()
+
+    @property
+    def known_clients(self) -> Mapping[str, object]:
+        """The clients with failures counted (read only): any other client is allowed."""
+        return self._clients
 
     async def check(self, client: str) -> Verdict:
         """The current verdict for ``client``."""

@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import time
+from asyncio.base_events import BaseEventLoop
 from typing import Any
 
 from safeship.observe.logging import get_logger
 from safeship.web._asgi import ASGIApp, Message, Receive, Scope, Send, send_problem
 
 _log = get_logger("safeship.web.limits")
+_ASYNCIO_TIME = BaseEventLoop.time
 
 
 class _BodyTooLargeError(Exception):
@@ -113,13 +116,15 @@ class _Deadlines:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, resolution: float) -> None:
         self.loop = loop
+        # asyncio's own loops tell time with time.monotonic: called directly, the same.
+        self.clock = time.monotonic if type(loop).time is _ASYNCIO_TIME else loop.time
         self.resolution = resolution
         self.slots: dict[int, set[asyncio.Task[Any]]] = {}
         self.expired: set[asyncio.Task[Any]] = set()
 
     def enter(self, task: asyncio.Task[Any], timeout: float) -> set[asyncio.Task[Any]]:
         """Watch ``task`` for ``timeout`` seconds; discard it from the returned set when done."""
-        slot = math.ceil((self.loop.time() + timeout) / self.resolution)
+        slot = math.ceil((self.clock() + timeout) / self.resolution)
         tasks = self.slots.get(slot)
         if tasks is None:
             tasks = self.slots[slot] = set()
@@ -154,13 +159,6 @@ class TimeoutMiddleware:
         self._resolution = min(timeout / 20, 0.25)
         self._deadlines: _Deadlines | None = None
 
-    def _watch(self) -> _Deadlines:
-        loop = asyncio.get_running_loop()
-        deadlines = self._deadlines
-        if deadlines is None or deadlines.loop is not loop:
-            deadlines = self._deadlines = _Deadlines(loop, self._resolution)
-        return deadlines
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         task = asyncio.current_task()
         if scope["type"] != "http" or task is None:
@@ -183,10 +181,24 @@ class TimeoutMiddleware:
         finally:
             self.release(task, watch)
 
-    def watch(self, task: asyncio.Task[Any]) -> Watch:
-        """Start the clock on ``task``; pass the result to `is_own_timeout` and `release`."""
-        deadlines = self._watch()
-        return deadlines, deadlines.enter(task, self.timeout), task.cancelling()
+    def watch(
+        self, task: asyncio.Task[Any], loop: asyncio.AbstractEventLoop | None = None
+    ) -> Watch:
+        """Start the clock on ``task`` (running on ``loop``, when the caller knows it);
+        pass the result to `is_own_timeout` and `release`."""
+        if loop is None:
+            loop = task.get_loop()
+        deadlines = self._deadlines
+        if deadlines is None or deadlines.loop is not loop:
+            deadlines = self._deadlines = _Deadlines(loop, self._resolution)
+        # `_Deadlines.enter`, inline for the common case: a slot other requests opened.
+        slot = math.ceil((deadlines.clock() + self.timeout) / deadlines.resolution)
+        tasks = deadlines.slots.get(slot)
+        if tasks is None:
+            tasks = deadlines.enter(task, self.timeout)
+        else:
+            tasks.add(task)
+        return deadlines, tasks, task.cancelling()
 
     def is_own_timeout(self, task: asyncio.Task[Any], watch: Watch) -> bool:
         """On CancelledError: whether it is this timeout's (then the task is uncancelled)."""

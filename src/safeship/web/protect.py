@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Protocol
+from collections.abc import Awaitable, Iterable, Mapping
 
+from safeship.observe import metrics as observe_metrics
 from safeship.observe.health import HealthRegistry
 from safeship.observe.logging import configure_logging, is_configured, request_id
 from safeship.web._asgi import ASGIApp, Message, Receive, Scope, Send
 from safeship.web.auth import ApiKeyAuth
 from safeship.web.csrf import OriginCheckMiddleware
 from safeship.web.endpoints import DEFAULT_HEALTH_PATHS, HealthEndpoints, MetricsEndpoint
+from safeship.web.express import ExpressLane
 from safeship.web.limiter import FailureStore
 from safeship.web.limits import BodySizeLimitMiddleware, TimeoutMiddleware
 from safeship.web.request_id import RequestIdMiddleware, with_header
@@ -52,7 +53,7 @@ def protect(
     if configure_logs and not is_configured() and not _root_has_handlers():
         configure_logging()
     wrapped: ASGIApp = app
-    layers: list[Layer] = []  # innermost first
+    layers: list[object] = []  # the guards, innermost first
     if metrics_path is not None:
         wrapped = MetricsEndpoint(wrapped, path=metrics_path)
         layers.append(wrapped)
@@ -88,22 +89,14 @@ def protect(
             quiet_paths=quiet,
             route_label=route_label,
         )
+    request_ids = RequestIdMiddleware(wrapped)
     return ProtectedApp(
         wrapped,
-        RequestIdMiddleware(wrapped),
+        request_ids,
         observe,
         timeout,
-        shortcut=(app, tuple(layer.passes for layer in reversed(layers))),
+        lane=ExpressLane.build(app, layers, request_ids),
     )
-
-
-class Layer(Protocol):
-    """A guard or endpoint layer that can tell, without side effects, that it would only
-    pass a request on to the app."""
-
-    def passes(self, scope: Scope) -> bool:
-        """True when the layer would hand this request to the app untouched."""
-        ...
 
 
 class ProtectedApp:
@@ -111,9 +104,9 @@ class ProtectedApp:
 
     Each behaves as its own middleware (`RequestIdMiddleware`, `ObserveMiddleware`,
     `TimeoutMiddleware`) stacked in that order would, with one wrapper around ``send``
-    instead of three, which matters on every request. With a ``shortcut`` (the user's
-    app and the ``passes`` checks of the layers in between), a request every layer
-    would pass untouched goes to the app directly; any other goes through the layers,
+    instead of three, which matters on every request. With a ``lane`` (an `ExpressLane`
+    over the guards between these layers and the user's app), a request every guard
+    would pass untouched goes to the app directly; any other goes through the guards,
     which answer it (probes, 401, 413...) as they do on their own.
     """
 
@@ -124,22 +117,31 @@ class ProtectedApp:
         observe: ObserveMiddleware | None,
         timeout: TimeoutMiddleware | None,
         *,
-        shortcut: tuple[ASGIApp, tuple[Callable[[Scope], bool], ...]] | None = None,
+        lane: ExpressLane | None = None,
     ) -> None:
         self.app = app
         self.request_ids = request_ids
+        self._id_header = request_ids.header_key
         self.observe = observe
         self.timeout = timeout
-        self._direct, self._checks = shortcut if shortcut is not None else (app, ())
+        self.lane = lane
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)  # the three layers only act on HTTP
             return
-        task = asyncio.current_task()
-        rid, encoded = self.request_ids.assign(scope)
+        task = _current_task()
+        loop = None if task is None else task.get_loop()
+        lane = self.lane
+        incoming = None if lane is None else lane.look(scope)
+        if incoming is None:
+            target = self.app
+            rid, encoded = self.request_ids.assign(scope)
+        else:
+            target = lane.app  # type: ignore[union-attr]  # a lane gave ``incoming``
+            rid, encoded = self.request_ids.adopt(scope, incoming)
         token = request_id.set(rid)
-        key = self.request_ids.header_key
+        key = self._id_header
         status = 500
         started = False
 
@@ -153,16 +155,10 @@ class ProtectedApp:
             return send(message)
 
         observe, timeout = self.observe, self.timeout
-        began = time.perf_counter()
-        if observe is not None:
-            observe.begin()
+        began = _perf_counter()
+        begun = None if observe is None or not observe.metrics else observe_metrics.HTTP.started()
         # Without a task (not run by an asyncio server) there is nothing to cancel.
-        watch = None if timeout is None or task is None else timeout.watch(task)
-        target = self._direct
-        for passes in self._checks:
-            if not passes(scope):
-                target = self.app
-                break
+        watch = None if timeout is None or task is None else timeout.watch(task, loop)
         try:
             await target(scope, receive, send_wrapped)
         except asyncio.CancelledError:
@@ -173,12 +169,16 @@ class ProtectedApp:
             await timeout.timed_out(scope, send_wrapped, started)
         finally:
             try:
-                if task is not None and timeout is not None and watch is not None:
-                    timeout.release(task, watch)
+                if watch is not None:
+                    timeout.release(task, watch)  # type: ignore[union-attr, arg-type]
                 if observe is not None:
-                    observe.finish(scope, status, time.perf_counter() - began)
+                    observe.finish(scope, status, _perf_counter() - began, begun, loop)
             finally:
                 request_id.reset(token)
+
+
+_current_task = asyncio.current_task
+_perf_counter = time.perf_counter
 
 
 def _root_has_handlers() -> bool:

@@ -68,18 +68,30 @@ class RequestIdMiddleware:
 
     def assign(self, scope: Scope) -> tuple[str, bytes]:
         """The request's id (kept or generated), stored in ``scope["state"]``; also encoded."""
+        incoming = b""
         if self.trust_incoming:
             key = self._key
             for name, value in scope.get("headers", ()):
                 if name == key:
-                    text = bytes(value).decode("latin-1")
-                    if _SAFE_ID.fullmatch(text):
-                        scope.setdefault("state", {})["request_id"] = text
-                        return text, text.encode("latin-1")
+                    incoming = bytes(value)
                     break  # only the first value counts, as `_incoming` reads it
-        rid = self.generator()
+        return self.adopt(scope, incoming)
+
+    def adopt(self, scope: Scope, incoming: bytes) -> tuple[str, bytes]:
+        """`assign` with the first value of the header already read (``b""``: none)."""
+        if incoming and self.trust_incoming:
+            text = incoming.decode("latin-1")
+            if _SAFE_ID.fullmatch(text):
+                scope.setdefault("state", {})["request_id"] = text
+                return text, incoming
+        if self.generator is _random_id:  # `_random_id`, inline, keeping its bytes
+            raw = _ids.getrandbits(256).to_bytes(32, "little").translate(_BYTE_TO_LETTER)
+            rid = raw.decode("ascii")
+        else:
+            rid = self.generator()
+            raw = rid.encode("latin-1", "replace")
         scope.setdefault("state", {})["request_id"] = rid
-        return rid, rid.encode("latin-1", "replace")
+        return rid, raw
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -16,6 +18,10 @@ RouteLabel = Callable[[Mapping[str, Any], int], str]
 
 _ACCESS_LOGGER = "safeship.access"
 _access_log = get_logger(_ACCESS_LOGGER)
+#: The default route label: the matched route template (``metrics.route_label``).
+_route_template: RouteLabel = metrics.route_label
+#: Trace ids exist only once something imported OpenTelemetry's API.
+_OTEL_TRACE = "opentelemetry.trace"
 
 
 class ObserveMiddleware:
@@ -38,8 +44,9 @@ class ObserveMiddleware:
         self.access_log = access_log
         self.metrics = metrics
         self.quiet_paths = tuple(quiet_paths)
-        self._is_quiet = PathPrefixes(self.quiet_paths)
-        self.route_label: RouteLabel = route_label or _default_route_label
+        quiet = PathPrefixes(self.quiet_paths).parts
+        self._quiet_all, self._quiet_bases, self._quiet_starts = quiet
+        self.route_label: RouteLabel = route_label or _route_template
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -60,25 +67,37 @@ class ObserveMiddleware:
         finally:
             self.finish(scope, status, time.perf_counter() - started)
 
-    def begin(self) -> None:
-        """A request starts (counted in progress)."""
-        if self.metrics:
-            metrics.HTTP.started()
+    def begin(self) -> object:
+        """A request starts (counted in progress); pass the result on to `finish`."""
+        return metrics.HTTP.started() if self.metrics else None
 
-    def finish(self, scope: Scope, status: int, duration: float) -> None:
-        """A request ended with ``status``: record its metrics and access-log line."""
+    def finish(
+        self,
+        scope: Scope,
+        status: int,
+        duration: float,
+        begun: object = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        """A request ended with ``status``: record its metrics and access-log line.
+
+        ``begun`` is what `begin` returned; ``loop`` the running event loop, when the
+        caller knows it.
+        """
         route = self.route_label(scope, status)
-        method = str(scope.get("method", "GET"))
+        method = scope.get("method", "GET")
+        if type(method) is not str:
+            method = str(method)
         if self.metrics:
-            metrics.HTTP.finished(method, route, status, duration)
-        if self.access_log:
-            self._log(scope, method, route, status, duration)
-
-    def _log(self, scope: Scope, method: str, route: str, status: int, duration: float) -> None:
-        path = str(scope.get("path", ""))
+            metrics.HTTP.finished(method, route, status, duration, begun)
+        if not self.access_log:
+            return
+        path = scope.get("path", "")
+        if type(path) is not str:
+            path = str(path)
         if status >= 500:
             level = logging.ERROR
-        elif self._is_quiet(path):
+        elif self._quiet_all or path in self._quiet_bases or path.startswith(self._quiet_starts):
             level = logging.DEBUG
         else:
             level = logging.INFO
@@ -88,13 +107,18 @@ class ObserveMiddleware:
         client = scope.get("client")
         address = client[0] if client else None
         duration_ms = int(duration * 1_000_000) / 1000  # µs precision; no round()
-        if sink is not None and not _access_log.context and not has_bound_context():
+        if sink is not None and not has_bound_context():
             handler, renderer = sink
             method_name = _LEVEL_METHODS[level]
+            trace = renderer.trace_fields(method_name) if _OTEL_TRACE in sys.modules else ""
+            lines = _lines
+            if lines is None or lines.renderer is not renderer:
+                lines = _lines_of(renderer)
             handler.defer(
-                _access_line,
-                (renderer, method_name, request_id.get(), method, path, route, status,
-                 duration_ms, address, time.time(), renderer.trace_fields(method_name)),
+                lines.line,
+                (method_name, request_id.get(), method, path, route, status, duration_ms,
+                 address, time.time(), trace),
+                loop,
             )  # fmt: skip
             return
         fields = {
@@ -112,6 +136,98 @@ _EVENT_KEYS, _EVENT_VALUES = ("event",), ("http.request",)
 _REQUEST_KEYS = ("method", "path", "route")
 _CLIENT_KEYS = ("client",)
 _LEVEL_METHODS = {logging.DEBUG: "debug", logging.INFO: "info", logging.ERROR: "error"}
+_STATUS_TEXTS_MAX = 1024
+
+
+class _AccessLines:
+    """Access-log lines of one `JsonLineRenderer`: the same text `Logger.event` renders
+    for an access event with no bound context, field by field and in the same order (a
+    test holds the two to it), from texts prepared once per renderer.
+
+    `line` looks each field up instead of calling the renderer: it runs for every
+    request, so it costs a few dictionary lookups and one f-string; a field it holds no
+    text for comes from the renderer's own methods.
+    """
+
+    __slots__ = (
+        "clients", "duration", "head", "renderer", "request_id", "requests", "stamp",
+        "statuses", "tails",
+    )  # fmt: skip
+
+    def __init__(self, renderer: JsonLineRenderer) -> None:
+        self.renderer = renderer
+        # Masking is deterministic: a constant field renders the same every time.
+        self.head = "{" + renderer.group(_EVENT_KEYS, _EVENT_VALUES)
+        self.tails = {
+            name: renderer.level_and_logger(name, _ACCESS_LOGGER)
+            for name in _LEVEL_METHODS.values()
+        }
+        self.requests = renderer.kept_groups(_REQUEST_KEYS)
+        self.clients = renderer.kept_groups(_CLIENT_KEYS)
+        self.request_id = renderer.letters_prefix("request_id")
+        self.duration = renderer.number_prefix("duration_ms")
+        self.statuses: dict[int, str] = {}
+        self.stamp: tuple[int, str] = (-1, "")  # a second, its timestamp up to the µs
+
+    def line(
+        self,
+        method_name: str,
+        rid: str | None,
+        method: str,
+        path: str,
+        route: str,
+        status: int,
+        duration_ms: float,
+        client: str | None,
+        now: float,
+        trace: str,
+    ) -> str:
+        """The line of one request (``duration_ms`` a finite float, ``status`` an int)."""
+        renderer = self.renderer
+        if rid is None:
+            request = ""
+        elif self.request_id is not None and rid.isalpha() and rid.isascii():
+            request = ", " + self.request_id + rid + '"'  # generated ids: letters only
+        else:
+            request = ", " + renderer.unique_field("request_id", rid)
+        fields = self.requests.get((method, path, route))
+        if fields is None:
+            fields = renderer.group(_REQUEST_KEYS, (method, path, route))
+        status_text = self.statuses.get(status)
+        if status_text is None:
+            status_text = renderer.field("status", status)
+            if len(self.statuses) < _STATUS_TEXTS_MAX:
+                self.statuses[status] = status_text
+        if self.duration is not None:
+            duration = self.duration + repr(duration_ms)
+        else:
+            duration = renderer.unique_field("duration_ms", duration_ms)
+        address = self.clients.get((client,))
+        if address is None:
+            address = renderer.group(_CLIENT_KEYS, (client,))
+        tail = self.tails.get(method_name)
+        if tail is None:
+            tail = renderer.level_and_logger(method_name, _ACCESS_LOGGER)
+        second = int(now)
+        stamp = self.stamp
+        if stamp[0] != second:
+            stamp = self.stamp = (second, renderer.timestamp(second)[:-8])
+        return (
+            f"{self.head}{request}, {fields}, {status_text}, {duration}, {address}, {tail}"
+            f', {stamp[1]}{int((now - second) * 1_000_000):06d}Z"{trace}}}'
+        )
+
+
+_lines: _AccessLines | None = None
+
+
+def _lines_of(renderer: JsonLineRenderer) -> _AccessLines:
+    """The `_AccessLines` of ``renderer`` (kept for the renderer last used)."""
+    global _lines  # one slot: logging has one configuration at a time
+    lines = _lines
+    if lines is None or lines.renderer is not renderer:
+        lines = _lines = _AccessLines(renderer)
+    return lines
 
 
 def _access_line(
@@ -127,25 +243,10 @@ def _access_line(
     now: float,
     trace: str,
 ) -> str:
-    """The JSON line `Logger.event` renders for an access-log event with no bound context.
-
-    The same text, field by field, in the same order (a test holds the two to it);
-    without the event dict and the generic field loop, so it costs far less.
-    """
-    group = renderer.group
-    request = ", " + renderer.unique_field("request_id", rid) if rid is not None else ""
-    return (
-        f"{{{group(_EVENT_KEYS, _EVENT_VALUES)}{request}"
-        f", {group(_REQUEST_KEYS, (method, path, route))}, {renderer.field('status', status)}"
-        f", {renderer.unique_field('duration_ms', duration_ms)}"
-        f", {group(_CLIENT_KEYS, (client,))}"
-        f", {renderer.level_and_logger(method_name, _ACCESS_LOGGER)}"
-        f", {renderer.timestamp(now)}{trace}}}"
+    """The JSON line `Logger.event` renders for an access-log event with no bound context."""
+    return _lines_of(renderer).line(
+        method_name, rid, method, path, route, status, duration_ms, client, now, trace
     )
-
-
-def _default_route_label(scope: Mapping[str, Any], status: int) -> str:
-    return metrics.route_label(scope, status)
 
 
 class AccessLogMiddleware(ObserveMiddleware):
