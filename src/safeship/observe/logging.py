@@ -335,8 +335,11 @@ class _LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
             loop.call_soon(self._flush_for, loop)
 
     def _flush_for(self, loop: Any) -> None:
-        self._flushing_loops.discard(loop)
-        self.flush()
+        """Write the deferred lines (the end of an iteration of ``loop``)."""
+        with self.lock:  # type: ignore[union-attr]  # Handler.__init__ made it
+            self._flushing_loops.discard(loop)
+            if self._deferred:  # else written already, by another write through here
+                self._write_deferred()
 
     def _to_file(self) -> bool:
         stream = self.stream
@@ -379,7 +382,12 @@ class _LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def flush(self) -> None:
         """Write the deferred lines, then flush the stream."""
-        self.acquire()
+        with self.lock:  # type: ignore[union-attr]  # Handler.__init__ made it
+            self._write_deferred()
+
+    def _write_deferred(self) -> None:
+        """Write the deferred lines and flush the stream (the caller holds the lock);
+        a failure is reported, not raised."""
         try:
             if self._deferred:
                 self._write("")
@@ -389,8 +397,6 @@ class _LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
             raise
         except Exception:  # noqa: BLE001 - logging's own rule: report, never raise
             self.handleError(logging.makeLogRecord({"msg": "deferred log lines"}))
-        finally:
-            self.release()
 
     def close(self) -> None:
         """Write the deferred lines, then close as a StreamHandler does."""

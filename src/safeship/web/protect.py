@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import types
 from collections.abc import Awaitable, Iterable, Mapping
 
 from safeship.observe import metrics as observe_metrics
@@ -130,8 +131,13 @@ class ProtectedApp:
         if scope["type"] != "http":
             await self.app(scope, receive, send)  # the three layers only act on HTTP
             return
-        task = _current_task()
-        loop = None if task is None else task.get_loop()
+        loop = _running_loop()
+        if loop is None:
+            task = None
+        elif _current_tasks is not None:
+            task = _current_tasks.get(loop)
+        else:
+            task = asyncio.current_task(loop)
         lane = self.lane
         incoming = None if lane is None else lane.look(scope)
         if incoming is None:
@@ -177,8 +183,15 @@ class ProtectedApp:
                 request_id.reset(token)
 
 
-_current_task = asyncio.current_task
+_running_loop = asyncio._get_running_loop
 _perf_counter = time.perf_counter
+#: The running task of each loop, as `asyncio.current_task` reads it where that is a
+#: Python function (Python 3.11): read directly, without the function's frame.
+_current_tasks: dict[object, asyncio.Task[object]] | None = getattr(
+    asyncio.tasks, "_current_tasks", None
+)
+if not isinstance(asyncio.current_task, types.FunctionType) or type(_current_tasks) is not dict:
+    _current_tasks = None
 
 
 def _root_has_handlers() -> bool:

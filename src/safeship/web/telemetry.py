@@ -84,7 +84,15 @@ class ObserveMiddleware:
         ``begun`` is what `begin` returned; ``loop`` the running event loop, when the
         caller knows it.
         """
-        route = self.route_label(scope, status)
+        route_label = self.route_label
+        route = None
+        if route_label is _route_template and "safeship.route" not in scope:
+            # The matched route's template, read inline when no Mount prefixes it.
+            template = getattr(scope.get("route"), "path", None)
+            if type(template) is str and not scope.get("root_path"):
+                route = template
+        if route is None:
+            route = route_label(scope, status)
         method = scope.get("method", "GET")
         if type(method) is not str:
             method = str(method)
