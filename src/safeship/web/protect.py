@@ -176,7 +176,9 @@ class ProtectedApp:
         finally:
             try:
                 if watch is not None:
-                    timeout.release(task, watch)  # type: ignore[union-attr, arg-type]
+                    watch[1].discard(task)
+                    if watch[0].expired:  # rare: let the timeout sort it out
+                        timeout.release(task, watch)  # type: ignore[union-attr, arg-type]
                 if observe is not None:
                     observe.finish(scope, status, _perf_counter() - began, begun, loop)
             finally:

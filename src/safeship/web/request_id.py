@@ -79,18 +79,22 @@ class RequestIdMiddleware:
 
     def adopt(self, scope: Scope, incoming: bytes) -> tuple[str, bytes]:
         """`assign` with the first value of the header already read (``b""``: none)."""
+        rid = None
         if incoming and self.trust_incoming:
             text = incoming.decode("latin-1")
             if _SAFE_ID.fullmatch(text):
-                scope.setdefault("state", {})["request_id"] = text
-                return text, incoming
-        if self.generator is _random_id:  # `_random_id`, inline, keeping its bytes
-            raw = _ids.getrandbits(256).to_bytes(32, "little").translate(_BYTE_TO_LETTER)
-            rid = raw.decode("ascii")
-        else:
-            rid = self.generator()
-            raw = rid.encode("latin-1", "replace")
-        scope.setdefault("state", {})["request_id"] = rid
+                rid, raw = text, incoming
+        if rid is None:
+            if self.generator is _random_id:  # `_random_id`, inline, keeping its bytes
+                raw = _ids.getrandbits(256).to_bytes(32, "little").translate(_BYTE_TO_LETTER)
+                rid = raw.decode("ascii")
+            else:
+                rid = self.generator()
+                raw = rid.encode("latin-1", "replace")
+        state = scope.get("state")
+        if state is None:  # servers give one; no empty dict made for nothing
+            state = scope["state"] = {}
+        state["request_id"] = rid
         return rid, raw
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
