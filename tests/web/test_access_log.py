@@ -21,7 +21,7 @@ from safeship.observe.logging import _EventDict, _formatter, bound_context, requ
 from safeship.observe.masking import MaskPattern, PiiMasker
 from safeship.web import protect
 from safeship.web._asgi import Receive, Scope, Send
-from safeship.web.telemetry import _access_line
+from safeship.web.telemetry import _lines_of
 
 FORMATTERS = {
     "masked": _formatter(True, PiiMasker(), False),
@@ -85,10 +85,9 @@ def test_access_line_is_the_text_of_the_event_it_stands_for(
     now = 1_700_000_000.123456
     general = renderer(event, method_name, "safeship.access", now)
     for _ in range(2):  # the second time from cached fields
-        ours = _access_line(
-            renderer, method_name, rid, method, path, route, status, duration_ms, client,
-            now, "",
-        )  # fmt: skip
+        ours = _lines_of(renderer).line(
+            method_name, rid, method, path, route, status, duration_ms, client, now, ""
+        )
         assert ours == general
 
 

@@ -12,11 +12,12 @@ from hypothesis import strategies as st
 
 from safeship.observe.health import HealthRegistry
 from safeship.web import protect
-from safeship.web._asgi import Receive, Scope, Send
+from safeship.web._asgi import Scope
 from safeship.web.express import ExpressLane
 from safeship.web.limiter import ALLOWED, MemoryFailureStore, Verdict
 from safeship.web.protect import ProtectedApp
 from safeship.web.request_id import RequestIdMiddleware
+from tests.web.test_hot_paths import read_all
 
 KEY = "ss_right_key"
 
@@ -29,18 +30,6 @@ class RemoteStore:
 
     async def record_failure(self, client: str) -> Verdict:
         return Verdict(False, 60)
-
-
-async def answer(scope: Scope, receive: Receive, send: Send) -> None:
-    """The user's app: reads the body, answers 200 with what it saw."""
-    size, more = 0, True
-    while more:
-        message = await receive()
-        size += len(message.get("body", b""))
-        more = message.get("more_body", False)
-    body = f"{scope['method']} {scope['path']} {size}".encode()
-    await send({"type": "http.response.start", "status": 200, "headers": []})
-    await send({"type": "http.response.body", "body": body})
 
 
 STACKS: dict[str, dict[str, Any]] = {
@@ -58,7 +47,7 @@ STACKS: dict[str, dict[str, Any]] = {
 
 
 def build(stack: str) -> ProtectedApp:
-    app = protect(answer, configure_logs=False, **STACKS[stack])
+    app = protect(read_all, configure_logs=False, **STACKS[stack])
     assert isinstance(app, ProtectedApp)
     return app
 
@@ -66,7 +55,7 @@ def build(stack: str) -> ProtectedApp:
 def guards(app: ProtectedApp) -> list[Any]:
     """The guard layers between the outer layers and the user's app."""
     layers, layer = [], app.app
-    while layer is not answer:
+    while layer is not read_all:
         layers.append(layer)
         layer = layer.app
     return layers
@@ -157,14 +146,14 @@ def test_a_valid_key_goes_straight_to_the_app_and_a_limited_client_does_not() ->
 
 
 def test_a_lane_is_only_built_over_guards_it_knows() -> None:
-    ids = RequestIdMiddleware(answer)
-    assert ExpressLane.build(answer, [object()], ids) is None
-    clashing = protect(answer, api_keys=[KEY], configure_logs=False)
+    ids = RequestIdMiddleware(read_all)
+    assert ExpressLane.build(read_all, [object()], ids) is None
+    clashing = protect(read_all, api_keys=[KEY], configure_logs=False)
     assert isinstance(clashing, ProtectedApp)
-    same_header = RequestIdMiddleware(answer, header="X-API-Key")
-    assert ExpressLane.build(answer, guards(clashing), same_header) is None
-    untrusting = RequestIdMiddleware(answer, header="X-API-Key", trust_incoming=False)
-    assert ExpressLane.build(answer, guards(clashing), untrusting) is not None
+    same_header = RequestIdMiddleware(read_all, header="X-API-Key")
+    assert ExpressLane.build(read_all, guards(clashing), same_header) is None
+    untrusting = RequestIdMiddleware(read_all, header="X-API-Key", trust_incoming=False)
+    assert ExpressLane.build(read_all, guards(clashing), untrusting) is not None
 
 
 def test_an_unhashable_header_name_goes_through_the_layers() -> None:
@@ -225,11 +214,11 @@ def test_the_lane_answers_as_the_layers_do(
 @pytest.mark.parametrize("incoming", [b"r-1", b"", b"bad id", b"x" * 129])
 def test_adopt_keeps_a_valid_id_and_generates_the_rest(incoming: bytes) -> None:
     scope: Scope = {"type": "http"}
-    rid, encoded = RequestIdMiddleware(answer).adopt(scope, incoming)
+    rid, encoded = RequestIdMiddleware(read_all).adopt(scope, incoming)
     assert scope["state"]["request_id"] == rid and encoded == rid.encode()
     if incoming == b"r-1":
         assert rid == "r-1"
     else:
         assert len(rid) == 32 and rid.isalpha() and rid.islower()
-    own = RequestIdMiddleware(answer, generator=lambda: "own-1")
+    own = RequestIdMiddleware(read_all, generator=lambda: "own-1")
     assert own.adopt({}, incoming)[0] == ("r-1" if incoming == b"r-1" else "own-1")

@@ -238,25 +238,6 @@ def _lines_of(renderer: JsonLineRenderer) -> _AccessLines:
     return lines
 
 
-def _access_line(
-    renderer: JsonLineRenderer,
-    method_name: str,
-    rid: str | None,
-    method: str,
-    path: str,
-    route: str,
-    status: int,
-    duration_ms: float,
-    client: str | None,
-    now: float,
-    trace: str,
-) -> str:
-    """The JSON line `Logger.event` renders for an access-log event with no bound context."""
-    return _lines_of(renderer).line(
-        method_name, rid, method, path, route, status, duration_ms, client, now, trace
-    )
-
-
 class AccessLogMiddleware(ObserveMiddleware):
     """Only the access log of `ObserveMiddleware`."""
 
