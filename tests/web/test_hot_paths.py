@@ -125,6 +125,25 @@ def test_timeout_middleware_serves_several_event_loops() -> None:
         assert sent.status == 504
 
 
+class _LateClockLoop(asyncio.SelectorEventLoop):
+    """A loop whose clock runs an hour behind time.monotonic."""
+
+    def time(self) -> float:
+        return super().time() - 3600.0
+
+
+def test_timeout_keeps_the_time_of_a_loop_with_a_clock_of_its_own() -> None:
+    middleware = TimeoutMiddleware(sleeper(5), timeout=0.05)
+    loop = _LateClockLoop()
+    try:
+        sent = Recorder()
+        started = time.monotonic()
+        loop.run_until_complete(middleware(http_scope(), body_receive(), sent))
+        assert sent.status == 504 and time.monotonic() - started < 1.0
+    finally:
+        loop.close()
+
+
 async def test_fast_requests_keep_their_response() -> None:
     middleware = TimeoutMiddleware(sleeper(0), timeout=0.05)
     for _ in range(20):
