@@ -194,7 +194,7 @@ class _AccessLines:
         renderer = self.renderer
         if rid is None:
             request = ""
-        elif self.request_id is not None and rid.isalpha() and rid.isascii():
+        elif self.request_id is not None and type(rid) is str and rid.isalpha() and rid.isascii():
             request = ", " + self.request_id + rid + '"'  # generated ids: letters only
         else:
             request = ", " + renderer.unique_field("request_id", rid)
