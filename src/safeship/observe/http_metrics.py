@@ -130,15 +130,7 @@ class ProcessHttpMetrics:
         """
         counts = begun if type(begun) is _ThreadCounts else self._counts()
         counts.in_progress -= 1
-        # `observe`, inline: this runs on every request.
-        if method not in KNOWN_METHODS:
-            method = "OTHER"
-        row = counts.rows.get((method, route, status))
-        if row is None:
-            row = self._new_row(counts.rows, method, route, status)
-        row[0] += 1
-        row[1] += duration
-        row[2 + bisect_left(self.buckets, duration)] += 1
+        self.observe(method, route, status, duration, counts)
 
     def observe(
         self,

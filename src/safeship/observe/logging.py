@@ -152,10 +152,8 @@ class Logger:
         handler = _sole_line_handler(logger, level)
         if handler is None:
             return None
-        formatter = handler.formatter
-        if type(formatter) is not _Formatter or formatter._json_line is None:
-            return None
-        return handler, formatter._json_line
+        renderer = handler.json_renderer()
+        return None if renderer is None else (handler, renderer)
 
     def _emit(self, level: int, event: str, kv: dict[str, Any]) -> None:
         if not self._logger.isEnabledFor(level):

@@ -191,14 +191,7 @@ class TimeoutMiddleware:
         deadlines = self._deadlines
         if deadlines is None or deadlines.loop is not loop:
             deadlines = self._deadlines = _Deadlines(loop, self._resolution)
-        # `_Deadlines.enter`, inline for the common case: a slot other requests opened.
-        slot = math.ceil((deadlines.clock() + self.timeout) / deadlines.resolution)
-        tasks = deadlines.slots.get(slot)
-        if tasks is None:
-            tasks = deadlines.enter(task, self.timeout)
-        else:
-            tasks.add(task)
-        return deadlines, tasks, task.cancelling()
+        return deadlines, deadlines.enter(task, self.timeout), task.cancelling()
 
     def is_own_timeout(self, task: asyncio.Task[Any], watch: Watch) -> bool:
         """On CancelledError: whether it is this timeout's (then the task is uncancelled)."""
