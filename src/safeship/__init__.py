@@ -12,6 +12,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from safeship._version import __version__
+from safeship.errors import SafeshipError
 from safeship.settings import Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:
@@ -28,6 +29,7 @@ __all__ = [
     "FlagSet",
     "FlagStore",
     "Retry",
+    "SafeshipError",
     "Settings",
     "SettingsError",
     "Timeout",

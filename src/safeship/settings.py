@@ -19,6 +19,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from safeship.errors import SafeshipError
+
 logger = logging.getLogger("safeship.settings")
 
 ENV_PREFIX = "SAFESHIP_"
@@ -45,7 +47,7 @@ _WEAK_WORDS = (
 MIN_SECRET_LENGTH = 32
 
 
-class SettingsError(Exception):
+class SettingsError(SafeshipError):
     """Settings are invalid; ``problems`` lists each one as 'SETTING: what is wrong'."""
 
     def __init__(self, problems: list[str]) -> None:

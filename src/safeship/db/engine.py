@@ -7,13 +7,15 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 
+from safeship.errors import SafeshipError
+
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from safeship.settings import Settings
 
 
-class DatabaseUnavailableError(RuntimeError):
+class DatabaseUnavailableError(SafeshipError, RuntimeError):
     """The database could not be reached; callers answer 503 rather than hang."""
 
 

@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from safeship.errors import SafeshipError
+
 ROLLOUT_TITLE = "safeship:rollout"
 TARGET_TITLE_PREFIX = "safeship:target:"
 MAX_NAME_LENGTH = 200
@@ -27,7 +29,7 @@ _BAD_NAME = re.compile(r"[\s/\\\x00-\x1f\x7f]")
 STICKINESS_FIELDS = ("default", "userId", "sessionId", "random")
 
 
-class FlagDefinitionError(ValueError):
+class FlagDefinitionError(SafeshipError, ValueError):
     """A flag edit or definition is invalid; the message names the field and what is allowed."""
 
 

@@ -16,6 +16,7 @@ import operator
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
+from safeship.errors import SafeshipError
 from safeship.flags.context import as_text
 from safeship.flags.patterns import PatternError, compile_pattern
 from safeship.flags.values import (
@@ -31,7 +32,7 @@ Test = Callable[[Any], bool]
 Check = Callable[[Mapping[str, Any]], bool]
 
 
-class RuleError(Exception):
+class RuleError(SafeshipError):
     """A rule that cannot be compiled as written; ``field`` is relative to the rule."""
 
     def __init__(self, field: str, message: str) -> None:

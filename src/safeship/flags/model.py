@@ -10,6 +10,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol, runtime_checkable
 
+from safeship.errors import SafeshipError
+
 DISABLED = "disabled"
 """The name of the variant returned when a flag is off or has no variant to give."""
 
@@ -103,7 +105,7 @@ class FlagProblem:
         return f"{self.field}: {self.message} ({self.effect})"
 
 
-class FlagStateError(ValueError):
+class FlagStateError(SafeshipError, ValueError):
     """A flag state safeship cannot compile: names the flag and field, and what is allowed."""
 
     def __init__(self, message: str, *, flag: str | None = None, field: str | None = None):

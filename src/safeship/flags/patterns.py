@@ -17,6 +17,8 @@ import re
 import warnings
 from dataclasses import dataclass, field
 
+from safeship.errors import SafeshipError
+
 _POSIX_CLASSES = {
     "alnum": "0-9A-Za-z",
     "alpha": "A-Za-z",
@@ -38,7 +40,7 @@ _NAMED_GROUP = re.compile(r"\(\?P?<([A-Za-z_][A-Za-z0-9_]*)>")
 _HEX_BRACED = re.compile(r"\\x\{([0-9A-Fa-f]{1,6})\}")
 
 
-class PatternError(ValueError):
+class PatternError(SafeshipError, ValueError):
     """A pattern that cannot be evaluated the way Unleash's engines evaluate it."""
 
 

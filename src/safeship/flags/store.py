@@ -19,6 +19,7 @@ import sqlalchemy as sa
 
 from safeship.db.audit import AuditRecord, list_audit, record_audit
 from safeship.db.schema import flag_segments, flag_state, flags
+from safeship.errors import SafeshipError
 from safeship.flags import authoring
 from safeship.flags.authoring import FlagDefinitionError
 
@@ -27,14 +28,14 @@ MAX_DESCRIPTION = 2000
 MAX_FLAGS_PER_IMPORT = 5000
 
 
-class FlagNotFoundError(KeyError):
+class FlagNotFoundError(SafeshipError, KeyError):
     """No flag has that name."""
 
     def __str__(self) -> str:
         return f"no flag named {self.args[0]!r}"
 
 
-class FlagExistsError(ValueError):
+class FlagExistsError(SafeshipError, ValueError):
     """A flag with that name exists already."""
 
 

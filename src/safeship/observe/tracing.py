@@ -14,6 +14,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from safeship.errors import SafeshipError
 from safeship.observe.logging import get_logger
 from safeship.observe.metrics import method_label, route_label
 
@@ -23,7 +24,7 @@ INSTALL_HINT = "tracing needs OpenTelemetry: pip install 'safeship[otel]'"
 DEFAULT_EXCLUDED_URLS = "/livez,/readyz,/startupz,/metrics"
 
 
-class TracingUnavailableError(ImportError):
+class TracingUnavailableError(SafeshipError, ImportError):
     """OpenTelemetry is not installed (raised only with ``required=True``)."""
 
 

@@ -13,6 +13,7 @@ from typing import Any, Literal, TypeVar
 
 import sqlalchemy as sa
 
+from safeship.errors import SafeshipError
 from safeship.outbox import schema
 
 __all__ = [
@@ -32,7 +33,7 @@ T = TypeVar("T")
 _LIVE = timedelta(seconds=30)
 
 
-class PurgeMismatchError(RuntimeError):
+class PurgeMismatchError(SafeshipError, RuntimeError):
     """The rows a purge would delete are not the number the operator confirmed."""
 
 

@@ -14,6 +14,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Any
 
+from safeship.errors import SafeshipError
 from safeship.outbox.schema import PARTITIONS
 
 __all__ = [
@@ -30,7 +31,7 @@ __all__ = [
 _MAX_KEY = 255
 
 
-class OutboxPayloadError(ValueError):
+class OutboxPayloadError(SafeshipError, ValueError):
     """A payload or header that cannot be stored as JSON; raised by ``stage()``."""
 
 

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, cast
 
+from safeship.errors import SafeshipError
 from safeship.resilience._log import logger
 from safeship.resilience._policy import Guard, GuardedPolicy
 from safeship.resilience.clock import SYSTEM_CLOCK, Clock
@@ -29,7 +30,7 @@ R = TypeVar("R")
 _UNSET: Any = object()
 
 
-class ChaosError(Exception):
+class ChaosError(SafeshipError):
     """The default injected failure."""
 
 

@@ -8,10 +8,12 @@ each call: no exception object is ever reused, so no traceback can grow.
 
 from __future__ import annotations
 
+from safeship.errors import SafeshipError
+
 __all__ = ["BreakerOpen", "BulkheadFull", "DeadlineExceeded", "RateLimited", "Rejected"]
 
 
-class Rejected(Exception):  # noqa: N818 - "Rejected" reads better than "RejectedError" at call sites
+class Rejected(SafeshipError):  # noqa: N818 - "Rejected" reads better than "RejectedError" at call sites
     """A policy refused to run the call; the dependency was not touched.
 
     Built as ``Rejected(policy_name, retry_after)``. ``retry_after`` is a hint in seconds
@@ -60,5 +62,5 @@ class RateLimited(Rejected):
         return "rate limiter"
 
 
-class DeadlineExceeded(TimeoutError):  # noqa: N818 - mirrors "deadline exceeded" in gRPC and logs
+class DeadlineExceeded(SafeshipError, TimeoutError):  # noqa: N818 - mirrors "deadline exceeded" in gRPC and logs
     """A :class:`Timeout` (or a retry deadline) ran out before the call completed."""

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from prometheus_client import Counter
 
 from safeship.db.audit import record_audit
+from safeship.errors import SafeshipError
 from safeship.flags.store import FlagNotFoundError, FlagStore
 from safeship.observe.logging import ALERT
 from safeship.rollouts import shadow_store
@@ -42,7 +43,7 @@ DECISIONS = Counter(
 OPERATIONS = ("pause", "resume", "advance", "rollback", "abort", "promote")
 
 
-class RolloutNotFoundError(KeyError):
+class RolloutNotFoundError(SafeshipError, KeyError):
     def __str__(self) -> str:
         return f"no rollout named {self.args[0]!r}; create it with RolloutGuard.create()"
 

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from safeship.errors import SafeshipError
 from safeship.rollouts.guard import Decision, RolloutGuard
 from safeship.rollouts.monitor import ArmWindow
 
@@ -47,7 +48,7 @@ METRICS = ("requests", "errors", "slow")
 _Totals = dict[tuple[str, str], dict[str, float]]
 
 
-class PrometheusError(RuntimeError):
+class PrometheusError(SafeshipError, RuntimeError):
     """Prometheus was unreachable, rejected a query, or answered something unusable."""
 
 

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from safeship.errors import SafeshipError
+
 __all__ = [
     "COUNTERS",
     "MismatchError",
@@ -38,7 +40,7 @@ __all__ = [
 logger = logging.getLogger("safeship.rollouts")
 
 
-class MismatchError(AssertionError):
+class MismatchError(SafeshipError, AssertionError):
     """Raised by a shadow run with ``raise_on_mismatch=True`` when the results differ."""
 
 

@@ -7,6 +7,8 @@ import secrets
 import unicodedata
 from collections.abc import Iterable
 
+from safeship.errors import SafeshipError
+
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _DOTTED_RUN = re.compile(r"[._-]*\.[._-]*")
 _UNDERSCORES = re.compile(r"_{2,}")
@@ -18,7 +20,7 @@ _RESERVED = frozenset(
 )
 
 
-class UnsafeFilenameError(ValueError):
+class UnsafeFilenameError(SafeshipError, ValueError):
     """The file name's extension is not in the allow-list."""
 
 

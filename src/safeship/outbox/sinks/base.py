@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from safeship.errors import SafeshipError
 from safeship.outbox.model import DELIVERED, SKIPPED, Event, Outcome, Status
 
 __all__ = [
@@ -18,11 +19,11 @@ __all__ = [
 ]
 
 
-class SinkUnavailableError(ConnectionError):
+class SinkUnavailableError(SafeshipError, ConnectionError):
     """The broker cannot take any event now; the relay backs off without counting attempts."""
 
 
-class PermanentError(Exception):
+class PermanentError(SafeshipError):
     """Raised by a callback (or a sink) for an event that will never be accepted."""
 
 

@@ -38,6 +38,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.core import CounterMetricFamily, Metric, SummaryMetricFamily
 from prometheus_client.registry import Collector
 
+from safeship.errors import SafeshipError
 from safeship.resilience import registry
 from safeship.resilience._log import logger
 from safeship.resilience.breaker import Breaker
@@ -76,7 +77,7 @@ class ProviderStats:
                 self.latency_sum += latency
 
 
-class ProvidersExhausted(Exception):  # noqa: N818 - names the situation, like StopIteration
+class ProvidersExhausted(SafeshipError):  # noqa: N818 - names the situation, like StopIteration
     """Every provider failed or was shunned, and there was no fallback."""
 
     def __init__(self, failover: str, errors: dict[str, BaseException]) -> None:
