@@ -40,6 +40,7 @@ from safeship.resilience._breaker_support import (
     read_count,
     threshold_reason,
 )
+from safeship.resilience._hooks import run_hook
 from safeship.resilience._log import logger
 from safeship.resilience._policy import Guard, GuardedPolicy
 from safeship.resilience.breaker_types import BreakerSnapshot, State, Transition
@@ -69,6 +70,7 @@ _DISABLED = State.DISABLED
 _METRICS_ONLY = State.METRICS_ONLY
 _RUNNING = (_CLOSED, _DISABLED, _METRICS_ONLY)
 _NO_FALLBACK: Any = object()
+_NO_RESULT: Any = object()  # a block or an unrecorded exception: nothing to judge
 _REJECTED = -1
 _HISTORY = 20
 _GATE_RECHECK = 0.5
@@ -254,15 +256,27 @@ class Breaker(GuardedPolicy):
 
     # -- recording ---------------------------------------------------------------------
 
-    def record_success(self, permit: int, started: float = 0.0, result: Any = None) -> None:
-        """Record a call that returned ``result`` (checked by ``failure_result``)."""
+    def record_success(self, permit: int, started: float = 0.0, result: Any = _NO_RESULT) -> None:
+        """Record a call that returned ``result`` (checked by ``failure_result``).
+
+        Without ``result`` (a guarded block, an unrecorded exception) the predicate is not
+        asked. A predicate that raises makes the call a failure (logged as
+        ``resilience.hook_failed``); one that raises a ``BaseException`` gives the permit
+        back before the exception goes on.
+        """
         end = self._now()
         outcome = SUCCESS
         if self._slow is not None and end - started >= self._slow:
             outcome = SLOW
         predicate = self._failure_result
-        if predicate is not None and predicate(result):
-            outcome |= FAILURE
+        if predicate is not None and result is not _NO_RESULT:
+            try:
+                failed = run_hook(self.name, "failure_result", predicate, True, result)
+            except BaseException:
+                self.release(permit)
+                raise
+            if failed:
+                outcome |= FAILURE
         self._record_outcome(permit, end, outcome)
 
     def record_failure(self, permit: int, started: float = 0.0) -> None:
@@ -279,7 +293,7 @@ class Breaker(GuardedPolicy):
         if isinstance(exc, self._record):
             self.record_failure(permit, started)
             return True
-        self.record_success(permit, started, _NOT_A_RESULT)
+        self.record_success(permit, started)
         return False
 
     def release(self, permit: int) -> None:
@@ -497,13 +511,6 @@ class Breaker(GuardedPolicy):
         return _BreakerGuard(self)
 
 
-class _NotAResult:
-    """Placeholder result for an unrecorded exception, never a failure by predicate."""
-
-
-_NOT_A_RESULT = _NotAResult()
-
-
 class _BreakerGuard:
     __slots__ = ("breaker", "permit", "started")
 
@@ -520,7 +527,7 @@ class _BreakerGuard:
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
         if ev is None:
-            self.breaker.record_success(self.permit, self.started, _NOT_A_RESULT)
+            self.breaker.record_success(self.permit, self.started)
         else:
             self.breaker.record_exception(self.permit, self.started, ev)
 

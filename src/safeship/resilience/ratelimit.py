@@ -100,6 +100,11 @@ class RateLimiter(GuardedPolicy):
 
     def reserve(self, cost: int = 1, *, max_wait: float | None = None) -> float | None:
         """Reserve ``cost`` slots: seconds to wait before using them, or None if too far."""
+        booked = self._book(cost, max_wait)
+        return None if booked is None else booked[0]
+
+    def _book(self, cost: int, max_wait: float | None) -> tuple[float, float] | None:
+        """(wait, the TAT this booking set), or None when the wait would be too long."""
         self.limits.check_cost(cost)
         limit = self.limits.max_wait if max_wait is None else max_wait
         interval = self.limits.interval
@@ -110,7 +115,13 @@ class RateLimiter(GuardedPolicy):
             if wait > limit + _EPSILON:
                 return None
             self._tat = new_tat
-            return max(0.0, wait)
+            return max(0.0, wait), new_tat
+
+    def _give_back(self, tat: float, cost: int) -> None:
+        """Undo a booking whose caller stopped waiting, unless someone booked behind it."""
+        with self._lock:
+            if self._tat == tat:
+                self._tat = tat - self.limits.interval * cost
 
     def try_acquire(self, cost: int = 1) -> bool:
         """Take ``cost`` slots now if they are free; never waits."""
@@ -125,20 +136,31 @@ class RateLimiter(GuardedPolicy):
             return wait if wait > _EPSILON else 0.0
 
     def acquire(self, cost: int = 1) -> None:
-        """Take ``cost`` slots, sleeping up to ``max_wait``; raise RateLimited otherwise."""
-        wait = self.reserve(cost)
-        if wait is None:
+        """Take ``cost`` slots, sleeping up to ``max_wait``; raise RateLimited otherwise.
+
+        A wait that ends in an exception (an interrupt) gives its slots back.
+        """
+        booked = self._book(cost, None)
+        if booked is None:
             raise RateLimited(self.limits.name, self.retry_after(cost))
-        if wait > 0:
-            sleep_sync(self.clock, wait)
+        if booked[0] > 0:
+            try:
+                sleep_sync(self.clock, booked[0])
+            except BaseException:
+                self._give_back(booked[1], cost)
+                raise
 
     async def acquire_async(self, cost: int = 1) -> None:
-        """The async twin of :meth:`acquire`."""
-        wait = self.reserve(cost)
-        if wait is None:
+        """The async twin of :meth:`acquire`; a cancelled wait gives its slots back."""
+        booked = self._book(cost, None)
+        if booked is None:
             raise RateLimited(self.limits.name, self.retry_after(cost))
-        if wait > 0:
-            await sleep_async(self.clock, wait)
+        if booked[0] > 0:
+            try:
+                await sleep_async(self.clock, booked[0])
+            except BaseException:
+                self._give_back(booked[1], cost)
+                raise
 
     def wrap_sync(self, fn: Callable[P, R]) -> Callable[P, R]:
         """Take one slot before each call."""

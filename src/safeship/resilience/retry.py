@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar, cast
 
+from safeship.resilience._hooks import run_hook
 from safeship.resilience._log import logger
 from safeship.resilience._policy import Policy
 from safeship.resilience.budget import RetryBudget
@@ -129,14 +130,23 @@ class Retry(Policy):
         if not isinstance(exc, Exception) or isinstance(exc, self._never_on) or is_permanent(exc):
             return False
         retry_on = self._retry_on
-        return isinstance(exc, retry_on) if isinstance(retry_on, tuple) else bool(retry_on(exc))
+        if isinstance(retry_on, tuple):
+            return isinstance(exc, retry_on)
+        return bool(run_hook(self.name, "retry_on", retry_on, False, exc))
+
+    def _retries_result(self, result: Any) -> bool:
+        """Whether ``retry_if_result`` asks to retry ``result`` (a raising check: no)."""
+        check = self.retry_if_result
+        return check is not None and bool(
+            run_hook(self.name, "retry_if_result", check, False, result)
+        )
 
     # -- wrapping ----------------------------------------------------------------------
 
     def wrap_sync(self, fn: Callable[P, R]) -> Callable[P, R]:
         """Retry a plain function (sleeping between attempts)."""
         record_call = self.budget.record_call if self.budget is not None else None
-        check = self.retry_if_result
+        check = None if self.retry_if_result is None else self._retries_result
         now = self.clock.monotonic
         timed = self.deadline is not None
         again = self._again_sync
@@ -158,7 +168,7 @@ class Retry(Policy):
     def wrap_async(self, fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
         """Retry a coroutine function (awaiting between attempts)."""
         record_call = self.budget.record_call if self.budget is not None else None
-        check = self.retry_if_result
+        check = None if self.retry_if_result is None else self._retries_result
         now = self.clock.monotonic
         timed = self.deadline is not None
         again = self._again_async
@@ -189,7 +199,7 @@ class Retry(Policy):
             if delay is None:
                 return cast(R, _give_up(exc, result))
             if self.discard_result is not None and result is not _NO_RESULT:
-                self.discard_result(result)
+                run_hook(self.name, "discard_result", self.discard_result, None, result)
             sleep_sync(self.clock, delay)
             attempt, previous = attempt + 1, delay
             try:
@@ -197,7 +207,7 @@ class Retry(Policy):
             except Exception as error:  # noqa: BLE001 - retryability is decided by _plan
                 result, exc = _NO_RESULT, error
                 continue
-            if self.retry_if_result is None or not self.retry_if_result(result):
+            if not self._retries_result(result):
                 return cast(R, result)
 
     async def _again_async(
@@ -210,9 +220,7 @@ class Retry(Policy):
             if delay is None:
                 return cast(R, _give_up(exc, result))
             if self.discard_result is not None and result is not _NO_RESULT:
-                discarded = self.discard_result(result)
-                if inspect.isawaitable(discarded):
-                    await discarded
+                await self._discard_async(self.discard_result, result)
             await sleep_async(self.clock, delay)
             attempt, previous = attempt + 1, delay
             try:
@@ -220,8 +228,18 @@ class Retry(Policy):
             except Exception as error:  # noqa: BLE001 - retryability is decided by _plan
                 result, exc = _NO_RESULT, error
                 continue
-            if self.retry_if_result is None or not self.retry_if_result(result):
+            if not self._retries_result(result):
                 return cast(R, result)
+
+    async def _discard_async(self, discard: Callable[[Any], object], result: Any) -> None:
+        discarded = run_hook(self.name, "discard_result", discard, None, result)
+        if inspect.isawaitable(discarded):
+            try:
+                await discarded
+            except Exception:  # noqa: BLE001 - a faulty hook must never stop the retries
+                logger.exception(
+                    "resilience.hook_failed", extra={"policy": self.name, "hook": "discard_result"}
+                )
 
     def _plan(
         self, attempt: int, previous: float, started: float, exc: Exception | None, result: Any
@@ -259,7 +277,8 @@ class Retry(Policy):
             extra={"policy": self.name, "attempt": attempt, "delay": delay, "error": repr(exc)},
         )
         if self.on_retry is not None:
-            self.on_retry(RetryEvent(self.name, attempt, delay, exc, shown))
+            event = RetryEvent(self.name, attempt, delay, exc, shown)
+            run_hook(self.name, "on_retry", self.on_retry, None, event)
 
 
 def _give_up(exc: Exception | None, result: Any) -> Any:
