@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from safeship.secret_strength import MIN_SECRET_BITS, estimate_bits
 from safeship.server import create_app
 from safeship.settings import SettingsError, load_settings, parse_api_keys, secret_weakness
 
@@ -143,6 +144,111 @@ def test_api_key_specs_are_parsed_strictly(raw: str, message: str) -> None:
 def test_secret_weakness_accepts_random_tokens() -> None:
     assert secret_weakness(STRONG) is None
     assert secret_weakness("x" * 31) == "is shorter than 32 characters"
+
+
+#: Long enough, yet guessable: repeats, runs, keyboard walks, default words, small alphabets.
+WEAK_SECRETS = [
+    "abcdefgh" * 4,
+    "abcdefghijklmnopqrstuvwxyz012345",
+    "Abcdefghijklmnopqrstuvwxyz012345",
+    "0123456789abcdef0123456789abcdef",
+    "qwertyuiopasdfghjklzxcvbnm1234567890",
+    "ab" * 16,
+    "aZ1!" * 10,
+    "1357924680" * 4,
+    "password" * 5,
+    "admin-admin-admin-admin-admin-admin",
+    "changeme-changeme-please-xyz12345",
+    "zyxwvutsrqponmlkjihgfedcba987654",
+    "a" * 40,
+    "secret-" * 6,
+]
+#: Random tokens as the docs tell operators to make them.
+STRONG_SECRETS = [
+    STRONG,
+    STRONG_KEY,
+    "a_GLprulQo7PDPNy26VNGLrPxhI7WJXyuxNSrgZeA9M",  # secrets.token_urlsafe(32)
+    "1e7ce74e0e5fd2698d4942001af2c7dde38a4961677026e8274af64beba02117",  # token_hex(32)
+    "0bd0a8f08bff919c0c18b22d3cbf0c05",  # token_hex(16): 128 bits, just enough
+    "ss_mTorP-cAACs8D-JxvuwajDonEpCP-WMhqeQ26XVFmFg",  # safeship keys create
+    "prod-dashboard-signing-Zq8Wv3Nr7Tb2Lk9Mx4Pc6Hd1",  # a label and a random part
+]
+
+
+@pytest.mark.parametrize("value", WEAK_SECRETS)
+def test_guessable_secrets_are_weak_whatever_their_length(value: str) -> None:
+    assert len(value) >= 32
+    problem = secret_weakness(value)
+    assert problem is not None and "too guessable" in problem
+    assert estimate_bits(value) < MIN_SECRET_BITS
+
+
+@pytest.mark.parametrize("value", STRONG_SECRETS)
+def test_random_secrets_are_strong(value: str) -> None:
+    assert secret_weakness(value) is None, estimate_bits(value)
+
+
+def test_a_repeated_pattern_is_refused_as_session_secret_and_key_with_a_remedy() -> None:
+    weak = "abcdefgh" * 4
+    with pytest.raises(SettingsError) as info:
+        load_settings(
+            {
+                "SAFESHIP_ENVIRONMENT": "production",
+                "SAFESHIP_SESSION_SECRET": weak,
+                "SAFESHIP_ADMIN_KEYS": f"ops:admin:{weak[::-1]}",
+            }
+        )
+    problems = info.value.problems
+    session = [p for p in problems if p.startswith("SAFESHIP_SESSION_SECRET: is too guessable")]
+    key = [p for p in problems if p.startswith("SAFESHIP_ADMIN_KEYS: key 'ops' is too guessable")]
+    assert session and key
+    for problem in session + key:
+        assert 'python -c "import secrets; print(secrets.token_urlsafe(32))"' in problem
+    assert weak not in str(info.value) and weak[::-1] not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("keys", "secret", "first", "second"),
+    [
+        (f"ops:admin:{STRONG_KEY}", STRONG_KEY, "SAFESHIP_SESSION_SECRET", "key 'ops'"),
+        (
+            f"ops:admin:{STRONG_KEY},dash:read:{STRONG_KEY}",
+            STRONG,
+            "SAFESHIP_ADMIN_KEYS: key 'ops'",
+            "key 'dash'",
+        ),
+    ],
+)
+def test_a_secret_reused_by_another_setting_is_refused(
+    keys: str, secret: str, first: str, second: str
+) -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings(
+            {
+                "SAFESHIP_ENVIRONMENT": "production",
+                "SAFESHIP_SESSION_SECRET": secret,
+                "SAFESHIP_ADMIN_KEYS": keys,
+            }
+        )
+    reused = [p for p in info.value.problems if "has the same value as" in p]
+    assert len(reused) == 1
+    assert reused[0].startswith(f"{first}: has the same value as SAFESHIP_ADMIN_KEYS: {second}")
+    assert "secrets.token_urlsafe(32)" in reused[0]
+    assert STRONG_KEY not in str(info.value)
+
+
+def test_generated_development_secret_is_a_structured_line_without_the_value(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    settings = load_settings({"SAFESHIP_DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}"})
+    assert settings.session_secret is not None
+    value = settings.session_secret.get_secret_value()
+    with caplog.at_level(logging.WARNING, logger="safeship.server"):
+        create_app(settings)
+    [record] = [r for r in caplog.records if r.getMessage() == "settings.generated_secret"]
+    assert record.__dict__["setting"] == "SAFESHIP_SESSION_SECRET"
+    assert record.__dict__["environment"] == "development"
+    assert value not in caplog.text and value not in str(record.__dict__)
 
 
 def test_overrides_take_precedence_over_environment() -> None:

@@ -8,6 +8,7 @@ secrets are generated for the process and a warning says so.  Secret values are
 
 from __future__ import annotations
 
+import hmac
 import logging
 import os
 import secrets
@@ -20,6 +21,7 @@ from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_valid
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from safeship.errors import SafeshipError
+from safeship.secret_strength import GENERATE_HINT, weakness
 
 logger = logging.getLogger("safeship.settings")
 
@@ -30,21 +32,6 @@ _FOREIGN_PREFIXES = ("SAFESHIP_FLAG_", "SAFESHIP_TEST_")
 _FOREIGN_NAMES = frozenset({"SAFESHIP_REQUIRE_SERVICES"})
 
 SCOPES = ("read", "admin")
-_WEAK_WORDS = (
-    "secret",
-    "admin",
-    "changeme",
-    "change-me",
-    "password",
-    "default",
-    "example",
-    "test",
-    "1234",
-    "qwerty",
-    "letmein",
-    "dev",
-)
-MIN_SECRET_LENGTH = 32
 
 
 class SettingsError(SafeshipError):
@@ -237,36 +224,60 @@ def parse_api_keys(raw: str) -> list[ApiKeySpec]:
 
 
 def secret_weakness(value: str) -> str | None:
-    """Why ``value`` is unfit as a production secret, or None when it looks strong."""
-    if len(value) < MIN_SECRET_LENGTH:
-        return f"is shorter than {MIN_SECRET_LENGTH} characters"
-    lowered = value.lower()
-    for word in _WEAK_WORDS:
-        if word in lowered:
-            return f"contains the default-looking word {word!r}"
-    if len(set(value)) < 8:
-        return "repeats too few distinct characters"
-    return None
+    """Why ``value`` is unfit as a production secret, or None when it looks strong.
+
+    Judged by estimated entropy (`safeship.secret_strength`): length alone lets
+    ``abcdefgh`` repeated four times through.
+    """
+    return weakness(value)
 
 
 def production_problems(settings: Settings) -> list[str]:
     """Every reason ``settings`` are unsafe for production (empty when they are fine)."""
     problems: list[str] = []
     if settings.session_secret is None:
-        problems.append("SAFESHIP_SESSION_SECRET: required in production (32+ random characters)")
+        problems.append(
+            f"SAFESHIP_SESSION_SECRET: required in production (32+ random characters); "
+            f"{GENERATE_HINT}"
+        )
     else:
-        weakness = secret_weakness(settings.session_secret.get_secret_value())
-        if weakness:
-            problems.append(f"SAFESHIP_SESSION_SECRET: {weakness}")
+        problem = secret_weakness(settings.session_secret.get_secret_value())
+        if problem:
+            problems.append(f"SAFESHIP_SESSION_SECRET: {problem}; {GENERATE_HINT}")
     keys = settings.api_keys()
     if not keys:
         problems.append("SAFESHIP_ADMIN_KEYS: required in production (name:scope:key, ...)")
     for spec in keys:
-        weakness = secret_weakness(spec.secret.get_secret_value())
-        if weakness:
-            problems.append(f"SAFESHIP_ADMIN_KEYS: key {spec.name!r} {weakness}")
+        problem = secret_weakness(spec.secret.get_secret_value())
+        if problem:
+            problems.append(f"SAFESHIP_ADMIN_KEYS: key {spec.name!r} {problem}; {GENERATE_HINT}")
+    problems.extend(reused_secret_problems(settings))
     if settings.debug:
         problems.append("SAFESHIP_DEBUG: must be false in production")
+    return problems
+
+
+def reused_secret_problems(settings: Settings) -> list[str]:
+    """A problem for each secret setting whose value another one also holds.
+
+    A key that is also the session secret lets whoever holds the key forge sessions;
+    two keys with one value make the holder's identity and scope ambiguous. Values are
+    compared in constant time.
+    """
+    named: list[tuple[str, str]] = [
+        (f"SAFESHIP_ADMIN_KEYS: key {spec.name!r}", spec.secret.get_secret_value())
+        for spec in settings.api_keys()
+    ]
+    if settings.session_secret is not None:
+        named.insert(0, ("SAFESHIP_SESSION_SECRET", settings.session_secret.get_secret_value()))
+    problems = []
+    for index, (first, value) in enumerate(named):
+        for second, other in named[index + 1 :]:
+            if hmac.compare_digest(value.encode(), other.encode()):
+                problems.append(
+                    f"{first}: has the same value as {second}; every secret setting needs "
+                    f"a value of its own; {GENERATE_HINT}"
+                )
     return problems
 
 

@@ -52,9 +52,14 @@ def build_plane(settings: Settings, engine: sa.Engine) -> ControlPlane:
         kinds=("readiness",),
     )
     if settings.session_secret_was_generated:
+        # The value is never logged: only which setting was generated and what follows.
         logger.warning(
-            "settings.generated_secret: SAFESHIP_SESSION_SECRET is not set; a random one was "
-            "generated for this process, so dashboard sessions end when it restarts"
+            "settings.generated_secret",
+            extra={
+                "setting": "SAFESHIP_SESSION_SECRET",
+                "environment": settings.environment,
+                "consequence": "dashboard sessions end when this process restarts",
+            },
         )
     secret = settings.session_secret
     if secret is None:  # load_settings always fills it; a hand-built Settings may not
