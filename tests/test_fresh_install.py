@@ -1,4 +1,4 @@
-"""Build the wheel, install it alone in a new virtual environment, and run the CLI."""
+"""Build the wheel and install it alone in new virtual environments: the core, then the CLI."""
 
 from __future__ import annotations
 
@@ -13,12 +13,40 @@ ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.slow
 
+#: Distributions the core must not pull in (they belong to the db, server and cli extras).
+SERVER_STACK = ("fastapi", "starlette", "uvicorn", "typer", "alembic", "jinja2", "sqlalchemy")
+SERVER_STACK += ("pydantic", "rich")
+
+CORE_USE = """
+from safeship import Breaker, Retry
+from safeship.resilience import BreakerOpen, ConsecutiveFailures, Constant
+
+calls = []
+def flaky():
+    calls.append(1)
+    if len(calls) < 2:
+        raise ConnectionError("down")
+    return "ok"
+assert Retry(attempts=2, schedule=Constant(delay_seconds=0))(flaky)() == "ok"
+
+breaker = Breaker("fresh", window=ConsecutiveFailures(1))
+try:
+    breaker(lambda: 1 / 0)()
+except ZeroDivisionError:
+    pass
+try:
+    breaker(lambda: "never")()
+except BreakerOpen:
+    print("open")
+"""
+
 
 def _run(
     *args: str | Path,
     cwd: Path | None = None,
     env: dict[str, str] | None = None,
     timeout: float = 300,
+    expect: int = 0,
 ) -> subprocess.CompletedProcess[str]:
     process = subprocess.run(
         [str(a) for a in args],
@@ -29,18 +57,43 @@ def _run(
         timeout=timeout,
         check=False,
     )
-    assert process.returncode == 0, f"{args}: {process.stdout}\n{process.stderr}"
+    assert process.returncode == expect, f"{args}: {process.stdout}\n{process.stderr}"
     return process
 
 
-def test_wheel_installs_into_a_new_venv_and_the_cli_works(tmp_path: Path) -> None:
-    dist = tmp_path / "dist"
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    dist = tmp_path_factory.mktemp("dist")
     _run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", dist, ROOT)
-    wheel = next(dist.glob("safeship-*.whl"))
-    env_dir = tmp_path / "venv"
-    venv.create(env_dir, with_pip=True)
-    bin_dir = env_dir / "bin"
+    return next(dist.glob("safeship-*.whl"))
+
+
+def _new_venv(path: Path) -> Path:
+    venv.create(path, with_pip=True)
+    return path / "bin"
+
+
+def _installed(bin_dir: Path) -> set[str]:
+    listing = _run(bin_dir / "python", "-m", "pip", "list", "--format=freeze").stdout
+    return {line.split("==")[0].lower().replace("_", "-") for line in listing.split()}
+
+
+def test_the_core_installs_without_the_server_stack_and_runs_resilience(
+    tmp_path: Path, wheel: Path
+) -> None:
+    bin_dir = _new_venv(tmp_path / "venv")
     _run(bin_dir / "python", "-m", "pip", "install", "--quiet", wheel)
+
+    assert _installed(bin_dir) & set(SERVER_STACK) == set()
+    assert _run(bin_dir / "python", "-c", CORE_USE, cwd=tmp_path).stdout.strip() == "open"
+    refused = _run(bin_dir / "safeship", "--help", cwd=tmp_path, expect=1)
+    assert "pip install 'safeship[cli]'" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
+def test_the_cli_extra_installs_the_command_and_its_database(tmp_path: Path, wheel: Path) -> None:
+    bin_dir = _new_venv(tmp_path / "venv")
+    _run(bin_dir / "python", "-m", "pip", "install", "--quiet", f"{wheel}[cli]")
 
     version = _run(
         bin_dir / "python", "-c", "import safeship; print(safeship.__version__)", cwd=tmp_path

@@ -11,15 +11,16 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from safeship._extras import MissingExtraError
 from safeship._version import __version__
 from safeship.errors import SafeshipError
-from safeship.settings import Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:
     from safeship.flags import Context, FlagSet
     from safeship.flags.live import FlagClient
     from safeship.flags.store import FlagStore
     from safeship.resilience import Breaker, Retry, Timeout, pipeline
+    from safeship.settings import Settings, SettingsError, load_settings
     from safeship.web import protect
 
 __all__ = [
@@ -46,17 +47,33 @@ _LAZY = {
     "FlagSet": "safeship.flags",
     "FlagStore": "safeship.flags.store",
     "Retry": "safeship.resilience",
+    "Settings": "safeship.settings",
+    "SettingsError": "safeship.settings",
     "Timeout": "safeship.resilience",
+    "load_settings": "safeship.settings",
     "pipeline": "safeship.resilience",
     "protect": "safeship.web",
 }
+
+
+#: Names whose module needs an extra beyond the core (the module checks the others itself).
+_EXTRA = {"FlagClient": "db", "FlagStore": "db"}
 
 
 def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'safeship' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    try:
+        imported = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if name not in _EXTRA or isinstance(exc, MissingExtraError):
+            raise
+        missing = exc.name or "?"
+        raise MissingExtraError(
+            feature=f"safeship.{name}", module=missing, extra=_EXTRA[name]
+        ) from exc
+    value = getattr(imported, name)
     globals()[name] = value
     return value
 

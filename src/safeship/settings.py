@@ -17,19 +17,22 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from safeship._extras import require
 
-from safeship.errors import SafeshipError
-from safeship.secret_strength import GENERATE_HINT, weakness
+require("server", "pydantic", "pydantic_settings", feature="safeship.settings")
+
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator  # noqa: E402
+from pydantic_settings import BaseSettings, SettingsConfigDict  # noqa: E402
+
+from safeship.errors import SafeshipError  # noqa: E402
+from safeship.secret_strength import GENERATE_HINT, weakness  # noqa: E402
 
 logger = logging.getLogger("safeship.settings")
 
 ENV_PREFIX = "SAFESHIP_"
 FLAG_PREFIX = "SAFESHIP_FLAG_"
 #: Variables with the prefix that are not settings fields but are read elsewhere.
-_FOREIGN_PREFIXES = ("SAFESHIP_FLAG_", "SAFESHIP_TEST_")
-_FOREIGN_NAMES = frozenset({"SAFESHIP_REQUIRE_SERVICES"})
+_FOREIGN_PREFIXES = ("SAFESHIP_FLAG_",)
 
 SCOPES = ("read", "admin")
 
@@ -287,7 +290,7 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     unknown = []
     for key in environ:
         upper = key.upper()
-        if not upper.startswith(ENV_PREFIX) or upper in known or upper in _FOREIGN_NAMES:
+        if not upper.startswith(ENV_PREFIX) or upper in known:
             continue
         if upper.startswith(_FOREIGN_PREFIXES):
             continue

@@ -18,11 +18,11 @@ from safeship.web import ApiKeyAuth, RedisFailureStore, protect
 
 # -- graceful shutdown ----------------------------------------------------------------
 
-_events = Path(os.environ.get("SAFESHIP_TEST_EVENTS", os.devnull))
+_events = Path(os.environ.get("TEST_SAFESHIP_EVENTS", os.devnull))
 registry = HealthRegistry()
 lifecycle = Lifecycle(
     health=registry,
-    drain_delay=float(os.environ.get("SAFESHIP_TEST_DRAIN", "1.0")),
+    drain_delay=float(os.environ.get("TEST_SAFESHIP_DRAIN", "1.0")),
     shutdown_timeout=10.0,
 )
 _slow_running = 0
@@ -90,7 +90,7 @@ redis_auth_app = ApiKeyAuth(
     keys=["ss_good"],
     protected_prefixes=["/admin"],
     store=RedisFailureStore(
-        os.environ.get("SAFESHIP_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"),
-        prefix=os.environ.get("SAFESHIP_TEST_AUTH_PREFIX", "safeship-test"),
+        os.environ.get("TEST_SAFESHIP_REDIS_URL", "redis://127.0.0.1:6379/0"),
+        prefix=os.environ.get("TEST_SAFESHIP_AUTH_PREFIX", "safeship-test"),
     ),
 )

@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import sys
 
-from safeship.cli.breakers import breakers_app
-from safeship.cli.commands import app
-from safeship.cli.flags import flags_app
-from safeship.cli.outbox import outbox_app
-from safeship.cli.rollouts import rollouts_app
+from safeship._extras import require
+
+require("cli", "typer", "rich", feature="the safeship command")
+require("server", "pydantic_settings", "sqlalchemy", feature="the safeship command")
+
+from safeship.cli.breakers import breakers_app  # noqa: E402
+from safeship.cli.commands import app  # noqa: E402
+from safeship.cli.flags import flags_app  # noqa: E402
+from safeship.cli.outbox import outbox_app  # noqa: E402
+from safeship.cli.rollouts import rollouts_app  # noqa: E402
 
 app.add_typer(flags_app, name="flags")
 app.add_typer(breakers_app, name="breakers")

@@ -6,10 +6,20 @@ sink (NATS JetStream, RabbitMQ, Redis Streams, Kafka, HTTP webhook, or a callbac
 once and in order per ``aggregate_id``, and moves events that keep failing to dead letters.
 """
 
-from safeship.outbox.model import Event, OutboxPayloadError, Outcome, Status, uuid7
-from safeship.outbox.relay import Relay, RelayConfig, RelayThread
-from safeship.outbox.sinks import CallbackSink, PermanentError, Route, Sink, SinkUnavailableError
-from safeship.outbox.stage import NewEvent, stage, stage_many
+from safeship._extras import require
+
+require("db", "sqlalchemy", feature="safeship.outbox")
+
+from safeship.outbox.model import Event, OutboxPayloadError, Outcome, Status, uuid7  # noqa: E402
+from safeship.outbox.relay import Relay, RelayConfig, RelayThread  # noqa: E402
+from safeship.outbox.sinks import (  # noqa: E402
+    CallbackSink,
+    PermanentError,
+    Route,
+    Sink,
+    SinkUnavailableError,
+)
+from safeship.outbox.stage import NewEvent, stage, stage_many  # noqa: E402
 
 __all__ = [
     "CallbackSink",
