@@ -17,7 +17,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	scripts/ensure-system-deps
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadgroup
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -140,7 +140,7 @@ async def test_wrap_serves_apps_without_lifespan_support() -> None:
 @pytest.mark.slow
 async def test_sigterm_under_uvicorn_drains_and_exits_zero(tmp_path: Path) -> None:
     events = tmp_path / "events.log"
-    env = {"SAFESHIP_TEST_EVENTS": str(events), "SAFESHIP_TEST_DRAIN": "1.0"}
+    env = {"TEST_SAFESHIP_EVENTS": str(events), "TEST_SAFESHIP_DRAIN": "1.0"}
     with serve("serve_apps:lifecycle_app", env=env, ready_path="/readyz") as served:
         async with httpx.AsyncClient(base_url=served.url, timeout=20) as client:
             slow = [asyncio.create_task(client.get("/slow?s=2")) for _ in range(50)]

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from safeship.flags import FlagSet
+from tests.conftest import REQUIRE_SERVICES
 
 SPEC_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "specs" / "unleash"
 
@@ -64,7 +65,7 @@ def test_the_spec_folder_is_found() -> None:
     run with SAFESHIP_REQUIRE_SERVICES=1) must have the specs."""
     if not SPEC_DIR.is_dir():
         message = f"the shared specs are not checked out at {SPEC_DIR}"
-        if os.environ.get("CI") or os.environ.get("SAFESHIP_REQUIRE_SERVICES") == "1":
+        if os.environ.get("CI") or REQUIRE_SERVICES:
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
     assert len(_cases()) >= 90

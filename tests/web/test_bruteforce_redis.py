@@ -48,8 +48,8 @@ async def test_short_windows_expire_in_redis(redis_url: str) -> None:
 @pytest.mark.slow
 def test_two_processes_share_failure_counts(redis_url: str) -> None:
     env = {
-        "SAFESHIP_TEST_REDIS_URL": redis_url,
-        "SAFESHIP_TEST_AUTH_PREFIX": f"safeship-test-{uuid.uuid4().hex}",
+        "TEST_SAFESHIP_REDIS_URL": redis_url,
+        "TEST_SAFESHIP_AUTH_PREFIX": f"safeship-test-{uuid.uuid4().hex}",
     }
     with (
         serve("serve_apps:redis_auth_app", env=env, ready_path="/") as one,
