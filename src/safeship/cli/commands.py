@@ -203,16 +203,19 @@ def keys_revoke(
     reason: Annotated[str | None, typer.Option(help="Why, for the audit trail.")] = None,
     database_url: DatabaseOption = None,
 ) -> None:
-    """Revoke a stored key; sessions signed in with it end at once."""
+    """Revoke a key (stored, or from SAFESHIP_ADMIN_KEYS); its sessions end at once."""
     from safeship.db import create_engine
-    from safeship.server.keys import revoke_key
+    from safeship.server.keys import KeyRing, revoke_key
 
     settings = settings_or_exit(database_url=database_url)
     engine = create_engine(settings=settings)
+    settings_key = KeyRing(settings, None).settings_key(name)
 
     def run() -> bool:
         with engine.begin() as conn:
-            return revoke_key(conn, name=name, actor="cli", reason=reason)
+            return revoke_key(
+                conn, name=name, actor="cli", reason=reason, settings_key=settings_key
+            )
 
     if not or_fail(run):
         fail(f"no active key named {name!r}", code=1)

@@ -44,6 +44,18 @@ api_keys = sa.Table(
     sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
 )
 
+sessions = sa.Table(
+    "safeship_sessions",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),  # SHA-256 of the cookie's token
+    sa.Column("key_name", sa.String(100), nullable=False),
+    sa.Column("key_fingerprint", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.BigInteger(), nullable=False),  # seconds since the epoch
+    sa.Index("ix_safeship_sessions_key_name", "key_name"),
+    sa.Index("ix_safeship_sessions_expires_at", "expires_at"),
+)
+
 flags = sa.Table(
     "safeship_flags",
     metadata,

@@ -30,7 +30,7 @@ from safeship.server.routes import (
     outbox,
     rollouts,
 )
-from safeship.server.session import SessionSigner
+from safeship.server.session import SessionSigner, SessionStore
 from safeship.server.state import ControlPlane, NavItem
 from safeship.settings import Settings, load_settings
 from safeship.web.limiter import FailureStore, MemoryFailureStore, RedisFailureStore
@@ -65,11 +65,13 @@ def build_plane(settings: Settings, engine: sa.Engine) -> ControlPlane:
     if secret is None:  # load_settings always fills it; a hand-built Settings may not
         raise ValueError("SAFESHIP_SESSION_SECRET is required to sign dashboard sessions")
     flag_store = FlagStore(engine, publish=_flag_publisher(settings))
+    keys = KeyRing(settings, engine)
+    signer = SessionSigner(secret.get_secret_value(), max_age=settings.session_max_age_seconds)
     return ControlPlane(
         settings=settings,
         engine=engine,
-        keys=KeyRing(settings, engine),
-        sessions=SessionSigner(secret.get_secret_value(), max_age=settings.session_max_age_seconds),
+        keys=keys,
+        sessions=SessionStore(engine, signer, keys),
         health=registry,
         flags=flag_store,
         auth_failures=_failure_store(settings),

@@ -10,7 +10,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from starlette.concurrency import run_in_threadpool
 
 from safeship.server.keys import Principal, Scope
-from safeship.server.session import COOKIE_NAME, csrf_matches
+from safeship.server.session import COOKIE_NAME, Session, csrf_matches
 from safeship.server.state import plane
 
 _api_key_header = APIKeyHeader(
@@ -54,24 +54,36 @@ async def current_principal(
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
 ) -> Principal:
     """The caller, from an API key header or a dashboard session; 401 otherwise."""
-    cp = plane(request)
     presented = api_key or (bearer.credentials if bearer else None)
     if presented is not None:
         principal = await authenticate_key(request, presented)
         if principal is None:
             raise _unauthorized("invalid API key")
         return principal
-    session = cp.sessions.verify(request.cookies.get(COOKIE_NAME))
-    if session is None:
+    cookie = request.cookies.get(COOKIE_NAME)
+    if cookie is None:
         raise _unauthorized("an API key (X-API-Key or Authorization: Bearer) is required")
-    principal = cp.keys.principal(session.name)
-    if principal is None:
-        raise _unauthorized("the session's key was revoked; sign in again")
+    session = await run_in_threadpool(request_session, request)
+    if session is None:
+        raise _unauthorized("the session ended (signed out, expired or its key revoked); sign in")
     if request.method not in _SAFE_METHODS and not csrf_matches(
         session, request.headers.get("X-CSRF-Token")
     ):
         raise HTTPException(403, "missing or wrong X-CSRF-Token for a session request")
-    return principal
+    return session.principal
+
+
+def request_session(request: Request) -> Session | None:
+    """The live session of ``request``'s cookie (its key's current scope), or None.
+
+    Looked up in the database once per request, then kept on ``request.state``.
+    """
+    state = request.state
+    if not hasattr(state, "safeship_session"):
+        cookie = request.cookies.get(COOKIE_NAME)
+        state.safeship_session = plane(request).sessions.resolve(cookie) if cookie else None
+    found: Session | None = state.safeship_session
+    return found
 
 
 def require(scope: Scope) -> object:

@@ -1,8 +1,9 @@
 """Admin API keys of the control plane: named, scoped, stored only as SHA-256 digests.
 
 Keys come from ``SAFESHIP_ADMIN_KEYS`` (hashed in memory at start-up) and from the
-``safeship_api_keys`` table (``safeship keys create``).  A presented key is hashed once and
-compared with every stored digest in constant time, so neither a key nor its length leaks.
+``safeship_api_keys`` table (``safeship keys create``); both can be revoked (`revoke_key`).
+A presented key is hashed once and compared with every stored digest in constant time, so
+neither a key nor its length leaks.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import hmac
 import secrets
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
@@ -18,7 +20,7 @@ from typing import Literal
 import sqlalchemy as sa
 
 from safeship.db.audit import record_audit
-from safeship.db.schema import api_keys
+from safeship.db.schema import api_keys, sessions
 from safeship.settings import Settings
 from safeship.web.keys import hash_key
 
@@ -59,13 +61,18 @@ def check_key_name(name: str) -> str:
 
 
 class KeyRing:
-    """The keys that may call the control plane; refreshed from the database periodically."""
+    """The keys that may call the control plane; refreshed from the database periodically.
+
+    A key from settings is in effect unless the database holds it revoked (same name and
+    digest): `revoke_key` revokes settings keys too, in every process sharing the database.
+    """
 
     def __init__(self, settings: Settings, engine: sa.Engine | None, *, ttl: float = 5.0) -> None:
         self._static = [
             StoredKey(s.name, s.scope, hash_key(s.secret.get_secret_value()), "settings")
             for s in settings.api_keys()
         ]
+        self._static_by_name = {key.name: key for key in self._static}
         self._engine = engine
         self._ttl = ttl
         self._keys: tuple[StoredKey, ...] = tuple(self._static)
@@ -85,17 +92,17 @@ class KeyRing:
         with self._lock:
             try:
                 with self._engine.connect() as conn:
-                    rows = (
-                        conn.execute(sa.select(api_keys).where(api_keys.c.revoked_at.is_(None)))
-                        .mappings()
-                        .all()
-                    )
+                    rows = conn.execute(sa.select(api_keys)).mappings().all()
             except sa.exc.SQLAlchemyError:
                 self._loaded_at = time.monotonic()
                 return
-            stored = [StoredKey(r["name"], r["scope"], r["digest"], "database") for r in rows]
-            static_names = {k.name for k in self._static}
-            self._keys = tuple(self._static + [k for k in stored if k.name not in static_names])
+            static = [k for k in self._static if not _revoked_in(k, rows)]
+            stored = [
+                StoredKey(r["name"], r["scope"], r["digest"], "database")
+                for r in rows
+                if r["revoked_at"] is None and r["name"] not in self._static_by_name
+            ]
+            self._keys = tuple(static + stored)
             self._loaded_at = time.monotonic()
 
     def authenticate(self, presented: str | None) -> Principal | None:
@@ -109,12 +116,40 @@ class KeyRing:
                 found = key
         return None if found is None else Principal(found.name, found.scope)
 
-    def principal(self, name: str) -> Principal | None:
-        """The principal still holding ``name`` (sessions end when their key is revoked)."""
-        for key in self.keys():
-            if key.name == name:
-                return Principal(key.name, key.scope)
-        return None
+    def settings_key(self, name: str) -> StoredKey | None:
+        """The key named ``name`` in ``SAFESHIP_ADMIN_KEYS``, revoked or not."""
+        return self._static_by_name.get(name)
+
+    def current_key(self, name: str, *, conn: sa.Connection | None = None) -> StoredKey | None:
+        """The key in effect under ``name`` now, read from the database (not the cached set).
+
+        Sessions call this on every request, so a revoked or downgraded key counts at once.
+        """
+        if self._engine is None:
+            return self._static_by_name.get(name)
+        if conn is None:
+            with self._engine.connect() as own:
+                return self._current_key(own, name)
+        return self._current_key(conn, name)
+
+    def _current_key(self, conn: sa.Connection, name: str) -> StoredKey | None:
+        row = conn.execute(sa.select(api_keys).where(api_keys.c.name == name)).mappings().first()
+        static = self._static_by_name.get(name)
+        if static is not None:
+            return None if row is not None and _revoked_in(static, [row]) else static
+        if row is None or row["revoked_at"] is not None:
+            return None
+        return StoredKey(row["name"], row["scope"], row["digest"], "database")
+
+
+def _revoked_in(key: StoredKey, rows: Sequence[sa.RowMapping]) -> bool:
+    """Whether ``rows`` hold ``key`` (same name and digest) as revoked."""
+    return any(
+        r["name"] == key.name
+        and r["revoked_at"] is not None
+        and hmac.compare_digest(r["digest"].encode(), key.digest.encode())
+        for r in rows
+    )
 
 
 def create_key(
@@ -144,25 +179,66 @@ def create_key(
     return key
 
 
-def revoke_key(conn: sa.Connection, *, name: str, actor: str, reason: str | None = None) -> bool:
-    """Revoke a stored key (audited); False when no active key has that name."""
+def revoke_key(
+    conn: sa.Connection,
+    *,
+    name: str,
+    actor: str,
+    reason: str | None = None,
+    settings_key: StoredKey | None = None,
+) -> bool:
+    """Revoke the key in effect under ``name`` and end its sessions (audited, in the
+    caller's transaction); False when no active key has that name.
+
+    ``settings_key`` is the key of that name from ``SAFESHIP_ADMIN_KEYS``
+    (`KeyRing.settings_key`), which takes precedence over a stored key of the same name:
+    its digest is stored as revoked, so every process refuses it until the setting is
+    given a new value.
+    """
     now = datetime.now(UTC)
-    result = conn.execute(
-        sa.update(api_keys)
-        .where(api_keys.c.name == name, api_keys.c.revoked_at.is_(None))
-        .values(revoked_at=now)
-        .returning(api_keys.c.scope)
-    ).first()
-    if result is None:
-        return False
+    if settings_key is not None:
+        if not _revoke_settings_key(conn, settings_key, now):
+            return False
+        scope, source = settings_key.scope, "settings"
+    else:
+        result = conn.execute(
+            sa.update(api_keys)
+            .where(api_keys.c.name == name, api_keys.c.revoked_at.is_(None))
+            .values(revoked_at=now)
+            .returning(api_keys.c.scope)
+        ).first()
+        if result is None:
+            return False
+        scope, source = result.scope, "database"
+    conn.execute(sa.delete(sessions).where(sessions.c.key_name == name))
     record_audit(
         conn,
         actor=actor,
         action="key.revoke",
         target=f"key:{name}",
-        before={"name": name, "scope": result.scope},
+        before={"name": name, "scope": scope, "source": source},
         reason=reason,
         at=now,
+    )
+    return True
+
+
+def _revoke_settings_key(conn: sa.Connection, key: StoredKey, now: datetime) -> bool:
+    """Store ``key``'s digest as revoked; False when it is revoked already."""
+    row = conn.execute(sa.select(api_keys).where(api_keys.c.name == key.name)).mappings().first()
+    if row is None:
+        conn.execute(
+            sa.insert(api_keys).values(
+                name=key.name, scope=key.scope, digest=key.digest, created_at=now, revoked_at=now
+            )
+        )
+        return True
+    if _revoked_in(key, [row]):
+        return False
+    conn.execute(
+        sa.update(api_keys)
+        .where(api_keys.c.name == key.name)
+        .values(scope=key.scope, digest=key.digest, revoked_at=now)
     )
     return True
 

@@ -12,7 +12,7 @@ from safeship.observe.health import HealthRegistry
 from safeship.resilience.board import BreakerBoard
 from safeship.rollouts.guard import RolloutGuard
 from safeship.server.keys import KeyRing
-from safeship.server.session import SessionSigner
+from safeship.server.session import SessionStore
 from safeship.settings import Settings
 from safeship.web.limiter import FailureStore
 
@@ -30,7 +30,7 @@ class ControlPlane:
     settings: Settings
     engine: sa.Engine
     keys: KeyRing
-    sessions: SessionSigner
+    sessions: SessionStore
     health: HealthRegistry
     flags: FlagStore
     auth_failures: FailureStore

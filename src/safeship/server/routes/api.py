@@ -128,6 +128,13 @@ def remove_key(
 ) -> None:
     cp = plane(request)
     with cp.engine.begin() as conn:
-        if not revoke_key(conn, name=name, actor=principal.name, reason=body.reason):
+        revoked = revoke_key(
+            conn,
+            name=name,
+            actor=principal.name,
+            reason=body.reason,
+            settings_key=cp.keys.settings_key(name),
+        )
+        if not revoked:
             raise HTTPException(404, f"no active key named {name!r}")
     cp.keys.refresh()

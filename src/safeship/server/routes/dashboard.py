@@ -14,7 +14,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
 from safeship.db.audit import list_audit
-from safeship.server.deps import authenticate_key
+from safeship.server.deps import authenticate_key, request_session
 from safeship.server.session import COOKIE_NAME, Session, csrf_matches
 from safeship.server.state import plane
 
@@ -40,11 +40,8 @@ def admin_form_session(request: Request, csrf_token: str) -> Session | Response:
 
 
 def _session(request: Request) -> Session | None:
-    cp = plane(request)
-    session = cp.sessions.verify(request.cookies.get(COOKIE_NAME))
-    if session is None or cp.keys.principal(session.name) is None:
-        return None
-    return session
+    """The live session, checked against the database and the key's current scope."""
+    return request_session(request)
 
 
 def _same_origin(request: Request) -> bool:
@@ -94,7 +91,7 @@ async def login(request: Request, key: Annotated[str, Form(max_length=512)] = ""
         )
     if principal is None:
         return render(request, "login.html", 401, error="That key is not valid.")
-    cookie, _ = cp.sessions.issue(principal.name, principal.scope)
+    cookie, _ = await run_in_threadpool(cp.sessions.issue, principal)
     response = RedirectResponse("/", status_code=303)
     response.set_cookie(
         COOKIE_NAME,
@@ -110,9 +107,12 @@ async def login(request: Request, key: Annotated[str, Form(max_length=512)] = ""
 
 @router.post("/logout")
 def logout(request: Request, csrf_token: Annotated[str, Form(max_length=200)] = "") -> Response:
+    """Sign out: the session is deleted server-side, so a copy of the cookie is useless."""
     session = _session(request)
     if session is not None and not csrf_matches(session, csrf_token):
         return Response("CSRF token missing or wrong", status_code=403)
+    if session is not None:
+        plane(request).sessions.revoke(request.cookies.get(COOKIE_NAME))
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(COOKIE_NAME, path="/")
     return response
