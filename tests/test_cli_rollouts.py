@@ -63,3 +63,32 @@ def test_errors_are_readable(tmp_path: Path) -> None:
     assert code == 2 and "aborted; nothing to advance" in output
     assert "Traceback" not in output
     engine.dispose()
+
+
+def test_emergency_reports_each_rollout_and_exits_3_when_something_was_not_done(
+    tmp_path: Path,
+) -> None:
+    from tests.rollouts.conftest import allow_writes, refuse_writes
+
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    engine = create_engine(url)
+    upgrade(engine)
+    guard = RolloutGuard(engine, FlagStore(engine))
+    for name in ("broken", "orders"):
+        guard.create(name, actor="alice")
+    declined = runner.invoke(
+        app, ["rollouts", "emergency", "--reason", "drill", "--database-url", url], input="n\n"
+    )
+    assert declined.exit_code == 1 and "cancelled" in declined.output
+    assert guard.get("orders").status == "running"
+    refuse_writes(engine, "safeship_rollouts", when="OLD.name = 'broken'")
+    code, output = run(url, "emergency", "--reason", "r" * 2000, "--yes")
+    assert code == 3, output
+    assert "orders: rolled back" in output and "broken: failed" in output
+    assert "write refused by the database" in output and "kill switch thrown" in output
+    assert "incomplete" in output and guard.get("orders").status == "rolled_back"
+    allow_writes(engine, "safeship_rollouts")
+    code, output = run(url, "emergency", "--reason", "again", "--yes")
+    assert code == 0 and "broken: rolled back" in output and "complete" in output
+    assert not any(f.enabled for f in FlagStore(engine).all())
+    engine.dispose()

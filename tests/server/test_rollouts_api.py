@@ -243,16 +243,22 @@ def test_action_form_posts_work_without_javascript(client: TestClient) -> None:
     assert bad.status_code == 422
 
 
-def test_a_rollout_whose_flag_was_deleted_answers_409(client: TestClient) -> None:
-    create(client)
+def test_a_rollout_whose_flag_was_deleted_can_be_undone_but_not_moved_on(
+    client: TestClient,
+) -> None:
+    create(client, "orders")
+    create(client, "search")
     guard(client).flags.delete("orders", actor="test")
+    guard(client).flags.delete("search", actor="test")
     listed = client.get("/api/v1/rollouts", headers=read_headers()).json()
     assert listed[0]["flag_enabled"] is None
-    response = client.post("/api/v1/rollouts/orders/rollback", headers=admin_headers())
+    response = client.post("/api/v1/rollouts/orders/advance", headers=admin_headers())
     assert response.status_code == 409 and "deleted" in response.json()["detail"]
+    response = client.post("/api/v1/rollouts/orders/rollback", headers=admin_headers())
+    assert response.status_code == 200 and guard(client).get("orders").status == "rolled_back"
     body = {"confirm": "ROLLBACK"}
     response = client.post("/api/v1/rollouts/emergency", json=body, headers=admin_headers())
-    assert response.status_code == 200 and response.json()["rolled_back"] == []
+    assert response.status_code == 200 and response.json()["rolled_back"] == ["search"]
 
 
 def test_detail_shows_the_fleets_shadow_results_with_escaped_sample_diffs(

@@ -148,3 +148,33 @@ def abort(name: str, reason: Reason = None, database_url: DatabaseOption = None)
 def promote(name: str, reason: Reason = None, database_url: DatabaseOption = None) -> None:
     """Move a rollout from shadow to canary at its plan's first step."""
     _operate(name, "promote", reason, database_url)
+
+
+INCOMPLETE_EXIT = 3
+"""Exit code of ``safeship rollouts emergency`` when something could not be done."""
+
+
+@rollouts_app.command("emergency")
+def emergency(
+    reason: Annotated[str, typer.Option(help="Why, for the audit trail.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Roll back every running or paused rollout, then throw every flag's kill switch.
+
+    Prints what happened to each rollout; exits 3 when anything could not be done.
+    """
+    from safeship.rollouts.emergency import emergency_rollback
+
+    guard = _guard(database_url)
+    if not yes and not typer.confirm("Roll back every live rollout and kill every flag now?"):
+        fail("cancelled", code=1)
+    report = emergency_rollback(guard, actor=actor(), reason=reason)
+    for item in report.rollouts:
+        detail = f": {item.error}" if item.error else ""
+        out.print(f"  {item.name}: {item.outcome.replace('_', ' ')}{detail}", highlight=False)
+    if report.kill_switch_error is None:
+        out.print(f"kill switch thrown: {len(report.flags_changed)} flag(s) changed")
+    if not report.complete:
+        fail("emergency rollback incomplete: " + "; ".join(report.problems), INCOMPLETE_EXIT)
+    out.print(f"emergency rollback complete: {len(report.rolled_back)} rollout(s) rolled back")

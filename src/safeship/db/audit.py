@@ -1,20 +1,54 @@
 """The audit trail: every mutating control-plane call records who, when, what and why.
 
 ``record_audit`` takes the caller's connection so the record commits (or rolls back) in
-the same transaction as the change it describes.
+the same transaction as the change it describes.  Its reason is stored through
+``fit_text``: a text derived from an operator's reason (say ``"emergency: " + reason``)
+always fits, so writing the audit record can never be what stops a safety action.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, overload
 
 import sqlalchemy as sa
 
 from safeship.db.schema import audit
 
 MAX_REASON = 2000
+"""Characters of ``reason`` the audit trail keeps: every API field that feeds it accepts
+at most this many, and longer derived texts are cut with a marker by ``fit_text``."""
+
+_CUT_MARKER = " [… {cut} more characters cut]"
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+@overload
+def fit_text(text: str, limit: int = MAX_REASON) -> str: ...
+@overload
+def fit_text(text: None, limit: int = MAX_REASON) -> None: ...
+@overload
+def fit_text(text: str | None, limit: int = MAX_REASON) -> str | None: ...
+
+
+def fit_text(text: str | None, limit: int = MAX_REASON) -> str | None:
+    """``text`` as a database column of ``limit`` characters can hold it, whatever it is.
+
+    NUL and lone surrogates (which PostgreSQL or UTF-8 refuse) become U+FFFD; a text
+    longer than ``limit`` keeps its head and ends with a marker saying how many characters
+    were cut, so the cut is visible and the text still fits.
+    """
+    if text is None:
+        return None
+    text = _UNSTORABLE.sub("\ufffd", text)
+    if len(text) <= limit:
+        return text
+    keep = limit - len(_CUT_MARKER.format(cut=len(text)))
+    if keep <= 0:  # a column too narrow for the marker: the head alone
+        return text[:limit]
+    return text[:keep] + _CUT_MARKER.format(cut=len(text) - keep)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,19 +88,21 @@ def record_audit(
     reason: str | None = None,
     at: datetime | None = None,
 ) -> int:
-    """Insert one audit record on ``conn`` (inside the caller's transaction); return its id."""
+    """Insert one audit record on ``conn`` (inside the caller's transaction); return its id.
+
+    Texts are stored through ``fit_text`` (a too long reason is cut with a marker, never
+    refused): the change being audited must not fail because of how it is described.
+    """
     if not actor or not action or not target:
         raise ValueError("audit records need an actor, an action and a target")
-    if reason is not None and len(reason) > MAX_REASON:
-        raise ValueError(f"reason is {len(reason)} characters; at most {MAX_REASON} allowed")
     row = {
         "at": at or datetime.now(UTC),
-        "actor": actor[:200],
-        "action": action[:100],
-        "target": target[:300],
+        "actor": fit_text(actor, 200),
+        "action": fit_text(action, 100),
+        "target": fit_text(target, 300),
         "before": before,
         "after": after,
-        "reason": reason,
+        "reason": fit_text(reason),
     }
     result = conn.execute(sa.insert(audit).values(**row).returning(audit.c.id))
     return int(result.scalar_one())

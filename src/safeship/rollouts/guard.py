@@ -3,7 +3,10 @@
 Every process ships its per-arm counts as *windows* (one row per flush), so a decision
 folds in the whole fleet's traffic.  Evaluation locks the rollout's row (``FOR UPDATE
 SKIP LOCKED`` on PostgreSQL): one process decides at a time, and a decision re-reads the
-status under the lock, so a breach seen by two processes is applied once.
+status under the lock, so a breach seen by two processes is applied once.  Every state
+change is also a compare-and-set on the row's ``version`` (SQLite has no row locks): of
+two transitions from the same state one wins and the other raises
+``RolloutConflictError``, never both.
 """
 
 from __future__ import annotations
@@ -18,9 +21,9 @@ from typing import Any
 import sqlalchemy as sa
 from prometheus_client import Counter
 
-from safeship.db.audit import record_audit
+from safeship.db.audit import fit_text, record_audit
 from safeship.errors import SafeshipError
-from safeship.flags.store import FlagNotFoundError, FlagStore
+from safeship.flags.store import FlagExistsError, FlagNotFoundError, FlagStore
 from safeship.observe.logging import ALERT
 from safeship.rollouts import shadow_store
 from safeship.rollouts.monitor import ArmWindow, GuardMonitor
@@ -29,7 +32,15 @@ from safeship.rollouts.schema import rollout_decisions, rollout_windows, rollout
 from safeship.rollouts.shadow_store import ShadowSummary
 from safeship.rollouts.stats import GuardSettings, LatencyHistogram, Verdict
 
-__all__ = ["Decision", "RolloutGuard", "RolloutNotFoundError", "RolloutRecord"]
+__all__ = [
+    "Decision",
+    "RolloutConflictError",
+    "RolloutExistsError",
+    "RolloutFinishedError",
+    "RolloutGuard",
+    "RolloutNotFoundError",
+    "RolloutRecord",
+]
 
 logger = logging.getLogger("safeship.rollouts")
 
@@ -41,11 +52,30 @@ DECISIONS = Counter(
 
 
 OPERATIONS = ("pause", "resume", "advance", "rollback", "abort", "promote")
+LIVE = ("running", "paused")
 
 
 class RolloutNotFoundError(SafeshipError, KeyError):
     def __str__(self) -> str:
         return f"no rollout named {self.args[0]!r}; create it with RolloutGuard.create()"
+
+
+class RolloutExistsError(SafeshipError, ValueError):
+    """A rollout with that name exists already (also when another writer just made it)."""
+
+
+class RolloutFinishedError(SafeshipError, ValueError):
+    """The rollout is rolled back, aborted or completed: no operator action applies."""
+
+    def __init__(self, name: str, status: str, action: str) -> None:
+        super().__init__(f"rollout {name!r} is {status}; nothing to {action}")
+        self.name = name
+        self.status = status
+
+
+class RolloutConflictError(SafeshipError, ValueError):
+    """The rollout changed since it was read (another operator, process or the guard
+    moved it first): re-read it and decide again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +208,13 @@ class RolloutGuard:
             raise RolloutNotFoundError(name)
         return _record(found)
 
+    def live_names(self) -> list[str]:
+        """Names of the running and paused rollouts, read without parsing their rows, so
+        one unreadable row cannot hide the others from an emergency rollback."""
+        query = sa.select(rollouts.c.name).where(rollouts.c.status.in_(LIVE))
+        with self.engine.connect() as conn:
+            return list(conn.execute(query.order_by(rollouts.c.name)).scalars())
+
     def all(self) -> list[RolloutRecord]:
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(rollouts).order_by(rollouts.c.name)).mappings().all()
@@ -277,12 +314,33 @@ class RolloutGuard:
         settings = settings or GuardSettings()
         if mode not in ("off", "shadow", "canary", "on"):
             raise ValueError(f"mode must be off, shadow, canary or on, got {mode!r}")
+        self._ensure_flag(name, actor)
+        now = self._now()
+        try:
+            self._insert(name, actor, plan, settings, mode, reason, now)
+        except sa.exc.IntegrityError:
+            raise RolloutExistsError(f"a rollout named {name!r} exists already") from None
+        if mode == "canary":
+            self.flags.rollout(name, plan.steps[0], actor=actor, reason="rollout step 1")
+        return self.get(name)
+
+    def _ensure_flag(self, name: str, actor: str) -> None:
+        """Create the rollout's flag (off) unless it exists, also when a concurrent
+        ``create`` makes it first."""
         try:
             self.flags.get(name)
         except FlagNotFoundError:
-            self.flags.create(name, actor=actor, reason="created for a guarded rollout")
-        now = self._now()
+            # Correct to ignore: another writer created it between our read and our insert.
+            with contextlib.suppress(FlagExistsError, sa.exc.IntegrityError):
+                self.flags.create(name, actor=actor, reason="created for a guarded rollout")
+
+    def _insert(
+        self, name: str, actor: str, plan: Plan, settings: GuardSettings, mode: str,
+        reason: str | None, now: datetime,
+    ) -> None:  # fmt: skip
         with self.engine.begin() as conn:
+            if conn.execute(sa.select(rollouts.c.name).where(rollouts.c.name == name)).first():
+                raise RolloutExistsError(f"a rollout named {name!r} exists already")
             last = conn.execute(sa.select(sa.func.max(rollout_windows.c.id))).scalar() or 0
             row = {
                 "name": name, "mode": mode, "status": "running", "plan": plan.to_dict(),
@@ -297,9 +355,6 @@ class RolloutGuard:
                 reason=reason, at=now,
             )  # fmt: skip
             self._decide(conn, name, "started", actor, 0, plan.steps[0], None, reason, now)
-        if mode == "canary":
-            self.flags.rollout(name, plan.steps[0], actor=actor, reason="rollout step 1")
-        return self.get(name)
 
     def record_window(
         self, name: str, *, process: str, control: ArmWindow, candidate: ArmWindow
@@ -344,31 +399,37 @@ class RolloutGuard:
     def evaluate(self, name: str) -> Decision | None:
         """Fold in every window, then roll back, advance or complete if the evidence says
         so.  Returns the decision applied, or None (also when another process is
-        evaluating this rollout right now)."""
-        with self._locked(name, wait=False) as (conn, record):
-            if record is None or record.status not in ("running", "paused"):
-                return None
-            if record.mode != "canary":
-                return None
-            monitor, in_step = self.monitor(record)
-            verdict = monitor.verdict()
-            now = self._now()
-            action = next_action(
-                plan=record.plan, status=record.status, step=record.step, verdict=verdict,
-                held_seconds=(now - record.step_started_at).total_seconds(),
-                step_candidate_requests=in_step,
-            )  # fmt: skip
-            decision = None
-            if action is not None:
-                # Flag changes first: on SQLite no write of this transaction may precede them.
-                evidence = {"verdict": verdict.to_dict(), "arms": monitor.summary()}
-                if action == "rollback":
-                    decision = self._roll_back(conn, record, "guard", evidence, verdict, now)
-                else:
-                    decision = self._advance(conn, record, "guard", evidence, now, action)
-            self._store_threshold(conn, record, monitor.threshold_bucket)
+        evaluating this rollout right now, or an operator moved it first)."""
+        try:
+            with self._locked(name, wait=False) as (conn, record):
+                if record is None or record.status not in LIVE or record.mode != "canary":
+                    return None
+                decision = self._judge(conn, record)
+        except RolloutConflictError:
+            self._reconcile_flag(name, "guard")
+            return None
         if decision is not None:
             self._after(decision)
+        return decision
+
+    def _judge(self, conn: sa.Connection, record: RolloutRecord) -> Decision | None:
+        monitor, in_step = self.monitor(record)
+        verdict = monitor.verdict()
+        now = self._now()
+        action = next_action(
+            plan=record.plan, status=record.status, step=record.step, verdict=verdict,
+            held_seconds=(now - record.step_started_at).total_seconds(),
+            step_candidate_requests=in_step,
+        )  # fmt: skip
+        decision = None
+        if action is not None:
+            # Flag changes first: on SQLite no write of this transaction may precede them.
+            evidence = {"verdict": verdict.to_dict(), "arms": monitor.summary()}
+            if action == "rollback":
+                decision = self._roll_back(conn, record, "guard", evidence, verdict, now)
+            else:
+                decision = self._advance(conn, record, "guard", evidence, now, action)
+        self._store_threshold(conn, record, monitor.threshold_bucket)
         return decision
 
     def _store_threshold(
@@ -391,11 +452,19 @@ class RolloutGuard:
             if verdict
             else "manual rollback"
         )
-        self.flags.set_enabled(record.name, False, actor=actor, reason=f"rollback: {why}")
+        self._flag_off(record.name, actor=actor, reason=f"rollback: {why}")
         self._set(conn, record, status="rolled_back", actor=actor, reason=why, now=now)
         return self._decide(
             conn, record.name, "rolled_back", actor, record.step, 0.0, evidence, why, now
         )
+
+    def _flag_off(self, name: str, *, actor: str, reason: str) -> None:
+        """Turn the rollout's flag off.  A deleted flag sends nobody to the candidate
+        already, so undoing the rollout goes on (its processes switch to legacy)."""
+        try:
+            self.flags.set_enabled(name, False, actor=actor, reason=reason)
+        except FlagNotFoundError:
+            logger.warning("rollout.flag_missing", extra={"rollout": name, "actor": actor})
 
     def _advance(
         self, conn: sa.Connection, record: RolloutRecord, actor: str, evidence: Any,
@@ -423,11 +492,16 @@ class RolloutGuard:
         self, conn: sa.Connection, record: RolloutRecord, *, actor: str, reason: str | None,
         now: datetime, audit_action: str | None = None, **values: Any,
     ) -> None:  # fmt: skip
-        conn.execute(
+        changed = conn.execute(
             sa.update(rollouts)
-            .where(rollouts.c.name == record.name)
+            .where(rollouts.c.name == record.name, rollouts.c.version == record.version)
             .values(version=record.version + 1, updated_at=now, **values)
-        )
+        ).rowcount
+        if changed != 1:
+            raise RolloutConflictError(
+                f"rollout {record.name!r} changed since version {record.version} was read; "
+                "re-read it and try again"
+            )
         before: dict[str, Any] = {"status": record.status, "step": record.step}
         if "mode" in values:
             before["mode"] = record.mode
@@ -443,8 +517,8 @@ class RolloutGuard:
         evidence: Any, reason: str | None, now: datetime,
     ) -> Decision:  # fmt: skip
         values = {
-            "rollout": name, "at": now, "kind": kind, "actor": actor[:200], "step": step,
-            "percent": percent, "evidence": evidence, "reason": reason,
+            "rollout": name, "at": now, "kind": kind, "actor": fit_text(actor, 200),
+            "step": step, "percent": percent, "evidence": evidence, "reason": fit_text(reason),
         }  # fmt: skip
         new_id = conn.execute(
             sa.insert(rollout_decisions).values(**values).returning(rollout_decisions.c.id)
@@ -453,40 +527,72 @@ class RolloutGuard:
 
     def _after(self, decision: Decision) -> None:
         DECISIONS.labels(decision.rollout, decision.kind).inc()
+        fields = {"rollout": decision.rollout, "actor": decision.actor, "step": decision.step}
         if decision.kind == "rolled_back":
-            logger.log(
-                ALERT,
-                "rollout.rolled_back rollout=%s actor=%s reason=%s",
-                decision.rollout, decision.actor, decision.reason,
-            )  # fmt: skip
+            logger.log(ALERT, "rollout.rolled_back", extra={**fields, "reason": decision.reason})
         else:
-            logger.info(
-                "rollout.%s rollout=%s step=%s", decision.kind, decision.rollout, decision.step
-            )
+            logger.info("rollout.decided", extra={**fields, "kind": decision.kind})
         if self._notify is not None:
             try:
                 self._notify(decision.to_dict())
-            except Exception:  # noqa: BLE001 - a failing webhook never undoes a decision
-                logger.warning("rollout.notify_failed rollout=%s", decision.rollout)
+            except Exception:  # a failing webhook never undoes a decision
+                logger.exception("rollout.notify_failed", extra=fields)
 
     # -- operators (admin, audited) ------------------------------------------------------
 
-    def operate(self, name: str, action: str, *, actor: str, reason: str | None = None) -> Decision:
+    def operate(
+        self,
+        name: str,
+        action: str,
+        *,
+        actor: str,
+        reason: str | None = None,
+        expected_version: int | None = None,
+    ) -> Decision:
         """``pause``, ``resume``, ``advance``, ``rollback`` or ``abort`` a rollout, or
-        ``promote`` a shadow rollout to canary at its plan's first step."""
+        ``promote`` a shadow rollout to canary at its plan's first step.
+
+        Raises ``RolloutFinishedError`` when it is no longer live, and
+        ``RolloutConflictError`` when ``expected_version`` is stale or another writer
+        moved it first: each state is left by one transition only.
+        """
         if action not in OPERATIONS:
             raise ValueError(f"action must be one of {', '.join(OPERATIONS)}, got {action!r}")
-        with self._locked(name, wait=True) as (conn, record):
-            if record is None:
-                raise RolloutNotFoundError(name)
-            if record.status not in ("running", "paused"):
-                raise ValueError(f"rollout {name!r} is {record.status}; nothing to {action}")
-            if action == "advance" and record.mode == "shadow":
-                raise ValueError(f"rollout {name!r} is in shadow mode: promote it to canary first")
-            now = self._now()
-            decision = self._operate(conn, record, action, actor, reason, now)
+        try:
+            with self._locked(name, wait=True) as (conn, record):
+                record = self._operable(name, record, action, expected_version)
+                decision = self._operate(conn, record, action, actor, reason, self._now())
+        except RolloutConflictError:
+            self._reconcile_flag(name, actor)
+            raise
         self._after(decision)
         return decision
+
+    def _operable(
+        self, name: str, record: RolloutRecord | None, action: str, expected: int | None
+    ) -> RolloutRecord:
+        if record is None:
+            raise RolloutNotFoundError(name)
+        if record.status not in LIVE:
+            raise RolloutFinishedError(name, record.status, action)
+        if expected is not None and expected != record.version:
+            raise RolloutConflictError(
+                f"rollout {name!r} is at version {record.version}, not {expected}: it changed "
+                "since you read it; re-read it and decide again"
+            )
+        if action == "advance" and record.mode == "shadow":
+            raise ValueError(f"rollout {name!r} is in shadow mode: promote it to canary first")
+        return record
+
+    def _reconcile_flag(self, name: str, actor: str) -> None:
+        """After losing a race, put the flag back where the winner left it: a loser that
+        turned the flag on after a winning rollback must not leave it on."""
+        try:
+            record = self.get(name)
+        except RolloutNotFoundError:
+            return
+        if record.status in ("rolled_back", "aborted"):
+            self._flag_off(name, actor=actor, reason=f"rollout {record.status} meanwhile")
 
     def _operate(
         self, conn: sa.Connection, record: RolloutRecord, action: str, actor: str,
@@ -499,9 +605,7 @@ class RolloutGuard:
         if action == "promote":
             return self._promote(conn, record, actor, reason, now)
         if action == "abort":
-            self.flags.set_enabled(
-                record.name, False, actor=actor, reason=reason or "rollout aborted"
-            )
+            self._flag_off(record.name, actor=actor, reason=reason or "rollout aborted")
             self._set(conn, record, status="aborted", actor=actor, reason=reason, now=now)
             return self._decide(
                 conn, record.name, "aborted", actor, record.step, 0.0, None, reason, now

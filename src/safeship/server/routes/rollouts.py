@@ -1,25 +1,30 @@
 """Guarded rollouts in the control plane: the JSON API and the dashboard pages.
 
 Every write goes through ``RolloutGuard.operate`` (or ``create``), which audits it; the
-emergency endpoint rolls back every live rollout and then throws the flags' kill switch.
+emergency endpoint rolls back every live rollout and then throws the flags' kill switch,
+answering 200 when all of it was done and 207 with what could not be done otherwise.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Form, HTTPException, Path, Request
 from fastapi.responses import RedirectResponse, Response
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, Field, field_validator, model_validator
 
-from safeship.db.audit import record_audit
+from safeship.db.audit import MAX_REASON
 from safeship.flags import authoring
 from safeship.flags.store import FlagNotFoundError
-from safeship.rollouts.guard import Decision, RolloutNotFoundError, RolloutRecord
+from safeship.rollouts.emergency import EmergencyReport, emergency_rollback
+from safeship.rollouts.guard import (
+    Decision,
+    RolloutExistsError,
+    RolloutNotFoundError,
+    RolloutRecord,
+)
 from safeship.rollouts.plan import Plan
 from safeship.server.deps import AdminPrincipal, ReadPrincipal
 from safeship.server.routes.dashboard import admin_form_session, page_session, render
@@ -27,10 +32,22 @@ from safeship.server.state import ControlPlane, plane
 
 api = APIRouter(prefix="/api/v1/rollouts", tags=["rollouts"])
 pages = APIRouter(include_in_schema=False)
-RolloutName = Annotated[str, Path(min_length=1, max_length=200)]
-Reason = Field(default=None, max_length=2000, description="Why, for the audit trail.")
+RolloutName = Annotated[str, Path(min_length=1, max_length=200, pattern="^[^\\x00]+$")]
+
+
+def _storable(text: str | None) -> str | None:
+    """Refuse what no database column can hold (PostgreSQL refuses NUL in text)."""
+    if text is not None and "\x00" in text:
+        raise ValueError("must not contain NUL (U+0000) characters")
+    return text
+
+
+Reason = Annotated[
+    str | None,
+    Field(max_length=MAX_REASON, description="Why, for the audit trail."),
+    AfterValidator(_storable),
+]
 CONFIRM_WORD = "ROLLBACK"
-LIVE = ("running", "paused")
 
 
 class Action(StrEnum):
@@ -65,7 +82,7 @@ class NewRollout(BaseModel):
     name: str = Field(min_length=1, max_length=200, description="The rollout's flag name.")
     mode: Literal["off", "shadow", "canary", "on"] = "canary"
     plan: PlanIn = Field(default_factory=PlanIn)
-    reason: str | None = Reason
+    reason: Reason = None
 
     @field_validator("name")
     @classmethod
@@ -74,12 +91,18 @@ class NewRollout(BaseModel):
 
 
 class ActionBody(BaseModel):
-    reason: str | None = Reason
+    reason: Reason = None
+    version: int | None = Field(
+        default=None,
+        ge=1,
+        le=2**62,
+        description="The rollout's version you decided on: 409 if it moved since.",
+    )
 
 
 class EmergencyBody(BaseModel):
     confirm: Literal["ROLLBACK"] = Field(description="Type ROLLBACK to confirm.")
-    reason: str | None = Reason
+    reason: Reason = None
 
 
 class ArmStats(BaseModel):
@@ -169,9 +192,25 @@ class RolloutDetail(RolloutOut):
     decisions: list[DecisionOut]
 
 
+class RolloutOutcomeOut(BaseModel):
+    name: str
+    outcome: Literal["rolled_back", "already_finished", "failed"]
+    status: str | None = Field(description="The rollout's status after the emergency.")
+    error: str | None = Field(description="Why it could not be rolled back (failed).")
+
+
+class KillSwitchOut(BaseModel):
+    thrown: bool
+    error: str | None
+
+
 class EmergencyOut(BaseModel):
+    complete: bool = Field(description="Every live rollout undone and the kill switch thrown.")
     rolled_back: list[str]
+    rollouts: list[RolloutOutcomeOut] = Field(description="One entry per live rollout.")
+    kill_switch: KillSwitchOut
     flags_changed: dict[str, bool]
+    problems: list[str] = Field(description="Everything that could not be done (207).")
 
 
 # -- reading ---------------------------------------------------------------------------
@@ -245,26 +284,28 @@ def get_rollout(request: Request, name: RolloutName, _: ReadPrincipal) -> Rollou
 def create_rollout(request: Request, body: NewRollout, who: AdminPrincipal) -> RolloutOut:
     cp = plane(request)
     try:
-        cp.rollouts.get(body.name)
-    except RolloutNotFoundError:
-        pass
-    else:
-        raise HTTPException(409, f"a rollout named {body.name!r} exists already")
-    try:
         record = cp.rollouts.create(
             body.name, actor=who.name, plan=body.plan.to_plan(), mode=body.mode, reason=body.reason
         )
-    except sa.exc.IntegrityError:
-        raise HTTPException(409, f"a rollout named {body.name!r} exists already") from None
+    except RolloutExistsError as exc:
+        raise HTTPException(409, str(exc)) from None
     return RolloutOut(**_summary(record, _flag_states(cp).get(record.name)))
 
 
 def apply_action(
-    cp: ControlPlane, name: str, action: Action, actor: str, reason: str | None
+    cp: ControlPlane,
+    name: str,
+    action: Action,
+    actor: str,
+    reason: str | None,
+    version: int | None = None,
 ) -> Decision:
-    """Run an operator action; 404 for an unknown rollout, 409 when it is not live."""
+    """Run an operator action; 404 for an unknown rollout, 409 when it is not live, when
+    ``version`` is stale or another writer moved it first."""
     try:
-        return cp.rollouts.operate(name, action.value, actor=actor, reason=reason)
+        return cp.rollouts.operate(
+            name, action.value, actor=actor, reason=reason, expected_version=version
+        )
     except RolloutNotFoundError as exc:
         raise HTTPException(404, str(exc)) from None
     except FlagNotFoundError as exc:
@@ -282,7 +323,7 @@ def apply_action(
         404: {"description": "no rollout has that name"},
         409: {
             "description": "the rollout is finished (rolled back, aborted or completed), "
-            "or promote on a rollout not in shadow mode"
+            "changed since `version` (or meanwhile), or promote on a rollout not in shadow mode"
         },
     },
 )
@@ -293,39 +334,34 @@ def operate(
     who: AdminPrincipal,
     body: ActionBody | None = None,
 ) -> DecisionOut:
-    reason = body.reason if body else None
-    return _decision(apply_action(plane(request), name, action, who.name, reason))
+    reason, version = (body.reason, body.version) if body else (None, None)
+    return _decision(apply_action(plane(request), name, action, who.name, reason, version))
 
 
-def emergency_rollback(cp: ControlPlane, actor: str, reason: str | None) -> EmergencyOut:
-    """Roll back every live rollout, then every flag to its safe value; audited as one."""
-    why = f"emergency: {reason}" if reason else "emergency rollback"
-    rolled_back = []
-    for record in cp.rollouts.all():
-        if record.status not in LIVE:
-            continue
-        try:
-            cp.rollouts.operate(record.name, "rollback", actor=actor, reason=why)
-        except (ValueError, KeyError):
-            continue  # finished, removed or its flag deleted meanwhile: nothing to undo
-        rolled_back.append(record.name)
-    changed = cp.flags.kill(actor=actor, reason=why)
-    with cp.engine.begin() as conn:
-        record_audit(
-            conn, actor=actor, action="rollouts.emergency", target="rollouts:*",
-            after={"rolled_back": rolled_back, "flags_changed": changed}, reason=why,
-            at=datetime.now(UTC),
-        )  # fmt: skip
-    return EmergencyOut(rolled_back=rolled_back, flags_changed=changed)
+def run_emergency(cp: ControlPlane, actor: str, reason: str | None) -> EmergencyReport:
+    """Every live rollout rolled back, then the kill switch; see ``emergency_rollback``."""
+    return emergency_rollback(cp.rollouts, actor=actor, reason=reason)
 
 
 @api.post(
     "/emergency",
     response_model=EmergencyOut,
     summary="Every rollout rolled back and every flag to its safe value at once (audited)",
+    responses={
+        207: {
+            "model": EmergencyOut,
+            "description": "not everything could be done: `rollouts` says per rollout what "
+            "failed and why, `kill_switch` whether it was thrown, `problems` lists each gap",
+        }
+    },
 )
-def emergency(request: Request, body: EmergencyBody, who: AdminPrincipal) -> EmergencyOut:
-    return emergency_rollback(plane(request), who.name, body.reason)
+def emergency(
+    request: Request, response: Response, body: EmergencyBody, who: AdminPrincipal
+) -> EmergencyOut:
+    report = run_emergency(plane(request), who.name, body.reason)
+    if not report.complete:
+        response.status_code = 207
+    return EmergencyOut.model_validate(report.to_dict())
 
 
 # -- pages -----------------------------------------------------------------------------
@@ -347,7 +383,7 @@ def rollouts_page(request: Request) -> Response:
 
 
 @pages.get("/rollouts/{name}")
-def rollout_page(request: Request, name: str) -> Response:
+def rollout_page(request: Request, name: RolloutName) -> Response:
     if page_session(request) is None:
         return RedirectResponse("/login", status_code=303)
     try:
@@ -370,17 +406,20 @@ def emergency_form(
         return render(
             request, "error.html", 422, message=f"Type {CONFIRM_WORD} to confirm the rollback."
         )
-    done = emergency_rollback(plane(request), session.name, "dashboard")
+    done = run_emergency(plane(request), session.name, "dashboard")
     message = (
         f"Emergency rollback: {len(done.rolled_back)} rollout(s), {len(done.flags_changed)} flag(s)"
     )
+    if not done.complete:
+        problems = "; ".join(done.problems)
+        return render(request, "error.html", 207, message=f"{message}. NOT DONE: {problems}")
     return RedirectResponse(f"/rollouts?m={quote(message)}", status_code=303)
 
 
 @pages.post("/rollouts/{name}/action")
 def action_form(
     request: Request,
-    name: str,
+    name: RolloutName,
     action: Annotated[str, Form(max_length=20)] = "",
     csrf_token: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
