@@ -5,8 +5,16 @@ from __future__ import annotations
 import io
 import json
 import logging
+import socket
+import subprocess
+import sys
+import textwrap
+import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 import structlog
 from prometheus_client import REGISTRY
@@ -19,6 +27,7 @@ from safeship.observe.logging import (
     clear_context,
     configure_logging,
     get_logger,
+    note_request_id,
     request_id,
 )
 
@@ -251,3 +260,144 @@ def test_event_logs_a_dict_of_fields_and_counts_alerts(caplog: pytest.LogCapture
         ("order.stuck", 8),
     ]
     assert LOG_ALERTS.labels("app.fields")._value.get() == before + 1
+
+
+CARD = "4111 1111 1111 1111"
+EMAIL = "jane.doe@example.com"
+
+
+def test_stdlib_extra_fields_are_rendered_and_masked(stream: io.StringIO) -> None:
+    logging.getLogger("app.orders").warning(
+        "order.refused", extra={"order_id": 7, "customer": f"mail {EMAIL}"}
+    )
+    (line,) = lines(stream)
+    assert line["event"] == "order.refused" and line["order_id"] == 7
+    assert line["customer"] == "mail ***"
+
+
+def test_an_escaped_exception_carries_its_request_id_to_the_servers_line(
+    stream: io.StringIO,
+) -> None:
+    error = RuntimeError("boom")
+    note_request_id(error, "req-inner")
+    note_request_id(error, "req-outer")  # the innermost request's id is kept
+    logging.getLogger("uvicorn.error").error("Exception in ASGI application", exc_info=error)
+    (line,) = lines(stream)
+    assert line["request_id"] == "req-inner" and "RuntimeError: boom" in str(line["exception"])
+
+
+def _run_python(code: str, tmp_path: Path, timeout: float = 60) -> list[str]:
+    """Run ``code`` in a fresh interpreter; every non-empty line it wrote (stdout, stderr)."""
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(code))
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=timeout
+    )
+    return [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+
+
+def _json_objects(lines: list[str]) -> list[dict[str, Any]]:
+    parsed = []
+    for line in lines:
+        try:
+            value = json.loads(line)
+        except ValueError:
+            pytest.fail(f"not a JSON line: {line!r}\n" + "\n".join(lines))
+        assert isinstance(value, dict), line
+        parsed.append(value)
+    return parsed
+
+
+def test_capture_process_makes_warnings_and_uncaught_exceptions_masked_json(
+    tmp_path: Path,
+) -> None:
+    output = _run_python(
+        f"""
+        import sys, threading, warnings
+        from safeship.observe.logging import configure_logging
+        configure_logging(fmt="json", capture_process=True)
+        warnings.warn("deprecated for {EMAIL}")
+        worker = threading.Thread(target=lambda: 1 / 0, name="worker")
+        worker.start(); worker.join()
+        class Leaky:
+            def __del__(self):
+                raise ValueError("closing {CARD}")
+        Leaky()
+        raise RuntimeError("charge {CARD} for {EMAIL}")
+        """,
+        tmp_path,
+    )
+    events = {e["event"]: e for e in _json_objects(output)}
+    assert CARD not in "\n".join(output) and EMAIL not in "\n".join(output)
+    warning = events["process.warning"]
+    assert warning["category"] == "UserWarning" and warning["warning"] == "deprecated for ***"
+    assert events["process.thread_exception"]["thread_name"] == "worker"
+    assert "ValueError: closing ***" in events["process.unraisable_exception"]["exception"]
+    uncaught = events["process.uncaught_exception"]
+    assert uncaught["level"] == "critical"
+    assert "RuntimeError: charge *** for ***" in uncaught["exception"]
+
+
+def test_uvicorn_log_config_makes_a_protected_apps_server_write_masked_json(
+    tmp_path: Path,
+) -> None:
+    """``protect()`` under the user's own uvicorn: its error and access loggers and the
+    traceback of an exception the app did not handle are masked JSON, with the request id."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    script = tmp_path / "app.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import uvicorn
+            from starlette.applications import Starlette
+            from starlette.routing import Route
+            from safeship.observe import uvicorn_log_config
+            from safeship.web import protect
+
+            async def boom(request):
+                raise RuntimeError("charge {CARD} for {EMAIL}")
+
+            app = protect(Starlette(routes=[Route("/boom", boom)]), configure_logs=False)
+            uvicorn.run(app, host="127.0.0.1", port={port}, log_config=uvicorn_log_config())
+            """
+        )
+    )
+    out, err = tmp_path / "out", tmp_path / "err"
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        server = subprocess.Popen([sys.executable, str(script)], stdout=stdout, stderr=stderr)
+    try:
+        _wait_answering(f"http://127.0.0.1:{port}/boom", server)
+        response = httpx.get(
+            f"http://127.0.0.1:{port}/boom", headers={"X-Request-ID": "req-boom"}, timeout=30
+        )
+        assert response.status_code == 500
+    finally:
+        server.terminate()
+        server.wait(30)
+    output = [
+        line
+        for path in (out, err)
+        for line in path.read_text(errors="replace").splitlines()
+        if line.strip()
+    ]
+    events = _json_objects(output)
+    assert CARD not in "\n".join(output) and EMAIL not in "\n".join(output)
+    [traceback] = [e for e in events if e["event"].startswith("Exception in ASGI application")]
+    assert traceback["logger"] == "uvicorn.error" and traceback["request_id"] == "req-boom"
+    assert "RuntimeError: charge *** for ***" in traceback["exception"]
+    assert any(e["logger"] == "uvicorn.error" and e["level"] == "info" for e in events)
+    assert not any("color_message" in e for e in events)  # terminal-only text is dropped
+
+
+def _wait_answering(url: str, server: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert server.poll() is None, "the server exited"
+        try:
+            httpx.get(url.replace("/boom", "/livez"), timeout=1.0)
+            return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise TimeoutError(url)

@@ -54,13 +54,21 @@ def serve(
     from safeship.server import create_app
 
     settings = settings_or_exit(host=host, port=port, database_url=database_url)
-    configure_logging(level=settings.log_level, fmt=settings.log_format)
+    # Every line of the process through one masked pipeline: warnings and uncaught
+    # exceptions too, and JSON in production even on a terminal.
+    fmt = (
+        "json" if settings.is_production and settings.log_format == "auto" else settings.log_format
+    )
+    configure_logging(level=settings.log_level, fmt=fmt, capture_process=True)
     application = or_fail(lambda: create_app(settings))
     uvicorn.run(
         application,
         host=settings.host,
         port=settings.port,
         log_level="warning",
+        # None: keep the logging configured above (uvicorn's default config would give
+        # its own loggers plain-text handlers again).
+        log_config=None,
         timeout_graceful_shutdown=10,
     )
 

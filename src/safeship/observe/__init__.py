@@ -4,6 +4,7 @@ Importing this package configures nothing; call `configure_logging` (or let
 `safeship.web.protect` do it) and `safeship.observe.tracing.enable_tracing`.
 """
 
+from safeship.observe.capture import uvicorn_log_config
 from safeship.observe.health import (
     HEALTH_MEDIA_TYPE,
     CheckResult,
@@ -32,4 +33,5 @@ __all__ = [
     "configure_logging",
     "get_logger",
     "render_latest",
+    "uvicorn_log_config",
 ]

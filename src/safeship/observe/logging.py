@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from contextvars import ContextVar, Token
 from typing import Any, Literal, TextIO
 
@@ -501,11 +501,43 @@ def bound_context(**kv: Any) -> Iterator[None]:
         yield
 
 
+#: Where an exception keeps the id of the request it escaped from (`note_request_id`).
+_ESCAPED_FROM = "__safeship_request_id__"
+
+
+def note_request_id(exc: BaseException, rid: str) -> None:
+    """Mark ``exc`` with the id of the request it escapes from.
+
+    The server logs an exception its application raised after the request's context is
+    gone (uvicorn's ``Exception in ASGI application``); `add_request_id` reads the id
+    from the exception then. The innermost request's id is kept.
+    """
+    if getattr(exc, _ESCAPED_FROM, None) is None:
+        with suppress(AttributeError):  # an exception type that takes no attributes
+            setattr(exc, _ESCAPED_FROM, rid)
+
+
 def add_request_id(_logger: Any, _method: str, event_dict: Any) -> Any:
-    """Processor: add the current request id, when there is one."""
+    """Processor: add the current request id, or the one of the request the logged
+    exception escaped from, when there is one."""
     rid = request_id.get()
+    if rid is None:
+        exc_info = event_dict.get("exc_info")
+        if type(exc_info) is tuple and len(exc_info) == 3:
+            rid = getattr(exc_info[1], _ESCAPED_FROM, None)
     if rid is not None:
         event_dict.setdefault("request_id", rid)
+    return event_dict
+
+
+#: ``extra`` fields meant for a terminal only (uvicorn's ANSI-coloured copy of its message).
+_TERMINAL_FIELDS = ("color_message",)
+
+
+def drop_terminal_fields(_logger: Any, _method: str, event_dict: Any) -> Any:
+    """Processor for stdlib records: drop the copies of the message made for terminals."""
+    for key in _TERMINAL_FIELDS:
+        event_dict.pop(key, None)
     return event_dict
 
 
@@ -601,6 +633,7 @@ def configure_logging(
     sample_rates: Mapping[str, float] | None = None,
     loggers: Mapping[str, int | str] | None = None,
     batch_access_log: bool = True,
+    capture_process: bool = False,
 ) -> logging.Handler:
     """Route all stdlib and structlog logging through one structured pipeline.
 
@@ -611,6 +644,10 @@ def configure_logging(
     With ``batch_access_log`` (the default), the access-log lines of requests that end
     in one event-loop iteration are written together at its end, when the stream is a
     file or pipe; ``False`` writes each line as its request ends.
+
+    With ``capture_process``, warnings and uncaught exceptions of any thread become
+    events of this pipeline too (`safeship.observe.capture.capture_process_output`):
+    for a process whose every line must be structured, such as ``safeship serve``.
     """
     global _configured
     if fmt not in ("auto", "json", "console"):
@@ -626,6 +663,10 @@ def configure_logging(
     _install_root(handler, level)
     _route_library_loggers(loggers or {})
     _configure_structlog()
+    if capture_process:
+        from safeship.observe.capture import capture_process_output
+
+        capture_process_output()
     _configured = True
     return handler
 
@@ -694,6 +735,9 @@ def _formatter(
     enrich.append(add_trace_context)
     return _Formatter(
         foreign_pre_chain=[
+            # The fields a stdlib call passed as ``extra={...}``.
+            structlog.stdlib.ExtraAdder(),
+            drop_terminal_fields,
             structlog.contextvars.merge_contextvars,
             add_request_id,
             count_foreign_alerts,

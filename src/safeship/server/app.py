@@ -32,6 +32,7 @@ from safeship.server.routes import (
 )
 from safeship.server.session import SessionSigner, SessionStore
 from safeship.server.state import ControlPlane, NavItem
+from safeship.server.unhandled import UnhandledErrorMiddleware
 from safeship.settings import Settings, load_settings
 from safeship.web.limiter import FailureStore, MemoryFailureStore, RedisFailureStore
 from safeship.web.request_id import RequestIdMiddleware
@@ -145,6 +146,8 @@ def create_app(
     app.include_router(outbox.api)
     app.include_router(outbox.pages)
     app.mount("/static", StaticFiles(directory=str(_STATIC)), name="static")
+    # Innermost pure ASGI layer: an unhandled exception is logged with the request id.
+    app.add_middleware(UnhandledErrorMiddleware)
     # Pure ASGI layers: request id outermost, then one access-log line and the HTTP metrics.
     app.add_middleware(ObserveMiddleware, quiet_paths=("/health", "/health/ready", "/metrics"))
     app.add_middleware(RequestIdMiddleware)

@@ -10,7 +10,12 @@ from collections.abc import Awaitable, Iterable, Mapping
 
 from safeship.observe import metrics as observe_metrics
 from safeship.observe.health import HealthRegistry
-from safeship.observe.logging import configure_logging, is_configured, request_id
+from safeship.observe.logging import (
+    configure_logging,
+    is_configured,
+    note_request_id,
+    request_id,
+)
 from safeship.web._asgi import ASGIApp, Message, Receive, Scope, Send
 from safeship.web.auth import ApiKeyAuth
 from safeship.web.csrf import OriginCheckMiddleware
@@ -173,6 +178,9 @@ class ProtectedApp:
             if not timeout.is_own_timeout(task, watch):
                 raise
             await timeout.timed_out(scope, send_wrapped, started)
+        except Exception as exc:
+            note_request_id(exc, rid)  # the server logs it after the context is gone
+            raise
         finally:
             try:
                 if watch is not None:

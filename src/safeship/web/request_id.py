@@ -7,7 +7,7 @@ import random
 import re
 from collections.abc import Callable, Iterable
 
-from safeship.observe.logging import request_id
+from safeship.observe.logging import note_request_id, request_id
 from safeship.web._asgi import ASGIApp, Headers, Message, Receive, Scope, Send, header_text
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
@@ -112,6 +112,9 @@ class RequestIdMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            note_request_id(exc, rid)  # the server logs it after the context is gone
+            raise
         finally:
             request_id.reset(token)
 
