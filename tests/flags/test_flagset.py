@@ -122,11 +122,7 @@ def test_a_flagset_is_immutable_and_built_by_from_unleash() -> None:
     [
         ([], "state"),
         ({"features": "on"}, "features"),
-        ({"features": [1]}, "features[0]"),
-        ({"features": [{"enabled": True}]}, "features[0].name"),
-        ({"features": [{"name": "a"}, {"name": "a"}]}, "name"),
         ({"features": [], "segments": {}}, "segments"),
-        ({"features": [], "segments": [{"constraints": []}]}, "segments[0]"),
     ],
 )
 def test_unusable_state_shapes_raise_a_clear_error(state: Any, field: str) -> None:
@@ -136,9 +132,61 @@ def test_unusable_state_shapes_raise_a_clear_error(state: Any, field: str) -> No
     assert isinstance(caught.value, ValueError)
 
 
+BAD_ENTRIES = [
+    ({"features": [1]}, "features[0]"),
+    ({"features": [{"enabled": True}]}, "features[0].name"),
+    ({"features": [{"name": "a"}, {"name": "a"}]}, "name"),
+    ({"features": [], "segments": [{"constraints": []}]}, "segments[0]"),
+    ({"features": [], "segments": [{"id": [1], "constraints": []}]}, "segments[0]"),
+    ({"features": [], "segments": [{"id": True, "constraints": []}]}, "segments[0]"),
+]
+
+
+@pytest.mark.parametrize(("state", "field"), BAD_ENTRIES)
+def test_strict_compilation_refuses_an_unusable_entry(state: Any, field: str) -> None:
+    with pytest.raises(FlagStateError) as caught:
+        FlagSet.from_unleash(state, strict=True)
+    assert caught.value.field == field
+
+
+@pytest.mark.parametrize(("state", "field"), BAD_ENTRIES)
+def test_one_unusable_entry_never_takes_the_other_flags_down(
+    state: dict[str, Any], field: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    good = {"name": "good", "enabled": True, "strategies": []}
+    with caplog.at_level(logging.WARNING, logger="safeship.flags"):
+        snapshot = FlagSet.from_unleash({**state, "features": [*state["features"], good]})
+    assert snapshot.is_enabled("good")
+    skipped = [r for r in caplog.records if r.getMessage() == "flags.state_entry_skipped"]
+    assert [r.field for r in skipped] == [field]  # type: ignore[attr-defined]
+
+
+def test_a_strategy_using_an_unusable_segment_is_off_and_the_rest_still_works() -> None:
+    state = {
+        "features": [
+            {"name": "uses", "enabled": True, "strategies": [{"name": "default", "segments": [7]}]},
+            {
+                "name": "other",
+                "enabled": True,
+                "strategies": [{"name": "default", "segments": [8]}],
+            },
+            {
+                "name": "bad-ref",
+                "enabled": True,
+                "strategies": [{"name": "default", "segments": [[1]]}],
+            },
+        ],
+        "segments": [{"id": 7, "constraints": "everyone"}, {"id": 8, "constraints": []}],
+    }
+    snapshot = FlagSet.from_unleash(state)
+    assert not snapshot.is_enabled("uses") and snapshot.is_enabled("other")
+    assert not snapshot.is_enabled("bad-ref")
+    assert snapshot.problems["uses"][0].field.startswith("strategies[0].segments[0]")
+
+
 def test_the_error_names_the_flag() -> None:
     with pytest.raises(FlagStateError, match="flag 'a' name: appears twice"):
-        FlagSet.from_unleash({"features": [{"name": "a"}, {"name": "a"}]})
+        FlagSet.from_unleash({"features": [{"name": "a"}, {"name": "a"}]}, strict=True)
 
 
 BROKEN = {
@@ -167,8 +215,8 @@ def test_a_broken_rule_is_off_logged_once_and_reported(caplog: pytest.LogCapture
         snapshot = FlagSet.from_unleash(BROKEN)
     warnings = [r for r in caplog.records if r.name == "safeship.flags"]
     assert len(warnings) == 1
-    assert "flags.rule_broken" in warnings[0].getMessage()
-    assert "'broken'" in warnings[0].getMessage()
+    assert warnings[0].getMessage() == "flags.rule_broken"
+    assert warnings[0].flag == "broken"  # type: ignore[attr-defined]
     problems = snapshot.problems["broken"]
     assert [p.field for p in problems] == [
         "strategies[0].constraints[0].value",

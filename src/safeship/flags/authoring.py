@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import re
+import unicodedata
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -25,21 +26,58 @@ ROLLOUT_TITLE = "safeship:rollout"
 TARGET_TITLE_PREFIX = "safeship:target:"
 MAX_NAME_LENGTH = 200
 MAX_TARGETS = 10_000
-_BAD_NAME = re.compile(r"[\s/\\\x00-\x1f\x7f]")
+NAME_CHARACTERS = "A-Z a-z 0-9 - _ . ~ ! * ' ( ) :"
+"""What a flag name may hold: Unleash's URL-friendly set plus ``:``, ASCII only."""
+_NAME = re.compile(rf"[A-Za-z0-9\-_.~!*'():]{{1,{MAX_NAME_LENGTH}}}")
+_NAME_CHAR = re.compile(r"[A-Za-z0-9\-_.~!*'():]")
 STICKINESS_FIELDS = ("default", "userId", "sessionId", "random")
 
 
 class FlagDefinitionError(SafeshipError, ValueError):
-    """A flag edit or definition is invalid; the message names the field and what is allowed."""
+    """A flag edit or definition is invalid; the message names the field and what is allowed.
+
+    ``field`` is the path of the bad value (``definition.strategies[0].constraints``,
+    ``segments[2].id``); by default the text before the first ``": "`` of the message.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        if field is None:
+            head, sep, rest = message.partition(": ")
+            field, message = (head, rest) if sep and " " not in head else ("", message)
+        super().__init__(f"{field}: {message}" if field else message)
+        self.field = field
+        self.problem = message
 
 
-def check_name(name: str) -> str:
-    """Flag names: 1-200 characters, no whitespace, slashes or control characters."""
-    if not isinstance(name, str) or not 1 <= len(name) <= MAX_NAME_LENGTH or _BAD_NAME.search(name):
-        raise FlagDefinitionError(
-            "name: use 1-200 characters without whitespace, slashes or control characters"
-        )
-    return name
+def check_name(name: object) -> str:
+    """A flag name as given, or ``FlagDefinitionError`` saying what is wrong with it.
+
+    Names are 1-200 characters of ``NAME_CHARACTERS`` (not ``.`` or ``..``). The set is
+    ASCII, so lookalikes cannot be made: an NFC/NFD variant, a bidi override, a zero-width
+    or full-width character is refused, never normalised into a second spelling.
+    """
+    if not isinstance(name, str):
+        raise FlagDefinitionError(f"name: must be a string, not {type(name).__name__}")
+    if _NAME.fullmatch(name) and name not in (".", ".."):
+        return name
+    raise FlagDefinitionError(f"name: {_name_problem(name)}")
+
+
+def _name_problem(name: str) -> str:
+    allowed = f"use 1-{MAX_NAME_LENGTH} characters of {NAME_CHARACTERS}"
+    if not name:
+        return f"is empty; {allowed}"
+    if len(name) > MAX_NAME_LENGTH:
+        return f"is {len(name)} characters long; {allowed}"
+    if name in (".", ".."):
+        return f"{name!r} is a path, not a name; {allowed}"
+    index, char = next((i, c) for i, c in enumerate(name) if not _NAME_CHAR.fullmatch(c))
+    label = unicodedata.name(char, "a control or unassigned character")
+    problem = f"character U+{ord(char):04X} ({label}) at position {index} is not allowed"
+    folded = unicodedata.normalize("NFKC", name)
+    if folded != name and _NAME.fullmatch(folded):
+        problem += f" (it looks like {folded!r})"
+    return f"{problem}; {allowed}"
 
 
 def new_feature(name: str, *, enabled: bool = False) -> dict[str, Any]:

@@ -6,9 +6,11 @@ flags that are off, have no strategies or start with an unconditional strategy b
 constants; strategies after an unconditional one are dropped; strategies that can never
 match are removed; constraint values, group-id prefixes and variant tables are prepared.
 
-A state whose shape is unusable (not an object, ``features`` not a list, a feature without
-a name, two features with one name) raises ``FlagStateError``. A rule that cannot be
-evaluated as written becomes a rule that never matches, and is reported as a
+A state whose shape is unusable (not an object, ``features`` or ``segments`` not a list)
+raises ``FlagStateError``. One bad entry never takes the others down: a feature that is
+not an object, has no name or repeats a name is skipped, a segment that is not an object
+or has no integer id is skipped (strategies using it never match), and a rule that cannot
+be evaluated as written becomes a rule that never matches. Each is reported as a
 ``FlagProblem``; ``strict=True`` turns the first problem into a ``FlagStateError`` instead.
 """
 
@@ -45,9 +47,17 @@ class CompiledFlag:
 
 
 def compile_state(
-    state: object, env: Environment, *, strict: bool = False
+    state: object,
+    env: Environment,
+    *,
+    strict: bool = False,
+    skipped: list[FlagProblem] | None = None,
 ) -> dict[str, CompiledFlag]:
-    """Compile every feature of a state; raises ``FlagStateError`` when its shape is unusable."""
+    """Compile every feature of a state; raises ``FlagStateError`` when its shape is unusable.
+
+    Entries skipped (features and segments that cannot be used at all) are appended to
+    ``skipped``, with ``flag`` empty when the entry has no usable name.
+    """
     if not isinstance(state, Mapping):
         raise FlagStateError(
             f"a flag state is an object, not {type(state).__name__}", field="state"
@@ -55,9 +65,13 @@ def compile_state(
     features = state.get("features")
     if isinstance(features, str) or not isinstance(features, Sequence):
         raise FlagStateError("must be a list of features", field="features")
-    segments = _segments(state.get("segments"))
-    raw_by_name = _features_by_name(features)
-    plans = {name: _plan_feature(name, raw, segments, env) for name, raw in raw_by_name.items()}
+    report: list[FlagProblem] = []
+    segments = _segments(state.get("segments"), report)
+    raw_by_name = _features_by_name(features, report)
+    if strict and report:
+        first = report[0]
+        raise FlagStateError(first.message, flag=first.flag or None, field=first.field)
+    plans = {name: _safe_plan(name, raw, segments, env) for name, raw in raw_by_name.items()}
     flags = {
         name: _finish(name, plan, problems, raw_by_name, plans)
         for name, (plan, problems) in plans.items()
@@ -66,37 +80,57 @@ def compile_state(
         problems = [problem for flag in flags.values() for problem in flag.problems]
         if problems:
             raise FlagStateError.from_problems(problems)
+    if skipped is not None:
+        skipped.extend(report)
     return flags
 
 
-def _segments(raw: object) -> dict[int, Sequence[Any]]:
+def _segments(raw: object, report: list[FlagProblem]) -> dict[int, Sequence[Any]]:
+    """Segment id -> its constraints; entries without an integer id are skipped."""
     if raw is None:
         return {}
     if isinstance(raw, str) or not isinstance(raw, Sequence):
         raise FlagStateError("must be a list of segments", field="segments")
     segments: dict[int, Sequence[Any]] = {}
     for index, segment in enumerate(raw):
-        if not isinstance(segment, Mapping) or "id" not in segment:
-            raise FlagStateError("a segment is an object with an id", field=f"segments[{index}]")
-        constraints = segment.get("constraints") or []
-        if isinstance(constraints, str) or not isinstance(constraints, Sequence):
-            raise FlagStateError("must be a list", field=f"segments[{index}].constraints")
-        segments[segment["id"]] = constraints
+        segment_id = segment.get("id") if isinstance(segment, Mapping) else None
+        if not isinstance(segment_id, int) or isinstance(segment_id, bool):
+            report.append(
+                FlagProblem("", f"segments[{index}]", "a segment is an object with an integer id")
+            )
+            continue
+        constraints = segment.get("constraints")
+        segments[segment_id] = [] if constraints is None else constraints
     return segments
 
 
-def _features_by_name(features: Sequence[Any]) -> dict[str, Mapping[str, Any]]:
+def _features_by_name(
+    features: Sequence[Any], report: list[FlagProblem]
+) -> dict[str, Mapping[str, Any]]:
     by_name: dict[str, Mapping[str, Any]] = {}
     for index, raw in enumerate(features):
         if not isinstance(raw, Mapping):
-            raise FlagStateError("a feature is an object", field=f"features[{index}]")
+            report.append(FlagProblem("", f"features[{index}]", "a feature is an object"))
+            continue
         name = raw.get("name")
         if not isinstance(name, str) or not name:
-            raise FlagStateError("must be a non-empty string", field=f"features[{index}].name")
-        if name in by_name:
-            raise FlagStateError("appears twice in the state", flag=name, field="name")
-        by_name[name] = raw
+            report.append(FlagProblem("", f"features[{index}].name", "must be a non-empty string"))
+        elif name in by_name:
+            report.append(FlagProblem(name, "name", "appears twice in the state"))
+        else:
+            by_name[name] = raw
     return by_name
+
+
+def _safe_plan(
+    name: str, raw: Mapping[str, Any], segments: Segments, env: Environment
+) -> tuple[FlagPlan, tuple[FlagProblem, ...]]:
+    """The feature's plan; a value no check foresaw turns this flag off, never the others."""
+    try:
+        return _plan_feature(name, raw, segments, env)
+    except Exception as exc:  # noqa: BLE001 - one flag's data must not break every flag
+        message = f"cannot be compiled ({type(exc).__name__}: {exc})"
+        return FlagPlan(name, None, None), (FlagProblem(name, "", message),)
 
 
 @dataclass
@@ -208,6 +242,10 @@ def _finish(
         except RuleError as problem:
             problems = (*problems, FlagProblem(name, problem.field, problem.message))
             plan = FlagPlan(name, None, plan.variants)
+        except Exception as exc:  # noqa: BLE001 - as in _safe_plan: this flag only
+            message = f"cannot be compiled ({type(exc).__name__}: {exc})"
+            problems = (*problems, FlagProblem(name, "dependencies", message))
+            plan = FlagPlan(name, None, plan.variants)
     check, pick, source = generate(plan)
     return CompiledFlag(
         name, plan, check, pick, source, _constant(plan), _variant_names(plan), problems
@@ -261,5 +299,9 @@ def _requirement(
             f"{where}.feature", f"depends on {parent!r}, which has dependencies of its own"
         )
     check, pick, _ = generate(plans[parent][0])
-    variants = frozenset(item.get("variants") or ())
-    return check, pick, item.get("enabled", True) is not False, variants
+    listed = item.get("variants") or ()
+    if isinstance(listed, str) or not isinstance(listed, Sequence):
+        raise RuleError(f"{where}.variants", "must be a list of variant names")
+    if not all(isinstance(variant, str) for variant in listed):
+        raise RuleError(f"{where}.variants", "must be a list of variant names")
+    return check, pick, item.get("enabled", True) is not False, frozenset(listed)

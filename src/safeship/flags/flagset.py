@@ -71,8 +71,11 @@ class FlagSet:
         stickiness), for tests and reproducible runs.
         """
         own_copy = _copy(state)
-        flags = compile_state(own_copy, _environment(hostname, clock, rng), strict=strict)
-        _log_problems(flags)
+        skipped: list[FlagProblem] = []
+        flags = compile_state(
+            own_copy, _environment(hostname, clock, rng), strict=strict, skipped=skipped
+        )
+        _log_problems(flags, skipped)
         snapshot = cls._build(flags, own_copy if isinstance(own_copy, dict) else {}, None)
         return snapshot if counter is None else snapshot.with_counter(counter)
 
@@ -93,10 +96,7 @@ class FlagSet:
         for name, value in (
             ("_flags", flags),
             ("_state", state),
-            (
-                "_raw",
-                {raw["name"]: raw for raw in state.get("features", ()) if raw["name"] in flags},
-            ),
+            ("_raw", _raw_features(state, flags)),
             ("_counter", counter),
             ("_checks", checks),
             ("_picks", picks),
@@ -153,12 +153,9 @@ class FlagSet:
             return
         self._reported.add(name)
         logger.error(
-            "flags.evaluation_failed: flag %r raised %s; answering the default "
-            "(logged once per flag and snapshot)",
-            name,
-            type(exc).__name__,
+            "flags.evaluation_failed",  # once per flag and snapshot; the default is answered
             exc_info=exc,
-            extra={"flag": name},
+            extra={"flag": name, "error": type(exc).__name__},
         )
 
     def names(self) -> tuple[str, ...]:
@@ -232,15 +229,33 @@ def _evaluators(
     return checks, picks
 
 
-def _log_problems(flags: Mapping[str, CompiledFlag]) -> None:
+def _raw_features(
+    state: Mapping[str, Any], flags: Mapping[str, CompiledFlag]
+) -> dict[str, Mapping[str, Any]]:
+    """Each compiled flag's definition: the first feature of its name, as the compiler took."""
+    raw: dict[str, Mapping[str, Any]] = {}
+    for feature in state.get("features", ()):
+        name = feature.get("name") if isinstance(feature, Mapping) else None
+        if isinstance(name, str) and name in flags and name not in raw:
+            raw[name] = feature
+    return raw
+
+
+def _log_problems(flags: Mapping[str, CompiledFlag], skipped: list[FlagProblem]) -> None:
     for name, flag in flags.items():
         if flag.problems:
             logger.warning(
-                "flags.rule_broken: flag %r: %s",
-                name,
-                "; ".join(str(problem) for problem in flag.problems),
-                extra={"flag": name},
+                "flags.rule_broken",
+                extra={
+                    "flag": name,
+                    "problems": "; ".join(str(problem) for problem in flag.problems),
+                },
             )
+    for problem in skipped:
+        logger.warning(
+            "flags.state_entry_skipped",
+            extra={"flag": problem.flag, "field": problem.field, "problem": problem.message},
+        )
 
 
 def _copy(value: Any) -> Any:

@@ -7,7 +7,11 @@ notification costs at most one poll interval.  A new snapshot is compiled off th
 and swapped in with one attribute assignment.
 
 When the store cannot be reached the client keeps serving the last good snapshot and
-reports itself degraded; it can boot from a backup file written after every successful
+reports itself degraded. When the stored state cannot be compiled (written around the
+store's checks), it keeps serving the last good snapshot too (safe defaults if it never had
+one), reports itself unhealthy, logs once per bad version, and installs the next version
+that compiles by itself. No exception ends the refresher thread. The client can boot
+from a backup file written after every successful
 refresh.  It never turns an evaluation into a network request.  After ``fork()`` (gunicorn
 ``--preload``, multiprocessing) the child starts its own refresher and refreshes at once.
 """
@@ -89,7 +93,8 @@ def apply_overrides(
         return state, set()
     features, touched = [], set()
     for feature in state.get("features", []):
-        override = overrides.get(flag_key(str(feature.get("name", ""))))
+        name = feature.get("name") if isinstance(feature, Mapping) else None
+        override = overrides.get(flag_key(name)) if isinstance(name, str) else None
         if override is None:
             features.append(feature)
             continue
@@ -140,6 +145,9 @@ class FlagClient:
         self.ready = False
         self.last_error: str | None = None
         self.last_refresh: float | None = None
+        #: Why the store's current state cannot be used (None while it can).
+        self.state_error: str | None = None
+        self._bad_version: int | None = None
         self.source = "none"
         self._swap(FlagSet.from_unleash({"version": 1, "features": []}, counter=self.counter))
         self._stop = threading.Event()
@@ -220,20 +228,54 @@ class FlagClient:
     # -- refreshing --------------------------------------------------------------------
 
     def refresh(self, *, force: bool = False) -> bool:
-        """Load the store's state if its version moved; False when the store is unreachable."""
+        """Load the store's state if its version moved; False when it could not be used.
+
+        Never raises: an unreachable store degrades the client, a state that cannot be
+        compiled makes it unhealthy; either way the last good snapshot stays in use.
+        """
         try:
-            if not force and self.ready and self.store.version() == self.version:
-                self._mark_fresh("store")
-                self._flush_usage()
-                return True
-            version, state = self.store.state()
+            return self._refresh(force=force)
         except sa.exc.SQLAlchemyError as exc:
             self._degrade(f"store unreachable: {type(exc).__name__}")
+        except Exception as exc:  # noqa: BLE001 - stored data must never stop the client
+            self._state_unusable(None, exc)
+        return False
+
+    def _refresh(self, *, force: bool) -> bool:
+        current = self.store.version()
+        if not force and self.ready and current == self.version:
+            self._mark_fresh("store")
+            self._flush_usage()
+            return True
+        if not force and current == self._bad_version:
+            return False  # the same unusable state: already reported
+        try:
+            version, state = self.store.state()
+            self._install(version, state, source="store")
+        except sa.exc.SQLAlchemyError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - see refresh()
+            self._state_unusable(current, exc)
             return False
-        self._install(version, state, source="store")
         self._write_backup(version, state)
         self._flush_usage()
         return True
+
+    def _state_unusable(self, version: int | None, exc: Exception) -> None:
+        reason = f"stored flag state cannot be used: {type(exc).__name__}: {exc}"
+        if version is None or version != self._bad_version:
+            logger.error(
+                "flags.state_unusable",
+                extra={
+                    "version": version,
+                    "serving_version": self.version,
+                    "error": type(exc).__name__,
+                    "detail": str(exc)[:500],
+                },
+            )
+        self._bad_version = version
+        self.state_error = reason
+        self.last_error = reason
 
     def _flush_usage(self, *, force: bool = False) -> None:
         """Record which flags were evaluated (for the stale report), at most once a minute."""
@@ -244,7 +286,7 @@ class FlagClient:
         used = [name for name, counts in self.counter.drain().items() if counts.total]
         try:
             self.store.mark_evaluated(used)
-        except sa.exc.SQLAlchemyError as exc:
+        except Exception as exc:  # noqa: BLE001 - usage is best effort, never fatal
             self._degrade(f"usage not recorded: {type(exc).__name__}")
 
     def _install(self, version: int, state: dict[str, Any], *, source: str) -> None:
@@ -254,9 +296,14 @@ class FlagClient:
         changed = version != self.version
         self.version = version
         self.ready = True
+        if source == "store":
+            if self.state_error is not None:
+                logger.info("flags.state_recovered", extra={"version": version})
+            self.state_error = None
+            self._bad_version = None
         self._mark_fresh(source)
         if changed:
-            logger.info("flags.snapshot_installed version=%s source=%s", version, source)
+            logger.info("flags.snapshot_installed", extra={"version": version, "source": source})
             for listener in list(self._listeners):
                 try:
                     listener(version)
@@ -274,11 +321,19 @@ class FlagClient:
 
     def _degrade(self, reason: str) -> None:
         if self.last_error != reason:
-            logger.warning("flags.degraded %s (serving version %s)", reason, self.version)
+            logger.warning(
+                "flags.degraded", extra={"reason": reason, "serving_version": self.version}
+            )
         self.last_error = reason
 
     def health(self) -> tuple[str, str]:
-        """("pass" | "warn" | "fail", detail) for a readiness check."""
+        """("pass" | "warn" | "fail", detail) for a readiness check.
+
+        ``fail`` before the first snapshot and while the stored state cannot be compiled;
+        ``warn`` while the store is unreachable (the last good snapshot is served).
+        """
+        if self.state_error is not None:
+            return "fail", f"{self.state_error}; serving version {self.version} ({self.source})"
         if not self.ready:
             return "fail", self.last_error or "no flag snapshot loaded yet"
         if self.last_error:
@@ -288,8 +343,8 @@ class FlagClient:
     def _run(self) -> None:
         failures = 0
         while not self._stop.is_set():
-            waiter = self._listen_postgres if self._can_listen() else self._listen_redis
             try:
+                waiter = self._listen_postgres if self._can_listen() else self._listen_redis
                 waiter()
                 failures = 0
             except Exception as exc:  # noqa: BLE001 - the refresher must never die
@@ -297,7 +352,7 @@ class FlagClient:
                 failures += 1
                 self._degrade(f"change feed lost: {type(exc).__name__}")
                 self._stop.wait(min(self.poll_interval, 0.2 * 2 ** min(failures, 5)))
-                self.refresh()
+                self.refresh()  # never raises
 
     def _can_listen(self) -> bool:
         return self.push and self.store.engine.dialect.name == "postgresql"
@@ -361,8 +416,8 @@ class FlagClient:
             with os.fdopen(fd, "w") as handle:
                 json.dump({"version": version, "state": state}, handle)
             os.replace(tmp, self.backup_path)  # atomic: readers see old or new, never half
-        except OSError as exc:
-            logger.warning("flags.backup_failed %s", exc)
+        except (OSError, TypeError, ValueError) as exc:
+            logger.warning("flags.backup_failed", extra={"error": str(exc)})
 
     def _boot_from_backup(self) -> None:
         if self.backup_path is None or not self.backup_path.exists():
@@ -370,9 +425,10 @@ class FlagClient:
         try:
             saved = json.loads(self.backup_path.read_text())
             self._install(int(saved["version"]), saved["state"], source="backup")
-            self.last_error = "store unreachable at start; booted from backup"
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            logger.warning("flags.backup_unreadable %s", exc)
+            logger.warning("flags.backup_unreadable", extra={"error": str(exc)})
+            return
+        self.last_error = self.state_error or "store unreachable at start; booted from backup"
 
 
 _clients: weakref.WeakSet[FlagClient] = weakref.WeakSet()
@@ -443,7 +499,7 @@ def redis_publisher(redis_url: str) -> Callable[[int], None]:
         try:
             client.publish(REDIS_CHANNEL, str(version))
         except redis.RedisError as exc:  # polling still delivers the change
-            logger.warning("flags.publish_failed %s", type(exc).__name__)
+            logger.warning("flags.publish_failed", extra={"error": type(exc).__name__})
 
     return publish
 

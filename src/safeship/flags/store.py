@@ -1,9 +1,12 @@
 """The flag store: flags in safeship's tables, versioned, every change audited.
 
-Each change is one transaction that bumps the store's version (a single row, so writers
-serialise and versions only grow), writes the flag, writes the audit record, and on
-PostgreSQL sends ``NOTIFY safeship_flags`` (delivered at commit) so live clients refresh
-at once.  Definitions are validated by compiling them before anything is written.
+Each change is one transaction that first bumps the store's version (a single row, so
+writers serialise and versions only grow; every read after it in the transaction sees the
+latest committed flags), then writes the flag, writes the audit record, and on PostgreSQL
+sends ``NOTIFY safeship_flags`` (delivered at commit) so live clients refresh at once.
+Every write is checked as a change of the whole state before anything is written
+(``safeship.flags.validation``), and a caller may pass the version it read
+(``expected_version``): a flag changed since is refused with ``FlagVersionError``.
 """
 
 from __future__ import annotations
@@ -22,6 +25,14 @@ from safeship.db.schema import flag_segments, flag_state, flags
 from safeship.errors import SafeshipError
 from safeship.flags import authoring
 from safeship.flags.authoring import FlagDefinitionError
+from safeship.flags.model import FlagProblem
+from safeship.flags.validation import (
+    StateView,
+    check_change,
+    check_json,
+    check_segment,
+    check_text,
+)
 
 NOTIFY_CHANNEL = "safeship_flags"
 MAX_DESCRIPTION = 2000
@@ -37,6 +48,28 @@ class FlagNotFoundError(SafeshipError, KeyError):
 
 class FlagExistsError(SafeshipError, ValueError):
     """A flag with that name exists already."""
+
+
+class FlagVersionError(SafeshipError, ValueError):
+    """The flag changed since the version the caller read: read it again, then retry."""
+
+    def __init__(self, name: str, *, expected: int, current: int) -> None:
+        super().__init__(
+            f"flag {name!r} is at version {current}, not {expected}: it changed since it "
+            "was read; read it again and retry"
+        )
+        self.name = name
+        self.expected = expected
+        self.current = current
+
+
+class FlagInUseError(SafeshipError, ValueError):
+    """The change would break flags that depend on this one; the message names them."""
+
+
+class _Unchanged(Exception):  # noqa: N818 - control flow: roll the version bump back
+    def __init__(self, row: sa.RowMapping) -> None:
+        self.row = row
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,10 +121,23 @@ def _aware(moment: datetime | None) -> datetime | None:
     return moment
 
 
+def _definition(raw: object, name: str) -> dict[str, Any]:
+    """A stored definition as a dict; one that is not an object reads as a flag that is off."""
+    return dict(raw) if isinstance(raw, Mapping) else {"name": name, "enabled": False}
+
+
+def _copy_json(raw: object) -> Any:
+    return dict(raw) if isinstance(raw, Mapping) else raw
+
+
+def _enabled(raw: object) -> bool:
+    return isinstance(raw, Mapping) and raw.get("enabled") is True
+
+
 def _record(row: sa.RowMapping) -> FlagRecord:
     return FlagRecord(
         name=row["name"],
-        definition=dict(row["definition"]),
+        definition=_definition(row["definition"], row["name"]),
         description=row["description"],
         owner=row["owner"],
         safe_value=bool(row["safe_value"]),
@@ -105,18 +151,26 @@ def _record(row: sa.RowMapping) -> FlagRecord:
 
 
 def validate_definition(definition: Mapping[str, Any], segments: Iterable[Any] = ()) -> None:
-    """Compile ``definition`` alone; raise ``FlagDefinitionError`` when it cannot be used."""
-    from safeship.flags.flagset import FlagSet
-
+    """Check ``definition`` alone (with ``segments``); raise ``FlagDefinitionError`` if unusable."""
     if not isinstance(definition, Mapping):
         raise FlagDefinitionError("definition: must be an object in Unleash's feature format")
-    authoring.check_name(str(definition.get("name", "")))
-    try:
-        FlagSet.from_unleash(
-            {"version": 1, "features": [dict(definition)], "segments": list(segments)}, strict=True
-        )
-    except (ValueError, TypeError) as exc:
-        raise FlagDefinitionError(f"definition: {exc}") from None
+    name = authoring.check_name(definition.get("name"))
+    check_json(definition, "definition")
+    found = {check_segment(s, f"segments[{i}]"): s for i, s in enumerate(segments)}
+    after = StateView({name: dict(definition)}, found)
+    check_change(StateView(segments=found), after, flags=[name])
+
+
+def load_view(conn: sa.Connection) -> StateView:
+    """Every stored flag and segment, for checking a change against (``validation``)."""
+    features = {
+        r.name: r.definition for r in conn.execute(sa.select(flags.c.name, flags.c.definition))
+    }
+    segments = {
+        r.id: r.definition
+        for r in conn.execute(sa.select(flag_segments.c.id, flag_segments.c.definition))
+    }
+    return StateView(features, segments)
 
 
 class FlagStore:
@@ -152,11 +206,11 @@ class FlagStore:
                 conn.execute(sa.text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
             version = int(conn.execute(sa.select(flag_state.c.version)).scalar_one())
             features = [
-                dict(r.definition)
+                _copy_json(r.definition)
                 for r in conn.execute(sa.select(flags.c.definition).order_by(flags.c.name))
             ]
             segments = [
-                dict(r.definition)
+                _copy_json(r.definition)
                 for r in conn.execute(
                     sa.select(flag_segments.c.definition).order_by(flag_segments.c.id)
                 )
@@ -213,39 +267,42 @@ class FlagStore:
         reason: str | None = None,
     ) -> FlagRecord:
         """Add a flag (off, on for everyone when enabled, unless ``definition`` says more)."""
-        feature = dict(definition) if definition else authoring.new_feature(name)
-        feature["name"] = authoring.check_name(name)
-        validate_definition(feature)
-        _check_metadata(description, lifetime_days)
+        name = authoring.check_name(name)
+        if definition is not None and not isinstance(definition, Mapping):
+            raise FlagDefinitionError("definition: must be an object in Unleash's feature format")
+        feature = {**definition, "name": name} if definition else authoring.new_feature(name)
+        check_json(feature, "definition")
+        _check_metadata(description, lifetime_days, owner=owner)
         now = datetime.now(UTC)
-        with self._transaction() as conn:
-            if conn.execute(sa.select(flags.c.name).where(flags.c.name == name)).first():
-                raise FlagExistsError(f"a flag named {name!r} exists; update it instead")
-            version = self._bump(conn)
-            conn.execute(
-                sa.insert(flags).values(
-                    name=name,
-                    definition=feature,
-                    description=description,
-                    owner=owner,
-                    safe_value=safe_value,
-                    lifetime_days=lifetime_days,
-                    version=version,
-                    created_at=now,
-                    updated_at=now,
-                    updated_by=actor,
+        try:
+            with self._transaction() as conn:
+                version = self._bump(conn)  # first: the writers' lock, so the check is current
+                if conn.execute(sa.select(flags.c.name).where(flags.c.name == name)).first():
+                    raise FlagExistsError(f"a flag named {name!r} exists; update it instead")
+                view = load_view(conn)
+                check_change(view, view.with_features([feature]), flags=[name])
+                conn.execute(
+                    sa.insert(flags).values(
+                        name=name,
+                        definition=feature,
+                        description=description,
+                        owner=owner,
+                        safe_value=safe_value,
+                        lifetime_days=lifetime_days,
+                        version=version,
+                        created_at=now,
+                        updated_at=now,
+                        updated_by=actor,
+                    )
                 )
-            )
-            record_audit(
-                conn,
-                actor=actor,
-                action="flag.create",
-                target=f"flag:{name}",
-                after=feature,
-                reason=reason,
-                at=now,
-            )
+                self._audit(conn, actor, "flag.create", name, after=feature, reason=reason, at=now)
+        except sa.exc.IntegrityError:  # a writer that did not take the lock got there first
+            raise FlagExistsError(f"a flag named {name!r} exists; update it instead") from None
         return self.get(name)
+
+    @staticmethod
+    def _audit(conn: sa.Connection, actor: str, action: str, name: str, **fields: Any) -> None:
+        record_audit(conn, actor=actor, action=action, target=f"flag:{name}", **fields)
 
     def change(
         self,
@@ -256,46 +313,68 @@ class FlagStore:
         action: str,
         reason: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        expected_version: int | None = None,
     ) -> FlagRecord:
-        """Apply ``edit`` to the flag's definition in one audited, versioned transaction."""
-        with self._transaction() as conn:
-            query = sa.select(flags).where(flags.c.name == name)
-            if conn.dialect.name == "postgresql":
-                query = query.with_for_update()
-            row = conn.execute(query).mappings().first()
-            if row is None:
-                raise FlagNotFoundError(name)
-            before = dict(row["definition"])
-            after = edit(copy.deepcopy(before))
-            after["name"] = name
-            validate_definition(after)
-            values: dict[str, Any] = dict(metadata or {})
-            _check_metadata(values.get("description"), values.get("lifetime_days"))
-            if after == before and not values:
-                return _record(row)
-            now = datetime.now(UTC)
-            version = self._bump(conn)
-            conn.execute(
-                sa.update(flags)
-                .where(flags.c.name == name)
-                .values(
-                    definition=after, version=version, updated_at=now, updated_by=actor, **values
+        """Apply ``edit`` to the flag's definition in one audited, versioned transaction.
+
+        With ``expected_version``, a flag no longer at that version raises
+        ``FlagVersionError`` and nothing changes.
+        """
+        values: dict[str, Any] = dict(metadata or {})
+        _check_metadata(values.get("description"), values.get("lifetime_days"), values.get("owner"))
+        try:
+            with self._transaction() as conn:
+                version = self._bump(conn)  # first: the writers' lock, so the read is current
+                row = self._locked_row(conn, name, expected_version)
+                before = _definition(row["definition"], name)
+                after = edit(copy.deepcopy(before))
+                if not isinstance(after, Mapping):
+                    raise FlagDefinitionError("definition: must be an object")
+                after = {**after, "name": name}
+                if after == before and not values:
+                    raise _Unchanged(row)
+                check_json(after, "definition")
+                view = load_view(conn)
+                check_change(view, view.with_features([after]), flags=[name])
+                now = datetime.now(UTC)
+                conn.execute(
+                    sa.update(flags)
+                    .where(flags.c.name == name)
+                    .values(
+                        definition=after,
+                        version=version,
+                        updated_at=now,
+                        updated_by=actor,
+                        **values,
+                    )
                 )
-            )
-            record_audit(
-                conn,
-                actor=actor,
-                action=action,
-                target=f"flag:{name}",
-                before=before,
-                after=after,
-                reason=reason,
-                at=now,
-            )
+                self._audit(
+                    conn, actor, action, name, before=before, after=after, reason=reason, at=now
+                )
+        except _Unchanged as unchanged:
+            return _record(unchanged.row)
         return self.get(name)
 
+    @staticmethod
+    def _locked_row(conn: sa.Connection, name: str, expected_version: int | None) -> sa.RowMapping:
+        query = sa.select(flags).where(flags.c.name == name)
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update()
+        row = conn.execute(query).mappings().first()
+        if row is None:
+            raise FlagNotFoundError(name)
+        if expected_version is not None and int(row["version"]) != expected_version:
+            raise FlagVersionError(name, expected=expected_version, current=int(row["version"]))
+        return row
+
     def set_enabled(
-        self, name: str, enabled: bool, *, actor: str, reason: str | None = None
+        self,
+        name: str,
+        enabled: bool,
+        *,
+        actor: str,
+        reason: str | None = None,
+        expected_version: int | None = None,
     ) -> FlagRecord:
         return self.change(
             name,
@@ -303,6 +382,7 @@ class FlagStore:
             actor=actor,
             action="flag.enable" if enabled else "flag.disable",
             reason=reason,
+            expected_version=expected_version,
         )
 
     def rollout(
@@ -313,13 +393,21 @@ class FlagStore:
         actor: str,
         stickiness: str = "default",
         reason: str | None = None,
+        expected_version: int | None = None,
     ) -> FlagRecord:
         def edit(feature: dict[str, Any]) -> dict[str, Any]:
             return authoring.set_enabled(
                 authoring.rollout(feature, percent, stickiness=stickiness), True
             )
 
-        return self.change(name, edit, actor=actor, action="flag.rollout", reason=reason)
+        return self.change(
+            name,
+            edit,
+            actor=actor,
+            action="flag.rollout",
+            reason=reason,
+            expected_version=expected_version,
+        )
 
     def target(
         self,
@@ -329,6 +417,7 @@ class FlagStore:
         actor: str,
         field: str = "userId",
         reason: str | None = None,
+        expected_version: int | None = None,
     ) -> FlagRecord:
         return self.change(
             name,
@@ -336,6 +425,7 @@ class FlagStore:
             actor=actor,
             action="flag.target",
             reason=reason,
+            expected_version=expected_version,
         )
 
     def schedule(
@@ -346,6 +436,7 @@ class FlagStore:
         enable_at: datetime | None = None,
         disable_at: datetime | None = None,
         reason: str | None = None,
+        expected_version: int | None = None,
     ) -> FlagRecord:
         return self.change(
             name,
@@ -353,22 +444,33 @@ class FlagStore:
             actor=actor,
             action="flag.schedule",
             reason=reason,
+            expected_version=expected_version,
         )
 
-    def delete(self, name: str, *, actor: str, reason: str | None = None) -> None:
+    def delete(
+        self,
+        name: str,
+        *,
+        actor: str,
+        reason: str | None = None,
+        expected_version: int | None = None,
+    ) -> None:
+        """Delete a flag; refused (``FlagInUseError``) while other flags depend on it."""
         with self._transaction() as conn:
-            row = conn.execute(
-                sa.delete(flags).where(flags.c.name == name).returning(flags.c.definition)
-            ).first()
-            if row is None:
-                raise FlagNotFoundError(name)
-            self._bump(conn)
-            record_audit(
+            self._bump(conn)  # first: the writers' lock, so the checks below are current
+            row = self._locked_row(conn, name, expected_version)
+            view = load_view(conn)
+            try:
+                check_change(view, view.without_feature(name), flags=[name])
+            except FlagDefinitionError as exc:
+                raise FlagInUseError(f"flag {name!r} cannot be deleted: {exc.problem}") from None
+            conn.execute(sa.delete(flags).where(flags.c.name == name))
+            self._audit(
                 conn,
-                actor=actor,
-                action="flag.delete",
-                target=f"flag:{name}",
-                before=dict(row.definition),
+                actor,
+                "flag.delete",
+                name,
+                before=_copy_json(row["definition"]),
                 reason=reason,
             )
 
@@ -457,24 +559,38 @@ class FlagStore:
     def import_unleash(
         self, state: Mapping[str, Any], *, actor: str, reason: str | None = None
     ) -> list[str]:
-        """Create or replace flags and segments from an Unleash export; one transaction."""
-        features = state.get("features") if isinstance(state, Mapping) else None
-        if not isinstance(features, list):
-            raise FlagDefinitionError("features: an Unleash state needs a 'features' list")
-        if len(features) > MAX_FLAGS_PER_IMPORT:
-            raise FlagDefinitionError(f"features: at most {MAX_FLAGS_PER_IMPORT} per import")
-        segments = state.get("segments") or []
-        for feature in features:
-            validate_definition(feature, segments)
-        now = datetime.now(UTC)
+        """Create or replace flags and segments from an Unleash export; one transaction.
+
+        The whole state is checked first (``FlagDefinitionError`` names the field, such as
+        ``segments[0].constraints`` or ``features[3].strategies[0].segments[0]``); nothing
+        is stored unless all of it can be used.
+        """
+        features, segments = _import_entries(state)
         names = [str(f["name"]) for f in features]
+        index = {name: i for i, name in enumerate(names)}
+
+        def locate(problem: FlagProblem) -> str:
+            where = f"features[{index[problem.flag]}]" if problem.flag in index else "features"
+            return f"{where}.{problem.field}".rstrip(".")
+
+        now = datetime.now(UTC)
         with self._transaction() as conn:
             version = self._bump(conn)
-            for segment in segments:
-                conn.execute(sa.delete(flag_segments).where(flag_segments.c.id == segment["id"]))
-                conn.execute(sa.insert(flag_segments).values(id=segment["id"], definition=segment))
+            view = load_view(conn)
+            after = view.with_features(features).with_segments(segments)
+            check_change(view, after, flags=names, segments=segments, locate=locate)
+            for segment_id, segment in segments.items():
+                conn.execute(sa.delete(flag_segments).where(flag_segments.c.id == segment_id))
+                conn.execute(sa.insert(flag_segments).values(id=segment_id, definition=segment))
             for feature in features:
-                self._upsert(conn, dict(feature), version=version, actor=actor, now=now)
+                self._upsert(
+                    conn,
+                    feature,
+                    exists=feature["name"] in view.features,
+                    version=version,
+                    actor=actor,
+                    now=now,
+                )
             record_audit(
                 conn,
                 actor=actor,
@@ -491,30 +607,32 @@ class FlagStore:
         conn: sa.Connection,
         feature: dict[str, Any],
         *,
+        exists: bool,
         version: int,
         actor: str,
         now: datetime,
     ) -> None:
         name = feature["name"]
-        if conn.execute(sa.select(flags.c.name).where(flags.c.name == name)).first():
+        if exists:
             conn.execute(
                 sa.update(flags)
                 .where(flags.c.name == name)
                 .values(definition=feature, version=version, updated_at=now, updated_by=actor)
             )
-        else:
-            conn.execute(
-                sa.insert(flags).values(
-                    name=name,
-                    definition=feature,
-                    description=feature.get("description"),
-                    safe_value=False,
-                    version=version,
-                    created_at=now,
-                    updated_at=now,
-                    updated_by=actor,
-                )
+            return
+        description = feature.get("description")
+        conn.execute(
+            sa.insert(flags).values(
+                name=name,
+                definition=feature,
+                description=description[:MAX_DESCRIPTION] if isinstance(description, str) else None,
+                safe_value=False,
+                version=version,
+                created_at=now,
+                updated_at=now,
+                updated_by=actor,
             )
+        )
 
     def export_unleash(self) -> dict[str, Any]:
         return self.state()[1]
@@ -564,11 +682,51 @@ def _stale_reasons(record: FlagRecord, now: datetime, settled_days: int) -> list
     return reasons
 
 
-def _check_metadata(description: object, lifetime_days: object) -> None:
+def _import_entries(
+    state: object,
+) -> tuple[list[dict[str, Any]], dict[int, dict[str, Any]]]:
+    """The features and segments of an import, each checked on its own (see ``validation``)."""
+    features = state.get("features") if isinstance(state, Mapping) else None
+    if not isinstance(features, list):
+        raise FlagDefinitionError("features: an Unleash state needs a 'features' list")
+    if len(features) > MAX_FLAGS_PER_IMPORT:
+        raise FlagDefinitionError(f"features: at most {MAX_FLAGS_PER_IMPORT} per import")
+    checked: dict[str, dict[str, Any]] = {}
+    for i, feature in enumerate(features):
+        if not isinstance(feature, Mapping):
+            raise FlagDefinitionError("a feature is an object", field=f"features[{i}]")
+        try:
+            name = authoring.check_name(feature.get("name"))
+        except FlagDefinitionError as exc:
+            raise FlagDefinitionError(exc.problem, field=f"features[{i}].name") from None
+        if name in checked:
+            raise FlagDefinitionError(f"{name!r} appears twice", field=f"features[{i}].name")
+        check_json(feature, f"features[{i}]")
+        checked[name] = dict(feature)
+    raw_segments = state.get("segments") if isinstance(state, Mapping) else None
+    if raw_segments is None:
+        raw_segments = []
+    if not isinstance(raw_segments, list):
+        raise FlagDefinitionError("must be a list of segments", field="segments")
+    segments: dict[int, dict[str, Any]] = {}
+    for i, segment in enumerate(raw_segments):
+        segment_id = check_segment(segment, f"segments[{i}]")
+        if segment_id in segments:
+            raise FlagDefinitionError(f"{segment_id} appears twice", field=f"segments[{i}].id")
+        segments[segment_id] = dict(segment)
+    return list(checked.values()), segments
+
+
+def _check_metadata(description: object, lifetime_days: object, owner: object = None) -> None:
     if description is not None and (
         not isinstance(description, str) or len(description) > MAX_DESCRIPTION
     ):
         raise FlagDefinitionError(f"description: text of at most {MAX_DESCRIPTION} characters")
+    if owner is not None and (not isinstance(owner, str) or len(owner) > 200):
+        raise FlagDefinitionError("owner: text of at most 200 characters")
+    for field, text in (("description", description), ("owner", owner)):
+        if isinstance(text, str):
+            check_text(text, field)
     if lifetime_days is not None and (
         not isinstance(lifetime_days, int) or not 1 <= lifetime_days <= 3650
     ):

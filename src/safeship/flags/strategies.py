@@ -110,6 +110,10 @@ def _constraints(
     if not isinstance(segment_ids, Sequence) or isinstance(segment_ids, str):
         raise RuleError("segments", "must be a list of segment ids")
     for index, segment_id in enumerate(segment_ids):
+        if not isinstance(segment_id, int) or isinstance(segment_id, bool):
+            raise RuleError(
+                f"segments[{index}]", f"{segment_id!r} is not a segment id (an integer)"
+            )
         if segment_id not in segments:
             raise RuleError(f"segments[{index}]", f"segment {segment_id!r} does not exist")
         where = f"segments[{index}] (segment {segment_id}).constraints"

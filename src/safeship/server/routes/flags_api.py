@@ -1,24 +1,60 @@
-"""Flags in the JSON API: list, read, create, change, roll out, target, kill switch, history."""
+"""Flags in the JSON API: list, read, create, change, roll out, target, kill switch, history.
+
+Edits carry the version they were made against: ``If-Match: "<version>"`` (the ``ETag`` of
+``GET /api/v1/flags/{name}``) or ``"version"`` in the body. A flag changed since answers
+``412`` (If-Match) or ``409`` (body), with ``current_version`` in the error body.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, Response
+from pydantic import AfterValidator, BaseModel, Field
 
 from safeship.flags.authoring import FlagDefinitionError
-from safeship.flags.store import FlagExistsError, FlagNotFoundError, FlagRecord
+from safeship.flags.model import FlagStateError
+from safeship.flags.store import (
+    FlagExistsError,
+    FlagInUseError,
+    FlagNotFoundError,
+    FlagRecord,
+    FlagVersionError,
+)
 from safeship.server.deps import AdminPrincipal, ReadPrincipal
+from safeship.server.errors import ApiProblem, invalid
+from safeship.server.inputs import (
+    Body,
+    Flag,
+    JsonObject,
+    Number,
+    Reason,
+    Text,
+    UtcDatetime,
+    Whole,
+    storable_text,
+)
 from safeship.server.state import ControlPlane, plane
 from safeship.settings import flag_key
 
 router = APIRouter(prefix="/api/v1/flags", tags=["flags"])
-FlagName = Annotated[str, Path(min_length=1, max_length=200)]
-Reason = Field(default=None, max_length=2000, description="Why, for the audit trail.")
+FlagName = Annotated[str, AfterValidator(storable_text), Path(min_length=1, max_length=200)]
+QueryReason = Annotated[
+    str | None, AfterValidator(lambda v: v and storable_text(v)), Query(max_length=2000)
+]
+IfMatch = Annotated[
+    str | None,
+    Header(
+        max_length=200,
+        description='The ETag read (`"7"`): refuse with 412 if the flag changed since.',
+    ),
+]
+Version = Annotated[
+    Whole | None,
+    Field(ge=1, description="The version read: refuse with 409 if the flag changed since."),
+]
 
 
 class FlagOut(BaseModel):
@@ -48,56 +84,63 @@ class FlagList(BaseModel):
     flags: list[FlagOut]
 
 
-class NewFlag(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
-    description: str | None = Field(default=None, max_length=2000)
-    owner: str | None = Field(default=None, max_length=200)
-    safe_value: bool = False
-    lifetime_days: int | None = Field(default=None, ge=1, le=3650)
-    definition: dict[str, Any] | None = Field(
+class NewFlag(Body):
+    name: Text = Field(
+        min_length=1,
+        max_length=200,
+        description="1-200 characters of A-Z a-z 0-9 - _ . ~ ! * ' ( ) :",
+    )
+    description: Text | None = Field(default=None, max_length=2000)
+    owner: Text | None = Field(default=None, max_length=200)
+    safe_value: Flag = False
+    lifetime_days: Whole | None = Field(default=None, ge=1, le=3650)
+    definition: JsonObject | None = Field(
         default=None, description="An Unleash feature definition; default: off, on for all."
     )
-    reason: str | None = Reason
+    reason: Reason = None
 
 
-class FlagUpdate(BaseModel):
-    definition: dict[str, Any] | None = None
-    description: str | None = Field(default=None, max_length=2000)
-    owner: str | None = Field(default=None, max_length=200)
-    safe_value: bool | None = None
-    lifetime_days: int | None = Field(default=None, ge=1, le=3650)
-    reason: str | None = Reason
+class FlagUpdate(Body):
+    definition: JsonObject | None = None
+    description: Text | None = Field(default=None, max_length=2000)
+    owner: Text | None = Field(default=None, max_length=200)
+    safe_value: Flag | None = None
+    lifetime_days: Whole | None = Field(default=None, ge=1, le=3650)
+    version: Version = None
+    reason: Reason = None
 
 
-class ReasonBody(BaseModel):
-    reason: str | None = Reason
+class ReasonBody(Body):
+    reason: Reason = None
 
 
-class RolloutBody(BaseModel):
-    percent: float = Field(ge=0, le=100)
-    stickiness: str = Field(default="default", min_length=1, max_length=100)
-    reason: str | None = Reason
+class EditBody(Body):
+    version: Version = None
+    reason: Reason = None
 
 
-class TargetBody(BaseModel):
-    values: list[Annotated[str, Field(max_length=200)]] = Field(max_length=10_000)
-    field: str = Field(default="userId", min_length=1, max_length=100)
-    reason: str | None = Reason
+class RolloutBody(EditBody):
+    percent: Number = Field(ge=0, le=100)
+    stickiness: Text = Field(default="default", min_length=1, max_length=100)
 
 
-class ScheduleBody(BaseModel):
-    enable_at: datetime | None = None
-    disable_at: datetime | None = None
-    reason: str | None = Reason
+class TargetBody(EditBody):
+    values: list[Annotated[Text, Field(max_length=200)]] = Field(max_length=10_000)
+    field: Text = Field(default="userId", min_length=1, max_length=100)
+
+
+class ScheduleBody(EditBody):
+    enable_at: UtcDatetime | None = None
+    disable_at: UtcDatetime | None = None
 
 
 class KillResult(BaseModel):
     changed: dict[str, bool]
 
 
-class EvaluateBody(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
-    context: dict[str, Any] = Field(default_factory=dict)
+class EvaluateBody(Body):
+    name: Text = Field(min_length=1, max_length=200)
+    context: JsonObject = Field(default_factory=dict)
 
 
 class Evaluation(BaseModel):
@@ -112,22 +155,54 @@ def flag_out(cp: ControlPlane, record: FlagRecord) -> FlagOut:
 
 
 @contextmanager
-def translated_errors() -> Iterator[None]:
-    """Store errors as HTTP answers: 404 unknown, 409 exists, 422 invalid definition."""
+def translated_errors(*, if_match: bool = False) -> Iterator[None]:
+    """Store errors as HTTP answers: 404 unknown, 409 exists or in use, 412/409 stale
+    version (412 when the version came in ``If-Match``), 422 invalid input."""
     try:
         yield
     except FlagNotFoundError as exc:
         raise HTTPException(404, str(exc)) from None
-    except FlagExistsError as exc:
+    except (FlagExistsError, FlagInUseError) as exc:
         raise HTTPException(409, str(exc)) from None
+    except FlagVersionError as exc:
+        raise ApiProblem(
+            412 if if_match else 409,
+            str(exc),
+            fields={"current_version": exc.current},
+            headers={"ETag": etag(exc.current)},
+        ) from None
     except FlagDefinitionError as exc:
-        raise HTTPException(422, str(exc)) from None
+        raise invalid(f"body.{exc.field}" if exc.field else "body", exc.problem) from None
 
 
-def _change(request: Request, fn: Callable[[ControlPlane], FlagRecord]) -> FlagOut:
+def etag(version: int) -> str:
+    return f'"{version}"'
+
+
+def expected_version(if_match: str | None, body_version: int | None) -> int | None:
+    """The version an edit was made against: ``If-Match`` first, else the body's."""
+    if if_match is None:
+        return body_version
+    tags = [tag.strip().removeprefix("W/").strip('"') for tag in if_match.split(",")]
+    if "*" in tags:
+        return body_version
+    versions = [int(tag) for tag in tags if tag.isascii() and tag.isdigit() and len(tag) < 19]
+    return versions[0] if versions else 0  # no version at all never matches: 412
+
+
+def _change(
+    request: Request,
+    fn: Callable[[ControlPlane], FlagRecord],
+    *,
+    if_match: bool = False,
+    response: Response | None = None,
+) -> FlagOut:
     cp = plane(request)
-    with translated_errors():
-        return flag_out(cp, fn(cp))
+    with translated_errors(if_match=if_match):
+        out = flag_out(cp, fn(cp))
+    if response is not None:
+        response.headers["ETag"] = etag(out.version)
+    return out
 
 
 @router.get("", response_model=FlagList, summary="Every flag with its state")
@@ -180,9 +255,9 @@ def export(request: Request, _: ReadPrincipal) -> dict[str, Any]:
 @router.post("/import", summary="Create or replace flags from Unleash's format")
 def import_state(
     request: Request,
-    state: dict[str, Any],
+    state: JsonObject,
     who: AdminPrincipal,
-    reason: Annotated[str | None, Query(max_length=2000)] = None,
+    reason: QueryReason = None,
 ) -> dict[str, list[str]]:
     with translated_errors():
         return {
@@ -213,12 +288,16 @@ def restore(request: Request, body: ReasonBody, who: AdminPrincipal) -> KillResu
     "/evaluate",
     response_model=Evaluation,
     summary="Evaluate a flag for a context, as the store stands now",
+    responses={503: {"description": "the stored flag state cannot be compiled"}},
 )
 def evaluate(request: Request, body: EvaluateBody, _: ReadPrincipal) -> Evaluation:
     from safeship.flags.flagset import FlagSet
 
     state = plane(request).flags.state()[1]
-    flagset = FlagSet.from_unleash(state)
+    try:
+        flagset = FlagSet.from_unleash(state)
+    except FlagStateError as exc:  # only a state written around the store can be this bad
+        raise HTTPException(503, f"the stored flag state cannot be compiled: {exc}") from None
     variant = flagset.variant(body.name, body.context)
     return Evaluation(
         name=body.name,
@@ -232,13 +311,42 @@ def evaluate(request: Request, body: EvaluateBody, _: ReadPrincipal) -> Evaluati
     )
 
 
-@router.get("/{name}", response_model=FlagOut, summary="One flag")
-def get_flag(request: Request, name: FlagName, _: ReadPrincipal) -> FlagOut:
-    return _change(request, lambda cp: cp.flags.get(name))
+@router.get(
+    "/{name}",
+    response_model=FlagOut,
+    summary="One flag; its ETag is the version to send back in If-Match",
+)
+def get_flag(request: Request, response: Response, name: FlagName, _: ReadPrincipal) -> FlagOut:
+    return _change(request, lambda cp: cp.flags.get(name), response=response)
 
 
-@router.put("/{name}", response_model=FlagOut, summary="Replace a flag's definition or metadata")
-def update_flag(request: Request, name: FlagName, body: FlagUpdate, who: AdminPrincipal) -> FlagOut:
+_STALE: dict[int | str, dict[str, Any]] = {
+    409: {"description": "exists, in use, or the body's version is not the current one"},
+    412: {"description": "the If-Match version is not the current one"},
+}
+
+
+@router.put(
+    "/{name}",
+    response_model=FlagOut,
+    summary="Change a flag's definition or metadata (fields left out stay as they are)",
+    responses=_STALE,
+)
+@router.patch(
+    "/{name}",
+    response_model=FlagOut,
+    summary="Change a flag's definition or metadata (the same as PUT)",
+    responses=_STALE,
+    operation_id="patch_flag",
+)
+def update_flag(
+    request: Request,
+    response: Response,
+    name: FlagName,
+    body: FlagUpdate,
+    who: AdminPrincipal,
+    if_match: IfMatch = None,
+) -> FlagOut:
     metadata = body.model_dump(
         include={"description", "owner", "safe_value", "lifetime_days"}, exclude_none=True
     )
@@ -250,66 +358,182 @@ def update_flag(request: Request, name: FlagName, body: FlagUpdate, who: AdminPr
     return _change(
         request,
         lambda cp: cp.flags.change(
-            name, edit, actor=who.name, action="flag.update", reason=body.reason, metadata=metadata
+            name,
+            edit,
+            actor=who.name,
+            action="flag.update",
+            reason=body.reason,
+            metadata=metadata,
+            expected_version=expected_version(if_match, body.version),
         ),
+        if_match=if_match is not None,
+        response=response,
     )
 
 
-@router.delete("/{name}", status_code=204, summary="Delete a flag")
+class DeleteBody(Body):
+    version: Version = None
+    reason: Reason = None
+
+
+@router.delete("/{name}", status_code=204, summary="Delete a flag", responses=_STALE)
 def delete_flag(
     request: Request,
     name: FlagName,
     who: AdminPrincipal,
-    reason: Annotated[str | None, Query(max_length=2000)] = None,
+    reason: QueryReason = None,
+    if_match: IfMatch = None,
+    body: DeleteBody | None = None,
 ) -> None:
-    with translated_errors():
-        plane(request).flags.delete(name, actor=who.name, reason=reason)
+    version = expected_version(if_match, body.version if body else None)
+    with translated_errors(if_match=if_match is not None):
+        plane(request).flags.delete(
+            name,
+            actor=who.name,
+            reason=(body.reason if body and body.reason else reason),
+            expected_version=version,
+        )
 
 
-@router.post("/{name}/enable", response_model=FlagOut, summary="Turn a flag on")
-def enable(request: Request, name: FlagName, body: ReasonBody, who: AdminPrincipal) -> FlagOut:
+def _edit(
+    request: Request,
+    response: Response,
+    if_match: str | None,
+    body: EditBody,
+    apply: Callable[[ControlPlane, int | None], FlagRecord],
+) -> FlagOut:
+    version = expected_version(if_match, body.version)
     return _change(
-        request, lambda cp: cp.flags.set_enabled(name, True, actor=who.name, reason=body.reason)
+        request, lambda cp: apply(cp, version), if_match=if_match is not None, response=response
     )
 
 
-@router.post("/{name}/disable", response_model=FlagOut, summary="Turn a flag off")
-def disable(request: Request, name: FlagName, body: ReasonBody, who: AdminPrincipal) -> FlagOut:
-    return _change(
-        request, lambda cp: cp.flags.set_enabled(name, False, actor=who.name, reason=body.reason)
-    )
-
-
-@router.post("/{name}/rollout", response_model=FlagOut, summary="Roll out to a percentage")
-def rollout(request: Request, name: FlagName, body: RolloutBody, who: AdminPrincipal) -> FlagOut:
-    return _change(
+@router.post("/{name}/enable", response_model=FlagOut, summary="Turn a flag on", responses=_STALE)
+def enable(
+    request: Request,
+    response: Response,
+    name: FlagName,
+    body: EditBody,
+    who: AdminPrincipal,
+    if_match: IfMatch = None,
+) -> FlagOut:
+    return _edit(
         request,
-        lambda cp: cp.flags.rollout(
-            name, body.percent, actor=who.name, stickiness=body.stickiness, reason=body.reason
+        response,
+        if_match,
+        body,
+        lambda cp, v: cp.flags.set_enabled(
+            name, True, actor=who.name, reason=body.reason, expected_version=v
         ),
     )
 
 
-@router.post("/{name}/target", response_model=FlagOut, summary="Turn on for listed ids")
-def target(request: Request, name: FlagName, body: TargetBody, who: AdminPrincipal) -> FlagOut:
-    return _change(
+@router.post("/{name}/disable", response_model=FlagOut, summary="Turn a flag off", responses=_STALE)
+def disable(
+    request: Request,
+    response: Response,
+    name: FlagName,
+    body: EditBody,
+    who: AdminPrincipal,
+    if_match: IfMatch = None,
+) -> FlagOut:
+    return _edit(
         request,
-        lambda cp: cp.flags.target(
-            name, body.values, actor=who.name, field=body.field, reason=body.reason
+        response,
+        if_match,
+        body,
+        lambda cp, v: cp.flags.set_enabled(
+            name, False, actor=who.name, reason=body.reason, expected_version=v
         ),
     )
 
 
-@router.post("/{name}/schedule", response_model=FlagOut, summary="Enable at / disable at")
-def schedule(request: Request, name: FlagName, body: ScheduleBody, who: AdminPrincipal) -> FlagOut:
-    return _change(
+@router.post(
+    "/{name}/rollout",
+    response_model=FlagOut,
+    summary="Roll out to a percentage",
+    responses=_STALE,
+)
+def rollout(
+    request: Request,
+    response: Response,
+    name: FlagName,
+    body: RolloutBody,
+    who: AdminPrincipal,
+    if_match: IfMatch = None,
+) -> FlagOut:
+    return _edit(
         request,
-        lambda cp: cp.flags.schedule(
+        response,
+        if_match,
+        body,
+        lambda cp, v: cp.flags.rollout(
+            name,
+            body.percent,
+            actor=who.name,
+            stickiness=body.stickiness,
+            reason=body.reason,
+            expected_version=v,
+        ),
+    )
+
+
+@router.post(
+    "/{name}/target",
+    response_model=FlagOut,
+    summary="Turn on for listed ids",
+    responses=_STALE,
+)
+def target(
+    request: Request,
+    response: Response,
+    name: FlagName,
+    body: TargetBody,
+    who: AdminPrincipal,
+    if_match: IfMatch = None,
+) -> FlagOut:
+    return _edit(
+        request,
+        response,
+        if_match,
+        body,
+        lambda cp, v: cp.flags.target(
+            name,
+            body.values,
+            actor=who.name,
+            field=body.field,
+            reason=body.reason,
+            expected_version=v,
+        ),
+    )
+
+
+@router.post(
+    "/{name}/schedule",
+    response_model=FlagOut,
+    summary="Enable at / disable at",
+    responses=_STALE,
+)
+def schedule(
+    request: Request,
+    response: Response,
+    name: FlagName,
+    body: ScheduleBody,
+    who: AdminPrincipal,
+    if_match: IfMatch = None,
+) -> FlagOut:
+    return _edit(
+        request,
+        response,
+        if_match,
+        body,
+        lambda cp, v: cp.flags.schedule(
             name,
             actor=who.name,
             enable_at=body.enable_at,
             disable_at=body.disable_at,
             reason=body.reason,
+            expected_version=v,
         ),
     )
 

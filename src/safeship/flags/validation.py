@@ -1,0 +1,203 @@
+"""What may be stored: checks run on every flag write before anything is written.
+
+A write is checked as a change of the whole state, ``before`` to ``after``: every value it
+brings must be storable JSON (no NUL, no lone surrogate, finite numbers, bounded depth),
+every segment must be an object with an integer id in range and a list of valid
+constraints, and the write may not add a problem to any flag it touches, to a flag that
+depends on one it touches, or to a flag using a segment it touches (a missing parent or
+segment, a rule that cannot be evaluated). So a state that every reader compiles stays
+that way, and one that was already broken elsewhere does not block unrelated writes.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from safeship.flags.authoring import FlagDefinitionError
+from safeship.flags.compiler import compile_state
+from safeship.flags.constraints import RuleError, compile_constraint
+from safeship.flags.model import FlagProblem
+from safeship.flags.strategies import Environment
+
+MAX_SEGMENT_ID = 2**31 - 1
+MAX_DEPTH = 32
+_ENV = Environment("validation", time.time, random.randint)
+
+
+@dataclass(frozen=True, slots=True)
+class StateView:
+    """Stored definitions: flag name -> feature, segment id -> segment."""
+
+    features: dict[str, Any] = field(default_factory=dict)
+    segments: dict[int, Any] = field(default_factory=dict)
+
+    def with_features(self, features: Iterable[Mapping[str, Any]]) -> StateView:
+        return replace(self, features={**self.features, **{f["name"]: f for f in features}})
+
+    def without_feature(self, name: str) -> StateView:
+        return replace(self, features={k: v for k, v in self.features.items() if k != name})
+
+    def with_segments(self, segments: Mapping[int, Mapping[str, Any]]) -> StateView:
+        return replace(self, segments={**self.segments, **segments})
+
+
+Locate = Callable[[FlagProblem], str]
+
+
+def check_json(value: object, where: str, depth: int = 0) -> None:
+    """``value`` is JSON every database stores: raises ``FlagDefinitionError`` naming where."""
+    if depth > MAX_DEPTH:
+        raise FlagDefinitionError(f"nested deeper than {MAX_DEPTH} levels", field=where)
+    if isinstance(value, str):
+        check_text(value, where)
+    elif isinstance(value, bool) or value is None or isinstance(value, int):
+        return
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise FlagDefinitionError("must be a finite number", field=where)
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise FlagDefinitionError("object keys must be strings", field=where)
+            check_text(key, where)
+            check_json(item, f"{where}.{key}", depth + 1)
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            check_json(item, f"{where}[{index}]", depth + 1)
+    else:
+        raise FlagDefinitionError(f"{type(value).__name__} is not a JSON value", field=where)
+
+
+def check_text(value: str, where: str) -> None:
+    """Text every database stores: no NUL character, no unpaired surrogate."""
+    if "\x00" in value:
+        raise FlagDefinitionError("must not contain the NUL character (U+0000)", field=where)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise FlagDefinitionError(
+            "must not contain unpaired surrogates (not valid Unicode text)", field=where
+        ) from None
+
+
+def check_segment(segment: object, where: str) -> int:
+    """A segment as stored and used by strategies; returns its id."""
+    if not isinstance(segment, Mapping):
+        raise FlagDefinitionError("a segment is an object with an id and constraints", field=where)
+    segment_id = segment.get("id")
+    if not isinstance(segment_id, int) or isinstance(segment_id, bool):
+        raise FlagDefinitionError(
+            f"must be a whole number from 1 to {MAX_SEGMENT_ID}", field=f"{where}.id"
+        )
+    if not 1 <= segment_id <= MAX_SEGMENT_ID:
+        raise FlagDefinitionError(
+            f"{segment_id} is out of range: use 1 to {MAX_SEGMENT_ID}", field=f"{where}.id"
+        )
+    check_json(segment, where)
+    _check_constraints(segment.get("constraints"), f"{where}.constraints")
+    return segment_id
+
+
+def _check_constraints(raw: object, where: str) -> None:
+    if raw is None:
+        return
+    if isinstance(raw, str) or not isinstance(raw, Sequence):
+        raise FlagDefinitionError("must be a list of constraints", field=where)
+    for index, item in enumerate(raw):
+        ignored: list[tuple[str, str]] = []
+        try:
+            compile_constraint(item, time.time, ignored)
+        except RuleError as problem:
+            raise FlagDefinitionError(
+                problem.message, field=_join(f"{where}[{index}]", problem.field)
+            ) from None
+        for entry, message in ignored:
+            raise FlagDefinitionError(message, field=_join(f"{where}[{index}]", entry))
+
+
+def check_change(
+    before: StateView,
+    after: StateView,
+    *,
+    flags: Iterable[str] = (),
+    segments: Iterable[int] = (),
+    locate: Locate | None = None,
+) -> None:
+    """Refuse the change when it adds a problem to a flag it affects (see the module)."""
+    touched = set(flags)
+    affected = (
+        touched
+        | _children(touched, before)
+        | _children(touched, after)
+        | _users(set(segments), after)
+    )
+    added = _problems(after, affected) - _problems(before, affected)
+    if added:
+        first = min(added, key=lambda p: (p.flag not in touched, p.flag, p.field))
+        where = (locate or _default_locate)(first)
+        if first.flag in touched:
+            raise FlagDefinitionError(first.message, field=where)
+        raise FlagDefinitionError(f"flag {first.flag!r} would break: {first.message}", field=where)
+
+
+def _default_locate(problem: FlagProblem) -> str:
+    return _join("definition", problem.field)
+
+
+def _join(prefix: str, path: str) -> str:
+    if not path:
+        return prefix
+    return f"{prefix}{path}" if path.startswith("[") else f"{prefix}.{path}"
+
+
+def _dependencies(feature: object) -> list[Any]:
+    listed = feature.get("dependencies") if isinstance(feature, Mapping) else None
+    return list(listed) if isinstance(listed, list) else []
+
+
+def _parents(feature: object) -> set[str]:
+    return {
+        str(dependency.get("feature"))
+        for dependency in _dependencies(feature)
+        if isinstance(dependency, Mapping)
+    }
+
+
+def _children(names: set[str], view: StateView) -> set[str]:
+    return {name for name, feature in view.features.items() if _parents(feature) & names}
+
+
+def _users(segment_ids: set[int], view: StateView) -> set[str]:
+    if not segment_ids:
+        return set()
+    found = set()
+    for name, feature in view.features.items():
+        strategies = feature.get("strategies") if isinstance(feature, Mapping) else None
+        for strategy in strategies if isinstance(strategies, list) else ():
+            listed = strategy.get("segments") if isinstance(strategy, Mapping) else None
+            if isinstance(listed, list) and any(
+                isinstance(i, int) and i in segment_ids for i in listed
+            ):
+                found.add(name)
+    return found
+
+
+def _problems(view: StateView, names: set[str]) -> set[FlagProblem]:
+    """The problems of ``names`` in ``view``, compiled with their parents only."""
+    wanted = names & view.features.keys()
+    if not wanted:
+        return set()
+    closure = set(wanted)
+    for name in wanted:
+        closure |= _parents(view.features[name]) & view.features.keys()
+    state = {
+        "features": [view.features[name] for name in sorted(closure)],
+        "segments": list(view.segments.values()),
+    }
+    compiled = compile_state(state, _ENV)
+    return {problem for name in wanted if name in compiled for problem in compiled[name].problems}
