@@ -6,14 +6,18 @@ from typing import Annotated, Literal
 
 import sqlalchemy as sa
 from fastapi import APIRouter, HTTPException, Path, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from safeship.db.audit import list_audit
 from safeship.server.deps import AdminPrincipal, ReadPrincipal
+from safeship.server.inputs import Body, Reason, Text, clean_param
 from safeship.server.keys import create_key, list_keys, revoke_key
 from safeship.server.state import plane
 
 router = APIRouter(prefix="/api/v1", tags=["control plane"])
+#: Query and path text: bounded, and free of what no database stores (NUL, lone surrogates).
+AuditTarget = Annotated[str | None, Query(max_length=300), AfterValidator(clean_param)]
+KeyName = Annotated[str, Path(min_length=1, max_length=100), AfterValidator(clean_param)]
 
 
 class Me(BaseModel):
@@ -44,10 +48,10 @@ class KeyInfo(BaseModel):
     revoked: bool
 
 
-class NewKey(BaseModel):
-    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$")
+class NewKey(Body):
+    name: Annotated[Text, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$")]
     scope: Literal["read", "admin"]
-    reason: str | None = Field(default=None, max_length=2000)
+    reason: Reason = None
 
 
 class CreatedKey(BaseModel):
@@ -56,8 +60,8 @@ class CreatedKey(BaseModel):
     key: str = Field(description="Shown once; only its SHA-256 digest is stored.")
 
 
-class Reason(BaseModel):
-    reason: str | None = Field(default=None, max_length=2000)
+class ReasonBody(Body):
+    reason: Reason = None
 
 
 @router.get("/me", response_model=Me, summary="Who the presented key is")
@@ -77,7 +81,7 @@ def audit(
     _: ReadPrincipal,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     before_id: Annotated[int | None, Query(ge=1, le=2**62)] = None,
-    target: Annotated[str | None, Query(max_length=300)] = None,
+    target: AuditTarget = None,
 ) -> AuditPage:
     with plane(request).engine.connect() as conn:
         records = list_audit(conn, limit=limit, before_id=before_id, target=target)
@@ -122,8 +126,8 @@ def add_key(request: Request, body: NewKey, principal: AdminPrincipal) -> Create
 )
 def remove_key(
     request: Request,
-    name: Annotated[str, Path(max_length=100)],
-    body: Reason,
+    name: KeyName,
+    body: ReasonBody,
     principal: AdminPrincipal,
 ) -> None:
     cp = plane(request)

@@ -9,18 +9,21 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Form, HTTPException, Query, Request
 from fastapi.responses import RedirectResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from safeship.db import record_audit
 from safeship.outbox import admin
 from safeship.outbox.history import BacklogHistory, chart_points
 from safeship.server.deps import AdminPrincipal, ReadPrincipal
+from safeship.server.errors import invalid
+from safeship.server.inputs import Body, Flag, Reason, Text, Whole, clean_param
 from safeship.server.routes.dashboard import admin_form_session, page_session, render
 from safeship.server.state import plane
 
 api = APIRouter(prefix="/api/v1/outbox", tags=["outbox"])
 pages = APIRouter(include_in_schema=False)
-Key = Annotated[str | None, Query(min_length=1, max_length=255)]
+Key = Annotated[str | None, Query(min_length=1, max_length=255), AfterValidator(clean_param)]
+KeyText = Annotated[Text | None, Field(min_length=1, max_length=255)]
 CHART_WIDTH, CHART_HEIGHT = 600, 120
 _HISTORY_LOCK = threading.Lock()
 
@@ -39,14 +42,14 @@ def history(request: Request) -> BacklogHistory:
         return found
 
 
-class Selection(BaseModel):
+class Selection(Body):
     """Which dead letters an operation touches."""
 
     ids: list[uuid.UUID] = Field(default_factory=list, max_length=1000)
-    aggregate_type: str | None = Field(default=None, min_length=1, max_length=255)
-    aggregate_id: str | None = Field(default=None, min_length=1, max_length=255)
-    type: str | None = Field(default=None, min_length=1, max_length=255)
-    reason: str | None = Field(default=None, max_length=2000)
+    aggregate_type: KeyText = None
+    aggregate_id: KeyText = None
+    type: KeyText = None
+    reason: Reason = None
 
     def filter(self) -> admin.Filter:
         return admin.Filter(
@@ -62,11 +65,11 @@ class Selection(BaseModel):
 
 
 class RetryBody(Selection):
-    everything: bool = Field(default=False, description="Required to retry with no filter.")
+    everything: Flag = Field(default=False, description="Required to retry with no filter.")
 
 
 class PurgeBody(Selection):
-    expected: int = Field(ge=0, le=10_000_000, description="How many you confirm deleting.")
+    expected: Whole = Field(ge=0, le=10_000_000, description="How many you confirm deleting.")
 
 
 class Count(BaseModel):
@@ -144,7 +147,7 @@ def retry_dead(request: Request, body: RetryBody, who: AdminPrincipal) -> Count:
     try:
         return Count(count=_retry(request, body, who.name))
     except ValueError as exc:
-        raise HTTPException(422, str(exc)) from exc
+        raise invalid("everything", str(exc)) from exc
 
 
 @api.post(
@@ -206,7 +209,7 @@ def retry_form(
             reason="dashboard",
         )
     except ValueError as exc:
-        raise HTTPException(422, str(exc)) from exc
+        raise invalid("event_id", str(exc)) from exc
     count = _retry(request, body, session.name)
     return RedirectResponse(f"/outbox?m=retried {count}", status_code=303)
 
