@@ -193,6 +193,7 @@ async def _main(
                 host=settings.host,
                 port=plane_port,
                 log_level="warning",
+                log_config=None,  # keep the logging `safeship demo` configured
             )
         ),
         _Server(
@@ -201,6 +202,7 @@ async def _main(
                 host=settings.host,
                 port=orders_port,
                 log_level="warning",
+                log_config=None,
             )
         ),
     ]
