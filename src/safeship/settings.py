@@ -9,6 +9,7 @@ secrets are generated for the process and a warning says so.  Secret values are
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import logging
 import os
 import secrets
@@ -138,6 +139,14 @@ class Settings(BaseSettings):
     db_connection_reserve: int = Field(default=5, ge=0, le=1000)
     health_cache_seconds: float = Field(default=2.0, ge=0, le=300)
     session_max_age_seconds: int = Field(default=8 * 3600, ge=60, le=30 * 24 * 3600)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, le=1_073_741_824)
+    import_max_body_bytes: int = Field(default=8 * 1_048_576, ge=1024, le=1_073_741_824)
+    trusted_proxies: str = Field(
+        default="",
+        description="Comma-separated IPs or CIDR ranges of the proxies in front of the "
+        "control plane, whose forwarded client address is believed (none by default).",
+    )
+    proxy_header: Literal["x-forwarded-for", "forwarded", "x-real-ip"] = "x-forwarded-for"
     _generated_session_secret: bool = PrivateAttr(default=False)
     _flag_overrides: dict[str, FlagOverride] = PrivateAttr(default_factory=dict)
 
@@ -178,6 +187,23 @@ class Settings(BaseSettings):
             "nats://host:4222, amqp://user:pass@host:5672/ or redis://host:6379",
         )
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_trusted_proxies(cls, value: str) -> str:
+        for entry in split_list(value):
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{entry!r} is not an IP address or CIDR range "
+                    "(expected e.g. 10.0.0.0/8,192.0.2.7)"
+                ) from None
+        return value
+
+    def trusted_proxy_list(self) -> tuple[str, ...]:
+        """``trusted_proxies`` as a tuple of IPs and CIDR ranges (empty by default)."""
+        return split_list(self.trusted_proxies)
+
     @field_validator("admin_keys")
     @classmethod
     def _check_admin_keys(cls, value: SecretStr | None) -> SecretStr | None:
@@ -194,6 +220,11 @@ class Settings(BaseSettings):
     @property
     def is_production(self) -> bool:
         return self.environment == "production"
+
+
+def split_list(value: str) -> tuple[str, ...]:
+    """The non-empty entries of a comma-separated setting, stripped."""
+    return tuple(entry.strip() for entry in value.split(",") if entry.strip())
 
 
 def check_url(value: str, schemes: tuple[str, ...], example: str) -> str:

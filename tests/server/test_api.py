@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import pytest
 from fastapi.testclient import TestClient
 
+from safeship.server import create_app
+from safeship.settings import load_settings
 from tests.server.support import ADMIN_KEY, READ_KEY, admin_headers, read_headers
+from tests.support.tcp_proxy import TcpProxy
 
 
 def test_liveness_and_readiness_answer_health_json(client: TestClient) -> None:
@@ -145,3 +151,48 @@ def test_repeated_bad_keys_are_limited_with_retry_after(client: TestClient) -> N
     limited = client.get("/api/v1/me", headers=read_headers())
     assert limited.status_code == 429  # even a right key waits out the window
     assert int(limited.headers["retry-after"]) > 0
+
+
+@pytest.mark.redis
+def test_a_redis_outage_keeps_keys_and_the_kill_switch_working(
+    redis_url: str, tmp_path: Path
+) -> None:
+    proxy = TcpProxy("127.0.0.1", 6379)
+    settings = load_settings(
+        {
+            "SAFESHIP_DATABASE_URL": f"sqlite:///{tmp_path / 'plane.db'}",
+            "SAFESHIP_ADMIN_KEYS": f"reader:read:{READ_KEY},operator:admin:{ADMIN_KEY}",
+            "SAFESHIP_SESSION_SECRET": "test-session-secret-Zq8Wv3Nr7Tb2Lk9Mx4",
+            "SAFESHIP_HEALTH_CACHE_SECONDS": "0",
+            "SAFESHIP_REDIS_URL": f"redis://127.0.0.1:{proxy.port}/0",
+        }
+    )
+    try:
+        with TestClient(create_app(settings)) as client:
+            assert store_health(client) == "pass"
+            proxy.cut()
+            assert client.get("/api/v1/me", headers=read_headers()).status_code == 200
+            killed = client.post(
+                "/api/v1/flags/kill", json={"reason": "incident"}, headers=admin_headers()
+            )
+            assert killed.status_code == 200
+            bad = [
+                client.get("/api/v1/me", headers={"X-API-Key": f"guess-{n}"}).status_code
+                for n in range(6)
+            ]
+            assert bad == [401] * 5 + [429]  # still limited, in this process
+            ready = client.get("/health/ready")
+            assert (ready.status_code, ready.json()["status"]) == (200, "warn")
+            assert store_health(client) == "warn"
+            proxy.restore()
+            deadline = time.monotonic() + 20  # the store tries Redis again every 5 s
+            while store_health(client) != "pass" and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert store_health(client) == "pass"
+    finally:
+        proxy.close()
+
+
+def store_health(client: TestClient) -> str:
+    status: str = client.get("/health/ready").json()["checks"]["auth_failure_store"][0]["status"]
+    return status

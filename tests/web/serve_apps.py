@@ -94,3 +94,21 @@ redis_auth_app = ApiKeyAuth(
         prefix=os.environ.get("TEST_SAFESHIP_AUTH_PREFIX", "safeship-test"),
     ),
 )
+
+# -- client addresses behind (or without) a trusted proxy -----------------------------
+
+
+async def whoami(request: Request) -> PlainTextResponse:
+    return PlainTextResponse(request.client.host if request.client else "none")
+
+
+proxied_auth_app = protect(
+    Starlette(routes=[Route("/admin", admin), Route("/whoami", whoami)]),
+    api_keys=["ss_good"],
+    protected_prefixes=["/admin"],
+    trusted_proxies=[
+        p for p in os.environ.get("TEST_SAFESHIP_TRUSTED_PROXIES", "").split(",") if p
+    ],
+    configure_logs=False,
+    access_log=False,
+)

@@ -71,3 +71,47 @@ def serve(
                 process.wait()
         if process.stdout is not None:
             process.stdout.close()
+
+
+def free_port() -> int:
+    """A port free on 127.0.0.1 right now (for a server that binds its own socket)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@contextmanager
+def serve_plane(env: Mapping[str, str], log_path: Path) -> Iterator[Served]:
+    """``safeship serve`` (the console command, as an operator runs it) on a free port,
+    with ``env`` on top of the test's environment; stdout and stderr go to ``log_path``.
+    Always stopped on exit."""
+    port = free_port()
+    command = [sys.executable, "-m", "safeship.cli_entry", "serve", "--port", str(port)]
+    clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("SAFESHIP_")}
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command, env={**clean, **env}, stdout=log, stderr=subprocess.STDOUT, text=True
+        )
+    try:
+        served = Served(process, port)
+        _wait_ready(served.url, "/health", time.monotonic() + 30)
+        yield served
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of process ``pid`` (Linux ``/proc``)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS line for process {pid}")

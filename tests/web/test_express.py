@@ -86,6 +86,11 @@ header = st.one_of(
     ),
     st.tuples(st.just(b"sec-fetch-site"), st.sampled_from([b"same-origin", b"cross-site"])),
     st.tuples(st.just(b"host"), st.just(b"shop.example")),
+    st.tuples(
+        st.sampled_from([b"x-forwarded-for", b"x-real-ip"]),
+        st.sampled_from([b"1.2.3.4", b"9.9.9.9, 10.0.0.9", b"10.0.0.9", b"nonsense", b""]),
+    ),
+    st.tuples(st.just(b"forwarded"), st.sampled_from([b"for=1.2.3.4", b'for="[::1]:80"'])),
 )
 requests = st.fixed_dictionaries(
     {
@@ -199,7 +204,9 @@ def test_the_lane_answers_as_the_layers_do(
 ) -> None:
     fast = build(stack)
     plain = build(stack)
-    layered = ProtectedApp(plain.app, plain.request_ids, plain.observe, plain.timeout)
+    layered = ProtectedApp(
+        plain.app, plain.request_ids, plain.observe, plain.timeout, addresses=plain.addresses
+    )
 
     async def both() -> None:
         for request, body in sequence:

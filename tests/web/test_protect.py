@@ -207,7 +207,7 @@ async def test_server_error_is_counted_as_500() -> None:
 def test_protect_validates_settings_at_start_up() -> None:
     with pytest.raises(ValueError, match="protected_prefixes"):
         protect(starlette_app(), api_keys=["k"], protected_prefixes=["admin"], configure_logs=False)
-    with pytest.raises(ValueError, match="trusted proxy"):
+    with pytest.raises(ValueError, match=r"trusted_proxies: 'nope' is not an IP"):
         protect(starlette_app(), api_keys=["k"], trusted_proxies=["nope"], configure_logs=False)
     with pytest.raises(ValueError, match="digests"):
         protect(starlette_app(), api_key_digests=["abc"], configure_logs=False)
@@ -230,7 +230,9 @@ def _both_forms() -> list[object]:
         return app
 
     fast, plain = build(), build()
-    layered = ProtectedApp(plain.app, plain.request_ids, plain.observe, plain.timeout)
+    layered = ProtectedApp(
+        plain.app, plain.request_ids, plain.observe, plain.timeout, addresses=plain.addresses
+    )
     return [fast, layered]
 
 

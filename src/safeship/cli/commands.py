@@ -70,6 +70,10 @@ def serve(
         # its own loggers plain-text handlers again).
         log_config=None,
         timeout_graceful_shutdown=10,
+        # The app reads proxy headers itself, only from SAFESHIP_TRUSTED_PROXIES:
+        # uvicorn's own rewrite (on by default for 127.0.0.1) would let anyone on the
+        # host choose their client address.
+        proxy_headers=False,
     )
 
 

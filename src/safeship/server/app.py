@@ -34,12 +34,16 @@ from safeship.server.session import SessionSigner, SessionStore
 from safeship.server.state import ControlPlane, NavItem
 from safeship.server.unhandled import UnhandledErrorMiddleware
 from safeship.settings import Settings, load_settings
+from safeship.web.clients import ClientAddressMiddleware
 from safeship.web.limiter import FailureStore, MemoryFailureStore, RedisFailureStore
+from safeship.web.limits import BodySizeLimitMiddleware
 from safeship.web.request_id import RequestIdMiddleware
 from safeship.web.telemetry import ObserveMiddleware
 
 logger = logging.getLogger("safeship.server")
 _STATIC = Path(__file__).resolve().parent / "static"
+#: The one route whose bodies may exceed ``max_body_bytes`` (up to ``import_max_body_bytes``).
+IMPORT_PATH = "/api/v1/flags/import"
 
 
 def build_plane(settings: Settings, engine: sa.Engine) -> ControlPlane:
@@ -68,6 +72,18 @@ def build_plane(settings: Settings, engine: sa.Engine) -> ControlPlane:
     flag_store = FlagStore(engine, publish=_flag_publisher(settings))
     keys = KeyRing(settings, engine)
     signer = SessionSigner(secret.get_secret_value(), max_age=settings.session_max_age_seconds)
+    auth_failures = _failure_store(settings)
+    if isinstance(auth_failures, RedisFailureStore):
+        # Not critical: without Redis, failed sign-ins are counted in this process.
+        registry.add(
+            "auth_failure_store",
+            auth_failures.health_check(),
+            timeout=2.0,
+            cache_ttl=settings.health_cache_seconds,
+            kinds=("readiness",),
+            critical=False,
+            component_type="datastore",
+        )
     return ControlPlane(
         settings=settings,
         engine=engine,
@@ -75,7 +91,7 @@ def build_plane(settings: Settings, engine: sa.Engine) -> ControlPlane:
         sessions=SessionStore(engine, signer, keys),
         health=registry,
         flags=flag_store,
-        auth_failures=_failure_store(settings),
+        auth_failures=auth_failures,
         breakers=BreakerBoard(engine),
         rollouts=RolloutGuard(engine, flag_store),
         nav=[
@@ -120,6 +136,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
+        if isinstance(cp.auth_failures, RedisFailureStore):
+            await cp.auth_failures.aclose()  # its connections belong to this event loop
         if owns_engine:
             engine.dispose()
 
@@ -148,7 +166,23 @@ def create_app(
     app.mount("/static", StaticFiles(directory=str(_STATIC)), name="static")
     # Innermost pure ASGI layer: an unhandled exception is logged with the request id.
     app.add_middleware(UnhandledErrorMiddleware)
-    # Pure ASGI layers: request id outermost, then one access-log line and the HTTP metrics.
-    app.add_middleware(ObserveMiddleware, quiet_paths=("/health", "/health/ready", "/metrics"))
-    app.add_middleware(RequestIdMiddleware)
+    _add_edge_layers(app, settings)
     return app
+
+
+def _add_edge_layers(app: FastAPI, settings: Settings) -> None:
+    """Pure ASGI layers, outermost first: request id, client address (proxy headers only
+    from ``SAFESHIP_TRUSTED_PROXIES``), one access-log line and the HTTP metrics, then the
+    body limit, so an oversized body is refused before routing, sign-in or any key check."""
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        path_limits={IMPORT_PATH: max(settings.import_max_body_bytes, settings.max_body_bytes)},
+    )
+    app.add_middleware(ObserveMiddleware, quiet_paths=("/health", "/health/ready", "/metrics"))
+    app.add_middleware(
+        ClientAddressMiddleware,
+        trusted_proxies=settings.trusted_proxy_list(),
+        header=settings.proxy_header,
+    )
+    app.add_middleware(RequestIdMiddleware)

@@ -4,6 +4,7 @@
 """
 
 from safeship.web.auth import ApiKeyAuth
+from safeship.web.clients import ClientAddresses, ClientAddressMiddleware, TrustedProxyError
 from safeship.web.csrf import OriginCheckMiddleware
 from safeship.web.debug import DebugAccess, require_debug_access
 from safeship.web.endpoints import HealthEndpoints, MetricsEndpoint
@@ -16,7 +17,7 @@ from safeship.web.limiter import (
     RedisFailureStore,
     Verdict,
 )
-from safeship.web.limits import BodySizeLimitMiddleware, TimeoutMiddleware
+from safeship.web.limits import BodyLimitError, BodySizeLimitMiddleware, TimeoutMiddleware
 from safeship.web.pagination import Page, PageResult, page_params
 from safeship.web.protect import protect
 from safeship.web.request_id import RequestIdMiddleware
@@ -25,7 +26,10 @@ from safeship.web.telemetry import AccessLogMiddleware, MetricsMiddleware, Obser
 __all__ = [
     "AccessLogMiddleware",
     "ApiKeyAuth",
+    "BodyLimitError",
     "BodySizeLimitMiddleware",
+    "ClientAddressMiddleware",
+    "ClientAddresses",
     "DebugAccess",
     "FailureStore",
     "HealthEndpoints",
@@ -40,6 +44,7 @@ __all__ = [
     "RedisFailureStore",
     "RequestIdMiddleware",
     "TimeoutMiddleware",
+    "TrustedProxyError",
     "UnsafeFilenameError",
     "Verdict",
     "generate_key",

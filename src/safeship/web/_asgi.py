@@ -68,50 +68,6 @@ async def send_problem(
     )
 
 
-def parse_networks(values: Iterable[str]) -> tuple[IPNetwork, ...]:
-    """Parse IPs or CIDR ranges; a bad entry fails with the value named."""
-    networks: list[IPNetwork] = []
-    for value in values:
-        try:
-            networks.append(ipaddress.ip_network(value.strip(), strict=False))
-        except ValueError as exc:
-            raise ValueError(f"trusted proxy {value!r} is not an IP address or CIDR") from exc
-    return tuple(networks)
-
-
-def _in(ip: str, networks: Sequence[IPNetwork]) -> bool:
-    try:
-        addr = ipaddress.ip_address(ip)
-    except ValueError:
-        return False
-    return any(addr in net for net in networks)
-
-
-def client_ip(scope: Scope, trusted_proxies: Sequence[IPNetwork] = ()) -> str:
-    """The client's IP: the socket peer, or, when the peer is a trusted proxy, the
-    right-most ``X-Forwarded-For`` entry that is not itself a trusted proxy."""
-    client = scope.get("client")
-    peer = str(client[0]) if client else "unknown"
-    if not trusted_proxies or not _in(peer, trusted_proxies):
-        return peer
-    forwarded = header_text(scope, b"x-forwarded-for")
-    if not forwarded:
-        return peer
-    hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
-    for hop in reversed(hops):
-        if not _in(hop, trusted_proxies):
-            return hop if _valid_ip(hop) else peer
-    return hops[0] if hops and _valid_ip(hops[0]) else peer
-
-
-def _valid_ip(value: str) -> bool:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return False
-    return True
-
-
 def path_matches(path: str, prefixes: Sequence[str]) -> bool:
     """Whether ``path`` is one of ``prefixes`` or below one (segment-aware)."""
     return PathPrefixes(prefixes)(path)

@@ -6,17 +6,8 @@ from collections.abc import Iterable
 
 from safeship.observe import metrics
 from safeship.observe.logging import get_logger
-from safeship.web._asgi import (
-    ASGIApp,
-    IPNetwork,
-    PathPrefixes,
-    Receive,
-    Scope,
-    Send,
-    client_ip,
-    parse_networks,
-    send_problem,
-)
+from safeship.web._asgi import ASGIApp, PathPrefixes, Receive, Scope, Send, send_problem
+from safeship.web.clients import ClientAddresses, ProxyHeader
 from safeship.web.keys import DigestSet, hash_key, is_digest
 from safeship.web.limiter import FailureStore, MemoryFailureStore, Verdict
 
@@ -39,8 +30,9 @@ class ApiKeyAuth:
 
     The key is read from ``X-API-Key`` or ``Authorization: Bearer``. Keys are kept only as
     SHA-256 digests and compared in constant time. Wrong keys count as failures per client
-    IP in ``store`` (429 with ``Retry-After`` when limited or blocked). A missing key is
-    answered 401 without counting. The key never appears in logs.
+    IP in ``store`` (429 with ``Retry-After`` when limited or blocked); the client IP is
+    the socket peer unless it is one of ``trusted_proxies`` (see `ClientAddresses`). A
+    missing key is answered 401 without counting. The key never appears in logs.
     """
 
     def __init__(
@@ -53,6 +45,7 @@ class ApiKeyAuth:
         header: str = "X-API-Key",
         store: FailureStore | None = None,
         trusted_proxies: Iterable[str] = (),
+        proxy_header: ProxyHeader = "x-forwarded-for",
     ) -> None:
         self.app = app
         self._digests = DigestSet(_digests(keys, key_digests))
@@ -64,7 +57,7 @@ class ApiKeyAuth:
         self._is_protected = PathPrefixes(self.protected_prefixes)
         self._header = header.lower().encode("latin-1")
         self.store: FailureStore = store or MemoryFailureStore()
-        self.trusted_proxies: tuple[IPNetwork, ...] = parse_networks(trusted_proxies)
+        self.clients = ClientAddresses(trusted_proxies, header=proxy_header)
 
     @property
     def protects(self) -> PathPrefixes:
@@ -114,7 +107,7 @@ class ApiKeyAuth:
         store = self.store
         if type(store) is not MemoryFailureStore:
             return False
-        if not store.check_now(client_ip(scope, self.trusted_proxies)).allowed:
+        if not store.check_now(self.clients.address(scope)).allowed:
             return False
         presented = self._presented(scope)
         return presented is not None and self._digests.matches(presented)
@@ -123,7 +116,7 @@ class ApiKeyAuth:
         if not self._applies(scope):
             await self.app(scope, receive, send)
             return
-        client = client_ip(scope, self.trusted_proxies)
+        client = self.clients.settle(scope)
         store = self.store
         if type(store) is MemoryFailureStore:
             verdict = store.check_now(client)  # no I/O: spare the coroutine

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from safeship.web._asgi import ASGIApp, IPNetwork, Scope, client_ip
+from safeship.web._asgi import ASGIApp, Scope
 from safeship.web.auth import ApiKeyAuth
+from safeship.web.clients import PROXY_HEADER_KEYS, UNKNOWN, ClientAddresses
 from safeship.web.csrf import SAFE_METHODS, OriginCheckMiddleware
 from safeship.web.endpoints import HealthEndpoints, MetricsEndpoint
 from safeship.web.keys import DigestSet
@@ -24,14 +25,14 @@ from safeship.web.limits import BodySizeLimitMiddleware
 from safeship.web.request_id import RequestIdMiddleware
 
 # The request headers the guards read, by the slot `look` keeps each in.
-_REQUEST_ID, _CONTENT_LENGTH, _TRANSFER_ENCODING, _API_KEY, _AUTHORIZATION = range(5)
+_REQUEST_ID, _CONTENT_LENGTH, _TRANSFER_ENCODING, _API_KEY, _AUTHORIZATION, _PROXY = range(6)
 _HTTP1 = ("1.0", "1.1")
 
 
 class _AuthCheck:
     """What `ApiKeyAuth.passes` reads, taken from the layer once."""
 
-    __slots__ = ("bases", "check_now", "clients", "digests", "everything", "proxies", "starts")
+    __slots__ = ("bases", "check_now", "clients", "digests", "everything", "starts")
 
     def __init__(self, auth: ApiKeyAuth) -> None:
         self.everything, self.bases, self.starts = auth.protects.parts
@@ -41,14 +42,13 @@ class _AuthCheck:
         self.check_now: Callable[[str], Verdict] | None = (
             store.check_now if type(store) is MemoryFailureStore else None
         )
-        self.proxies: tuple[IPNetwork, ...] = auth.trusted_proxies
         self.digests: DigestSet = auth.digests
 
 
 class ExpressLane:
     """The guards of one `protect` stack, read as one check (see the module)."""
 
-    __slots__ = ("app", "auth", "csrf", "layered_paths", "max_body_bytes", "slots")
+    __slots__ = ("addresses", "app", "auth", "csrf", "layered_paths", "max_body_bytes", "slots")
 
     def __init__(
         self,
@@ -59,8 +59,10 @@ class ExpressLane:
         max_body_bytes: int | None,
         csrf: Callable[[Scope], bool] | None,
         auth: _AuthCheck | None,
+        addresses: ClientAddresses,
     ) -> None:
         self.app = app
+        self.addresses = addresses
         self.slots = slots
         self.layered_paths = layered_paths
         self.max_body_bytes = max_body_bytes
@@ -69,11 +71,17 @@ class ExpressLane:
 
     @classmethod
     def build(
-        cls, app: ASGIApp, layers: Iterable[object], request_ids: RequestIdMiddleware
+        cls,
+        app: ASGIApp,
+        layers: Iterable[object],
+        request_ids: RequestIdMiddleware,
+        addresses: ClientAddresses | None = None,
     ) -> ExpressLane | None:
         """The lane past ``layers`` (the guards between `ProtectedApp` and ``app``), or
-        None when one of them is of a kind the lane does not know."""
-        slots: dict[bytes, int] = {}
+        None when one of them is of a kind the lane does not know. ``addresses`` settles
+        the client of a request that carries a proxy header, as `ProtectedApp` does."""
+        addresses = addresses or ClientAddresses()
+        slots: dict[bytes, int] = dict.fromkeys(PROXY_HEADER_KEYS, _PROXY)
         layered: set[str] = set()
         max_body_bytes = None
         csrf = None
@@ -90,6 +98,10 @@ class ExpressLane:
             elif isinstance(layer, OriginCheckMiddleware):
                 csrf = layer.passes
             elif isinstance(layer, ApiKeyAuth):
+                if layer.clients.proxies != addresses.proxies or layer.clients.header != (
+                    addresses.header
+                ):
+                    return None  # two views of the client: leave it to the layers
                 if layer.header_key in slots or layer.header_key == b"authorization":
                     return None  # one header read two ways: leave it to the layer
                 slots[layer.header_key] = _API_KEY
@@ -108,6 +120,7 @@ class ExpressLane:
             max_body_bytes=max_body_bytes,
             csrf=csrf,
             auth=auth,
+            addresses=addresses,
         )
 
     def look(self, scope: Scope) -> bytes | None:
@@ -116,9 +129,12 @@ class ExpressLane:
         through the layers.
 
         No I/O and nothing counted; a request the lane is unsure of goes to the layers.
+        A request that carries a proxy header has its client settled on the way
+        (`ClientAddresses.settle`, as `ProtectedApp` does for the layers).
         """
         request_id = content_length = api_key = authorization = None
         framed = True
+        proxied = False
         slots = self.slots
         try:
             for name, value in scope.get("headers", ()):
@@ -136,10 +152,14 @@ class ExpressLane:
                 elif slot == _API_KEY:
                     if api_key is None:
                         api_key = value
+                elif slot == _PROXY:
+                    proxied = True
                 elif authorization is None:
                     authorization = value
         except (TypeError, ValueError):  # a malformed length, an unhashable name
             return None
+        if proxied:
+            self.addresses.settle(scope)
         limit = self.max_body_bytes
         if limit is not None and (
             not framed
@@ -161,11 +181,8 @@ class ExpressLane:
         ):
             if auth.check_now is None or auth.clients is None:
                 return None
-            if auth.proxies:
-                ip = client_ip(scope, auth.proxies)
-            else:
-                client = scope.get("client")
-                ip = str(client[0]) if client else "unknown"
+            client = scope.get("client")  # settled above when anything was forwarded
+            ip = str(client[0]) if client else UNKNOWN
             if ip in auth.clients and not auth.check_now(ip).allowed:
                 return None
             # As ApiKeyAuth reads it: a non-empty first X-API-Key, else a bearer token.

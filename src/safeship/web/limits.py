@@ -7,8 +7,10 @@ import contextlib
 import math
 import time
 from asyncio.base_events import BaseEventLoop
+from collections.abc import Mapping
 from typing import Any
 
+from safeship.errors import SafeshipError
 from safeship.observe.logging import get_logger
 from safeship.web._asgi import ASGIApp, Message, Receive, Scope, Send, send_problem
 
@@ -20,18 +22,42 @@ class _BodyTooLargeError(Exception):
     """Raised from ``receive`` once the body passed the limit."""
 
 
+class BodyLimitError(SafeshipError, ValueError):
+    """A body size limit is not a whole number of bytes >= 0."""
+
+
 class BodySizeLimitMiddleware:
     """Answer 413 to request bodies larger than ``max_body_bytes``.
 
-    A ``Content-Length`` over the limit is refused before the app runs; a streamed body
-    is counted while the app reads it and cut off at the limit.
+    A ``Content-Length`` over the limit is refused before the app runs (nothing of the
+    body is read); a streamed body is counted while the app reads it and cut off at the
+    limit. ``path_limits`` gives chosen paths (exact request paths, such as a bulk import)
+    a limit of their own.
     """
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int = 1_048_576) -> None:
-        if max_body_bytes < 0:
-            raise ValueError("max_body_bytes must be >= 0")
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int = 1_048_576,
+        path_limits: Mapping[str, int] | None = None,
+    ) -> None:
+        limits = dict(path_limits or {})
+        for name, value in (("max_body_bytes", max_body_bytes), *limits.items()):
+            if type(value) is not int or value < 0:
+                raise BodyLimitError(
+                    f"body limit {name!r} must be a whole number of bytes >= 0, got {value!r}"
+                )
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.path_limits = limits
+
+    def limit_for(self, scope: Scope) -> int:
+        """The body limit of this request's path."""
+        limits = self.path_limits
+        if limits:
+            return limits.get(scope.get("path", ""), self.max_body_bytes)
+        return self.max_body_bytes
 
     def _declared_size(self, scope: Scope) -> tuple[int | None, bool]:
         """The ``Content-Length`` (None if absent or malformed), and whether the body is
@@ -54,7 +80,7 @@ class BodySizeLimitMiddleware:
         if scope["type"] != "http":
             return True
         length, chunked = self._declared_size(scope)
-        if length is not None and length > self.max_body_bytes:
+        if length is not None and length > self.limit_for(scope):
             return False
         # HTTP/1 framing: the body is exactly Content-Length bytes (none without it),
         # and the server reads no further, so there is nothing left to count.
@@ -64,13 +90,14 @@ class BodySizeLimitMiddleware:
         if self.passes(scope):
             await self.app(scope, receive, send)
             return
+        limit = self.limit_for(scope)
         length, _ = self._declared_size(scope)
-        if length is not None and length > self.max_body_bytes:
-            await self._refuse(send)
+        if length is not None and length > limit:
+            await self._refuse(send, limit)
             return
-        await self._guarded(scope, receive, send)
+        await self._guarded(scope, receive, send, limit)
 
-    async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _guarded(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         received = 0
         exceeded = False
         started = False
@@ -80,7 +107,7 @@ class BodySizeLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
+                if received > limit:
                     exceeded = True
                     raise _BodyTooLargeError
             return message
@@ -95,14 +122,14 @@ class BodySizeLimitMiddleware:
         with contextlib.suppress(_BodyTooLargeError):
             await self.app(scope, counting_receive, guarded_send)
         if exceeded and not started:
-            await self._refuse(send)
+            await self._refuse(send, limit)
 
-    async def _refuse(self, send: Send) -> None:
+    async def _refuse(self, send: Send, limit: int) -> None:
         await send_problem(
             send,
             413,
             "Content Too Large",
-            f"the request body exceeds {self.max_body_bytes} bytes",
+            f"the request body exceeds {limit} bytes",
             headers=[(b"connection", b"close")],
         )
 

@@ -18,6 +18,7 @@ from safeship.observe.logging import (
 )
 from safeship.web._asgi import ASGIApp, Message, Receive, Scope, Send
 from safeship.web.auth import ApiKeyAuth
+from safeship.web.clients import ClientAddresses, ProxyHeader
 from safeship.web.csrf import OriginCheckMiddleware
 from safeship.web.endpoints import DEFAULT_HEALTH_PATHS, HealthEndpoints, MetricsEndpoint
 from safeship.web.express import ExpressLane
@@ -38,6 +39,7 @@ def protect(
     protected_prefixes: Iterable[str] = ("/admin", "/api"),
     auth_store: FailureStore | None = None,
     trusted_proxies: Iterable[str] = (),
+    proxy_header: ProxyHeader = "x-forwarded-for",
     allowed_origins: Iterable[str] | None = None,
     max_body_bytes: int | None = 1_048_576,
     request_timeout: float | None = 30.0,
@@ -53,8 +55,14 @@ def protect(
     API-key auth is on when keys are given (``/metrics`` is then protected when it lies
     under a protected prefix); CSRF is on when ``allowed_origins`` is given (``[]`` means
     same-origin only). Every setting is validated here, at start-up.
+
+    The client address (brute-force counts, access log, ``request.client``) is the socket
+    peer unless the peer is one of ``trusted_proxies`` (IPs or CIDR ranges, none by
+    default): then the right-most address of ``proxy_header`` that is not a trusted proxy.
     """
     keys = tuple(api_keys)
+    proxies = tuple(trusted_proxies)
+    addresses = ClientAddresses(proxies, header=proxy_header)
     digests = tuple(api_key_digests)
     if configure_logs and not is_configured() and not _root_has_handlers():
         configure_logging()
@@ -70,7 +78,8 @@ def protect(
             key_digests=digests,
             protected_prefixes=protected_prefixes,
             store=auth_store,
-            trusted_proxies=trusted_proxies,
+            trusted_proxies=proxies,
+            proxy_header=proxy_header,
         )
         layers.append(wrapped)
     if allowed_origins is not None:
@@ -101,7 +110,8 @@ def protect(
         request_ids,
         observe,
         timeout,
-        lane=ExpressLane.build(app, layers, request_ids),
+        addresses=addresses,
+        lane=ExpressLane.build(app, layers, request_ids, addresses),
     )
 
 
@@ -113,7 +123,9 @@ class ProtectedApp:
     instead of three, which matters on every request. With a ``lane`` (an `ExpressLane`
     over the guards between these layers and the user's app), a request every guard
     would pass untouched goes to the app directly; any other goes through the guards,
-    which answer it (probes, 401, 413...) as they do on their own.
+    which answer it (probes, 401, 413...) as they do on their own. Either way the
+    client address is settled first (`ClientAddresses.settle`): every layer, the access
+    log and the app read the same one.
     """
 
     def __init__(
@@ -123,9 +135,11 @@ class ProtectedApp:
         observe: ObserveMiddleware | None,
         timeout: TimeoutMiddleware | None,
         *,
+        addresses: ClientAddresses | None = None,
         lane: ExpressLane | None = None,
     ) -> None:
         self.app = app
+        self.addresses = addresses or ClientAddresses()
         self.request_ids = request_ids
         self._id_header = request_ids.header_key
         self.observe = observe
@@ -147,6 +161,7 @@ class ProtectedApp:
         incoming = None if lane is None else lane.look(scope)
         if incoming is None:
             target = self.app
+            self.addresses.settle(scope)
             rid, encoded = self.request_ids.assign(scope)
         else:
             target = lane.app  # type: ignore[union-attr]  # a lane gave ``incoming``
