@@ -46,22 +46,36 @@ class GuardAgent:
         self._thread: threading.Thread | None = None
 
     def tick(self) -> list[Decision]:
-        """Flush, evaluate and sync every rollout once; return the decisions applied here."""
+        """Flush, evaluate and sync every rollout once; return the decisions applied here.
+
+        Each rollout is handled on its own: an error with one (its row, its window, the
+        database for a moment) is logged and never keeps the others from being guarded.
+        """
         decisions: list[Decision] = []
-        for name, rollout in self.rollouts.items():
-            drained = rollout.recorder.drain()
-            if drained is not None:
-                control, candidate = drained
-                self.guard.record_window(
-                    name, process=self.process, control=control, candidate=candidate
+        for rollout in list(self.rollouts.values()):
+            try:
+                decision = self._tick_one(rollout)
+            except Exception:  # one rollout's failure must not unguard the others
+                logger.exception(
+                    "rollout.agent_rollout_failed",
+                    extra={"rollout": rollout.name, "agent_process": self.process},
                 )
-            self._ship_shadow(rollout)
-            if self.evaluate:
-                decision = self.guard.evaluate(name)
-                if decision is not None:
-                    decisions.append(decision)
-            self._sync(rollout)
+                continue
+            if decision is not None:
+                decisions.append(decision)
         return decisions
+
+    def _tick_one(self, rollout: Rollout) -> Decision | None:
+        drained = rollout.recorder.drain()
+        if drained is not None:
+            control, candidate = drained
+            self.guard.record_window(
+                rollout.name, process=self.process, control=control, candidate=candidate
+            )
+        self._ship_shadow(rollout)
+        decision = self.guard.evaluate(rollout.name) if self.evaluate else None
+        self._sync(rollout)
+        return decision
 
     def _ship_shadow(self, rollout: Rollout) -> None:
         """Store what the rollout's shadow runs added since the last tick.  A failure loses
@@ -74,7 +88,8 @@ class GuardAgent:
                 )
         except Exception:
             logger.exception(
-                "rollout.shadow_ship_failed rollout=%s process=%s", rollout.name, self.process
+                "rollout.shadow_ship_failed",
+                extra={"rollout": rollout.name, "agent_process": self.process},
             )
 
     def _sync(self, rollout: Rollout) -> None:
@@ -97,8 +112,8 @@ class GuardAgent:
         while not self._stop.wait(self.interval):
             try:
                 self.tick()
-            except Exception:
-                logger.exception("rollout.agent_tick_failed process=%s", self.process)
+            except Exception:  # the loop outlives any tick; tick() already isolates rollouts
+                logger.exception("rollout.agent_tick_failed", extra={"agent_process": self.process})
 
     def close(self) -> None:
         self._stop.set()
@@ -107,5 +122,7 @@ class GuardAgent:
             self._thread = None
         try:
             self.tick()
-        except Exception:  # noqa: BLE001 - last flush is best effort at shutdown
-            logger.warning("rollout.agent_final_flush_failed process=%s", self.process)
+        except Exception:  # last flush is best effort at shutdown: logged, close goes on
+            logger.exception(
+                "rollout.agent_final_flush_failed", extra={"agent_process": self.process}
+            )

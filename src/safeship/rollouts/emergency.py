@@ -17,7 +17,6 @@ from typing import Any, Literal
 from safeship.db.audit import record_audit
 from safeship.observe.logging import ALERT
 from safeship.rollouts.guard import (
-    RolloutConflictError,
     RolloutFinishedError,
     RolloutGuard,
     RolloutNotFoundError,
@@ -28,7 +27,6 @@ __all__ = ["EmergencyReport", "RolloutOutcome", "emergency_rollback"]
 logger = logging.getLogger("safeship.rollouts")
 
 Outcome = Literal["rolled_back", "already_finished", "failed"]
-CONFLICT_RETRIES = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,23 +78,18 @@ def _describe(exc: BaseException) -> str:
 
 
 def roll_back_one(guard: RolloutGuard, name: str, *, actor: str, reason: str) -> RolloutOutcome:
-    """Roll back ``name``; a rollout another writer moves meanwhile is re-read and rolled
-    back from its new state.  Never raises: a failure is the outcome, with its error."""
-    for _ in range(CONFLICT_RETRIES):
-        try:
-            guard.operate(name, "rollback", actor=actor, reason=reason)
-        except RolloutFinishedError as exc:
-            return RolloutOutcome(name, "already_finished", status=exc.status)
-        except RolloutNotFoundError:
-            return RolloutOutcome(name, "already_finished", error="no longer exists")
-        except RolloutConflictError:
-            continue  # correct: moved by another writer meanwhile; re-read and undo again
-        except Exception as exc:  # reported per rollout, the others go on
-            logger.exception("rollout.emergency_rollback_failed", extra={"rollout": name})
-            return RolloutOutcome(name, "failed", error=_describe(exc))
-        return RolloutOutcome(name, "rolled_back", status="rolled_back")
-    error = f"kept changing under {CONFLICT_RETRIES} attempts to roll it back"
-    return RolloutOutcome(name, "failed", error=error)
+    """Roll back ``name`` (``operate`` re-reads and retries when another writer moves it
+    meanwhile).  Never raises: a failure is the outcome, with its error."""
+    try:
+        guard.operate(name, "rollback", actor=actor, reason=reason)
+    except RolloutFinishedError as exc:
+        return RolloutOutcome(name, "already_finished", status=exc.status)
+    except RolloutNotFoundError:
+        return RolloutOutcome(name, "already_finished", error="no longer exists")
+    except Exception as exc:  # reported per rollout, the others go on
+        logger.exception("rollout.emergency_rollback_failed", extra={"rollout": name})
+        return RolloutOutcome(name, "failed", error=_describe(exc))
+    return RolloutOutcome(name, "rolled_back", status="rolled_back")
 
 
 def _live_names(guard: RolloutGuard, problems: list[str]) -> list[str]:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -53,6 +55,8 @@ DECISIONS = Counter(
 
 OPERATIONS = ("pause", "resume", "advance", "rollback", "abort", "promote")
 LIVE = ("running", "paused")
+UNDO = ("rollback", "abort")
+UNDO_ATTEMPTS = 5
 
 
 class RolloutNotFoundError(SafeshipError, KeyError):
@@ -154,6 +158,20 @@ def _record(row: sa.RowMapping) -> RolloutRecord:
         settings=GuardSettings(**row["settings"]),
         version=row["version"],
     )
+
+
+_TRANSITION_LOCKS: weakref.WeakKeyDictionary[sa.Engine, threading.RLock] = (
+    weakref.WeakKeyDictionary()
+)
+_LOCKS_GUARD = threading.Lock()
+
+
+def _transition_lock(engine: sa.Engine) -> threading.RLock:
+    with _LOCKS_GUARD:
+        lock = _TRANSITION_LOCKS.get(engine)
+        if lock is None:
+            lock = _TRANSITION_LOCKS[engine] = threading.RLock()
+        return lock
 
 
 class _Slot:
@@ -389,7 +407,10 @@ class RolloutGuard:
     def _locked(
         self, name: str, *, wait: bool
     ) -> Iterator[tuple[sa.Connection, RolloutRecord | None]]:
-        with self.engine.begin() as conn:
+        # A transition holds its row's connection while the flag store and the window
+        # reads take more: one transition at a time per process and engine, so a burst
+        # of concurrent requests cannot drain the pool and deadlock it.
+        with _transition_lock(self.engine), self.engine.begin() as conn:
             query = sa.select(rollouts).where(rollouts.c.name == name)
             if conn.dialect.name == "postgresql":
                 query = query.with_for_update(skip_locked=not wait)
@@ -558,15 +579,26 @@ class RolloutGuard:
         """
         if action not in OPERATIONS:
             raise ValueError(f"action must be one of {', '.join(OPERATIONS)}, got {action!r}")
-        try:
-            with self._locked(name, wait=True) as (conn, record):
-                record = self._operable(name, record, action, expected_version)
-                decision = self._operate(conn, record, action, actor, reason, self._now())
-        except RolloutConflictError:
-            self._reconcile_flag(name, actor)
-            raise
-        self._after(decision)
-        return decision
+        # Undoing applies to whatever state a concurrent writer left: re-read and retry.
+        attempts = UNDO_ATTEMPTS if action in UNDO and expected_version is None else 1
+        while True:
+            try:
+                decision = self._operate_once(name, action, actor, reason, expected_version)
+            except RolloutConflictError:
+                self._reconcile_flag(name, actor)
+                attempts -= 1
+                if attempts == 0:
+                    raise
+                continue
+            self._after(decision)
+            return decision
+
+    def _operate_once(
+        self, name: str, action: str, actor: str, reason: str | None, expected: int | None
+    ) -> Decision:
+        with self._locked(name, wait=True) as (conn, record):
+            record = self._operable(name, record, action, expected)
+            return self._operate(conn, record, action, actor, reason, self._now())
 
     def _operable(
         self, name: str, record: RolloutRecord | None, action: str, expected: int | None

@@ -308,15 +308,18 @@ class PrometheusAgent:
         for name in self.names:
             try:
                 reading = self.source.prepare(name)
-            except PrometheusError as exc:
+            except Exception as exc:  # noqa: BLE001 - unreadable now (logged once); others go on
                 if name not in self._failing:
                     self._failing.add(name)
-                    logger.warning("rollout.prometheus_read_failed rollout=%s error=%s", name, exc)
+                    logger.warning(
+                        "rollout.prometheus_read_failed",
+                        extra={"rollout": name, "error": f"{type(exc).__name__}: {exc}"},
+                    )
                 reading = None
             else:
                 if name in self._failing:
                     self._failing.discard(name)
-                    logger.info("rollout.prometheus_read_recovered rollout=%s", name)
+                    logger.info("rollout.prometheus_read_recovered", extra={"rollout": name})
             try:
                 if reading is not None:
                     self.guard.record_window(
@@ -329,7 +332,7 @@ class PrometheusAgent:
                     if decision is not None:
                         decisions.append(decision)
             except Exception:
-                logger.exception("rollout.prometheus_record_failed rollout=%s", name)
+                logger.exception("rollout.prometheus_record_failed", extra={"rollout": name})
         return decisions
 
     def start(self) -> None:

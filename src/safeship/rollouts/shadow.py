@@ -292,7 +292,7 @@ class ShadowRunner:
                 try:
                     self._run_queued(*items.popleft())
                 except Exception:  # the worker must outlive any one comparison
-                    logger.exception("rollout.shadow_worker_error rollout=%s", self.name)
+                    logger.exception("rollout.shadow_worker_error", extra={"rollout": self.name})
             if self._closing:
                 return
             self._wake.clear()
