@@ -25,6 +25,8 @@ pages = APIRouter(include_in_schema=False)
 Key = Annotated[str | None, Query(min_length=1, max_length=255), AfterValidator(clean_param)]
 KeyText = Annotated[Text | None, Field(min_length=1, max_length=255)]
 CHART_WIDTH, CHART_HEIGHT = 600, 120
+#: The most dead letters one purge may confirm (the API body and the dashboard form).
+MAX_PURGE = 10_000_000
 _HISTORY_LOCK = threading.Lock()
 
 
@@ -69,7 +71,7 @@ class RetryBody(Selection):
 
 
 class PurgeBody(Selection):
-    expected: Whole = Field(ge=0, le=10_000_000, description="How many you confirm deleting.")
+    expected: Whole = Field(ge=0, le=MAX_PURGE, description="How many you confirm deleting.")
 
 
 class Count(BaseModel):
@@ -217,7 +219,7 @@ def retry_form(
 @pages.post("/outbox/purge")
 def purge_form(
     request: Request,
-    expected: Annotated[int, Form(ge=0)] = 0,
+    expected: Annotated[int, Form(ge=0, le=MAX_PURGE)] = 0,
     csrf_token: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
     session = admin_form_session(request, csrf_token)
