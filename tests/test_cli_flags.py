@@ -67,3 +67,24 @@ def test_import_and_export_files(tmp_path: Path) -> None:
     assert code == 2 and "cannot read" in output
     code, output = run(url, "stale", "--days", "1")
     assert code == 0
+
+
+def test_an_edit_with_a_stale_version_is_refused_and_changes_nothing(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'v.db'}"
+    run(url, "create", "f")
+    read = json.loads(run(url, "get", "f")[1])["version"]
+    assert run(url, "enable", "f", "--if-version", str(read))[0] == 0
+    code, output = run(url, "rollout", "f", "10%", "--if-version", str(read))
+    assert code == 3 and "changed since it was read" in output
+    assert json.loads(run(url, "get", "f")[1])["rollout_percent"] == 100.0
+
+
+def test_lookalike_names_are_refused(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'n.db'}"
+    for name in ("pay\u202ement", "cafe\u0301", "zero\u200bwidth", "ｆｌａｇ"):
+        code, output = run(url, "create", name)
+        assert code == 2 and "is not allowed" in output, output
+    state = tmp_path / "state.json"
+    state.write_text(json.dumps({"features": [{"name": "caf\u00e9"}]}))
+    code, output = run(url, "import", str(state))
+    assert code == 2 and "features[0].name" in output

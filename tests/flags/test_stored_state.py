@@ -191,3 +191,34 @@ def test_a_bad_segment_written_around_the_store_breaks_only_the_flags_using_it(
         assert client.is_enabled("other") and not client.is_enabled("seg")
         fresh = FlagClient(store=store, start=False)
         assert fresh.refresh() and fresh.is_enabled("other")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "caf\u00e9",  # NFC
+        "cafe\u0301",  # NFD
+        "pay\u202etnemyap",  # right-to-left override
+        "check\u200bout",  # zero-width space
+        "\u0441heckout",  # Cyrillic es
+        "ｃheckout",  # full-width
+        "a b",
+        ".",
+        "..",
+        "x" * 201,
+        "",
+    ],
+)
+def test_lookalike_and_malformed_names_are_refused_everywhere(store: FlagStore, name: str) -> None:
+    with pytest.raises(FlagDefinitionError, match="name"):
+        store.create(name, actor="t")
+    with pytest.raises(FlagDefinitionError) as caught:
+        store.import_unleash({"features": [{"name": name}]}, actor="t")
+    assert caught.value.field == "features[0].name"
+    assert store.all() == []
+
+
+def test_the_names_unleash_allows_import(store: FlagStore) -> None:
+    names = ["dx.feature.1-135", "my_flag~2", "Feature(1)!", "it's*", "ns:flag", "x" * 100]
+    imported = store.import_unleash({"features": [{"name": n} for n in names]}, actor="t")
+    assert imported == names

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import re
+import threading
+from collections.abc import Callable, Iterator
 
+import httpx
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from tests.server.support import ADMIN_KEY, READ_KEY, admin_headers, read_headers
@@ -161,3 +165,218 @@ def test_dashboard_kill_switch_needs_typed_confirmation(client: TestClient) -> N
     client.post("/flags-kill", data={"csrf_token": token, "reason": "drill", "confirm": "KILL"})
     assert client.get("/api/v1/flags/k", headers=read_headers()).json()["enabled"] is False
     assert "Kill switch engaged" in client.get("/flags").text
+
+
+# -- races, versions and odd values against a real server ----------------------------
+
+
+@pytest.fixture
+def served_url(database_url: str, engine: object) -> Iterator[str]:
+    from safeship.server import create_app
+    from tests.server.support import make_settings
+    from tests.support.browser import served
+
+    with served(create_app(make_settings(database_url), engine=engine)) as base:  # type: ignore[arg-type]
+        yield base
+
+
+def _at_once(count: int, call: Callable[[httpx.Client, int], httpx.Response]) -> list[int]:
+    """``count`` calls started together from as many threads; their status codes."""
+    barrier = threading.Barrier(count)
+    statuses: list[int] = []
+
+    def run(index: int) -> None:
+        with httpx.Client(timeout=30) as http:
+            barrier.wait()
+            statuses.append(call(http, index).status_code)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return statuses
+
+
+def test_twenty_concurrent_creates_of_one_flag_give_one_201_and_nineteen_409(
+    served_url: str,
+) -> None:
+    statuses = _at_once(
+        20,
+        lambda http, _: http.post(
+            served_url + "/api/v1/flags", json={"name": "race"}, headers=admin_headers()
+        ),
+    )
+    assert sorted(statuses) == [201] + [409] * 19
+
+
+def test_concurrent_imports_of_new_flags_never_answer_500(served_url: str) -> None:
+    state = {"features": [{"name": "imported", "enabled": True}]}
+    statuses = _at_once(
+        10,
+        lambda http, _: http.post(
+            served_url + "/api/v1/flags/import", json=state, headers=admin_headers()
+        ),
+    )
+    assert statuses == [200] * 10
+
+
+def test_concurrent_puts_from_one_read_version_lose_no_update(served_url: str) -> None:
+    with httpx.Client(base_url=served_url) as http:
+        http.post("/api/v1/flags", json={"name": "edited"}, headers=admin_headers())
+        read = http.get("/api/v1/flags/edited", headers=read_headers())
+    tag = read.headers["ETag"]
+
+    def put(http: httpx.Client, index: int) -> httpx.Response:
+        return http.put(
+            served_url + "/api/v1/flags/edited",
+            json={"description": f"writer {index}"},
+            headers={**admin_headers(), "If-Match": tag},
+        )
+
+    statuses = _at_once(10, put)
+    assert sorted(statuses) == [200] + [412] * 9
+    with httpx.Client(base_url=served_url) as http:
+        audit = http.get("/api/v1/flags/edited/history", headers=read_headers()).json()
+    assert [entry["action"] for entry in audit] == ["flag.update", "flag.create"]
+
+
+def test_a_stale_version_is_refused_with_the_current_one(client: TestClient) -> None:
+    created = create(client, "v")
+    first = client.get("/api/v1/flags/v", headers=read_headers())
+    assert first.headers["ETag"] == f'"{created["version"]}"'
+    ok = client.put(
+        "/api/v1/flags/v",
+        json={"owner": "a"},
+        headers={**admin_headers(), "If-Match": first.headers["ETag"]},
+    )
+    assert ok.status_code == 200 and ok.headers["ETag"] == f'"{ok.json()["version"]}"'
+    stale = client.patch(
+        "/api/v1/flags/v",
+        json={"owner": "b"},
+        headers={**admin_headers(), "If-Match": first.headers["ETag"]},
+    )
+    assert stale.status_code == 412
+    assert stale.json()["current_version"] == ok.json()["version"]
+    body_stale = client.post(
+        "/api/v1/flags/v/rollout",
+        json={"percent": 5, "version": created["version"]},
+        headers=admin_headers(),
+    )
+    assert body_stale.status_code == 409
+    assert body_stale.json()["current_version"] == ok.json()["version"]
+    gone = client.request(
+        "DELETE", "/api/v1/flags/v", json={"version": created["version"]}, headers=admin_headers()
+    )
+    assert gone.status_code == 409
+    assert client.get("/api/v1/flags/v", headers=read_headers()).json()["owner"] == "a"
+
+
+ODD_BODIES = [
+    ("/api/v1/flags", {"name": "nul\x00"}, "body.name"),
+    ("/api/v1/flags", {"name": "ok", "description": "a\x00b"}, "body.description"),
+    ("/api/v1/flags", {"name": "ok", "owner": "\x00"}, "body.owner"),
+    ("/api/v1/flags", {"name": "ok", "reason": "\x00"}, "body.reason"),
+    ("/api/v1/flags", {"name": "ok", "safe_value": 0}, "body.safe_value"),
+    ("/api/v1/flags", {"name": "ok", "lifetime_days": False}, "body.lifetime_days"),
+    ("/api/v1/flags", {"name": "ok", "lifetime_days": "30"}, "body.lifetime_days"),
+    ("/api/v1/flags", {"name": 5}, "body.name"),
+    ("/api/v1/flags", {"name": "ok", "definition": {"x": "\x00"}}, "body.definition"),
+    ("/api/v1/flags", {"name": "a\u202eb"}, "body.name"),
+    ("/api/v1/flags", {"name": "e\u0301"}, "body.name"),
+    ("/api/v1/flags", {"name": "a\u200bb"}, "body.name"),
+    ("/api/v1/flags/f/rollout", {"percent": False}, "body.percent"),
+    ("/api/v1/flags/f/rollout", {"percent": "50"}, "body.percent"),
+    ("/api/v1/flags/f/rollout", {"percent": 5, "version": 10**23}, "body.version"),
+    ("/api/v1/flags/f/target", {"values": ["\x00"]}, "body.values.0"),
+    ("/api/v1/flags/f/schedule", {"enable_at": "0001-01-01T00:00:00+14:00"}, "body.enable_at"),
+    ("/api/v1/flags/f/schedule", {"disable_at": 1700000000}, "body.disable_at"),
+    ("/api/v1/flags/import", {"features": [], "segments": [{"id": 10**23}]}, "body.segments[0].id"),
+    (
+        "/api/v1/flags/import",
+        {"features": [], "segments": [{"constraints": []}]},
+        "body.segments[0].id",
+    ),
+    (
+        "/api/v1/flags/import",
+        {"features": [], "segments": [{"id": 1, "constraints": "x"}]},
+        "body.segments[0].constraints",
+    ),
+    ("/api/v1/flags/evaluate", {"name": "f", "context": {"userId": "\x00"}}, "body.context"),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "field"), ODD_BODIES)
+def test_odd_values_are_a_422_naming_the_field(
+    client: TestClient, path: str, body: dict[str, object], field: str
+) -> None:
+    create(client, "f")
+    before = client.get("/api/v1/flags/export", headers=read_headers()).json()
+    response = client.post(path, json=body, headers=admin_headers())
+    assert response.status_code == 422, response.text
+    problems = response.json()["detail"]
+    assert response.json()["error"] == "invalid"
+    assert [p["field"] for p in problems][:1] == [field], problems
+    assert client.get("/api/v1/flags/export", headers=read_headers()).json() == before
+
+
+def test_a_nul_in_a_path_or_query_is_a_422(client: TestClient) -> None:
+    assert client.get("/api/v1/flags/a%00b", headers=read_headers()).status_code == 422
+    create(client, "f")
+    deleted = client.delete("/api/v1/flags/f?reason=%00", headers=admin_headers())
+    assert deleted.status_code == 422
+
+
+def test_the_documented_422_body_is_the_real_one(client: TestClient) -> None:
+    schema = client.get("/api/openapi.json").json()
+    documented = schema["components"]["schemas"]["HTTPValidationError"]
+    real = client.post("/api/v1/flags", json={"name": 5}, headers=admin_headers()).json()
+    assert set(documented["required"]) == set(real)
+    item = schema["components"]["schemas"]["ValidationError"]
+    assert set(item["required"]) == set(real["detail"][0])
+
+
+def test_evaluate_answers_while_a_segment_stored_around_the_store_is_unusable(
+    client: TestClient, engine: sa.Engine
+) -> None:
+    from safeship.db.schema import flag_segments
+
+    create(client, "plain", definition={"enabled": True})
+    with engine.begin() as conn:
+        conn.execute(sa.insert(flag_segments).values(id=3, definition={"constraints": "x"}))
+    answer = client.post("/api/v1/flags/evaluate", json={"name": "plain"}, headers=read_headers())
+    assert answer.status_code == 200 and answer.json()["enabled"] is True
+
+
+def test_dashboard_forms_send_the_version_they_showed_and_a_stale_one_is_refused(
+    client: TestClient,
+) -> None:
+    create(client, "dash-stale")
+    token = _sign_in(client, ADMIN_KEY)
+    page = client.get("/flags").text
+    shown = re.findall(r'name="version" value="(\d+)"', page)
+    assert len(shown) == 2  # the toggle and the rollout form
+    client.post("/api/v1/flags/dash-stale/enable", json={}, headers=admin_headers())
+    stale = client.post("/flags/dash-stale/toggle", data={"csrf_token": token, "version": shown[0]})
+    assert stale.status_code == 409 and "reload" in stale.text
+    stale_rollout = client.post(
+        "/flags/dash-stale/rollout",
+        data={"csrf_token": token, "percent": "10", "version": shown[1]},
+    )
+    assert stale_rollout.status_code == 409
+    flag = client.get("/api/v1/flags/dash-stale", headers=read_headers()).json()
+    assert flag["enabled"] and flag["rollout_percent"] == 100.0
+
+
+def test_concurrent_creates_of_one_api_key_give_one_201_and_the_rest_409(
+    served_url: str,
+) -> None:
+    statuses = _at_once(
+        10,
+        lambda http, _: http.post(
+            served_url + "/api/v1/keys",
+            json={"name": "racer", "scope": "read"},
+            headers=admin_headers(),
+        ),
+    )
+    assert sorted(statuses) == [201] + [409] * 9

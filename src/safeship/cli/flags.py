@@ -13,13 +13,29 @@ from rich.table import Table
 
 from safeship.cli._common import DatabaseOption, fail, or_fail, out, settings_or_exit
 from safeship.flags.authoring import FlagDefinitionError
-from safeship.flags.store import FlagExistsError, FlagNotFoundError, FlagRecord, FlagStore
+from safeship.flags.store import (
+    FlagExistsError,
+    FlagInUseError,
+    FlagNotFoundError,
+    FlagRecord,
+    FlagStore,
+    FlagVersionError,
+)
 from safeship.settings import flag_key
 
 flags_app = typer.Typer(
     help="Feature flags: list, change, roll out, kill switch.", no_args_is_help=True
 )
 Reason = Annotated[str | None, typer.Option(help="Why, for the audit trail.")]
+IfVersion = Annotated[
+    int | None,
+    typer.Option(
+        "--if-version",
+        min=1,
+        help="Change only if the flag is still at this version (as `flags get` showed); "
+        "exit 3 if it changed since.",
+    ),
+]
 
 
 def _store(database_url: str | None) -> FlagStore:
@@ -44,7 +60,9 @@ def _run(fn: Any) -> Any:
             return fn()
         except FlagNotFoundError as exc:
             fail(str(exc), code=1)
-        except (FlagExistsError, FlagDefinitionError) as exc:
+        except FlagVersionError as exc:
+            fail(str(exc), code=3)
+        except (FlagExistsError, FlagInUseError, FlagDefinitionError) as exc:
             fail(str(exc))
 
     return or_fail(translated)
@@ -120,17 +138,39 @@ def create(
 
 
 @flags_app.command("enable")
-def enable(name: str, reason: Reason = None, database_url: DatabaseOption = None) -> None:
+def enable(
+    name: str,
+    reason: Reason = None,
+    if_version: IfVersion = None,
+    database_url: DatabaseOption = None,
+) -> None:
     """Turn a flag on."""
     store = _store(database_url)
-    _show(_run(lambda: store.set_enabled(name, True, actor=actor(), reason=reason)))
+    _show(
+        _run(
+            lambda: store.set_enabled(
+                name, True, actor=actor(), reason=reason, expected_version=if_version
+            )
+        )
+    )
 
 
 @flags_app.command("disable")
-def disable(name: str, reason: Reason = None, database_url: DatabaseOption = None) -> None:
+def disable(
+    name: str,
+    reason: Reason = None,
+    if_version: IfVersion = None,
+    database_url: DatabaseOption = None,
+) -> None:
     """Turn a flag off."""
     store = _store(database_url)
-    _show(_run(lambda: store.set_enabled(name, False, actor=actor(), reason=reason)))
+    _show(
+        _run(
+            lambda: store.set_enabled(
+                name, False, actor=actor(), reason=reason, expected_version=if_version
+            )
+        )
+    )
 
 
 @flags_app.command("rollout")
@@ -144,6 +184,7 @@ def rollout(
         ),
     ] = "default",
     reason: Reason = None,
+    if_version: IfVersion = None,
     database_url: DatabaseOption = None,
 ) -> None:
     """Roll a flag out to a percentage, sticky on a field."""
@@ -151,7 +192,12 @@ def rollout(
     _show(
         _run(
             lambda: store.rollout(
-                name, percent, actor=actor(), stickiness=stickiness, reason=reason
+                name,
+                percent,
+                actor=actor(),
+                stickiness=stickiness,
+                reason=reason,
+                expected_version=if_version,
             )
         )
     )
@@ -163,11 +209,18 @@ def target(
     values: Annotated[list[str], typer.Argument(help="Ids to turn the flag on for.")],
     field: Annotated[str, typer.Option(help="Context field: userId, tenantId, ...")] = "userId",
     reason: Reason = None,
+    if_version: IfVersion = None,
     database_url: DatabaseOption = None,
 ) -> None:
     """Turn a flag on for listed user or tenant ids."""
     store = _store(database_url)
-    _show(_run(lambda: store.target(name, values, actor=actor(), field=field, reason=reason)))
+    _show(
+        _run(
+            lambda: store.target(
+                name, values, actor=actor(), field=field, reason=reason, expected_version=if_version
+            )
+        )
+    )
 
 
 @flags_app.command("kill")

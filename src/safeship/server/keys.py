@@ -164,9 +164,12 @@ def create_key(
         raise KeyError(f"a key named {name!r} exists; revoke it or choose another name")
     key = new_key()
     now = datetime.now(UTC)
-    conn.execute(
-        sa.insert(api_keys).values(name=name, scope=scope, digest=hash_key(key), created_at=now)
-    )
+    try:
+        conn.execute(
+            sa.insert(api_keys).values(name=name, scope=scope, digest=hash_key(key), created_at=now)
+        )
+    except sa.exc.IntegrityError:  # created by a concurrent call since the check above
+        raise KeyError(f"a key named {name!r} exists; revoke it or choose another name") from None
     record_audit(
         conn,
         actor=actor,

@@ -1,5 +1,7 @@
 """Dashboard pages for flags: the list with toggles and rollout sliders, one flag's history,
-and the kill switch.  Writes need an admin session and the session's CSRF token."""
+and the kill switch.  Writes need an admin session and the session's CSRF token; the edit
+forms send the version of the flag the page showed, so an edit made on a page that is out
+of date is refused (409) instead of overwriting a change made since."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
 from safeship.flags.authoring import FlagDefinitionError
-from safeship.flags.store import FlagNotFoundError
+from safeship.flags.store import FlagNotFoundError, FlagVersionError
 from safeship.server.routes.dashboard import admin_form_session, page_session, render
 from safeship.server.routes.flags_api import flag_out
 from safeship.server.state import plane
@@ -17,6 +19,7 @@ from safeship.server.state import plane
 router = APIRouter(include_in_schema=False)
 Csrf = Annotated[str, Form(max_length=200)]
 ReasonField = Annotated[str, Form(max_length=2000)]
+VersionField = Annotated[int | None, Form(ge=1, le=2**62)]
 
 
 @router.get("/flags")
@@ -53,9 +56,21 @@ def _done(message: str) -> Response:
     return RedirectResponse(f"/flags?m={message}", status_code=303)
 
 
+def _stale(request: Request, exc: FlagVersionError) -> Response:
+    message = (
+        f"{exc.name} changed since this page was loaded (now version {exc.current}); "
+        "reload the page and try again."
+    )
+    return render(request, "error.html", 409, message=message)
+
+
 @router.post("/flags/{name}/toggle")
 def toggle(
-    request: Request, name: str, csrf_token: Csrf = "", reason: ReasonField = ""
+    request: Request,
+    name: str,
+    csrf_token: Csrf = "",
+    reason: ReasonField = "",
+    version: VersionField = None,
 ) -> Response:
     session = admin_form_session(request, csrf_token)
     if isinstance(session, Response):
@@ -64,10 +79,16 @@ def toggle(
     try:
         record = cp.flags.get(name)
         cp.flags.set_enabled(
-            name, not record.enabled, actor=session.name, reason=reason or "dashboard toggle"
+            name,
+            not record.enabled,
+            actor=session.name,
+            reason=reason or "dashboard toggle",
+            expected_version=version,
         )
     except FlagNotFoundError:
         return render(request, "error.html", 404, message=f"No flag named {name!r}.")
+    except FlagVersionError as exc:
+        return _stale(request, exc)
     return _done(f"{name} turned {'off' if record.enabled else 'on'}")
 
 
@@ -78,16 +99,23 @@ def rollout(
     percent: Annotated[str, Form(max_length=10)] = "",
     csrf_token: Csrf = "",
     reason: ReasonField = "",
+    version: VersionField = None,
 ) -> Response:
     session = admin_form_session(request, csrf_token)
     if isinstance(session, Response):
         return session
     try:
         plane(request).flags.rollout(
-            name, percent, actor=session.name, reason=reason or "dashboard rollout"
+            name,
+            percent,
+            actor=session.name,
+            reason=reason or "dashboard rollout",
+            expected_version=version,
         )
     except FlagNotFoundError:
         return render(request, "error.html", 404, message=f"No flag named {name!r}.")
+    except FlagVersionError as exc:
+        return _stale(request, exc)
     except FlagDefinitionError as exc:
         return render(request, "error.html", 422, message=str(exc))
     return _done(f"{name} rolled out to {percent}%")
