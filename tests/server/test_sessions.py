@@ -11,7 +11,9 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 
+from safeship.cli import app as cli
 from safeship.db.schema import api_keys
 from safeship.server import create_app
 from safeship.settings import Settings, load_settings
@@ -176,3 +178,20 @@ def test_sessions_are_stored_as_digests_and_expired_ones_are_cleaned(
     sign_in(plane_client, READ_KEY)
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM safeship_sessions")).scalar() == 1
+
+
+def test_the_cli_revokes_a_settings_key_and_its_sessions(
+    plane_client: TestClient, database_url: str
+) -> None:
+    sign_in(plane_client, READ_KEY)
+    cookie = plane_client.cookies[COOKIE]
+    env = {
+        "SAFESHIP_DATABASE_URL": database_url,
+        "SAFESHIP_ADMIN_KEYS": f"reader:read:{READ_KEY},operator:admin:{ADMIN_KEY}",
+        "SAFESHIP_SESSION_SECRET": SESSION_SECRET,
+    }
+    result = CliRunner().invoke(cli, ["keys", "revoke", "reader", "--reason", "leaked"], env=env)
+    assert result.exit_code == 0, result.output
+    assert _replay(plane_client, cookie).get("/api/v1/me").status_code == 401
+    again = CliRunner().invoke(cli, ["keys", "revoke", "reader"], env=env)
+    assert again.exit_code == 1 and "no active key named 'reader'" in again.output

@@ -177,15 +177,18 @@ def keys_create(
     engine = create_engine(settings=settings)
 
     def run() -> str:
-        upgrade(engine)
-        with engine.begin() as conn:
-            return create_key(
-                conn,
-                name=name,
-                scope=scope,  # type: ignore[arg-type]  # checked above: read or admin
-                actor="cli",
-                reason=reason,
-            )
+        try:
+            upgrade(engine)
+            with engine.begin() as conn:
+                return create_key(
+                    conn,
+                    name=name,
+                    scope=scope,  # type: ignore[arg-type]  # checked above: read or admin
+                    actor="cli",
+                    reason=reason,
+                )
+        finally:
+            engine.dispose()  # no pooled connection left for the garbage collector
 
     key = or_fail(run)
     out.print(f"{name} ({scope}): {key}\nStore it now: it is not shown again.", highlight=False)
@@ -201,8 +204,11 @@ def keys_list(database_url: DatabaseOption = None) -> None:
     engine = create_engine(settings=settings)
 
     def run() -> list[dict[str, object]]:
-        with engine.connect() as conn:
-            return list_keys(conn)
+        try:
+            with engine.connect() as conn:
+                return list_keys(conn)
+        finally:
+            engine.dispose()
 
     for key in or_fail(run):
         state = "revoked" if key["revoked"] else "active"
@@ -224,10 +230,13 @@ def keys_revoke(
     settings_key = KeyRing(settings, None).settings_key(name)
 
     def run() -> bool:
-        with engine.begin() as conn:
-            return revoke_key(
-                conn, name=name, actor="cli", reason=reason, settings_key=settings_key
-            )
+        try:
+            with engine.begin() as conn:
+                return revoke_key(
+                    conn, name=name, actor="cli", reason=reason, settings_key=settings_key
+                )
+        finally:
+            engine.dispose()
 
     if not or_fail(run):
         fail(f"no active key named {name!r}", code=1)
