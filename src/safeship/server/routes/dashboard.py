@@ -81,6 +81,8 @@ def login_form(request: Request) -> Response:
 @router.post("/login", response_class=HTMLResponse)
 async def login(request: Request, key: Annotated[str, Form(max_length=512)] = "") -> Response:
     cp = plane(request)
+    # Async routes look the session up off the event loop (render reads it, kept by then).
+    await run_in_threadpool(request_session, request)
     if not _same_origin(request):
         return render(request, "login.html", 403, error="Cross-site sign-in refused.")
     try:
@@ -91,7 +93,10 @@ async def login(request: Request, key: Annotated[str, Form(max_length=512)] = ""
         )
     if principal is None:
         return render(request, "login.html", 401, error="That key is not valid.")
-    cookie, _ = await run_in_threadpool(cp.sessions.issue, principal)
+    try:
+        cookie, _ = await run_in_threadpool(cp.sessions.issue, principal)
+    except LookupError:  # the key was revoked between the check and the session
+        return render(request, "login.html", 401, error="That key is not valid.")
     response = RedirectResponse("/", status_code=303)
     response.set_cookie(
         COOKIE_NAME,
@@ -125,7 +130,7 @@ def _recent_audit(engine: sa.Engine) -> list[dict[str, object]]:
 
 @router.get("/", response_class=HTMLResponse)
 async def overview(request: Request) -> Response:
-    if _session(request) is None:
+    if await run_in_threadpool(request_session, request) is None:
         return RedirectResponse("/login", status_code=303)
     cp = plane(request)
     report = await cp.health.run("readiness")
