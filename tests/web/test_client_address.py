@@ -8,6 +8,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
@@ -193,3 +195,33 @@ async def test_the_middleware_alone_settles_client_and_scheme_from_a_trusted_pro
         assert (await proxy.get("/", headers=headers)).text == "198.51.100.8 https"
     async with served(app, ("203.0.113.5", 1)) as direct:
         assert (await direct.get("/", headers=headers)).text == "203.0.113.5 http"
+
+
+hops = st.sampled_from(["1.1.1.1", "6.6.6.6", "10.0.0.3", "192.0.2.10", "::1", "junk", ""])
+proxy_headers = st.lists(
+    st.tuples(
+        st.sampled_from([XFF, FWD, REAL]),
+        st.lists(hops, min_size=1, max_size=3).map(lambda h: ", ".join(h).encode()),
+    ),
+    max_size=4,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    trusted=st.sampled_from([(), ("10.0.0.0/8",), ("10.0.0.0/8", "::1")]),
+    peer=st.sampled_from(["192.0.2.10", "10.0.0.2", "6.6.6.6"]),
+    headers=proxy_headers,
+)
+def test_headers_never_choose_the_client_of_an_untrusted_peer(
+    trusted: tuple[str, ...], peer: str, headers: list[tuple[bytes, bytes]]
+) -> None:
+    addresses = ClientAddresses(trusted)
+    scope = scope_with((peer, 4711), *headers)
+    found = addresses.settle(scope)
+    if not addresses.trusts(peer):
+        # The peer itself, or "unknown" when it looks rewritten: never an address it names.
+        assert found in (peer, "unknown")
+    settled = scope["client"]
+    assert addresses.settle(scope) == found  # idempotent
+    assert scope["client"] == settled

@@ -194,6 +194,7 @@ async def _main(
                 port=plane_port,
                 log_level="warning",
                 log_config=None,  # keep the logging `safeship demo` configured
+                proxy_headers=False,  # client addresses: SAFESHIP_TRUSTED_PROXIES only
             )
         ),
         _Server(
@@ -203,6 +204,7 @@ async def _main(
                 port=orders_port,
                 log_level="warning",
                 log_config=None,
+                proxy_headers=False,
             )
         ),
     ]

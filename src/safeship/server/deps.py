@@ -26,7 +26,8 @@ def _unauthorized(detail: str) -> HTTPException:
 
 
 def client_ip(request: Request) -> str:
-    """The socket's peer address (proxy headers are not trusted by the control plane)."""
+    """The client address as `ClientAddressMiddleware` settled it: the socket peer, or
+    the address a proxy named in ``SAFESHIP_TRUSTED_PROXIES`` forwarded."""
     return request.client.host if request.client else "unknown"
 
 

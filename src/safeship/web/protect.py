@@ -148,6 +148,8 @@ class ProtectedApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            if scope["type"] == "websocket":
+                self.addresses.settle(scope)
             await self.app(scope, receive, send)  # the three layers only act on HTTP
             return
         loop = _running_loop()
