@@ -34,6 +34,7 @@ ALLOWED = {
     "safeship.resilience": (),
     "safeship.flags": (),
     "safeship.observe": (),
+    "safeship.web": (),
     "safeship.outbox": ("sqlalchemy",),
     "safeship.db": ("sqlalchemy",),
 }

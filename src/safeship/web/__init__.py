@@ -1,12 +1,17 @@
 """Pure-ASGI middleware and helpers that harden and observe the user's own service.
 
-``protect(app, ...)`` adds everything at once; each part is also usable alone.
+``protect(app, ...)`` adds everything at once; each part is also usable alone. None of it
+needs Starlette except `DebugAccess` (a FastAPI dependency), imported on first use.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from safeship.web.auth import ApiKeyAuth
 from safeship.web.clients import ClientAddresses, ClientAddressMiddleware, TrustedProxyError
 from safeship.web.csrf import OriginCheckMiddleware
-from safeship.web.debug import DebugAccess, require_debug_access
 from safeship.web.endpoints import HealthEndpoints, MetricsEndpoint
 from safeship.web.files import UnsafeFilenameError, safe_filename
 from safeship.web.keys import generate_key, hash_key, verify_key
@@ -22,6 +27,9 @@ from safeship.web.pagination import Page, PageResult, page_params
 from safeship.web.protect import protect
 from safeship.web.request_id import RequestIdMiddleware
 from safeship.web.telemetry import AccessLogMiddleware, MetricsMiddleware, ObserveMiddleware
+
+if TYPE_CHECKING:
+    from safeship.web.debug import DebugAccess, require_debug_access
 
 __all__ = [
     "AccessLogMiddleware",
@@ -55,3 +63,14 @@ __all__ = [
     "safe_filename",
     "verify_key",
 ]
+
+_LAZY = {"DebugAccess": "safeship.web.debug", "require_debug_access": "safeship.web.debug"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'safeship.web' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
