@@ -19,8 +19,8 @@ from safeship.flags.live import FlagClient
 from safeship.flags.store import FlagStore
 url, redis_url = sys.argv[1], (sys.argv[2] or None)
 client = FlagClient(store=FlagStore(create_engine(url)), poll_interval=30, redis_url=redis_url)
-client.listening.wait(10)
-print("ready", flush=True)
+# "ready" only once subscribed: a change published before that would be missed.
+print("ready" if client.listening.wait(60) else "not listening", flush=True)
 client.add_listener(lambda v: print(f"saw {v} {client.is_enabled('shared')}", flush=True))
 sys.stdin.read()
 client.close()
@@ -46,7 +46,7 @@ def _propagates(url: str, store: FlagStore, redis_url: str = "") -> None:
         for worker in workers:
             assert worker.stdout is not None
             # The poll interval is 30 s: only a push can deliver the change this soon.
-            line = _readline_within(worker, 10.0)
+            line = _readline_within(worker, 20.0)
             assert line == f"saw {version} True"
     finally:
         for worker in workers:
