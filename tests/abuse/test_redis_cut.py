@@ -56,6 +56,8 @@ def test_with_redis_cut_keyed_requests_answer_and_the_kill_switch_works(
             "kill": 200,
         }, answers
         assert admin.get("/api/v1/flags").json()["killed_at"] is not None
+        store = admin.get("/api/v1/status").json()["checks"]["auth_failure_store"][0]
+        assert store["status"] == "warn", f"the outage is reported as degraded: {store}"
         proxy.restore()
         assert admin.post("/api/v1/flags/restore", json={}).status_code == 200
         assert admin.get("/api/v1/me").status_code == 200
