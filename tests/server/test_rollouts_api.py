@@ -316,3 +316,35 @@ def test_promote_button_posts_without_javascript(client: TestClient) -> None:
     assert response.status_code == 303
     assert guard(client).get("orders").mode == "canary"
     assert client.post("/rollouts/orders/action", data=form).status_code == 409
+
+
+def test_odd_values_on_rollout_routes_are_a_422_naming_the_field(client: TestClient) -> None:
+    create(client)
+    post_cases = [
+        ("/api/v1/rollouts", {"name": "x", "reason": "a\x00b"}, "reason"),
+        ("/api/v1/rollouts", {"name": "a\x00b"}, "name"),
+        ("/api/v1/rollouts", {"name": "x", "plan": {"min_sample": 10**23}}, "min_sample"),
+        ("/api/v1/rollouts", {"name": "x", "plan": {"min_hold": 10**23}}, "min_hold"),
+        ("/api/v1/rollouts", {"name": "x", "plan": {"steps": [10**23]}}, "plan"),
+        ("/api/v1/rollouts", {"name": "x", "plan": {"steps": [[1]]}}, "steps"),
+        ("/api/v1/rollouts", {"name": "x", "plan": {"steps": list(range(1, 30))}}, "steps"),
+        ("/api/v1/rollouts", {"name": "x", "plan": None}, "plan"),
+        ("/api/v1/rollouts/orders/pause", {"reason": "a\x00b"}, "reason"),
+        ("/api/v1/rollouts/orders/pause", {"version": 10**23}, "version"),
+        ("/api/v1/rollouts/emergency", {"confirm": "ROLLBACK", "reason": "a\x00b"}, "reason"),
+    ]
+    for path, body, field in post_cases:
+        response = client.post(path, json=body, headers=admin_headers())
+        assert response.status_code == 422, (path, body, response.text)
+        fields = [p["field"] for p in response.json()["detail"]]
+        assert any(field in f.split(".") for f in fields), (body, fields)
+    for method, path in [
+        ("GET", "/api/v1/rollouts/a%00b"),
+        ("POST", "/api/v1/rollouts/a%00b/pause"),
+    ]:
+        response = client.request(method, path, headers=admin_headers())
+        assert response.status_code == 422 and "name" in response.text, (path, response.text)
+    assert guard(client).get("orders").status == "running"
+    assert [r["name"] for r in client.get("/api/v1/rollouts", headers=read_headers()).json()] == [
+        "orders"
+    ]
