@@ -380,3 +380,22 @@ def test_concurrent_creates_of_one_api_key_give_one_201_and_the_rest_409(
         ),
     )
     assert sorted(statuses) == [201] + [409] * 9
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/api/v1/rollouts", {"name": "r", "plan": {"min_sample": False}}, "body.plan.min_sample"),
+        ("/api/v1/rollouts", {"name": "r", "plan": {"steps": ["5", 100]}}, "body.plan.steps.0"),
+        ("/api/v1/rollouts", {"name": "r", "plan": {"min_hold": True}}, "body.plan.min_hold"),
+        ("/api/v1/rollouts", {"name": 7}, "body.name"),
+        ("/api/v1/rollouts", {"name": "r\x00"}, "body.name"),
+        ("/api/v1/breakers/svc/db/mode", {"mode": "disabled", "reason": "\x00"}, "body.reason"),
+    ],
+)
+def test_other_routes_share_the_strict_input_types(
+    client: TestClient, path: str, body: dict[str, object], field: str
+) -> None:
+    response = client.post(path, json=body, headers=admin_headers())
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["field"] == field

@@ -73,7 +73,8 @@ def _name_problem(name: str) -> str:
         return f"{name!r} is a path, not a name; {allowed}"
     index, char = next((i, c) for i, c in enumerate(name) if not _NAME_CHAR.fullmatch(c))
     label = unicodedata.name(char, "a control or unassigned character")
-    problem = f"character U+{ord(char):04X} ({label}) at position {index} is not allowed"
+    kind = "whitespace character" if char.isspace() else "character"
+    problem = f"{kind} U+{ord(char):04X} ({label}) at position {index} is not allowed"
     folded = unicodedata.normalize("NFKC", name)
     if folded != name and _NAME.fullmatch(folded):
         problem += f" (it looks like {folded!r})"

@@ -7,22 +7,23 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, HTTPException, Path, Request
 from fastapi.responses import RedirectResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from safeship.resilience.board import MODES, Mode
 from safeship.server.deps import AdminPrincipal, ReadPrincipal
+from safeship.server.inputs import Body, Reason, clean_param
 from safeship.server.routes.dashboard import admin_form_session, page_session, render
 from safeship.server.state import plane
 
 api = APIRouter(prefix="/api/v1/breakers", tags=["breakers"])
 pages = APIRouter(include_in_schema=False)
-Service = Annotated[str, Path(min_length=1, max_length=100)]
-Name = Annotated[str, Path(min_length=1, max_length=200)]
+Service = Annotated[str, Path(min_length=1, max_length=100), AfterValidator(clean_param)]
+Name = Annotated[str, Path(min_length=1, max_length=200), AfterValidator(clean_param)]
 
 
-class ModeBody(BaseModel):
+class ModeBody(Body):
     mode: Mode = Field(description="forced_open, disabled, metrics_only, or automatic (reset)")
-    reason: str | None = Field(default=None, max_length=2000)
+    reason: Reason = None
 
 
 class ModeSet(BaseModel):

@@ -27,6 +27,7 @@ from safeship.rollouts.guard import (
 )
 from safeship.rollouts.plan import Plan
 from safeship.server.deps import AdminPrincipal, ReadPrincipal
+from safeship.server.inputs import Body, Number, Text, Whole
 from safeship.server.routes.dashboard import admin_form_session, page_session, render
 from safeship.server.state import ControlPlane, plane
 
@@ -59,15 +60,15 @@ class Action(StrEnum):
     PROMOTE = "promote"
 
 
-class PlanIn(BaseModel):
-    steps: list[float] = Field(
+class PlanIn(Body):
+    steps: list[Number] = Field(
         default=[1.0, 5.0, 25.0, 50.0, 100.0],
         min_length=1,
         max_length=20,
         description="Strictly increasing percentages of traffic in (0, 100].",
     )
-    min_hold: float = Field(default=300.0, ge=0, le=7 * 86400, description="Seconds per step.")
-    min_sample: int = Field(default=500, ge=0, le=10_000_000, description="Candidate requests.")
+    min_hold: Number = Field(default=300.0, ge=0, le=7 * 86400, description="Seconds per step.")
+    min_sample: Whole = Field(default=500, ge=0, le=10_000_000, description="Candidate requests.")
 
     @model_validator(mode="after")
     def _valid_plan(self) -> PlanIn:
@@ -78,8 +79,8 @@ class PlanIn(BaseModel):
         return Plan(steps=tuple(self.steps), min_hold=self.min_hold, min_sample=self.min_sample)
 
 
-class NewRollout(BaseModel):
-    name: str = Field(min_length=1, max_length=200, description="The rollout's flag name.")
+class NewRollout(Body):
+    name: Text = Field(min_length=1, max_length=200, description="The rollout's flag name.")
     mode: Literal["off", "shadow", "canary", "on"] = "canary"
     plan: PlanIn = Field(default_factory=PlanIn)
     reason: Reason = None
@@ -90,9 +91,9 @@ class NewRollout(BaseModel):
         return authoring.check_name(name)
 
 
-class ActionBody(BaseModel):
+class ActionBody(Body):
     reason: Reason = None
-    version: int | None = Field(
+    version: Whole | None = Field(
         default=None,
         ge=1,
         le=2**62,
@@ -100,7 +101,7 @@ class ActionBody(BaseModel):
     )
 
 
-class EmergencyBody(BaseModel):
+class EmergencyBody(Body):
     confirm: Literal["ROLLBACK"] = Field(description="Type ROLLBACK to confirm.")
     reason: Reason = None
 
