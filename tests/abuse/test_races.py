@@ -91,3 +91,41 @@ def test_a_put_with_a_stale_version_is_refused_and_changes_nothing(plane: Plane)
         )
         assert stale.status_code in (409, 412), stale.text
         assert client.get(f"/api/v1/flags/{name}").json()["description"] == "first"
+
+
+def test_concurrent_actions_on_one_rollout_version_make_one_transition(plane: Plane) -> None:
+    name = _unique("race-advance")
+    body = {"name": name, "plan": {"steps": [10, 50, 100], "min_hold": 0, "min_sample": 0}}
+    with plane.admin() as client:
+        version = client.post("/api/v1/rollouts", json=body).json()["version"]
+    advance = {"version": version, "reason": "race"}
+    sends = [lambda c: c.post(f"/api/v1/rollouts/{name}/advance", json=advance)] * 10
+    responses = at_once(plane.url, admin_headers(), sends)
+    assert statuses(responses) == [200] + [409] * 9, described(responses)
+    with plane.admin() as client:
+        assert client.get(f"/api/v1/rollouts/{name}").json()["step"] == 1
+
+
+def test_concurrent_deletes_revokes_and_first_writes_never_answer_5xx(plane: Plane) -> None:
+    flag, key, breaker = _unique("race-del"), _unique("race-rev"), _unique("race-brk")
+    with plane.admin() as client:
+        assert client.post("/api/v1/flags", json={"name": flag}).status_code == 201
+        assert client.post("/api/v1/keys", json={"name": key, "scope": "read"}).status_code == 201
+    state = {"version": 1, "features": [{"name": _unique("race-imp"), "enabled": True}]}
+    groups = {
+        "delete flag": (lambda c: c.delete(f"/api/v1/flags/{flag}"), {204, 404}),
+        "revoke key": (lambda c: c.post(f"/api/v1/keys/{key}/revoke", json={}), {204, 404}),
+        "first breaker mode": (
+            lambda c: c.post(f"/api/v1/breakers/svc/{breaker}/mode", json={"mode": "disabled"}),
+            {200, 409},
+        ),
+        "import one state": (lambda c: c.post("/api/v1/flags/import", json=state), {200, 409}),
+    }
+    wrong = {}
+    for label, (send, allowed) in groups.items():
+        responses = at_once(plane.url, admin_headers(), [send] * RACERS)
+        answered = [r.status_code for r in responses]
+        once = label in ("delete flag", "revoke key")  # one of them did it, the rest 404
+        if not set(answered) <= allowed or (once and answered.count(min(allowed)) != 1):
+            wrong[label] = described(responses)
+    assert not wrong, wrong
