@@ -13,7 +13,16 @@ The statistics live in ``safeship.rollouts.stats`` (see docs/rollouts.md).
 """
 
 from safeship.rollouts.agent import GuardAgent
-from safeship.rollouts.guard import Decision, RolloutGuard, RolloutNotFoundError, RolloutRecord
+from safeship.rollouts.emergency import EmergencyReport, RolloutOutcome, emergency_rollback
+from safeship.rollouts.guard import (
+    Decision,
+    RolloutConflictError,
+    RolloutExistsError,
+    RolloutFinishedError,
+    RolloutGuard,
+    RolloutNotFoundError,
+    RolloutRecord,
+)
 from safeship.rollouts.monitor import ArmWindow, GuardMonitor
 from safeship.rollouts.plan import Plan
 from safeship.rollouts.rollout import FlagReader, Mode, Rollout
@@ -23,6 +32,7 @@ from safeship.rollouts.stats import GuardSettings, Verdict
 __all__ = [
     "ArmWindow",
     "Decision",
+    "EmergencyReport",
     "FlagReader",
     "GuardAgent",
     "GuardMonitor",
@@ -31,10 +41,15 @@ __all__ = [
     "Mode",
     "Plan",
     "Rollout",
+    "RolloutConflictError",
+    "RolloutExistsError",
+    "RolloutFinishedError",
     "RolloutGuard",
     "RolloutNotFoundError",
+    "RolloutOutcome",
     "RolloutRecord",
     "ShadowObservation",
     "ShadowOptions",
     "Verdict",
+    "emergency_rollback",
 ]

@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
-import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,15 +21,27 @@ import sqlalchemy as sa
 from prometheus_client import Counter
 
 from safeship.db.audit import fit_text, record_audit
-from safeship.errors import SafeshipError
 from safeship.flags.store import FlagExistsError, FlagNotFoundError, FlagStore
 from safeship.observe.logging import ALERT
 from safeship.rollouts import shadow_store
 from safeship.rollouts.monitor import ArmWindow, GuardMonitor
 from safeship.rollouts.plan import Plan, next_action
+from safeship.rollouts.records import (
+    ArmSlot,
+    Decision,
+    RolloutConflictError,
+    RolloutExistsError,
+    RolloutFinishedError,
+    RolloutNotFoundError,
+    RolloutRecord,
+    aware,
+    record_from_row,
+    settings_dict,
+    transition_lock,
+)
 from safeship.rollouts.schema import rollout_decisions, rollout_windows, rollouts
 from safeship.rollouts.shadow_store import ShadowSummary
-from safeship.rollouts.stats import GuardSettings, LatencyHistogram, Verdict
+from safeship.rollouts.stats import GuardSettings, Verdict
 
 __all__ = [
     "Decision",
@@ -59,147 +68,6 @@ UNDO = ("rollback", "abort")
 UNDO_ATTEMPTS = 5
 
 
-class RolloutNotFoundError(SafeshipError, KeyError):
-    def __str__(self) -> str:
-        return f"no rollout named {self.args[0]!r}; create it with RolloutGuard.create()"
-
-
-class RolloutExistsError(SafeshipError, ValueError):
-    """A rollout with that name exists already (also when another writer just made it)."""
-
-
-class RolloutFinishedError(SafeshipError, ValueError):
-    """The rollout is rolled back, aborted or completed: no operator action applies."""
-
-    def __init__(self, name: str, status: str, action: str) -> None:
-        super().__init__(f"rollout {name!r} is {status}; nothing to {action}")
-        self.name = name
-        self.status = status
-
-
-class RolloutConflictError(SafeshipError, ValueError):
-    """The rollout changed since it was read (another operator, process or the guard
-    moved it first): re-read it and decide again."""
-
-
-@dataclass(frozen=True, slots=True)
-class RolloutRecord:
-    name: str
-    mode: str
-    status: str
-    plan: Plan
-    step: int
-    step_started_at: datetime
-    step_first_window: int
-    threshold_bucket: int | None
-    settings: GuardSettings
-    version: int
-
-    @property
-    def percent(self) -> float:
-        return 0.0 if self.status in ("rolled_back", "aborted") else self.plan.steps[self.step]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "mode": self.mode,
-            "status": self.status,
-            "plan": self.plan.to_dict(),
-            "step": self.step,
-            "percent": self.percent,
-            "step_started_at": self.step_started_at.isoformat(),
-            "version": self.version,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    id: int
-    rollout: str
-    at: datetime
-    kind: str
-    actor: str
-    step: int
-    percent: float
-    evidence: Any
-    reason: str | None
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["at"] = self.at.isoformat()
-        return out
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def _settings_dict(s: GuardSettings) -> dict[str, Any]:
-    return {
-        "alpha": s.alpha,
-        "error_share_of_alpha": s.error_share_of_alpha,
-        "latency_quantile": s.latency_quantile,
-        "min_control_for_threshold": s.min_control_for_threshold,
-        "promotion_margin": s.promotion_margin,
-        "promotion_beta": s.promotion_beta,
-    }
-
-
-def _record(row: sa.RowMapping) -> RolloutRecord:
-    return RolloutRecord(
-        name=row["name"],
-        mode=row["mode"],
-        status=row["status"],
-        plan=Plan.from_dict(row["plan"]),
-        step=row["step"],
-        step_started_at=_aware(row["step_started_at"]),
-        step_first_window=row["step_first_window"],
-        threshold_bucket=row["threshold_bucket"],
-        settings=GuardSettings(**row["settings"]),
-        version=row["version"],
-    )
-
-
-_TRANSITION_LOCKS: weakref.WeakKeyDictionary[sa.Engine, threading.RLock] = (
-    weakref.WeakKeyDictionary()
-)
-_LOCKS_GUARD = threading.Lock()
-
-
-def _transition_lock(engine: sa.Engine) -> threading.RLock:
-    with _LOCKS_GUARD:
-        lock = _TRANSITION_LOCKS.get(engine)
-        if lock is None:
-            lock = _TRANSITION_LOCKS[engine] = threading.RLock()
-        return lock
-
-
-class _Slot:
-    """One arm's windows summed over a time slot (for charts)."""
-
-    __slots__ = ("errors", "histogram", "requests")
-
-    def __init__(self) -> None:
-        self.requests = 0
-        self.errors = 0
-        self.histogram = LatencyHistogram()
-
-    def add(self, window: ArmWindow) -> None:
-        self.requests += window.requests
-        self.errors += window.errors
-        self.histogram.merge(window.histogram)
-
-    def to_dict(self) -> dict[str, Any]:
-        n, hist = self.requests, self.histogram
-        return {
-            "requests": n,
-            "error_rate": self.errors / n if n else None,
-            "p50": hist.quantile(0.5),
-            "p95": hist.quantile(0.95),
-            "p99": hist.quantile(0.99),
-        }
-
-
 class RolloutGuard:
     """Creates and steers guarded rollouts; folds the fleet's windows into decisions."""
 
@@ -224,7 +92,7 @@ class RolloutGuard:
             found = row.first()
         if found is None:
             raise RolloutNotFoundError(name)
-        return _record(found)
+        return record_from_row(found)
 
     def live_names(self) -> list[str]:
         """Names of the running and paused rollouts, read without parsing their rows, so
@@ -236,7 +104,7 @@ class RolloutGuard:
     def all(self) -> list[RolloutRecord]:
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(rollouts).order_by(rollouts.c.name)).mappings().all()
-        return [_record(r) for r in rows]
+        return [record_from_row(r) for r in rows]
 
     def decisions(self, name: str, *, limit: int = 50) -> list[Decision]:
         query = (
@@ -247,7 +115,7 @@ class RolloutGuard:
         )
         with self.engine.connect() as conn:
             rows = conn.execute(query).mappings().all()
-        return [Decision(**{**r, "at": _aware(r["at"])}) for r in rows]
+        return [Decision(**{**r, "at": aware(r["at"])}) for r in rows]
 
     def windows(
         self, name: str, *, after_id: int = 0
@@ -262,7 +130,7 @@ class RolloutGuard:
         return [
             (
                 r["id"],
-                _aware(r["at"]),
+                aware(r["at"]),
                 ArmWindow.from_dict(r["control"]),
                 ArmWindow.from_dict(r["candidate"]),
             )
@@ -274,17 +142,17 @@ class RolloutGuard:
         query = sa.select(rollout_decisions).order_by(rollout_decisions.c.id.desc()).limit(limit)
         with self.engine.connect() as conn:
             rows = conn.execute(query).mappings().all()
-        return [Decision(**{**r, "at": _aware(r["at"])}) for r in rows]
+        return [Decision(**{**r, "at": aware(r["at"])}) for r in rows]
 
     def series(
         self, name: str, *, resolution: float = 5.0, points: int = 120
     ) -> list[dict[str, Any]]:
         """Per time slot of ``resolution`` seconds (the fleet's windows summed), each arm's
         requests, error rate and p50/p95/p99: the last ``points`` slots, oldest first."""
-        slots: dict[int, dict[str, _Slot]] = {}
+        slots: dict[int, dict[str, ArmSlot]] = {}
         for _, at, control, candidate in self.windows(name):
             key = int(at.timestamp() // resolution)
-            arms = slots.setdefault(key, {"control": _Slot(), "candidate": _Slot()})
+            arms = slots.setdefault(key, {"control": ArmSlot(), "candidate": ArmSlot()})
             arms["control"].add(control)
             arms["candidate"].add(candidate)
         keep = sorted(slots)[-points:]
@@ -363,7 +231,7 @@ class RolloutGuard:
             row = {
                 "name": name, "mode": mode, "status": "running", "plan": plan.to_dict(),
                 "step": 0, "step_started_at": now, "step_first_window": last,
-                "threshold_bucket": None, "settings": _settings_dict(settings), "version": 1,
+                "threshold_bucket": None, "settings": settings_dict(settings), "version": 1,
                 "updated_at": now,
             }  # fmt: skip
             conn.execute(sa.insert(rollouts).values(**row))
@@ -410,12 +278,12 @@ class RolloutGuard:
         # A transition holds its row's connection while the flag store and the window
         # reads take more: one transition at a time per process and engine, so a burst
         # of concurrent requests cannot drain the pool and deadlock it.
-        with _transition_lock(self.engine), self.engine.begin() as conn:
+        with transition_lock(self.engine), self.engine.begin() as conn:
             query = sa.select(rollouts).where(rollouts.c.name == name)
             if conn.dialect.name == "postgresql":
                 query = query.with_for_update(skip_locked=not wait)
             row = conn.execute(query).mappings().first()
-            yield conn, None if row is None else _record(row)
+            yield conn, None if row is None else record_from_row(row)
 
     def evaluate(self, name: str) -> Decision | None:
         """Fold in every window, then roll back, advance or complete if the evidence says
