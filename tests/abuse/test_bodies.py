@@ -62,3 +62,23 @@ def test_six_unauthenticated_200_mb_bodies_leave_the_server_memory_bounded(
     grown = plane.rss_bytes() - before
     assert answers == [413] * len(targets), (answers, f"grew {grown / MB:.0f} MB")
     assert grown < RSS_BOUND, f"the server grew by {grown / MB:.0f} MB"
+
+
+def test_huge_headers_query_strings_and_cookies_are_refused_without_a_server_error(
+    plane: Plane,
+) -> None:
+    huge = "a" * 200_000
+    attempts = {
+        "query": ("/api/v1/audit?target=" + huge, {}),
+        "header": ("/api/v1/me", {"X-Padding": huge}),
+        "key": ("/api/v1/me", {"X-API-Key": huge[:60_000]}),
+        "cookie": ("/", {"Cookie": "safeship_session=" + huge[:60_000]}),
+        "path": ("/api/v1/flags/" + huge[:60_000], {}),
+    }
+    answers = {
+        label: declared_but_not_sent(plane.port, "GET", path, length=0, headers=headers).status
+        for label, (path, headers) in attempts.items()
+    }
+    refused = {None, 303, 400, 401, 404, 413, 414, 422, 431}  # None: connection closed
+    assert set(answers.values()) <= refused, answers
+    assert httpx.get(plane.url + "/health").status_code == 200
