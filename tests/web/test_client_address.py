@@ -49,6 +49,8 @@ XFF, FWD, REAL = b"x-forwarded-for", b"forwarded", b"x-real-ip"
         # A hop that is no IP: the trusted proxy itself stands for the client.
         (("10.0.0.0/8",), ("10.0.0.2", 1), [(XFF, b"1.1.1.1, junk")], "10.0.0.2"),
         (("10.0.0.0/8",), ("10.0.0.2", 1), [], "10.0.0.2"),
+        # A dual-stack socket shows an IPv4 proxy as an IPv4-mapped IPv6 address.
+        (("10.0.0.0/8",), ("::ffff:10.0.0.2", 1), [(XFF, b"1.1.1.1")], "1.1.1.1"),
         # Only the configured header (X-Forwarded-For) counts: the others can be passed
         # through a proxy untouched.
         (("10.0.0.0/8",), ("10.0.0.2", 1), [(FWD, b"for=6.6.6.6"), (REAL, b"6.6.6.7")], "10.0.0.2"),

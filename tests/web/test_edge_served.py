@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from tests.server.support import ADMIN_KEY, READ_KEY
+from tests.support.tcp_proxy import TcpProxy
 from tests.web.raw_http import chunked_body, declared_body
 from tests.web.server_process import Served, rss_bytes, serve, serve_plane
 
@@ -227,3 +228,34 @@ def test_protect_under_default_uvicorn_uses_a_trusted_proxys_forwarded_address()
             other = proxy.get("/admin", headers={**forwarded, "X-Forwarded-For": "198.51.100.8"})
             seen = proxy.get("/whoami", headers={"X-Forwarded-For": "198.51.100.8"}).text
         assert (same.status_code, other.status_code, seen) == (429, 200, "198.51.100.8")
+
+
+# -- a Redis outage under safeship serve -------------------------------------------------
+
+
+@pytest.mark.redis
+def test_serve_keeps_answering_keyed_requests_while_redis_is_cut(
+    redis_url: str, tmp_path: Path
+) -> None:
+    proxy = TcpProxy("127.0.0.1", 6379)
+    env = plane_env(tmp_path, SAFESHIP_REDIS_URL=f"redis://127.0.0.1:{proxy.port}/0")
+    log = tmp_path / "plane.log"
+    try:
+        with serve_plane(env, log) as plane, httpx.Client(base_url=plane.url) as client:
+            proxy.cut()
+            me = client.get("/api/v1/me", headers={"X-API-Key": READ_KEY})
+            killed = client.post(
+                "/api/v1/flags/kill", json={"reason": "incident"}, headers={"X-API-Key": ADMIN_KEY}
+            )
+            bad = [
+                client.get("/api/v1/me", headers={"X-API-Key": f"guess-{n}"}).status_code
+                for n in range(8)
+            ]
+            ready = client.get("/health/ready").json()
+        assert (me.status_code, killed.status_code) == (200, 200)
+        assert bad == [401] * 5 + [429] * 3
+        assert ready["checks"]["auth_failure_store"][0]["status"] == "warn"
+        events = [json.loads(line).get("event") for line in log.read_text().splitlines()]
+        assert events.count("auth.store_degraded") == 1
+    finally:
+        proxy.close()
