@@ -348,3 +348,18 @@ def test_odd_values_on_rollout_routes_are_a_422_naming_the_field(client: TestCli
     assert [r["name"] for r in client.get("/api/v1/rollouts", headers=read_headers()).json()] == [
         "orders"
     ]
+
+
+def test_the_advance_button_carries_the_version_the_page_showed(client: TestClient) -> None:
+    create(client)
+    token = sign_in(client, ADMIN_KEY)
+    assert 'name="version" value="1"' in client.get("/rollouts/orders").text
+    form = {"action": "advance", "csrf_token": token, "version": "1"}
+    first = client.post("/rollouts/orders/action", data=form, follow_redirects=False)
+    assert first.status_code == 303
+    again = client.post("/rollouts/orders/action", data=form)  # a second click, same page
+    assert again.status_code == 409 and "version" in again.text
+    assert guard(client).get("orders").step == 1
+    undo = {"action": "rollback", "csrf_token": token, "version": "1"}
+    assert client.post("/rollouts/orders/action", data=undo, follow_redirects=False).is_redirect
+    assert guard(client).get("orders").status == "rolled_back"

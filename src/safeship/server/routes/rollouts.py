@@ -423,14 +423,18 @@ def action_form(
     name: RolloutName,
     action: Annotated[str, Form(max_length=20)] = "",
     csrf_token: Annotated[str, Form(max_length=200)] = "",
+    version: Annotated[int | None, Form(ge=1, le=2**62)] = None,
 ) -> Response:
     session = admin_form_session(request, csrf_token)
     if isinstance(session, Response):
         return session
     if action not in set(Action):
         return render(request, "error.html", 422, message="Unknown action.")
+    # The version the page showed pins forward moves (two clicks, one step); undoing and
+    # holding apply to whatever state the rollout is in now.
+    pinned = version if action in (Action.ADVANCE, Action.PROMOTE) else None
     try:
-        apply_action(plane(request), name, Action(action), session.name, "dashboard")
+        apply_action(plane(request), name, Action(action), session.name, "dashboard", pinned)
     except HTTPException as exc:
         return render(request, "error.html", exc.status_code, message=str(exc.detail))
     return RedirectResponse(f"/rollouts/{quote(name, safe='')}", status_code=303)

@@ -217,7 +217,12 @@
       method: "POST",
       credentials: "same-origin",
       headers: {"Content-Type": "application/json", "X-CSRF-Token": csrf},
-      body: JSON.stringify({reason: "dashboard"})
+      // Forward moves carry the version shown, so two clicks on one state give one step.
+      body: JSON.stringify(
+        action === "advance" || action === "promote"
+          ? {reason: "dashboard", version: Number(root.dataset.version)}
+          : {reason: "dashboard"}
+      )
     }).then(function (resp) {
       if (!resp.ok) {
         return resp.json().then(function (body) { throw new Error(body.detail || resp.status); });
