@@ -19,7 +19,8 @@ from safeship.rollouts import RolloutGuard
 from tests.server.support import admin_headers, read_headers
 
 RACERS = 20
-PLAN = {"steps": [5.0 * i for i in range(1, 21)], "min_hold": 0, "min_sample": 0}
+STEPS = [5.0 * i for i in range(1, 21)]
+PLAN = {"steps": STEPS, "min_hold": 0, "min_sample": 0}
 
 
 def race(calls: list[Callable[[], httpx.Response]]) -> list[httpx.Response]:
@@ -111,7 +112,7 @@ def test_concurrent_advances_without_a_version_are_one_step_each(plane: TestClie
     steps = sorted(r.json()["step"] for r in responses if r.status_code == 200)
     assert steps == list(range(1, counted[200] + 1))  # never two advances from one step
     flag = plane.get("/api/v1/flags/orders", headers=read_headers()).json()
-    assert flag["rollout_percent"] == PLAN["steps"][record.step]
+    assert flag["rollout_percent"] == STEPS[record.step]
 
 
 def test_a_rollback_racing_advances_ends_rolled_back_with_the_flag_off(
@@ -126,3 +127,18 @@ def test_a_rollback_racing_advances_ends_rolled_back_with_the_flag_off(
     assert guard(plane).get("orders").status == "rolled_back"
     assert plane.get("/api/v1/flags/orders", headers=read_headers()).json()["enabled"] is False
     assert kinds(plane, "orders")["rolled_back"] == 1
+
+
+def test_concurrent_emergencies_roll_each_rollout_back_once_and_all_complete(
+    plane: TestClient,
+) -> None:
+    for name in ("billing", "orders", "search"):
+        create(plane, name)
+    body = {"confirm": "ROLLBACK", "reason": "drill"}
+    responses = race([post(plane, "/api/v1/rollouts/emergency", body)] * 5)
+    assert codes(responses) == {200: 5}, [r.text for r in responses]
+    assert all(r.json()["complete"] for r in responses)
+    rolled = Counter(name for r in responses for name in r.json()["rolled_back"])
+    assert rolled == dict.fromkeys(("billing", "orders", "search"), 1)
+    for name in ("billing", "orders", "search"):
+        assert kinds(plane, name)["rolled_back"] == 1
