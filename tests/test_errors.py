@@ -15,7 +15,7 @@ _OPTIONAL = ("safeship.demo", "safeship.cli", "safeship.cli_entry")
 
 
 def _modules() -> list[object]:
-    found = []
+    found: list[object] = []
     for info in pkgutil.walk_packages(safeship.__path__, prefix="safeship."):
         if info.name.startswith(_OPTIONAL) or ".migrations" in info.name:
             continue

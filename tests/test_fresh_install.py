@@ -14,8 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 #: Distributions the core must not pull in (they belong to the db, server and cli extras).
-SERVER_STACK = ("fastapi", "starlette", "uvicorn", "typer", "alembic", "jinja2", "sqlalchemy")
-SERVER_STACK += ("pydantic", "rich")
+SERVER_STACK = {"fastapi", "starlette", "uvicorn", "typer", "alembic", "jinja2", "sqlalchemy"}
+SERVER_STACK |= {"pydantic", "rich"}
 
 CORE_USE = """
 from safeship import Breaker, Retry
@@ -93,7 +93,7 @@ def test_the_core_installs_without_the_server_stack_and_runs_resilience(
     bin_dir = _new_venv(tmp_path / "venv")
     _pip_install(bin_dir, str(wheel))
 
-    assert _installed(bin_dir) & set(SERVER_STACK) == set()
+    assert _installed(bin_dir) & SERVER_STACK == set()
     assert _run(bin_dir / "python", "-c", CORE_USE, cwd=tmp_path).stdout.strip() == "open"
     refused = _run(bin_dir / "safeship", "--help", cwd=tmp_path, expect=1)
     assert "pip install 'safeship[cli]'" in refused.stderr

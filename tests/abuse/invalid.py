@@ -20,7 +20,7 @@ def invalid_problems(response: httpx.Response) -> list[dict[str, Any]]:
         assert set(problem) == {"field", "problem"}, problem
         assert isinstance(problem["field"], str) and isinstance(problem["problem"], str)
         assert problem["problem"], problem
-    return detail  # type: ignore[no-any-return]
+    return detail
 
 
 def assert_invalid(response: httpx.Response, field: str) -> None:

@@ -8,6 +8,7 @@ import logging
 import math
 import re
 import time
+from collections.abc import Callable
 
 import pytest
 import structlog
@@ -176,7 +177,7 @@ def test_field_by_field_rendering_gives_the_chains_text(
 ) -> None:
     formatter = RENDERERS[renderer]
     record = record_of("app.hot", method, logging.INFO, fields)
-    general = structlog.stdlib.ProcessorFormatter.format(formatter, record)  # type: ignore[arg-type]
+    general = structlog.stdlib.ProcessorFormatter.format(formatter, record)
     for _ in range(2):  # the second time from cached fields
         assert STAMP.sub("T", formatter.format(record)) == STAMP.sub("T", general)
 
@@ -303,7 +304,7 @@ def test_events_skip_logging_machinery_only_when_the_handler_is_alone() -> None:
     assert _sole_line_handler(logging.getLogger("safeship.x"), 45) is None
 
     keep = Keep()
-    changes = {
+    changes: dict[str, tuple[Callable[[], object], Callable[[], object]]] = {
         "another handler": (lambda: logger.addHandler(keep), lambda: logger.removeHandler(keep)),
         "a logger filter": (
             lambda: logger.addFilter(logging.Filter("x")),

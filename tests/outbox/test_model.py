@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -36,7 +37,7 @@ def test_unserializable_payload_fails_at_construction_with_advice(payload: objec
 
 @pytest.mark.parametrize("field", ["aggregate_type", "aggregate_id", "type"])
 def test_empty_or_long_keys_are_rejected(field: str) -> None:
-    values = {"aggregate_type": "a", "aggregate_id": "b", "type": "c"}
+    values: dict[str, Any] = {"aggregate_type": "a", "aggregate_id": "b", "type": "c"}
     for bad in ("", "x" * 256):
         with pytest.raises(ValueError, match=field):
             NewEvent(**{**values, field: bad}, payload=None)

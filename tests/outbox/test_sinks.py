@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 import threading
@@ -14,7 +15,7 @@ from typing import Any, ClassVar
 import pytest
 
 from safeship.outbox import Event, Status
-from safeship.outbox.model import uuid7
+from safeship.outbox.model import SKIPPED, uuid7
 
 
 def event(key: str = "k1", n: int = 0, type_: str = "created") -> Event:
@@ -81,7 +82,7 @@ async def test_redis_streams_appends_in_order_with_bounded_length(redis_url: str
         await sink.close()
     assert all(o.status is Status.DELIVERED for o in outcomes)
     client = aioredis.Redis.from_url(redis_url)
-    entries = await client.xrange(stream)
+    entries: Any = await client.xrange(stream)
     await client.delete(stream)
     await client.aclose()
     assert [fields[b"id"].decode() for _, fields in entries] == [str(e.id) for e in events]
@@ -152,7 +153,8 @@ async def test_webhook_stops_a_key_after_its_first_failure(hook_server: str) -> 
     assert [o.status for o in outcomes] == [Status.RETRY, Status.SKIPPED, Status.DELIVERED]
 
 
-async def test_webhook_connection_refused_is_a_retry() -> None:
+async def test_webhook_connection_refused_is_the_sink_being_unavailable() -> None:
+    from safeship.outbox import SinkUnavailableError
     from safeship.outbox.sinks.webhook import WebhookSink
 
     with socket.socket() as sock:
@@ -161,10 +163,71 @@ async def test_webhook_connection_refused_is_a_retry() -> None:
     sink = WebhookSink(f"http://127.0.0.1:{port}/", secret=b"k" * 16, timeout=1.0)
     await sink.open()
     try:
-        outcomes = await sink.publish([event()])
+        with pytest.raises(SinkUnavailableError, match="unreachable") as raised:
+            await sink.publish([event()])
     finally:
         await sink.close()
-    assert outcomes[0].status is Status.RETRY
+    assert raised.value.outcomes == [SKIPPED]  # not tried to the end: no attempt counted
+
+
+async def test_webhook_refuses_an_event_httpx_cannot_send_and_sends_the_rest(
+    hook_server: str,
+) -> None:
+    from safeship.outbox.sinks.webhook import WebhookSink
+
+    sink = WebhookSink(hook_server, secret=b"k" * 16, concurrency=1)
+    unsendable = dataclasses.replace(event("a", 0), headers={"x-name": "Grüße"})  # not ASCII
+    await sink.open()
+    try:
+        outcomes = await sink.publish([unsendable, event("a", 1), event("b", 2)])
+    finally:
+        await sink.close()
+    assert [o.status for o in outcomes] == [Status.PERMANENT, Status.SKIPPED, Status.DELIVERED]
+    assert "cannot build the request" in (outcomes[0].error or "")
+
+
+@pytest.mark.rabbitmq
+async def test_rabbitmq_refuses_an_oversized_body_for_that_event_only(rabbitmq_url: str) -> None:
+    from safeship.outbox.sinks.rabbitmq import RabbitMQSink
+
+    prefix = "outbox-test-" + uuid.uuid4().hex[:8]
+    sink = RabbitMQSink(rabbitmq_url, routing_key=prefix + ".{type}", max_message_bytes=1024)
+    import aio_pika
+
+    connection = await aio_pika.connect_robust(rabbitmq_url)
+    channel = await connection.channel()
+    queue = await channel.declare_queue(prefix + ".created", auto_delete=True)
+    await sink.open()
+    big = dataclasses.replace(event(n=1), payload=b'"' + b"x" * 2000 + b'"')
+    try:
+        outcomes = await sink.publish([event(n=0), big, event(n=2)])
+    finally:
+        await sink.close()
+    assert [o.status for o in outcomes] == [Status.DELIVERED, Status.PERMANENT, Status.DELIVERED]
+    assert "max_message_bytes" in (outcomes[1].error or "")
+    await queue.delete(if_unused=False, if_empty=False)
+    await connection.close()
+
+
+@pytest.mark.redis
+async def test_redis_error_reply_for_one_entry_counts_against_that_event(redis_url: str) -> None:
+    import redis.asyncio as aioredis
+
+    from safeship.outbox.sinks.redis_streams import RedisStreamSink
+
+    name = "outbox-test-" + uuid.uuid4().hex[:8]
+    client = aioredis.Redis.from_url(redis_url)
+    await client.set(name + ":wrong", "not a stream")  # XADD to it answers WRONGTYPE
+    sink = RedisStreamSink(redis_url, stream=name + ":{aggregate_id}")
+    await sink.open()
+    try:
+        outcomes = await sink.publish([event("ok", 0), event("wrong", 1), event("ok", 2)])
+    finally:
+        await sink.close()
+        await client.delete(name + ":wrong", name + ":ok")
+        await client.aclose()
+    assert [o.status for o in outcomes] == [Status.DELIVERED, Status.RETRY, Status.DELIVERED]
+    assert "WRONGTYPE" in (outcomes[1].error or "")
 
 
 async def test_kafka_sink_produces_when_a_broker_is_reachable() -> None:

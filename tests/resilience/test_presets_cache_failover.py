@@ -56,8 +56,8 @@ def test_a_dead_redis_reads_as_misses_and_stops_being_dialled(dead_redis: Any, n
 @pytest.mark.redis
 async def test_the_async_cache_degrades_and_recovers(redis_url: str, name: str) -> None:
     import redis.asyncio as aioredis
+    from redis.asyncio.retry import Retry as RedisRetry
     from redis.backoff import NoBackoff
-    from redis.retry import Retry as RedisRetry
 
     dead = aioredis.Redis(host="127.0.0.1", port=1, retry=RedisRetry(NoBackoff(), 0))
     breaker = Breaker(name, open_duration=0.05, half_open_calls=1)

@@ -70,7 +70,8 @@ def test_a_real_deadlock_is_retried_and_both_transfers_commit(postgres_url: str)
     assert errors == []
     assert [sqlstate_of(event.exception) for event in retried if event.exception] == ["40P01"]
     with engine.connect() as conn:
-        balances = dict(conn.execute(sa.text("SELECT id, balance FROM account")).all())
+        rows = conn.execute(sa.text("SELECT id, balance FROM account"))
+        balances: dict[int, int] = {row[0]: row[1] for row in rows}
     assert balances == {1: 100, 2: 100}
     engine.dispose()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from safeship.resilience import BreakerOpen, Constant, State, get_breaker
+from safeship.resilience import BreakerOpen, Constant, RetryEvent, State, get_breaker
 from safeship.resilience.presets.http import (
     AsyncResilientTransport,
     ResilientTransport,
@@ -58,7 +58,7 @@ def test_retries_run_out_and_the_last_5xx_is_returned(http_server: Misbehaving) 
 
 
 def test_retry_after_from_the_server_is_honoured(http_server: Misbehaving) -> None:
-    events = []
+    events: list[RetryEvent] = []
     retry = http_retry(schedule=FAST, attempts=2, on_retry=events.append)
     with sync_client(retry=retry) as client:
         client.get(f"{http_server.url}/status/429?retry_after=0")

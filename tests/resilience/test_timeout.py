@@ -128,7 +128,7 @@ def test_nested_sync_deadlines_keep_the_sooner_one(clock: FakeClock) -> None:
 
 
 def test_a_passed_enclosing_deadline_skips_the_call(clock: FakeClock) -> None:
-    called = []
+    called: list[int] = []
     with deadline(1.0, clock=clock):
         clock.advance(2)
         with pytest.raises(DeadlineExceeded, match="not made"):

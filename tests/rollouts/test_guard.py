@@ -6,6 +6,7 @@ import json
 import logging
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -31,7 +32,7 @@ class Clock:
 
 
 @pytest.fixture
-def engine(postgres_url: str) -> sa.Engine:
+def engine(postgres_url: str) -> Iterator[sa.Engine]:
     engine = create_engine(postgres_url)
     upgrade(engine)
     yield engine

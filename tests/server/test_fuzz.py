@@ -49,7 +49,7 @@ def plane_app(database_url: str, engine: sa.Engine) -> FastAPI:
     return app
 
 
-def operations(app: FastAPI) -> list[schemathesis.APIOperation]:  # type: ignore[name-defined]
+def operations(app: FastAPI) -> list[schemathesis.APIOperation]:
     schema = schemathesis.openapi.from_asgi("/api/openapi.json", app)
     found = [result.ok() for result in schema.get_all_operations()]
     assert len(found) >= 30, "the schema should list every control-plane route"
@@ -67,7 +67,7 @@ def is_write(case: schemathesis.Case) -> bool:
     )
 
 
-def _call(case: schemathesis.Case, key: str) -> schemathesis.Response:  # type: ignore[name-defined]
+def _call(case: schemathesis.Case, key: str) -> schemathesis.Response:
     headers = {k: v for k, v in (case.headers or {}).items() if k.lower() != "authorization"}
     headers["X-API-Key"] = key
     case.headers = headers
@@ -89,7 +89,7 @@ def documented_invalid(case: schemathesis.Case, response: object, text: str) -> 
     case.validate_response(response, checks=[response_schema_conformance])  # type: ignore[arg-type]
 
 
-def cases(operation: schemathesis.APIOperation) -> st.SearchStrategy[schemathesis.Case]:  # type: ignore[name-defined]
+def cases(operation: schemathesis.APIOperation) -> st.SearchStrategy[schemathesis.Case]:
     """Valid requests and invalid ones (schemathesis's negative mode), mixed."""
     return st.one_of(
         operation.as_strategy(GenerationMode.POSITIVE),

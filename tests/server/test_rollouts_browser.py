@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -36,12 +36,16 @@ def browser_page() -> Iterator[object]:
         yield page
 
 
+def _clock_at(at: datetime) -> Callable[[], datetime]:
+    return lambda: at
+
+
 def _history(plane: ControlPlane, name: str, minutes: int) -> None:
     """Windows spread over the past minutes (a guard on a clock set back), for the charts."""
     start = datetime.now(UTC) - timedelta(minutes=minutes)
     for i in range(minutes):
         at = start + timedelta(minutes=i)
-        past = RolloutGuard(plane.engine, plane.flags, now=lambda at=at: at)
+        past = RolloutGuard(plane.engine, plane.flags, now=_clock_at(at))
         past.record_window(
             name,
             process="web-1",

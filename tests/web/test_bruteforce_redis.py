@@ -6,6 +6,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -116,7 +117,9 @@ async def test_a_redis_outage_falls_back_to_memory_and_returns_to_redis(
         assert store.degraded
         health = await check()
         assert health.status == "warn" and "Redis is unreachable" in (health.output or "")
-        degraded = [r.msg for r in caplog.records if events_of([r]) == ["auth.store_degraded"]]
+        degraded: list[Any] = [
+            r.msg for r in caplog.records if events_of([r]) == ["auth.store_degraded"]
+        ]
         assert len(degraded) == 1  # one line for the outage, not one per request
         assert degraded[0]["error"] == "ConnectionError" and degraded[0]["fallback"] == "memory"
 

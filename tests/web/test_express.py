@@ -54,7 +54,8 @@ def build(stack: str) -> ProtectedApp:
 
 def guards(app: ProtectedApp) -> list[Any]:
     """The guard layers between the outer layers and the user's app."""
-    layers, layer = [], app.app
+    layers: list[Any] = []
+    layer: Any = app.app
     while layer is not read_all:
         layers.append(layer)
         layer = layer.app

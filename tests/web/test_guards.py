@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -102,7 +103,7 @@ async def test_declared_large_body_is_refused_before_the_app() -> None:
 
 
 async def test_streamed_body_is_cut_at_the_limit() -> None:
-    async def chunks():  # type: ignore[no-untyped-def]
+    async def chunks() -> AsyncIterator[bytes]:
         for _ in range(10):
             yield b"x" * 100
 
@@ -112,7 +113,7 @@ async def test_streamed_body_is_cut_at_the_limit() -> None:
 
 
 async def test_streamed_body_under_limit_passes() -> None:
-    async def chunks():  # type: ignore[no-untyped-def]
+    async def chunks() -> AsyncIterator[bytes]:
         for _ in range(2):
             yield b"x" * 100
 

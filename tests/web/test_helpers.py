@@ -56,7 +56,7 @@ def test_page_defaults_and_junk() -> None:
 
 @given(st.integers(1, MAX_PAGE), st.integers(1, MAX_LIMIT), st.integers(0, 10**7))
 def test_has_next_matches_remaining_items(page: int, limit: int, total: int) -> None:
-    result = Page(page, limit).result([], total)
+    result = Page(page, limit).result(list[int](), total)
     assert result.has_next == (page * limit < total and page < MAX_PAGE)
     assert set(result.to_dict()) == {"items", "page", "limit", "total", "has_next"}
 
@@ -173,7 +173,7 @@ async def test_guard_accepts_stored_digests_and_wraps_asgi_apps() -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})  # type: ignore[operator]
         await send({"type": "http.response.body", "body": b"debug"})  # type: ignore[operator]
 
-    transport = httpx.ASGITransport(app=guard.wrap(debug_app))  # type: ignore[arg-type]
+    transport = httpx.ASGITransport(app=guard.wrap(debug_app))
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
         assert (await c.get("/")).status_code == 404
         assert (await c.get("/", headers={"X-Admin-Key": "ss_admin"})).text == "debug"

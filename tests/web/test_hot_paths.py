@@ -254,7 +254,7 @@ async def test_protected_app_acts_as_its_three_layers_stacked(
             else:
                 outcome = "returned"
         lines = [
-            (r.name, r.msg.get("status"), r.msg.get("request_id"))  # type: ignore[attr-defined]
+            (r.name, r.msg.get("status"), r.msg.get("request_id"))  # type: ignore[union-attr]
             for r in caplog.records
         ]
         counted = metrics.HTTP.snapshot() - before
