@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Form, HTTPException, Path, Request
 from fastapi.responses import RedirectResponse, Response
-from pydantic import AfterValidator, BaseModel, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, Field, field_validator
 
 from safeship.db.audit import MAX_REASON
 from safeship.flags import authoring
@@ -70,10 +70,11 @@ class PlanIn(Body):
     min_hold: Number = Field(default=300.0, ge=0, le=7 * 86400, description="Seconds per step.")
     min_sample: Whole = Field(default=500, ge=0, le=10_000_000, description="Candidate requests.")
 
-    @model_validator(mode="after")
-    def _valid_plan(self) -> PlanIn:
-        self.to_plan()  # raises ValueError (a 422) naming the field
-        return self
+    @field_validator("steps")
+    @classmethod
+    def _valid_steps(cls, steps: list[float]) -> list[float]:
+        Plan(steps=tuple(steps))  # a ValueError, reported at plan.steps
+        return steps
 
     def to_plan(self) -> Plan:
         return Plan(steps=tuple(self.steps), min_hold=self.min_hold, min_sample=self.min_sample)
