@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from safeship.flags import DISABLED_VARIANT, Context, FlagSet, FlagStateError, Variant
 
@@ -351,3 +353,46 @@ def test_generated_source_holds_no_text_from_the_state() -> None:
     assert "os" not in source
     assert "pwned" not in source
     assert snapshot.is_enabled(sneaky, {"properties": {sneaky: sneaky}}) in (True, False)
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+_KEYS = st.sampled_from(
+    [
+        "name",
+        "enabled",
+        "strategies",
+        "variants",
+        "dependencies",
+        "segments",
+        "constraints",
+        "parameters",
+        "operator",
+        "contextName",
+        "values",
+        "value",
+        "id",
+        "feature",
+        "weight",
+    ]
+)
+_UNLEASH_LIKE = st.recursive(
+    _JSON,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_KEYS, inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(features=st.lists(_UNLEASH_LIKE, max_size=4), segments=st.lists(_UNLEASH_LIKE, max_size=3))
+def test_no_stored_entry_makes_compilation_raise(features: list[Any], segments: list[Any]) -> None:
+    """Whatever the entries hold, the snapshot compiles and evaluates without raising."""
+    snapshot = FlagSet.from_unleash({"features": features, "segments": segments})
+    for name in snapshot.names():
+        snapshot.is_enabled(name, {"userId": "1"})
+        snapshot.variant(name, {"userId": "1"})

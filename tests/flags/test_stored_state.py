@@ -222,3 +222,34 @@ def test_the_names_unleash_allows_import(store: FlagStore) -> None:
     names = ["dx.feature.1-135", "my_flag~2", "Feature(1)!", "it's*", "ns:flag", "x" * 100]
     imported = store.import_unleash({"features": [{"name": n} for n in names]}, actor="t")
     assert imported == names
+
+
+def test_a_definition_stored_in_an_odd_shape_breaks_neither_the_list_nor_other_flags(
+    store: FlagStore,
+) -> None:
+    from safeship.db.schema import flags
+
+    store.create("odd", actor="t")
+    store.create("fine", actor="t", definition={"enabled": True})
+    with store.engine.begin() as conn:  # written around the store's checks
+        conn.execute(
+            sa.update(flags)
+            .where(flags.c.name == "odd")
+            .values(definition={"name": "odd", "enabled": True, "strategies": [1, "x"]})
+        )
+    listed = {record.name: record.to_dict() for record in store.all()}
+    assert listed["odd"]["rollout_percent"] is None and listed["fine"]["enabled"]
+    client = FlagClient(store=store, start=False)
+    assert client.refresh() and client.is_enabled("fine") and not client.is_enabled("odd")
+    store.set_enabled("odd", False, actor="t")  # an edit fixes nothing it was not asked to
+
+
+def test_the_kill_switch_works_past_a_definition_that_is_not_an_object(store: FlagStore) -> None:
+    from safeship.db.schema import flags
+
+    store.create("on", actor="t", definition={"enabled": True})
+    store.create("junk", actor="t")
+    with store.engine.begin() as conn:  # written around the store's checks
+        conn.execute(sa.update(flags).where(flags.c.name == "junk").values(definition=[1, 2]))
+    assert store.kill(actor="t", reason="drill") == {"on": False}
+    assert not store.get("on").enabled and not store.get("junk").enabled

@@ -246,8 +246,20 @@ def _date_constraint(operator: str, moment: datetime) -> dict[str, Any]:
     }
 
 
+_UNREADABLE = (AttributeError, TypeError, KeyError, IndexError, ValueError)
+"""What describing a definition stored in an unexpected shape can raise."""
+
+
 def rollout_percent(feature: dict[str, Any]) -> float | None:
-    """The percentage a plain rollout gives (100 for an unconstrained default strategy)."""
+    """The percentage a plain rollout gives (100 for an unconstrained default strategy);
+    ``None`` for anything else, a definition of an unexpected shape included."""
+    try:
+        return _rollout_percent(feature)
+    except _UNREADABLE:
+        return None
+
+
+def _rollout_percent(feature: dict[str, Any]) -> float | None:
     for strategy in feature.get("strategies") or []:
         name = strategy.get("name")
         if name == "flexibleRollout":
@@ -264,6 +276,13 @@ def rollout_percent(feature: dict[str, Any]) -> float | None:
 
 def summary(feature: dict[str, Any]) -> str:
     """A one-line description of the strategies, for lists and the dashboard."""
+    try:
+        return _summary(feature)
+    except _UNREADABLE:
+        return "unreadable definition (see the flag's problems)"
+
+
+def _summary(feature: dict[str, Any]) -> str:
     parts = []
     for strategy in feature.get("strategies") or []:
         name, params = strategy.get("name"), strategy.get("parameters") or {}

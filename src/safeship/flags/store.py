@@ -14,8 +14,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -26,17 +25,37 @@ from safeship.errors import SafeshipError
 from safeship.flags import authoring
 from safeship.flags.authoring import FlagDefinitionError
 from safeship.flags.model import FlagProblem
+from safeship.flags.records import (
+    FlagRecord,
+    aware,
+    copy_json,
+    record_from_row,
+    stale_reasons,
+    stored_definition,
+)
 from safeship.flags.validation import (
+    MAX_DESCRIPTION,
     StateView,
     check_change,
     check_json,
+    check_metadata,
     check_segment,
-    check_text,
+    import_entries,
 )
 
+__all__ = [
+    "MAX_DESCRIPTION",
+    "NOTIFY_CHANNEL",
+    "FlagExistsError",
+    "FlagInUseError",
+    "FlagNotFoundError",
+    "FlagRecord",
+    "FlagStore",
+    "FlagVersionError",
+    "load_view",
+    "validate_definition",
+]
 NOTIFY_CHANNEL = "safeship_flags"
-MAX_DESCRIPTION = 2000
-MAX_FLAGS_PER_IMPORT = 5000
 
 
 class FlagNotFoundError(SafeshipError, KeyError):
@@ -70,84 +89,6 @@ class FlagInUseError(SafeshipError, ValueError):
 class _Unchanged(Exception):  # noqa: N818 - control flow: roll the version bump back
     def __init__(self, row: sa.RowMapping) -> None:
         self.row = row
-
-
-@dataclass(frozen=True, slots=True)
-class FlagRecord:
-    """A stored flag: its Unleash definition plus safeship's metadata."""
-
-    name: str
-    definition: dict[str, Any]
-    description: str | None
-    owner: str | None
-    safe_value: bool
-    lifetime_days: int | None
-    version: int
-    created_at: datetime
-    updated_at: datetime
-    updated_by: str
-    last_evaluated_at: datetime | None
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.definition.get("enabled"))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "enabled": self.enabled,
-            "rollout_percent": authoring.rollout_percent(self.definition),
-            "summary": authoring.summary(self.definition),
-            "definition": self.definition,
-            "description": self.description,
-            "owner": self.owner,
-            "safe_value": self.safe_value,
-            "lifetime_days": self.lifetime_days,
-            "version": self.version,
-            "created_at": self.created_at.isoformat(),
-            "updated_at": self.updated_at.isoformat(),
-            "updated_by": self.updated_by,
-            "last_evaluated_at": _iso(self.last_evaluated_at),
-        }
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.isoformat()
-
-
-def _aware(moment: datetime | None) -> datetime | None:
-    if moment is not None and moment.tzinfo is None:  # SQLite drops the zone; values are UTC
-        return moment.replace(tzinfo=UTC)
-    return moment
-
-
-def _definition(raw: object, name: str) -> dict[str, Any]:
-    """A stored definition as a dict; one that is not an object reads as a flag that is off."""
-    return dict(raw) if isinstance(raw, Mapping) else {"name": name, "enabled": False}
-
-
-def _copy_json(raw: object) -> Any:
-    return dict(raw) if isinstance(raw, Mapping) else raw
-
-
-def _enabled(raw: object) -> bool:
-    return isinstance(raw, Mapping) and raw.get("enabled") is True
-
-
-def _record(row: sa.RowMapping) -> FlagRecord:
-    return FlagRecord(
-        name=row["name"],
-        definition=_definition(row["definition"], row["name"]),
-        description=row["description"],
-        owner=row["owner"],
-        safe_value=bool(row["safe_value"]),
-        lifetime_days=row["lifetime_days"],
-        version=int(row["version"]),
-        created_at=_aware(row["created_at"]) or datetime.now(UTC),
-        updated_at=_aware(row["updated_at"]) or datetime.now(UTC),
-        updated_by=row["updated_by"],
-        last_evaluated_at=_aware(row["last_evaluated_at"]),
-    )
 
 
 def validate_definition(definition: Mapping[str, Any], segments: Iterable[Any] = ()) -> None:
@@ -206,11 +147,11 @@ class FlagStore:
                 conn.execute(sa.text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
             version = int(conn.execute(sa.select(flag_state.c.version)).scalar_one())
             features = [
-                _copy_json(r.definition)
+                copy_json(r.definition)
                 for r in conn.execute(sa.select(flags.c.definition).order_by(flags.c.name))
             ]
             segments = [
-                _copy_json(r.definition)
+                copy_json(r.definition)
                 for r in conn.execute(
                     sa.select(flag_segments.c.definition).order_by(flag_segments.c.id)
                 )
@@ -220,7 +161,8 @@ class FlagStore:
     def all(self) -> list[FlagRecord]:
         with self.engine.connect() as conn:
             return [
-                _record(r) for r in conn.execute(sa.select(flags).order_by(flags.c.name)).mappings()
+                record_from_row(r)
+                for r in conn.execute(sa.select(flags).order_by(flags.c.name)).mappings()
             ]
 
     def get(self, name: str) -> FlagRecord:
@@ -228,7 +170,7 @@ class FlagStore:
             row = conn.execute(sa.select(flags).where(flags.c.name == name)).mappings().first()
         if row is None:
             raise FlagNotFoundError(name)
-        return _record(row)
+        return record_from_row(row)
 
     def history(self, name: str, *, limit: int = 50) -> list[AuditRecord]:
         with self.engine.connect() as conn:
@@ -236,7 +178,7 @@ class FlagStore:
 
     def killed_at(self) -> datetime | None:
         with self.engine.connect() as conn:
-            return _aware(conn.execute(sa.select(flag_state.c.killed_at)).scalar_one())
+            return aware(conn.execute(sa.select(flag_state.c.killed_at)).scalar_one())
 
     # -- changing --------------------------------------------------------------------
 
@@ -272,7 +214,7 @@ class FlagStore:
             raise FlagDefinitionError("definition: must be an object in Unleash's feature format")
         feature = {**definition, "name": name} if definition else authoring.new_feature(name)
         check_json(feature, "definition")
-        _check_metadata(description, lifetime_days, owner=owner)
+        check_metadata(description, lifetime_days, owner=owner)
         now = datetime.now(UTC)
         try:
             with self._transaction() as conn:
@@ -321,12 +263,12 @@ class FlagStore:
         ``FlagVersionError`` and nothing changes.
         """
         values: dict[str, Any] = dict(metadata or {})
-        _check_metadata(values.get("description"), values.get("lifetime_days"), values.get("owner"))
+        check_metadata(values.get("description"), values.get("lifetime_days"), values.get("owner"))
         try:
             with self._transaction() as conn:
                 version = self._bump(conn)  # first: the writers' lock, so the read is current
                 row = self._locked_row(conn, name, expected_version)
-                before = _definition(row["definition"], name)
+                before = stored_definition(row["definition"], name)
                 after = edit(copy.deepcopy(before))
                 if not isinstance(after, Mapping):
                     raise FlagDefinitionError("definition: must be an object")
@@ -352,7 +294,7 @@ class FlagStore:
                     conn, actor, action, name, before=before, after=after, reason=reason, at=now
                 )
         except _Unchanged as unchanged:
-            return _record(unchanged.row)
+            return record_from_row(unchanged.row)
         return self.get(name)
 
     @staticmethod
@@ -470,7 +412,7 @@ class FlagStore:
                 actor,
                 "flag.delete",
                 name,
-                before=_copy_json(row["definition"]),
+                before=copy_json(row["definition"]),
                 reason=reason,
             )
 
@@ -488,13 +430,20 @@ class FlagStore:
             changed = {
                 r.name: bool(r.safe_value)
                 for r in rows
-                if bool(r.definition.get("enabled")) != bool(r.safe_value)
+                if bool(stored_definition(r.definition, r.name).get("enabled"))
+                != bool(r.safe_value)
             }
-            before = {r.name: bool(r.definition.get("enabled")) for r in rows if r.name in changed}
+            before = {
+                r.name: bool(stored_definition(r.definition, r.name).get("enabled"))
+                for r in rows
+                if r.name in changed
+            }
             version = self._bump(conn)
             for row in rows:
                 if row.name in changed:
-                    definition = authoring.set_enabled(dict(row.definition), changed[row.name])
+                    definition = authoring.set_enabled(
+                        stored_definition(row.definition, row.name), changed[row.name]
+                    )
                     conn.execute(
                         sa.update(flags)
                         .where(flags.c.name == row.name)
@@ -565,7 +514,7 @@ class FlagStore:
         ``segments[0].constraints`` or ``features[3].strategies[0].segments[0]``); nothing
         is stored unless all of it can be used.
         """
-        features, segments = _import_entries(state)
+        features, segments = import_entries(state)
         names = [str(f["name"]) for f in features]
         index = {name: i for i, name in enumerate(names)}
 
@@ -654,7 +603,7 @@ class FlagStore:
         now = now or datetime.now(UTC)
         report = []
         for record in self.all():
-            reasons = _stale_reasons(record, now, settled_days)
+            reasons = stale_reasons(record, now, settled_days)
             if reasons:
                 report.append(
                     {
@@ -664,70 +613,3 @@ class FlagStore:
                     }
                 )
         return report
-
-
-def _stale_reasons(record: FlagRecord, now: datetime, settled_days: int) -> list[str]:
-    reasons = []
-    settled_for = now - record.updated_at
-    percent = authoring.rollout_percent(record.definition) if record.enabled else 0.0
-    if percent in (0.0, 100.0) and settled_for >= timedelta(days=settled_days):
-        state = "on for everyone" if record.enabled and percent == 100.0 else "off"
-        reasons.append(f"{state} for {settled_for.days} days")
-    if record.last_evaluated_at is None and settled_for >= timedelta(days=1):
-        reasons.append("never evaluated")
-    if record.lifetime_days is not None and now - record.created_at > timedelta(
-        days=record.lifetime_days
-    ):
-        reasons.append(f"past its expected lifetime of {record.lifetime_days} days")
-    return reasons
-
-
-def _import_entries(
-    state: object,
-) -> tuple[list[dict[str, Any]], dict[int, dict[str, Any]]]:
-    """The features and segments of an import, each checked on its own (see ``validation``)."""
-    features = state.get("features") if isinstance(state, Mapping) else None
-    if not isinstance(features, list):
-        raise FlagDefinitionError("features: an Unleash state needs a 'features' list")
-    if len(features) > MAX_FLAGS_PER_IMPORT:
-        raise FlagDefinitionError(f"features: at most {MAX_FLAGS_PER_IMPORT} per import")
-    checked: dict[str, dict[str, Any]] = {}
-    for i, feature in enumerate(features):
-        if not isinstance(feature, Mapping):
-            raise FlagDefinitionError("a feature is an object", field=f"features[{i}]")
-        try:
-            name = authoring.check_name(feature.get("name"))
-        except FlagDefinitionError as exc:
-            raise FlagDefinitionError(exc.problem, field=f"features[{i}].name") from None
-        if name in checked:
-            raise FlagDefinitionError(f"{name!r} appears twice", field=f"features[{i}].name")
-        check_json(feature, f"features[{i}]")
-        checked[name] = dict(feature)
-    raw_segments = state.get("segments") if isinstance(state, Mapping) else None
-    if raw_segments is None:
-        raw_segments = []
-    if not isinstance(raw_segments, list):
-        raise FlagDefinitionError("must be a list of segments", field="segments")
-    segments: dict[int, dict[str, Any]] = {}
-    for i, segment in enumerate(raw_segments):
-        segment_id = check_segment(segment, f"segments[{i}]")
-        if segment_id in segments:
-            raise FlagDefinitionError(f"{segment_id} appears twice", field=f"segments[{i}].id")
-        segments[segment_id] = dict(segment)
-    return list(checked.values()), segments
-
-
-def _check_metadata(description: object, lifetime_days: object, owner: object = None) -> None:
-    if description is not None and (
-        not isinstance(description, str) or len(description) > MAX_DESCRIPTION
-    ):
-        raise FlagDefinitionError(f"description: text of at most {MAX_DESCRIPTION} characters")
-    if owner is not None and (not isinstance(owner, str) or len(owner) > 200):
-        raise FlagDefinitionError("owner: text of at most 200 characters")
-    for field, text in (("description", description), ("owner", owner)):
-        if isinstance(text, str):
-            check_text(text, field)
-    if lifetime_days is not None and (
-        not isinstance(lifetime_days, int) or not 1 <= lifetime_days <= 3650
-    ):
-        raise FlagDefinitionError("lifetime_days: a whole number of days from 1 to 3650")

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from safeship.flags import authoring
 from safeship.flags.authoring import FlagDefinitionError
 from safeship.flags.compiler import compile_state
 from safeship.flags.constraints import RuleError, compile_constraint
@@ -25,6 +26,8 @@ from safeship.flags.model import FlagProblem
 from safeship.flags.strategies import Environment
 
 MAX_SEGMENT_ID = 2**31 - 1
+MAX_DESCRIPTION = 2000
+MAX_FLAGS_PER_IMPORT = 5000
 MAX_DEPTH = 32
 _ENV = Environment("validation", time.time, random.randint)
 
@@ -201,3 +204,54 @@ def _problems(view: StateView, names: set[str]) -> set[FlagProblem]:
     }
     compiled = compile_state(state, _ENV)
     return {problem for name in wanted if name in compiled for problem in compiled[name].problems}
+
+
+def import_entries(
+    state: object,
+) -> tuple[list[dict[str, Any]], dict[int, dict[str, Any]]]:
+    """The features and segments of an import, each checked on its own (see ``validation``)."""
+    features = state.get("features") if isinstance(state, Mapping) else None
+    if not isinstance(features, list):
+        raise FlagDefinitionError("features: an Unleash state needs a 'features' list")
+    if len(features) > MAX_FLAGS_PER_IMPORT:
+        raise FlagDefinitionError(f"features: at most {MAX_FLAGS_PER_IMPORT} per import")
+    checked: dict[str, dict[str, Any]] = {}
+    for i, feature in enumerate(features):
+        if not isinstance(feature, Mapping):
+            raise FlagDefinitionError("a feature is an object", field=f"features[{i}]")
+        try:
+            name = authoring.check_name(feature.get("name"))
+        except FlagDefinitionError as exc:
+            raise FlagDefinitionError(exc.problem, field=f"features[{i}].name") from None
+        if name in checked:
+            raise FlagDefinitionError(f"{name!r} appears twice", field=f"features[{i}].name")
+        check_json(feature, f"features[{i}]")
+        checked[name] = dict(feature)
+    raw_segments = state.get("segments") if isinstance(state, Mapping) else None
+    if raw_segments is None:
+        raw_segments = []
+    if not isinstance(raw_segments, list):
+        raise FlagDefinitionError("must be a list of segments", field="segments")
+    segments: dict[int, dict[str, Any]] = {}
+    for i, segment in enumerate(raw_segments):
+        segment_id = check_segment(segment, f"segments[{i}]")
+        if segment_id in segments:
+            raise FlagDefinitionError(f"{segment_id} appears twice", field=f"segments[{i}].id")
+        segments[segment_id] = dict(segment)
+    return list(checked.values()), segments
+
+
+def check_metadata(description: object, lifetime_days: object, owner: object = None) -> None:
+    if description is not None and (
+        not isinstance(description, str) or len(description) > MAX_DESCRIPTION
+    ):
+        raise FlagDefinitionError(f"description: text of at most {MAX_DESCRIPTION} characters")
+    if owner is not None and (not isinstance(owner, str) or len(owner) > 200):
+        raise FlagDefinitionError("owner: text of at most 200 characters")
+    for where, text in (("description", description), ("owner", owner)):
+        if isinstance(text, str):
+            check_text(text, where)
+    if lifetime_days is not None and (
+        not isinstance(lifetime_days, int) or not 1 <= lifetime_days <= 3650
+    ):
+        raise FlagDefinitionError("lifetime_days: a whole number of days from 1 to 3650")
