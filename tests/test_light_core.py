@@ -37,6 +37,7 @@ ALLOWED = {
     "safeship.web": (),
     "safeship.outbox": ("sqlalchemy",),
     "safeship.db": ("sqlalchemy",),
+    "safeship.flags.live": ("sqlalchemy",),  # the live client reads safeship's flag tables
 }
 
 BLOCKER = """

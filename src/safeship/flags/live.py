@@ -36,8 +36,8 @@ import sqlalchemy as sa
 from safeship.flags import authoring
 from safeship.flags.counter import EvaluationCounter
 from safeship.flags.flagset import FlagSet
+from safeship.flags.overrides import FlagOverride, flag_key
 from safeship.flags.store import NOTIFY_CHANNEL, FlagStore
-from safeship.settings import FlagOverride, flag_key
 
 logger = logging.getLogger("safeship.flags")
 REDIS_CHANNEL = "safeship:flags"
