@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from safeship.server.keys import Principal, Scope
 from safeship.server.session import COOKIE_NAME, Session, csrf_matches
 from safeship.server.state import plane
+from safeship.web.keys import presented_key
 
 _api_key_header = APIKeyHeader(
     name="X-API-Key", auto_error=False, description="A control-plane API key (read or admin scope)."
@@ -54,8 +55,13 @@ async def current_principal(
     api_key: Annotated[str | None, Security(_api_key_header)] = None,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
 ) -> Principal:
-    """The caller, from an API key header or a dashboard session; 401 otherwise."""
-    presented = api_key or (bearer.credentials if bearer else None)
+    """The caller, from an API key header or a dashboard session; 401 otherwise.
+
+    ``api_key`` and ``bearer`` declare the two schemes in the OpenAPI document; the key
+    itself is read by `presented_key`, as the ``protect()`` guard reads it.
+    """
+    del api_key, bearer
+    presented = presented_key(request.scope.get("headers", ()))
     if presented is not None:
         principal = await authenticate_key(request, presented)
         if principal is None:

@@ -8,7 +8,7 @@ from safeship.observe import metrics
 from safeship.observe.logging import get_logger
 from safeship.web._asgi import ASGIApp, PathPrefixes, Receive, Scope, Send, send_problem
 from safeship.web.clients import ClientAddresses, ProxyHeader
-from safeship.web.keys import DigestSet, hash_key, is_digest
+from safeship.web.keys import DigestSet, hash_key, is_digest, presented_key
 from safeship.web.limiter import FailureStore, MemoryFailureStore, Verdict
 
 _log = get_logger("safeship.web.auth")
@@ -75,20 +75,7 @@ class ApiKeyAuth:
         return self._digests
 
     def _presented(self, scope: Scope) -> str | None:
-        """The key of the first ``X-API-Key`` header when non-empty, else the token of the
-        first ``Authorization: Bearer`` header (one pass over the headers)."""
-        name: bytes | None = self._header
-        auth: str | None = None
-        for key, value in scope.get("headers", ()):
-            if key == name:
-                if value:
-                    return bytes(value).decode("latin-1").strip()
-                name = None  # an empty first value: fall back to Authorization
-            elif key == b"authorization" and auth is None:
-                auth = bytes(value).decode("latin-1")
-        if auth and auth[:7].lower() == "bearer ":
-            return auth[7:].strip() or None
-        return None
+        return presented_key(scope.get("headers", ()), self._header)
 
     def _applies(self, scope: Scope) -> bool:
         if scope["type"] not in ("http", "websocket") or not self._is_protected(

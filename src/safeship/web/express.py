@@ -19,7 +19,7 @@ from safeship.web.auth import ApiKeyAuth
 from safeship.web.clients import PROXY_HEADER_KEYS, UNKNOWN, ClientAddresses
 from safeship.web.csrf import SAFE_METHODS, OriginCheckMiddleware
 from safeship.web.endpoints import HealthEndpoints, MetricsEndpoint
-from safeship.web.keys import DigestSet
+from safeship.web.keys import DigestSet, presented_key
 from safeship.web.limiter import MemoryFailureStore, Verdict
 from safeship.web.limits import BodySizeLimitMiddleware
 from safeship.web.request_id import RequestIdMiddleware
@@ -32,7 +32,7 @@ _HTTP1 = ("1.0", "1.1")
 class _AuthCheck:
     """What `ApiKeyAuth.passes` reads, taken from the layer once."""
 
-    __slots__ = ("bases", "check_now", "clients", "digests", "everything", "starts")
+    __slots__ = ("bases", "check_now", "clients", "digests", "everything", "header", "starts")
 
     def __init__(self, auth: ApiKeyAuth) -> None:
         self.everything, self.bases, self.starts = auth.protects.parts
@@ -43,6 +43,7 @@ class _AuthCheck:
             store.check_now if type(store) is MemoryFailureStore else None
         )
         self.digests: DigestSet = auth.digests
+        self.header = auth.header_key
 
 
 class ExpressLane:
@@ -185,14 +186,7 @@ class ExpressLane:
             ip = str(client[0]) if client else UNKNOWN
             if ip in auth.clients and not auth.check_now(ip).allowed:
                 return None
-            # As ApiKeyAuth reads it: a non-empty first X-API-Key, else a bearer token.
-            if api_key:
-                presented: str | None = bytes(api_key).decode("latin-1").strip()
-            elif authorization:
-                text = bytes(authorization).decode("latin-1")
-                presented = text[7:].strip() if text[:7].lower() == "bearer " else None
-            else:
-                presented = None
+            presented = presented_key(scope.get("headers", ()), auth.header)
             if not presented or not auth.digests.matches(presented):
                 return None
         return b"" if request_id is None else bytes(request_id)

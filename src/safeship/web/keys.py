@@ -15,6 +15,8 @@ import secrets
 from collections.abc import Iterable
 
 DIGEST_HEX_LENGTH = 64
+#: The request header an API key is read from first (lower-case bytes, as in ASGI).
+API_KEY_HEADER = b"x-api-key"
 
 
 #: An empty SHA-256 state, copied for each key: a copy skips the algorithm lookup that
@@ -87,6 +89,31 @@ class DigestSet:
         for stored in self._raw:
             matched |= hmac.compare_digest(candidate, stored)
         return matched
+
+
+def presented_key(
+    headers: Iterable[tuple[bytes, bytes]], header: bytes = API_KEY_HEADER
+) -> str | None:
+    """The API key a request presents: its first ``header`` (``X-API-Key``) when that is
+    non-empty, else the token of its first ``Authorization: Bearer`` header; None when it
+    presents neither. ``headers`` are ASGI request headers (lower-case names); the key is
+    decoded as latin-1 (never raises) and stripped of surrounding whitespace.
+
+    The one place safeship reads a presented API key: the `ApiKeyAuth` layer, the
+    decision `protect` takes without it (`ApiKeyAuth.passes`) and the control plane.
+    """
+    name: bytes | None = header
+    authorization: bytes | None = None
+    for key, value in headers:
+        if key == name:
+            if value:
+                return bytes(value).decode("latin-1").strip()
+            name = None  # an empty first value: fall back to Authorization
+        elif key == b"authorization" and authorization is None:
+            authorization = bytes(value)
+    if authorization and authorization[:7].lower() == b"bearer ":
+        return authorization[7:].decode("latin-1").strip() or None
+    return None
 
 
 def generate_key(prefix: str = "ss_", nbytes: int = 32) -> str:
