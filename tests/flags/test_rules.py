@@ -28,7 +28,7 @@ def test_rule_case(case: Case) -> None:
         name, payload_value = case.expected
         chosen = flags.variant(case.flag, case.context)
         assert chosen.name == name
-        assert (chosen.payload or {}).get("value") == payload_value
+        assert (chosen.payload.get("value") if chosen.payload else None) == payload_value
 
 
 def test_case_ids_are_unique() -> None:

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from safeship.flags import FlagSet, FlagStateError, Variant
+from safeship.flags.model import FrozenDict
 from safeship.flags.testing import fixed_flags, force_flags
 from safeship.flags.testing import forced_flags as forced_flags  # the fixture, used by name
 
@@ -22,7 +23,7 @@ REAL = FlagSet.from_unleash(
 
 
 def test_fixed_flags_from_plain_values() -> None:
-    payload = {"type": "json", "value": "{}"}
+    payload = FrozenDict({"type": "json", "value": "{}"})
     flags = fixed_flags(
         {"on": True, "off": False, "color": "blue", "rich": Variant("gold", True, True, payload)}
     )
