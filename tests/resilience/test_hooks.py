@@ -8,7 +8,7 @@ result or exception, and the hook's error is logged as ``resilience.hook_failed`
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -172,7 +172,7 @@ def test_a_raising_fallback_propagates_and_leaves_the_breaker_judging(
 # -- retry -----------------------------------------------------------------------------
 
 
-def broken_predicate(_: object) -> bool:
+def broken_predicate(_: object) -> NoReturn:
     raise RuntimeError("predicate bug")
 
 

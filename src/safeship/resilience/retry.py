@@ -87,7 +87,9 @@ class Retry(Policy):
         attempts: int = 3,
         schedule: Schedule | None = None,
         deadline: float | None = None,
-        retry_on: ExceptionTypes | Callable[[BaseException], bool] = (Exception,),
+        retry_on: type[BaseException] | ExceptionTypes | Callable[[BaseException], bool] = (
+            Exception,
+        ),
         never_on: ExceptionTypes = (BreakerOpen,),
         retry_if_result: Callable[[Any], bool] | None = None,
         respect_retry_after: bool = True,
