@@ -4,6 +4,7 @@ transaction: committed events are visible, rolled-back ones are not."""
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -12,7 +13,7 @@ from sqlalchemy.orm import Session
 from safeship.outbox import NewEvent, OutboxPayloadError, stage, stage_many
 from safeship.outbox.store_pg import asyncpg_dsn
 
-ARGS = {"aggregate_type": "order", "aggregate_id": "o-1", "type": "created"}
+ARGS: dict[str, Any] = {"aggregate_type": "order", "aggregate_id": "o-1", "type": "created"}
 
 
 def _rows(engine: sa.Engine) -> list[sa.Row[tuple[object, ...]]]:
