@@ -36,7 +36,10 @@ def test_twenty_concurrent_creates_of_one_rollout_give_one_201_and_nineteen_409(
     plane: Plane,
 ) -> None:
     name = _unique("race-rollout")
-    body = {"name": name, "plan": {"steps": [10, 100], "min_hold": 0, "min_sample": 0}}
+    body: dict[str, object] = {
+        "name": name,
+        "plan": {"steps": [10, 100], "min_hold": 0, "min_sample": 0},
+    }
     responses = at_once(plane.url, admin_headers(), _post("/api/v1/rollouts", body))
     assert statuses(responses) == [201] + [409] * (RACERS - 1), described(responses)
 
@@ -45,7 +48,7 @@ def test_twenty_concurrent_creates_of_one_key_give_one_201_and_nineteen_409(
     plane: Plane,
 ) -> None:
     name = _unique("race-key")
-    body = {"name": name, "scope": "read"}
+    body: dict[str, object] = {"name": name, "scope": "read"}
     responses = at_once(plane.url, admin_headers(), _post("/api/v1/keys", body))
     assert statuses(responses) == [201] + [409] * (RACERS - 1), described(responses)
     created = [r.json()["key"] for r in responses if r.status_code == 201]
