@@ -25,6 +25,8 @@ from .conftest import wait_until
 class GatedSink:
     """Holds every batch until ``gate`` is set, then delivers it."""
 
+    ordered = False
+
     def __init__(self) -> None:
         self.gate = threading.Event()
 
