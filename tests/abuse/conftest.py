@@ -14,6 +14,16 @@ from tests.abuse.plane import Plane, fresh_postgres_database, serve_plane
 from tests.conftest import need_service
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+HERE = "tests/abuse/"
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under ``--dist loadgroup`` the suite runs on one worker, so it starts its shared
+    servers once rather than once per worker."""
+    for item in items:
+        if item.nodeid.startswith(HERE):
+            item.add_marker(pytest.mark.xdist_group("abuse"))
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
