@@ -37,6 +37,9 @@ def stream() -> Iterator[io.StringIO]:
     """Configure JSON logging into a buffer, then restore the root logger."""
     root = logging.getLogger()
     saved = (list(root.handlers), root.level)
+    # An in-process uvicorn (the browser tests') leaves levels on its loggers: start clean.
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).setLevel(logging.NOTSET)
     buffer = io.StringIO()
     configure_logging(fmt="json", level="DEBUG", stream=buffer)
     try:
