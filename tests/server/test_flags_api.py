@@ -281,7 +281,7 @@ ODD_BODIES = [
     ("/api/v1/flags", {"name": "ok", "lifetime_days": False}, "body.lifetime_days"),
     ("/api/v1/flags", {"name": "ok", "lifetime_days": "30"}, "body.lifetime_days"),
     ("/api/v1/flags", {"name": 5}, "body.name"),
-    ("/api/v1/flags", {"name": "ok", "definition": {"x": "\x00"}}, "body.definition"),
+    ("/api/v1/flags", {"name": "ok", "definition": {"x": "\x00"}}, "body.definition.x"),
     ("/api/v1/flags", {"name": "a\u202eb"}, "body.name"),
     ("/api/v1/flags", {"name": "e\u0301"}, "body.name"),
     ("/api/v1/flags", {"name": "a\u200bb"}, "body.name"),
@@ -302,7 +302,7 @@ ODD_BODIES = [
         {"features": [], "segments": [{"id": 1, "constraints": "x"}]},
         "body.segments[0].constraints",
     ),
-    ("/api/v1/flags/evaluate", {"name": "f", "context": {"userId": "\x00"}}, "body.context"),
+    ("/api/v1/flags/evaluate", {"name": "f", "context": {"userId": "\x00"}}, "body.context.userId"),
 ]
 
 

@@ -17,6 +17,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from safeship.server.inputs import NestedValueError
+
 logger = logging.getLogger("safeship.server")
 
 _CODES = {
@@ -100,11 +102,17 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    problems = [
-        {"field": ".".join(str(p) for p in e.get("loc", ())), "problem": e.get("msg", "")}
-        for e in exc.errors()
-    ]
-    return error_response(422, problems)
+    return error_response(422, [_problem(e) for e in exc.errors()])
+
+
+def _problem(error: Any) -> dict[str, str]:
+    """One refusal as ``{"field", "problem"}``; a nested value's path extends the field."""
+    field = ".".join(str(part) for part in error.get("loc", ()))
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, NestedValueError) and cause.path:
+        joiner = "" if cause.path.startswith("[") else "."
+        return {"field": f"{field}{joiner}{cause.path}", "problem": cause.problem}
+    return {"field": field, "problem": str(error.get("msg", ""))}
 
 
 async def _database_error(_request: Request, exc: Exception) -> JSONResponse:

@@ -50,20 +50,30 @@ def _text_only(value: object) -> object:
     return value
 
 
+class NestedValueError(ValueError):
+    """A bad value inside a JSON object: ``path`` says where (``features[0].description``)."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path}: {problem}" if path else problem)
+        self.path = path
+        self.problem = problem
+
+
 def _storable_json(value: object, path: str = "", depth: int = 0) -> None:
     if depth > MAX_JSON_DEPTH:
-        raise ValueError(f"{path or 'the object'} is nested deeper than {MAX_JSON_DEPTH} levels")
+        raise NestedValueError(path, f"is nested deeper than {MAX_JSON_DEPTH} levels")
     try:
         if isinstance(value, str):
             storable_text(value)
         elif isinstance(value, float) and not math.isfinite(value):
             raise ValueError("must be a finite number")
     except ValueError as exc:
-        raise ValueError(f"{path}: {exc}" if path else str(exc)) from None
+        raise NestedValueError(path, str(exc)) from None
     if isinstance(value, Mapping):
         for key, item in value.items():
-            _storable_json(str(key), f"{path} (a key)", depth)
-            _storable_json(item, f"{path}.{key}".lstrip("."), depth + 1)
+            where = f"{path}.{key}" if path else str(key)
+            _storable_json(str(key), where, depth)
+            _storable_json(item, where, depth + 1)
     elif isinstance(value, list):
         for index, item in enumerate(value):
             _storable_json(item, f"{path}[{index}]", depth + 1)
