@@ -1,5 +1,5 @@
-"""The express lane of protect(): it admits a request only when every guard would pass
-it, admits every such request that is no probe, and answers as the layers do."""
+"""The express lane of protect(): it sends a request to the app directly exactly when
+every guard's own decision passes it, and answers as the layers do."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from safeship.web import protect
 from safeship.web._asgi import Scope
 from safeship.web.express import ExpressLane
 from safeship.web.limiter import ALLOWED, MemoryFailureStore, Verdict
-from safeship.web.protect import ProtectedApp
 from safeship.web.request_id import RequestIdMiddleware
 from tests.web.test_hot_paths import read_all
 
@@ -46,16 +45,25 @@ STACKS: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 
 
-def build(stack: str) -> ProtectedApp:
-    app = protect(read_all, configure_logs=False, **STACKS[stack])
-    assert isinstance(app, ProtectedApp)
+def lane_of(app: Any) -> ExpressLane:
+    """The express lane inside a stack `protect` built."""
+    while not isinstance(app, ExpressLane):
+        app = app.app
     return app
 
 
-def guards(app: ProtectedApp) -> list[Any]:
+def build(stack: str, *, express: bool = True) -> Any:
+    """protect()'s stack for ``stack``; without ``express``, every request takes the layers."""
+    app = protect(read_all, configure_logs=False, **STACKS[stack])
+    if not express:
+        lane_of(app).checks = (lambda _scope: False,)
+    return app
+
+
+def guards(app: Any) -> list[Any]:
     """The guard layers between the outer layers and the user's app."""
     layers: list[Any] = []
-    layer: Any = app.app
+    layer: Any = lane_of(app).guards
     while layer is not read_all:
         layers.append(layer)
         layer = layer.app
@@ -108,6 +116,19 @@ def scope_of(request: dict[str, Any]) -> Scope:
     return {"type": "http", "query_string": b"", "root_path": "", **request}
 
 
+def route(lane: ExpressLane, scope: Scope) -> str:
+    """Where the lane sends ``scope``: ``"app"`` or ``"guards"``."""
+    taken: list[str] = []
+
+    async def to(where: str, *_: Any) -> None:
+        taken.append(where)
+
+    lane.app, lane.guards = (lambda *a: to("app", *a)), (lambda *a: to("guards", *a))
+    asyncio.run(lane(scope, read_all, read_all))  # type: ignore[arg-type]
+    (where,) = taken
+    return where
+
+
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(stack=st.sampled_from(sorted(STACKS)), request=requests)
 @example(
@@ -119,57 +140,26 @@ def test_the_lane_admits_exactly_what_every_guard_passes(
     stack: str, request: dict[str, Any]
 ) -> None:
     app = build(stack)
-    lane = app.lane
-    assert lane is not None
-    scope = scope_of(request)
-    admitted = lane.look(dict(scope))
     layers = guards(app)
+    scope = scope_of(request)
     every_guard_passes = all(layer.passes(dict(scope)) for layer in layers)
-    if admitted is not None:
-        assert every_guard_passes
-        first = [value for name, value in scope["headers"] if name == b"x-request-id"]
-        assert admitted == (first[0] if first else b"")
-    elif every_guard_passes:
-        # The lane may leave only probe and metrics paths to the layers.
-        assert scope["path"] in lane.layered_paths
+    where = route(lane_of(app), dict(scope))
+    assert where == ("app" if every_guard_passes else "guards")
 
 
 def test_a_valid_key_goes_straight_to_the_app_and_a_limited_client_does_not() -> None:
     app = build("everything")
-    lane = app.lane
-    assert lane is not None
     scope = scope_of(
         {"method": "GET", "path": "/api/x", "headers": [(b"x-api-key", KEY.encode())],
          "http_version": "1.1", "client": ("1.2.3.4", 5)}
     )  # fmt: skip
-    assert lane.look(scope) == b""
     store = next(layer.store for layer in guards(app) if hasattr(layer, "store"))
     assert isinstance(store, MemoryFailureStore)
+    assert route(lane_of(build("everything")), dict(scope)) == "app"
     for _ in range(5):
         asyncio.run(store.record_failure("1.2.3.4"))
-    assert lane.look(scope) is None  # limited: the auth layer answers 429
-    assert lane.look({**scope, "client": ("1.2.3.5", 5)}) == b""
-
-
-def test_a_lane_is_only_built_over_guards_it_knows() -> None:
-    ids = RequestIdMiddleware(read_all)
-    assert ExpressLane.build(read_all, [object()], ids) is None
-    clashing = protect(read_all, api_keys=[KEY], configure_logs=False)
-    assert isinstance(clashing, ProtectedApp)
-    same_header = RequestIdMiddleware(read_all, header="X-API-Key")
-    assert ExpressLane.build(read_all, guards(clashing), same_header) is None
-    untrusting = RequestIdMiddleware(read_all, header="X-API-Key", trust_incoming=False)
-    assert ExpressLane.build(read_all, guards(clashing), untrusting) is not None
-
-
-def test_an_unhashable_header_name_goes_through_the_layers() -> None:
-    lane = build("no-guards").lane
-    assert lane is not None
-    scope = scope_of(
-        {"method": "GET", "path": "/", "headers": [(bytearray(b"x-request-id"), b"r-1")],
-         "http_version": "1.1", "client": None}
-    )  # fmt: skip
-    assert lane.look(scope) is None
+    assert route(lane_of(app), dict(scope)) == "guards"  # limited: the auth layer answers 429
+    assert route(lane_of(app), {**scope, "client": ("1.2.3.5", 5)}) == "app"
 
 
 async def run(app: Any, scope: Scope, body: bytes) -> list[dict[str, Any]]:
@@ -204,10 +194,7 @@ def test_the_lane_answers_as_the_layers_do(
     stack: str, sequence: list[tuple[dict[str, Any], bytes]]
 ) -> None:
     fast = build(stack)
-    plain = build(stack)
-    layered = ProtectedApp(
-        plain.app, plain.request_ids, plain.observe, plain.timeout, addresses=plain.addresses
-    )
+    layered = build(stack, express=False)
 
     async def both() -> None:
         for request, body in sequence:
@@ -220,13 +207,14 @@ def test_the_lane_answers_as_the_layers_do(
 
 
 @pytest.mark.parametrize("incoming", [b"r-1", b"", b"bad id", b"x" * 129])
-def test_adopt_keeps_a_valid_id_and_generates_the_rest(incoming: bytes) -> None:
-    scope: Scope = {"type": "http"}
-    rid, encoded = RequestIdMiddleware(read_all).adopt(scope, incoming)
+def test_assign_keeps_a_valid_id_and_generates_the_rest(incoming: bytes) -> None:
+    scope: Scope = {"type": "http", "headers": [(b"x-request-id", incoming)]}
+    rid, encoded = RequestIdMiddleware(read_all).assign(scope)
     assert scope["state"]["request_id"] == rid and encoded == rid.encode()
     if incoming == b"r-1":
         assert rid == "r-1"
     else:
-        assert len(rid) == 32 and rid.isalpha() and rid.islower()
+        assert len(rid) == 32 and rid.isalnum() and rid.isascii()
     own = RequestIdMiddleware(read_all, generator=lambda: "own-1")
-    assert own.adopt({}, incoming)[0] == ("r-1" if incoming == b"r-1" else "own-1")
+    expected = "r-1" if incoming == b"r-1" else "own-1"
+    assert own.assign({"headers": [(b"x-request-id", incoming)]})[0] == expected

@@ -60,9 +60,9 @@ async def test_the_control_plane_and_the_guard_accept_the_same_keys(
     plane: TestClient, headers: list[tuple[bytes, bytes]], expected: str | None
 ) -> None:
     accepted = expected == READ_KEY
-    request = plane.build_request("GET", "/api/v1/me")
-    request.headers = httpx.Headers(headers)  # as sent: repeated headers stay apart
-    answer = plane.send(request)
+    to_plane = plane.build_request("GET", "/api/v1/me")
+    to_plane.headers = to_plane.headers.__class__(headers)  # as sent: repeats stay apart
+    answer = plane.send(to_plane)
     assert answer.status_code == (200 if accepted else 401)
 
     async def ok(_request: Request) -> PlainTextResponse:

@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import time
-from asyncio.base_events import BaseEventLoop
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any
 
 from safeship.errors import SafeshipError
@@ -15,7 +13,6 @@ from safeship.observe.logging import get_logger
 from safeship.web._asgi import ASGIApp, Message, Receive, Scope, Send, send_problem
 
 _log = get_logger("safeship.web.limits")
-_ASYNCIO_TIME = BaseEventLoop.time
 
 
 class _BodyTooLargeError(Exception):
@@ -143,8 +140,7 @@ class _Deadlines:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, resolution: float) -> None:
         self.loop = loop
-        # asyncio's own loops tell time with time.monotonic: called directly, the same.
-        self.clock = time.monotonic if type(loop).time is _ASYNCIO_TIME else loop.time
+        self.clock = loop.time
         self.resolution = resolution
         self.slots: dict[int, set[asyncio.Task[Any]]] = {}
         self.expired: set[asyncio.Task[Any]] = set()
@@ -187,16 +183,17 @@ class TimeoutMiddleware:
         self._deadlines: _Deadlines | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        task = asyncio.current_task()
-        if scope["type"] != "http" or task is None:
+        task = asyncio.current_task() if scope["type"] == "http" else None
+        if task is None:  # not HTTP, or not run by an asyncio server: nothing to cancel
             await self.app(scope, receive, send)
             return
         started = False
 
-        async def tracking_send(message: Message) -> None:
+        def tracking_send(message: Message) -> Awaitable[None]:
+            # A plain function returning the server's awaitable: no coroutine of its own.
             nonlocal started
             started = started or message["type"] == "http.response.start"
-            await send(message)
+            return send(message)
 
         watch = self.watch(task)
         try:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import random
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 from safeship.observe.logging import note_request_id, request_id
-from safeship.web._asgi import ASGIApp, Headers, Message, Receive, Scope, Send, header_text
+from safeship.web._asgi import ASGIApp, Headers, Message, Receive, Scope, Send
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 
@@ -55,12 +55,6 @@ class RequestIdMiddleware:
         self.trust_incoming = trust_incoming
         self.generator = generator
 
-    def _incoming(self, scope: Scope) -> str | None:
-        if not self.trust_incoming:
-            return None
-        value = header_text(scope, self._key)
-        return value if value is not None and _SAFE_ID.fullmatch(value) else None
-
     @property
     def header_key(self) -> bytes:
         """The response header's name, lower-case bytes."""
@@ -68,29 +62,18 @@ class RequestIdMiddleware:
 
     def assign(self, scope: Scope) -> tuple[str, bytes]:
         """The request's id (kept or generated), stored in ``scope["state"]``; also encoded."""
-        incoming = b""
+        rid = raw = None
         if self.trust_incoming:
             key = self._key
             for name, value in scope.get("headers", ()):
-                if name == key:
-                    incoming = bytes(value)
-                    break  # only the first value counts, as `_incoming` reads it
-        return self.adopt(scope, incoming)
-
-    def adopt(self, scope: Scope, incoming: bytes) -> tuple[str, bytes]:
-        """`assign` with the first value of the header already read (``b""``: none)."""
-        rid = None
-        if incoming and self.trust_incoming:
-            text = incoming.decode("latin-1")
-            if _SAFE_ID.fullmatch(text):
-                rid, raw = text, incoming
-        if rid is None:
-            if self.generator is _random_id:  # `_random_id`, inline, keeping its bytes
-                raw = _ids.getrandbits(256).to_bytes(32, "little").translate(_BYTE_TO_LETTER)
-                rid = raw.decode("ascii")
-            else:
-                rid = self.generator()
-                raw = rid.encode("latin-1", "replace")
+                if name == key:  # only the first value counts
+                    text = bytes(value).decode("latin-1")
+                    if _SAFE_ID.fullmatch(text):
+                        rid, raw = text, bytes(value)
+                    break
+        if rid is None or raw is None:
+            rid = self.generator()
+            raw = rid.encode("latin-1", "replace")
         state = scope.get("state")
         if state is None:  # servers give one; no empty dict made for nothing
             state = scope["state"] = {}
@@ -105,10 +88,11 @@ class RequestIdMiddleware:
         token = request_id.set(rid)
         key = self._key
 
-        async def send_with_id(message: Message) -> None:
+        def send_with_id(message: Message) -> Awaitable[None]:
+            # A plain function returning the server's awaitable: no coroutine of its own.
             if message["type"] == "http.response.start":
                 message["headers"] = with_header(message.get("headers", ()), key, encoded)
-            await send(message)
+            return send(message)
 
         try:
             await self.app(scope, receive, send_with_id)

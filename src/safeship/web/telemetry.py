@@ -6,7 +6,7 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from safeship.observe import metrics
@@ -20,6 +20,7 @@ _ACCESS_LOGGER = "safeship.access"
 _access_log = get_logger(_ACCESS_LOGGER)
 #: The default route label: the matched route template (``metrics.route_label``).
 _route_template: RouteLabel = metrics.route_label
+_perf_counter = time.perf_counter
 #: Trace ids exist only once something imported OpenTelemetry's API.
 _OTEL_TRACE = "opentelemetry.trace"
 
@@ -53,19 +54,20 @@ class ObserveMiddleware:
             await self.app(scope, receive, send)
             return
         status = 500
-        started = time.perf_counter()
 
-        async def send_observed(message: Message) -> None:
+        def send_observed(message: Message) -> Awaitable[None]:
+            # A plain function returning the server's awaitable: no coroutine of its own.
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
-            await send(message)
+            return send(message)
 
-        self.begin()
+        begun = self.begin()
+        started = _perf_counter()
         try:
             await self.app(scope, receive, send_observed)
         finally:
-            self.finish(scope, status, time.perf_counter() - started)
+            self.finish(scope, status, _perf_counter() - started, begun)
 
     def begin(self) -> object:
         """A request starts (counted in progress); pass the result on to `finish`."""
