@@ -394,3 +394,37 @@ def test_a_count_window_opened_by_a_success_stays_open_for_its_duration() -> Non
         breaker.call(lambda: "ok")
     clock.advance(5.0)
     assert breaker.call(lambda: "ok") == "ok"  # half-open trial after the open duration
+
+
+def test_a_breaker_nothing_uses_leaves_the_registry_without_waiting_for_the_collector(
+    name: str,
+) -> None:
+    import gc
+    import weakref
+
+    gc.disable()
+    try:
+        breaker = Breaker(name)
+        guarded = breaker(ok)
+        guarded()
+        with breaker:
+            pass
+        alive = weakref.ref(breaker)
+        del breaker, guarded
+        assert alive() is None
+        with pytest.raises(KeyError):
+            get_breaker(name)
+    finally:
+        gc.enable()
+
+
+def test_a_breaker_joins_the_registry_it_is_given_and_none_when_told(name: str) -> None:
+    from safeship.resilience.registry import BreakerRegistry
+
+    own = BreakerRegistry()
+    breaker = Breaker(name, registry=own)
+    assert own.get(name) is breaker
+    assert breaker not in all_breakers()
+    assert Breaker(name, registry=None) not in all_breakers()
+    with pytest.raises(ValueError, match="register=False"):
+        Breaker(name, register=False, registry=own)

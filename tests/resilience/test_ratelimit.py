@@ -114,3 +114,28 @@ def test_an_unreachable_redis_fails_open_or_closed_as_configured(dead_redis: obj
     closed_limiter = RedisRateLimiter(client, "k", rate=1, fail_open=False)
     with pytest.raises(RateLimited):
         closed_limiter.acquire()
+
+
+@pytest.mark.redis
+async def test_the_sync_redis_limiter_guards_coroutines_too(redis_url: str) -> None:
+    import redis
+
+    key = f"safeship:test:rl:{uuid.uuid4().hex}"
+    client = redis.Redis.from_url(redis_url)
+    try:
+        limiter = RedisRateLimiter(client, key, rate=1, per=60, burst=2)
+
+        @limiter
+        async def send() -> str:
+            return "sent"
+
+        assert await send() == "sent"
+        async with limiter:
+            pass
+        with pytest.raises(RateLimited) as rejected:
+            await limiter.call_async(send)
+        assert 0 < (rejected.value.retry_after or 0) <= 60
+        assert client.exists(key) == 1
+    finally:
+        client.delete(key)
+        client.close()

@@ -1,137 +1,77 @@
-"""The breaker's call wrappers: the hot path, kept flat (locals, few frames).
+"""The breaker's call drivers: admit, run the call, record its outcome — sync and async.
 
-A plain success in the CLOSED state (no slow-call timing, no result predicate) is
-recorded inline: one clock read (time windows only), one lock round trip and one window
-update. An open breaker's rejection is built by ``Breaker._admit`` and raised here, so
-its traceback holds this one frame.
+A driver reads the core's :attr:`~BreakerCore.ticket` (one attribute: a permit while
+calls run freely), asks the facade to admit otherwise, runs the call, and records the
+outcome. A plain success — no slow-call timing, no result predicate — goes straight to
+:meth:`BreakerCore.record`; everything else goes through the facade's public
+``record_success`` / ``record_exception``, the one place outcomes are classified. The two
+drivers are twins only in where they ``await``: the sync/async split that Python itself
+imposes, kept flat (locals, no extra frame) because every guarded call runs it. A call
+without keyword arguments is passed on as ``fn(*args)``: ``fn(*args, **kwargs)`` would
+copy the (empty) dict on every call.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from types import TracebackType
+from typing import Any, NamedTuple, ParamSpec, Protocol, TypeVar
 
-from safeship.resilience.breaker_types import State
+from safeship.resilience._breaker_core import REJECTED, BreakerCore
+from safeship.resilience.breaker_types import Transition
+from safeship.resilience.clock import Clock
 from safeship.resilience.errors import BreakerOpen
 
-if TYPE_CHECKING:
-    from safeship.resilience.breaker import Breaker
+__all__ = ["NO_RESULT", "BlockGuard", "Driving", "Recording", "drive_async", "drive_sync"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
-_CLOSED = State.CLOSED
 
 
-def resolve_fallback(fallback: Any, exc: BaseException) -> Any:
-    """A fallback is a value, or a callable given the exception that triggered it."""
-    return fallback(exc) if callable(fallback) else fallback
+class Driving(NamedTuple):
+    """What a breaker hands its drivers, built once per breaker."""
+
+    core: BreakerCore
+    enter: Callable[[], int]
+    """``allow``: a permit, or raise the :class:`BreakerOpen` rejection."""
+    emit: Callable[[Transition], None]
+    succeeded: Callable[[int, float, Any], None]
+    """``record_success``: judges slow calls and the result predicate."""
+    raised: Callable[[int, float, BaseException], bool]
+    """``record_exception``: classifies the exception."""
+    judged: bool
+    """Whether successes need the facade (slow-call timing or a result predicate): a
+    plain success goes straight to the core."""
+    dated: bool
+    """Whether the window needs the time of a plain success (a time window)."""
 
 
-async def resolve_fallback_async(fallback: Any, exc: BaseException) -> Any:
-    """Like :func:`resolve_fallback`, awaiting the answer when it is awaitable."""
-    value = fallback(exc) if callable(fallback) else fallback
-    if inspect.isawaitable(value):
-        return await value
-    return value
-
-
-def wrap_sync(breaker: Breaker, fn: Callable[P, R], fallback: Any) -> Callable[P, R]:
-    """Guard ``fn`` with ``breaker``; with a fallback, answer rejections and failures."""
-    call = _plain_sync(breaker, fn)
-    if fallback is _no_fallback():
-        return call
-
-    @functools.wraps(fn)
-    def with_fallback(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return call(*args, **kwargs)
-        except Exception as exc:
-            if isinstance(exc, BreakerOpen) or _counted_failure(breaker, exc):
-                return resolve_fallback(fallback, exc)  # type: ignore[no-any-return]
-            raise
-
-    return with_fallback
-
-
-def wrap_async(
-    breaker: Breaker, fn: Callable[P, Awaitable[R]], fallback: Any
-) -> Callable[P, Awaitable[R]]:
-    """The async twin of :func:`wrap_sync`."""
-    call = _plain_async(breaker, fn)
-    if fallback is _no_fallback():
-        return call
-
-    @functools.wraps(fn)
-    async def with_fallback(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return await call(*args, **kwargs)
-        except Exception as exc:
-            if isinstance(exc, BreakerOpen) or _counted_failure(breaker, exc):
-                return await resolve_fallback_async(fallback, exc)  # type: ignore[no-any-return]
-            raise
-
-    return with_fallback
-
-
-def _plain_sync(breaker: Breaker, fn: Callable[P, R]) -> Callable[P, R]:
-    if breaker._slow is not None or breaker._failure_result is not None:
-        return _timed_sync(breaker, fn)
-    admit = breaker._admit
-    now = breaker._now if breaker.window.kind == "time" else _no_time
-    succeeded = breaker.record_success
-    raised = breaker.record_exception
-    trip = breaker._trip
-    counts = breaker._counts
-    acquire = breaker._lock.acquire
-    release = breaker._lock.release
+def drive_sync(driving: Driving, fn: Callable[P, R]) -> Callable[P, R]:
+    """Guard the plain function ``fn``."""
+    core, enter, emit, succeeded, raised, judged, dated = driving
+    record, admit = core.record, core.admit
+    now = core.clock.monotonic
+    end = now if dated else float  # float() is 0.0, without a Python frame
 
     def breaker_call(*args: P.args, **kwargs: P.kwargs) -> R:
-        permit = breaker._generation  # read before the state: see Breaker.allow
-        if breaker._state is not _CLOSED:
-            admitted = admit()
+        if (permit := core.ticket) < 0:
+            admitted, event = admit()
+            if event is not None:
+                emit(event)
             if isinstance(admitted, BreakerOpen):
-                raise admitted
+                raise admitted  # built by the core, raised here: a one-frame traceback
             permit = admitted
         try:
-            result = fn(*args, **kwargs)
+            result = fn(*args, **kwargs) if kwargs else fn(*args)  # type: ignore[call-arg]
         except BaseException as exc:
             raised(permit, 0.0, exc)
             raise
-        end = now()
-        acquire()
-        try:
-            if permit == breaker._generation and breaker._state is _CLOSED:
-                counts[0] += 1
-                tripped: bool | None = breaker._window.record(end, 0)
-            else:
-                tripped = None
-        finally:
-            release()
-        if tripped:
-            trip(permit, end)
-        elif tripped is None:
-            succeeded(permit, 0.0, result)  # not CLOSED any more: the general path
+        if (event := record(permit, end(), 0)) is not None:
+            emit(event)
         return result
 
-    return breaker_call
-
-
-def _timed_sync(breaker: Breaker, fn: Callable[P, R]) -> Callable[P, R]:
-    """The general path: slow-call timing and/or a result predicate."""
-    admit = breaker._admit
-    now = breaker._now
-    succeeded = breaker.record_success
-    raised = breaker.record_exception
-
-    def breaker_call(*args: P.args, **kwargs: P.kwargs) -> R:
-        permit = breaker._generation
-        if breaker._state is not _CLOSED:
-            admitted = admit()
-            if isinstance(admitted, BreakerOpen):
-                raise admitted
-            permit = admitted
+    def judged_call(*args: P.args, **kwargs: P.kwargs) -> R:
+        permit = ticket if (ticket := core.ticket) >= 0 else enter()
         started = now()
         try:
             result = fn(*args, **kwargs)
@@ -141,66 +81,35 @@ def _timed_sync(breaker: Breaker, fn: Callable[P, R]) -> Callable[P, R]:
         succeeded(permit, started, result)
         return result
 
-    return breaker_call
+    return judged_call if judged else breaker_call
 
 
-def _plain_async(breaker: Breaker, fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-    if breaker._slow is not None or breaker._failure_result is not None:
-        return _timed_async(breaker, fn)
-    admit = breaker._admit
-    now = breaker._now if breaker.window.kind == "time" else _no_time
-    succeeded = breaker.record_success
-    raised = breaker.record_exception
-    trip = breaker._trip
-    counts = breaker._counts
-    acquire = breaker._lock.acquire
-    release = breaker._lock.release
+def drive_async(driving: Driving, fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """Guard the coroutine function ``fn`` (the twin of :func:`drive_sync`)."""
+    core, enter, emit, succeeded, raised, judged, dated = driving
+    record, admit = core.record, core.admit
+    now = core.clock.monotonic
+    end = now if dated else float
 
     async def breaker_call(*args: P.args, **kwargs: P.kwargs) -> R:
-        permit = breaker._generation  # read before the state: see Breaker.allow
-        if breaker._state is not _CLOSED:
-            admitted = admit()
+        if (permit := core.ticket) < 0:
+            admitted, event = admit()
+            if event is not None:
+                emit(event)
             if isinstance(admitted, BreakerOpen):
-                raise admitted
+                raise admitted  # built by the core, raised here: a one-frame traceback
             permit = admitted
         try:
-            result = await fn(*args, **kwargs)
+            result = await (fn(*args, **kwargs) if kwargs else fn(*args))  # type: ignore[call-arg]
         except BaseException as exc:
             raised(permit, 0.0, exc)
             raise
-        end = now()
-        acquire()
-        try:
-            if permit == breaker._generation and breaker._state is _CLOSED:
-                counts[0] += 1
-                tripped: bool | None = breaker._window.record(end, 0)
-            else:
-                tripped = None
-        finally:
-            release()
-        if tripped:
-            trip(permit, end)
-        elif tripped is None:
-            succeeded(permit, 0.0, result)  # not CLOSED any more: the general path
+        if (event := record(permit, end(), 0)) is not None:
+            emit(event)
         return result
 
-    return breaker_call
-
-
-def _timed_async(breaker: Breaker, fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-    """The general async path: slow-call timing and/or a result predicate."""
-    admit = breaker._admit
-    now = breaker._now
-    succeeded = breaker.record_success
-    raised = breaker.record_exception
-
-    async def breaker_call(*args: P.args, **kwargs: P.kwargs) -> R:
-        permit = breaker._generation
-        if breaker._state is not _CLOSED:
-            admitted = admit()
-            if isinstance(admitted, BreakerOpen):
-                raise admitted
-            permit = admitted
+    async def judged_call(*args: P.args, **kwargs: P.kwargs) -> R:
+        permit = ticket if (ticket := core.ticket) >= 0 else enter()
         started = now()
         try:
             result = await fn(*args, **kwargs)
@@ -210,20 +119,60 @@ def _timed_async(breaker: Breaker, fn: Callable[P, Awaitable[R]]) -> Callable[P,
         succeeded(permit, started, result)
         return result
 
-    return breaker_call
+    return judged_call if judged else breaker_call
 
 
-def _no_time() -> float:
-    """Count and consecutive windows ignore time: skip reading the clock."""
-    return 0.0
+class Recording(Protocol):
+    """The public side of a breaker that a block guard uses."""
+
+    @property
+    def clock(self) -> Clock: ...
+
+    def allow(self) -> int: ...
+
+    def record_success(self, permit: int, started: float = 0.0, result: Any = ...) -> None: ...
+
+    def record_exception(self, permit: int, started: float, exc: BaseException) -> bool: ...
 
 
-def _counted_failure(breaker: Breaker, exc: Exception) -> bool:
-    """Whether the breaker counted ``exc`` as a failure (so the fallback answers it)."""
-    return not isinstance(exc, breaker._ignore) and isinstance(exc, breaker._record)
+class BlockGuard:
+    """A single-use ``with`` / ``async with`` guard for one block (a block has no result)."""
+
+    __slots__ = ("breaker", "permit", "started")
+
+    def __init__(self, breaker: Recording) -> None:
+        self.breaker = breaker
+        self.permit = REJECTED
+        self.started = 0.0
+
+    def __enter__(self) -> None:
+        self.permit = self.breaker.allow()
+        self.started = self.breaker.clock.monotonic()
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if ev is None:
+            self.breaker.record_success(self.permit, self.started)
+        else:
+            self.breaker.record_exception(self.permit, self.started, ev)
+
+    async def __aenter__(self) -> None:
+        self.__enter__()
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.__exit__(et, ev, tb)
 
 
-def _no_fallback() -> Any:
-    from safeship.resilience.breaker import _NO_FALLBACK
+class _NoResult:
+    """What a block or an exception "returned": the result predicate is never asked."""
 
-    return _NO_FALLBACK
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<no result>"
+
+
+NO_RESULT: Any = _NoResult()

@@ -1,4 +1,4 @@
-"""Helpers of the circuit breaker kept out of its module: checks, logging, counting."""
+"""Helpers of the circuit breaker: setting checks, the transition log line, counting."""
 
 from __future__ import annotations
 
@@ -52,13 +52,6 @@ def log_transition(event: Transition) -> None:
         logger.log(ALERT, "resilience.breaker.opened", extra=extra)
     else:
         logger.info("resilience.breaker.transition", extra=extra)
-
-
-def install_metrics() -> None:
-    """Register the Prometheus collector with the default registry (once)."""
-    from safeship.resilience.metrics import install_default_collector
-
-    install_default_collector()
 
 
 def check_name(name: str | None) -> str:

@@ -1,39 +1,35 @@
-"""Build a breaker's JSON-able snapshot (kept apart from the hot code)."""
+"""Shape a breaker's figures as its JSON-able snapshot (kept apart from the hot code)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from safeship.resilience._breaker_core import CoreFigures
 from safeship.resilience.breaker_types import BreakerSnapshot, State, WindowFigures
-from safeship.resilience.windows import ConsecutiveFailures, CountWindow, TimeWindow
-
-if TYPE_CHECKING:
-    from safeship.resilience.breaker import Breaker
+from safeship.resilience.windows import ConsecutiveFailures, CountWindow, TimeWindow, WindowSpec
 
 
-def take_snapshot(breaker: Breaker) -> BreakerSnapshot:
-    """Read ``breaker`` under its lock once and shape the result for JSON."""
-    state, figures, trial, open_remaining, history = breaker._snapshot_parts()
-    calls, failures, slows = figures
-    is_open = state is State.OPEN
+def take_snapshot(
+    name: str, spec: WindowSpec, figures: CoreFigures, totals: dict[str, int]
+) -> BreakerSnapshot:
+    """The snapshot of breaker ``name`` from figures read at once under its lock."""
+    state, (calls, failures, slows), trial, open_remaining, history = figures
+    half_open = state is State.HALF_OPEN
     return {
-        "name": breaker.name,
+        "name": name,
         "state": state.value,
-        "window": _window_figures(breaker, calls, failures, slows),
+        "window": _window_figures(spec, calls, failures, slows),
         "half_open": {
-            "permitted": trial[0] if state is State.HALF_OPEN else 0,
-            "admitted": trial[1] if state is State.HALF_OPEN else 0,
-            "completed": trial[2] if state is State.HALF_OPEN else 0,
-            "failures": trial[3] if state is State.HALF_OPEN else 0,
+            "permitted": trial[0] if half_open else 0,
+            "admitted": trial[1] if half_open else 0,
+            "completed": trial[2] if half_open else 0,
+            "failures": trial[3] if half_open else 0,
         },
-        "open_remaining": max(0.0, round(open_remaining, 3)) if is_open else None,
-        "totals": breaker.counts(),
+        "open_remaining": max(0.0, round(open_remaining, 3)) if state is State.OPEN else None,
+        "totals": totals,
         "transitions": [event.to_record() for event in history],
     }
 
 
-def _window_figures(breaker: Breaker, calls: int, failures: int, slows: int) -> WindowFigures:
-    spec = breaker.window
+def _window_figures(spec: WindowSpec, calls: int, failures: int, slows: int) -> WindowFigures:
     if isinstance(spec, ConsecutiveFailures):
         minimum = spec.threshold
     elif isinstance(spec, CountWindow):

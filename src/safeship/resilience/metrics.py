@@ -10,8 +10,9 @@ metrics cost the calls nothing:
 * ``safeship_breaker_rejected_total{breaker}``
 * ``safeship_breaker_transitions_total{breaker,from_state,to_state}``
 
-The collector joins prometheus-client's default registry when the first breaker is
-created; use :class:`BreakerCollector` to register it with another registry.
+The collector joins prometheus-client's default registry when the first breaker joins
+the default breaker registry (:func:`install_on_registration` listens for that); use
+:class:`BreakerCollector` to export a breaker registry to another Prometheus registry.
 """
 
 from __future__ import annotations
@@ -23,17 +24,20 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from safeship.resilience import registry
+from safeship.resilience._registry import DEFAULT_REGISTRY, BreakerRegistry, Registrable
 from safeship.resilience.breaker_types import State
 
-__all__ = ["BreakerCollector", "install_default_collector"]
+__all__ = ["BreakerCollector", "install_default_collector", "install_on_registration"]
 
 _installed = False
 _install_lock = threading.Lock()
 
 
 class BreakerCollector(Collector):
-    """Exports every registered breaker's state and counters when scraped."""
+    """Exports the state and counters of every breaker in ``breakers`` when scraped."""
+
+    def __init__(self, breakers: BreakerRegistry | None = None) -> None:
+        self.breakers = breakers if breakers is not None else DEFAULT_REGISTRY
 
     def collect(self) -> Iterator[Metric]:
         """Build the four metric families from the registry."""
@@ -55,7 +59,8 @@ class BreakerCollector(Collector):
             "Circuit breaker state transitions.",
             labels=["breaker", "from_state", "to_state"],
         )
-        for breaker in registry.all_breakers():
+        breaker: Registrable
+        for breaker in self.breakers.all():
             current = breaker.state
             for option in State:
                 state.add_metric([breaker.name, option.value], 1.0 if option is current else 0.0)
@@ -77,3 +82,9 @@ def install_default_collector(target: CollectorRegistry = REGISTRY) -> None:
         target.register(BreakerCollector())
         if target is REGISTRY:
             _installed = True
+
+
+def install_on_registration(breakers: BreakerRegistry, breaker: object) -> None:
+    """A registry listener: the first breaker of the default registry installs metrics."""
+    if breakers is DEFAULT_REGISTRY and not _installed:
+        install_default_collector()

@@ -17,6 +17,7 @@ with a throttled warning) or reject them (``fail_open=False``).
 
 from __future__ import annotations
 
+import asyncio
 import math
 import threading
 from collections.abc import Awaitable, Callable
@@ -77,7 +78,33 @@ class _Limits:
             raise ValueError(f"cost must be an int from 1 to burst ({self.burst}), got {cost!r}")
 
 
-class RateLimiter(GuardedPolicy):
+class _SlotTaker(GuardedPolicy):
+    """A limiter that takes one slot before each call, for plain functions and coroutines."""
+
+    __slots__ = ()
+
+    def acquire(self, cost: int = 1) -> None:
+        """Take ``cost`` slots, waiting up to ``max_wait``; raise RateLimited otherwise."""
+        raise NotImplementedError
+
+    async def acquire_async(self, cost: int = 1) -> None:
+        """The async twin of :meth:`acquire`."""
+        raise NotImplementedError
+
+    def wrap_sync(self, fn: Callable[P, R]) -> Callable[P, R]:
+        """Take one slot before each call."""
+        return _wrap_sync(self.acquire, fn)
+
+    def wrap_async(self, fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+        """Take one slot before each call."""
+        return _wrap_async(self.acquire_async, fn)
+
+    def guard(self) -> Guard:
+        """A single-use context manager taking one slot on entry (``with`` or ``async with``)."""
+        return _LimiterGuard(self.acquire, self.acquire_async)
+
+
+class RateLimiter(_SlotTaker):
     """An in-process GCRA limiter: ``rate`` calls per ``per`` seconds, ``burst`` at once."""
 
     __slots__ = ("_lock", "_now", "_tat", "clock", "limits")
@@ -135,48 +162,39 @@ class RateLimiter(GuardedPolicy):
             wait = new_tat - self.limits.interval * self.limits.burst - now
             return wait if wait > _EPSILON else 0.0
 
+    def _booked(self, cost: int) -> tuple[float, float]:
+        """(wait, TAT) of a booking within ``max_wait``; raise RateLimited otherwise."""
+        booked = self._book(cost, None)
+        if booked is None:
+            raise RateLimited(self.limits.name, self.retry_after(cost))
+        return booked
+
     def acquire(self, cost: int = 1) -> None:
         """Take ``cost`` slots, sleeping up to ``max_wait``; raise RateLimited otherwise.
 
         A wait that ends in an exception (an interrupt) gives its slots back.
         """
-        booked = self._book(cost, None)
-        if booked is None:
-            raise RateLimited(self.limits.name, self.retry_after(cost))
-        if booked[0] > 0:
-            try:
-                sleep_sync(self.clock, booked[0])
-            except BaseException:
-                self._give_back(booked[1], cost)
-                raise
+        wait, tat = self._booked(cost)
+        try:
+            if wait > 0:
+                sleep_sync(self.clock, wait)
+        except BaseException:
+            self._give_back(tat, cost)
+            raise
 
     async def acquire_async(self, cost: int = 1) -> None:
         """The async twin of :meth:`acquire`; a cancelled wait gives its slots back."""
-        booked = self._book(cost, None)
-        if booked is None:
-            raise RateLimited(self.limits.name, self.retry_after(cost))
-        if booked[0] > 0:
-            try:
-                await sleep_async(self.clock, booked[0])
-            except BaseException:
-                self._give_back(booked[1], cost)
-                raise
-
-    def wrap_sync(self, fn: Callable[P, R]) -> Callable[P, R]:
-        """Take one slot before each call."""
-        return _wrap_sync(self.acquire, fn)
-
-    def wrap_async(self, fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-        """Take one slot before each call."""
-        return _wrap_async(self.acquire_async, fn)
-
-    def guard(self) -> Guard:
-        """A single-use context manager taking one slot on entry."""
-        return _LimiterGuard(self.acquire, self.acquire_async)
+        wait, tat = self._booked(cost)
+        try:
+            if wait > 0:
+                await sleep_async(self.clock, wait)
+        except BaseException:
+            self._give_back(tat, cost)
+            raise
 
 
-class RedisRateLimiter(GuardedPolicy):
-    """A GCRA limiter shared by every process through one Redis key (sync client)."""
+class _SharedLimit(_SlotTaker):
+    """What the two Redis limiters share: settings, the script, the outage answer."""
 
     __slots__ = ("_script", "_warned_at", "clock", "fail_open", "key", "limits")
 
@@ -199,78 +217,84 @@ class RedisRateLimiter(GuardedPolicy):
         self._script = client.register_script(GCRA_SCRIPT)
         self._warned_at = -math.inf
 
+    def _script_args(self, cost: int, max_wait: float | None) -> list[int]:
+        self.limits.check_cost(cost)
+        wait = self.limits.max_wait if max_wait is None else max_wait
+        interval_us = max(1, round(self.limits.interval * 1_000_000))
+        return [interval_us, interval_us * self.limits.burst, cost, round(wait * 1_000_000)]
+
+    def _unavailable(self, exc: Exception) -> tuple[bool, float]:
+        """Redis failed: let the call through (fail open) or reject it, warning throttled."""
+        now = self.clock.monotonic()
+        if now - self._warned_at >= _WARN_EVERY:
+            self._warned_at = now
+            logger.warning(
+                "resilience.ratelimit.redis_unavailable",
+                extra={"key": self.key, "fail_open": self.fail_open, "error": repr(exc)},
+            )
+        return (self.fail_open, 0.0 if self.fail_open else 1.0)
+
+    def _granted(self, verdict: tuple[bool, float]) -> float:
+        """Seconds to wait for the slot, or raise RateLimited with the hint."""
+        allowed, seconds = verdict
+        if not allowed:
+            raise RateLimited(self.key, seconds)
+        return seconds
+
+
+class RedisRateLimiter(_SharedLimit):
+    """A GCRA limiter shared by every process through one Redis key (sync client).
+
+    It serves coroutines too (:meth:`acquire_async`): their Redis round trip runs in a
+    worker thread (:func:`asyncio.to_thread`), so the event loop never blocks on the
+    sync client.
+    """
+
+    __slots__ = ()
+
     def reserve(self, cost: int = 1, *, max_wait: float | None = None) -> tuple[bool, float]:
         """(allowed, seconds): wait that long if allowed, else the retry-after hint."""
-        self.limits.check_cost(cost)
+        args = self._script_args(cost, max_wait)
         try:
-            reply = self._script(keys=[self.key], args=_script_args(self.limits, cost, max_wait))
+            reply = self._script(keys=[self.key], args=args)
         except Exception as exc:  # noqa: BLE001 - any Redis failure means fail open/closed
-            return _redis_failed(self, exc)
+            return self._unavailable(exc)
         return _parse_reply(reply)
 
     def acquire(self, cost: int = 1) -> None:
         """Take ``cost`` slots, sleeping up to ``max_wait``; raise RateLimited otherwise."""
-        allowed, seconds = self.reserve(cost)
-        if not allowed:
-            raise RateLimited(self.key, seconds)
+        seconds = self._granted(self.reserve(cost))
         if seconds > 0:
             sleep_sync(self.clock, seconds)
 
-    def wrap_sync(self, fn: Callable[P, R]) -> Callable[P, R]:
-        """Take one slot before each call."""
-        return _wrap_sync(self.acquire, fn)
-
-    def wrap_async(self, fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-        """Not available: a sync Redis client would block the event loop."""
-        raise TypeError(
-            "RedisRateLimiter uses a sync client; use AsyncRedisRateLimiter for async code"
-        )
-
-    def guard(self) -> Guard:
-        """A single-use (sync) context manager taking one slot on entry."""
-        return _LimiterGuard(self.acquire, None)
+    async def acquire_async(self, cost: int = 1) -> None:
+        """Like :meth:`acquire`, asking Redis from a worker thread and sleeping async."""
+        seconds = self._granted(await asyncio.to_thread(self.reserve, cost))
+        if seconds > 0:
+            await sleep_async(self.clock, seconds)
 
 
-class AsyncRedisRateLimiter(GuardedPolicy):
-    """A GCRA limiter shared through Redis, for ``redis.asyncio`` clients."""
+class AsyncRedisRateLimiter(_SharedLimit):
+    """A GCRA limiter shared through Redis, for ``redis.asyncio`` clients.
 
-    __slots__ = ("_script", "_warned_at", "clock", "fail_open", "key", "limits")
+    Async code only: an asyncio client belongs to its event loop, which a plain
+    function cannot drive (use :class:`RedisRateLimiter`, which serves both).
+    """
 
-    def __init__(
-        self,
-        client: Any,
-        key: str,
-        *,
-        rate: float,
-        per: float = 1.0,
-        burst: int = 1,
-        max_wait: float = 0.0,
-        fail_open: bool = True,
-        clock: Clock | None = None,
-    ) -> None:
-        self.limits = _Limits(rate, per, burst, max_wait, key)
-        self.key = key
-        self.fail_open = fail_open
-        self.clock = clock if clock is not None else SYSTEM_CLOCK
-        self._script = client.register_script(GCRA_SCRIPT)
-        self._warned_at = -math.inf
+    __slots__ = ()
 
     async def reserve(self, cost: int = 1, *, max_wait: float | None = None) -> tuple[bool, float]:
         """(allowed, seconds): wait that long if allowed, else the retry-after hint."""
-        self.limits.check_cost(cost)
+        args = self._script_args(cost, max_wait)
         try:
-            reply = await self._script(
-                keys=[self.key], args=_script_args(self.limits, cost, max_wait)
-            )
+            reply = await self._script(keys=[self.key], args=args)
         except Exception as exc:  # noqa: BLE001 - any Redis failure means fail open/closed
-            return _redis_failed(self, exc)
+            return self._unavailable(exc)
         return _parse_reply(reply)
 
     async def acquire_async(self, cost: int = 1) -> None:
         """Take ``cost`` slots, sleeping up to ``max_wait``; raise RateLimited otherwise."""
-        allowed, seconds = await self.reserve(cost)
-        if not allowed:
-            raise RateLimited(self.key, seconds)
+        seconds = self._granted(await self.reserve(cost))
         if seconds > 0:
             await sleep_async(self.clock, seconds)
 
@@ -279,10 +303,6 @@ class AsyncRedisRateLimiter(GuardedPolicy):
         raise TypeError(
             "AsyncRedisRateLimiter needs async code; use RedisRateLimiter for sync code"
         )
-
-    def wrap_async(self, fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-        """Take one slot before each call."""
-        return _wrap_async(self.acquire_async, fn)
 
     def guard(self) -> Guard:
         """A single-use (async) context manager taking one slot on entry."""
@@ -337,28 +357,9 @@ class _LimiterGuard:
         return None
 
 
-def _script_args(limits: _Limits, cost: int, max_wait: float | None) -> list[int]:
-    wait = limits.max_wait if max_wait is None else max_wait
-    interval_us = max(1, round(limits.interval * 1_000_000))
-    return [interval_us, interval_us * limits.burst, cost, round(wait * 1_000_000)]
-
-
 def _parse_reply(reply: Any) -> tuple[bool, float]:
     allowed, wait_us = reply
     return (int(allowed) == 1, max(0.0, float(wait_us) / 1_000_000))
-
-
-def _redis_failed(
-    limiter: RedisRateLimiter | AsyncRedisRateLimiter, exc: Exception
-) -> tuple[bool, float]:
-    now = limiter.clock.monotonic()
-    if now - limiter._warned_at >= _WARN_EVERY:
-        limiter._warned_at = now
-        logger.warning(
-            "resilience.ratelimit.redis_unavailable",
-            extra={"key": limiter.key, "fail_open": limiter.fail_open, "error": repr(exc)},
-        )
-    return (limiter.fail_open, 0.0 if limiter.fail_open else 1.0)
 
 
 def _check_number(field: str, value: object, *, positive: bool) -> None:

@@ -1,24 +1,26 @@
 """The process-wide registry of circuit breakers, by name.
 
-Every :class:`~safeship.resilience.Breaker` registers itself when created (unless built
-with ``register=False``), so dashboards, the control plane and the Prometheus collector
-can list them. The registry holds breakers weakly: one that nothing uses any more
-disappears from it.
+A :class:`~safeship.resilience.Breaker` joins the registry given as ``registry=`` when
+it is built — by default this process-wide one, :data:`default_registry`, which
+dashboards, the control plane and the Prometheus collector read — and none with
+``registry=None`` (or the older ``register=False``). The functions below read and change
+the default registry; a :class:`BreakerRegistry` of your own has the same methods.
+Registries hold breakers weakly: one that nothing uses any more disappears from them.
 """
 
 from __future__ import annotations
 
-import threading
-import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import cast
 
-if TYPE_CHECKING:
-    from safeship.resilience.breaker import Breaker
-    from safeship.resilience.breaker_types import BreakerSnapshot
+from safeship.resilience._registry import DEFAULT_REGISTRY, BreakerRegistry
+from safeship.resilience.breaker import Breaker
+from safeship.resilience.breaker_types import BreakerSnapshot
 
 __all__ = [
+    "BreakerRegistry",
     "all_breakers",
+    "default_registry",
     "get_breaker",
     "get_or_create",
     "register",
@@ -26,58 +28,33 @@ __all__ = [
     "unregister",
 ]
 
-_lock = threading.Lock()
-_create_lock = threading.Lock()
-_breakers: weakref.WeakValueDictionary[str, Breaker] = weakref.WeakValueDictionary()
+default_registry: BreakerRegistry = DEFAULT_REGISTRY
+"""The registry every breaker joins unless built with ``registry=`` or ``register=False``."""
 
 
 def register(breaker: Breaker) -> None:
     """Add ``breaker`` under its name; a live breaker with the same name is an error."""
-    with _lock:
-        current = _breakers.get(breaker.name)
-        if current is not None and current is not breaker:
-            raise ValueError(
-                f"a circuit breaker named {breaker.name!r} already exists in this process; "
-                f"reuse it with get_breaker({breaker.name!r}), choose another name, "
-                "or build it with register=False"
-            )
-        _breakers[breaker.name] = breaker
+    DEFAULT_REGISTRY.register(breaker)
 
 
 def unregister(name: str) -> None:
     """Remove the breaker called ``name`` (no error when there is none)."""
-    with _lock:
-        _breakers.pop(name, None)
+    DEFAULT_REGISTRY.unregister(name)
 
 
 def get_or_create(name: str, factory: Callable[[], Breaker]) -> Breaker:
     """Return the registered breaker ``name``, building it with ``factory()`` if absent."""
-    with _create_lock:
-        with _lock:
-            current = _breakers.get(name)
-        if current is not None:
-            return current
-        created = factory()
-    if created.name != name:
-        raise ValueError(f"factory built a breaker named {created.name!r}, expected {name!r}")
-    return created
+    return DEFAULT_REGISTRY.get_or_create(name, factory)
 
 
 def get_breaker(name: str) -> Breaker:
     """The registered breaker called ``name``; ``KeyError`` lists the known names."""
-    with _lock:
-        found = _breakers.get(name)
-        if found is None:
-            known = ", ".join(sorted(_breakers)) or "none"
-            raise KeyError(f"no circuit breaker named {name!r}; registered: {known}")
-        return found
+    return cast(Breaker, DEFAULT_REGISTRY.get(name))
 
 
 def all_breakers() -> list[Breaker]:
     """Every registered breaker, sorted by name."""
-    with _lock:
-        items = sorted(_breakers.items())
-    return [breaker for _, breaker in items]
+    return cast(list[Breaker], DEFAULT_REGISTRY.all())
 
 
 def snapshots() -> list[BreakerSnapshot]:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import inspect
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar, cast
 
@@ -46,6 +46,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 ExceptionTypes = tuple[type[BaseException], ...]
 _NO_RESULT: Any = object()
+_Plan = Generator[tuple[float, Any], tuple[Any, Exception | None], Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,50 +192,65 @@ class Retry(Policy):
 
     # -- the slow path -----------------------------------------------------------------
 
+    def _schedule(self, started: float, exc: Exception | None, result: Any) -> _Plan:
+        """The retries after a failed first attempt, as a generator doing no I/O.
+
+        It yields ``(delay, stale)`` — wait ``delay`` seconds, after discarding ``stale``
+        (a retried result, or ``_NO_RESULT``) — and is sent each new attempt's
+        ``(result, exception)``. It returns the answer, or raises the last exception.
+        """
+        attempt, previous = 1, 0.0
+        while (delay := self._plan(attempt, previous, started, exc, result)) is not None:
+            result, exc = yield delay, result
+            attempt, previous = attempt + 1, delay
+            if exc is None and not self._retries_result(result):
+                return result
+        return _give_up(exc, result)
+
     def _again_sync(
         self, fn: Callable[..., R], args: Any, kwargs: Any, started: float,
         exc: Exception | None, result: Any,
     ) -> R:  # fmt: skip
-        attempt, previous = 1, 0.0
-        while True:
-            delay = self._plan(attempt, previous, started, exc, result)
-            if delay is None:
-                return cast(R, _give_up(exc, result))
-            if self.discard_result is not None and result is not _NO_RESULT:
-                run_hook(self.name, "discard_result", self.discard_result, None, result)
-            sleep_sync(self.clock, delay)
-            attempt, previous = attempt + 1, delay
-            try:
-                result, exc = fn(*args, **kwargs), None
-            except Exception as error:  # noqa: BLE001 - retryability is decided by _plan
-                result, exc = _NO_RESULT, error
-                continue
-            if not self._retries_result(result):
-                return cast(R, result)
+        plan = self._schedule(started, exc, result)
+        try:
+            delay, stale = next(plan)
+            while True:
+                self._discard(stale)
+                sleep_sync(self.clock, delay)
+                try:
+                    outcome: tuple[Any, Exception | None] = (fn(*args, **kwargs), None)
+                except Exception as error:  # noqa: BLE001 - retryability is decided by _plan
+                    outcome = (_NO_RESULT, error)
+                delay, stale = plan.send(outcome)
+        except StopIteration as done:
+            return cast(R, done.value)
 
     async def _again_async(
         self, fn: Callable[..., Awaitable[R]], args: Any, kwargs: Any, started: float,
         exc: Exception | None, result: Any,
     ) -> R:  # fmt: skip
-        attempt, previous = 1, 0.0
-        while True:
-            delay = self._plan(attempt, previous, started, exc, result)
-            if delay is None:
-                return cast(R, _give_up(exc, result))
-            if self.discard_result is not None and result is not _NO_RESULT:
-                await self._discard_async(self.discard_result, result)
-            await sleep_async(self.clock, delay)
-            attempt, previous = attempt + 1, delay
-            try:
-                result, exc = await fn(*args, **kwargs), None
-            except Exception as error:  # noqa: BLE001 - retryability is decided by _plan
-                result, exc = _NO_RESULT, error
-                continue
-            if not self._retries_result(result):
-                return cast(R, result)
+        plan = self._schedule(started, exc, result)
+        try:
+            delay, stale = next(plan)
+            while True:
+                await self._discard_async(stale)
+                await sleep_async(self.clock, delay)
+                try:
+                    outcome: tuple[Any, Exception | None] = (await fn(*args, **kwargs), None)
+                except Exception as error:  # noqa: BLE001 - retryability is decided by _plan
+                    outcome = (_NO_RESULT, error)
+                delay, stale = plan.send(outcome)
+        except StopIteration as done:
+            return cast(R, done.value)
 
-    async def _discard_async(self, discard: Callable[[Any], object], result: Any) -> None:
-        discarded = run_hook(self.name, "discard_result", discard, None, result)
+    def _discard(self, stale: Any) -> object:
+        """Hand a result about to be retried to ``discard_result`` (contained)."""
+        if self.discard_result is None or stale is _NO_RESULT:
+            return None
+        return run_hook(self.name, "discard_result", self.discard_result, None, stale)
+
+    async def _discard_async(self, stale: Any) -> None:
+        discarded = self._discard(stale)
         if inspect.isawaitable(discarded):
             try:
                 await discarded

@@ -19,8 +19,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from safeship.resilience import registry
 from safeship.resilience._log import logger
+from safeship.resilience._registry import DEFAULT_REGISTRY
 from safeship.resilience.breaker import Breaker
 from safeship.resilience.errors import BreakerOpen
 from safeship.resilience.windows import ConsecutiveFailures
@@ -45,11 +45,12 @@ def cache_breaker(name: str = "cache:redis", **options: Any) -> Breaker:
     options.setdefault("window", ConsecutiveFailures(3))
     options.setdefault("open_duration", 10.0)
     options.setdefault("half_open_calls", 1)
-    return registry.get_or_create(name, lambda: Breaker(name, **options))
+    return DEFAULT_REGISTRY.get_or_create(name, lambda: Breaker(name, **options))
 
 
 class _Degrading:
-    """Shared bookkeeping: run one Redis command under the breaker, or give a default."""
+    """What the sync and async caches share: one Redis command under the breaker, or a
+    default, and the figures of how often the cache degraded."""
 
     def __init__(self, client: Any, breaker: Breaker | None) -> None:
         self.client = client
@@ -57,23 +58,36 @@ class _Degrading:
         self.errors = _redis_errors()
         self.degraded = 0
 
-    def begin(self) -> int | None:
+    def begin(self) -> tuple[int, float] | None:
+        """(permit, start time) for one command, or None while the breaker is open."""
         try:
-            return self.breaker.allow()
+            permit = self.breaker.allow()
         except BreakerOpen:
             self.degraded += 1
             return None
+        return permit, self.breaker.clock.monotonic()
 
-    def failed(self, permit: int, started: float, exc: BaseException) -> None:
+    def succeeded(self, call: tuple[int, float]) -> None:
+        self.breaker.record_success(*call)
+
+    def failed(self, call: tuple[int, float], exc: BaseException) -> bool:
+        """Record ``exc``; True when it is a Redis error (answered by the default)."""
+        self.breaker.record_exception(*call, exc)
+        if not isinstance(exc, self.errors):
+            return False
         self.degraded += 1
-        self.breaker.record_exception(permit, started, exc)
         logger.debug(
             "resilience.cache.degraded", extra={"breaker": self.breaker.name, "error": repr(exc)}
         )
+        return True
 
 
-class ResilientCache:
-    """Sync cache: ``get`` → value or None, ``set`` / ``delete`` → success flag."""
+def _ttl_ms(ex: float | None) -> int | None:
+    return None if ex is None else max(1, round(ex * 1000))
+
+
+class _Cache:
+    """The attributes both caches expose."""
 
     def __init__(self, client: Any, *, breaker: Breaker | None = None) -> None:
         self._core = _Degrading(client, breaker)
@@ -85,21 +99,21 @@ class ResilientCache:
         """How many operations answered as a miss/no-op because Redis failed or was shunned."""
         return self._core.degraded
 
+
+class ResilientCache(_Cache):
+    """Sync cache: ``get`` → value or None, ``set`` / ``delete`` → success flag."""
+
     def _run(self, command: Callable[[], Any], default: Any) -> Any:
-        core = self._core
-        permit = core.begin()
-        if permit is None:
+        call = self._core.begin()
+        if call is None:
             return default
-        started = self.breaker.clock.monotonic()
         try:
             value = command()
-        except core.errors as exc:
-            core.failed(permit, started, exc)
-            return default
         except BaseException as exc:
-            self.breaker.record_exception(permit, started, exc)
+            if self._core.failed(call, exc):
+                return default
             raise
-        self.breaker.record_success(permit, started)
+        self._core.succeeded(call)
         return value
 
     def get(self, key: str) -> Any:
@@ -108,8 +122,7 @@ class ResilientCache:
 
     def set(self, key: str, value: Value, *, ex: float | None = None) -> bool:
         """Store ``value`` (expiring after ``ex`` seconds); False if Redis is failing."""
-        ttl = None if ex is None else max(1, round(ex * 1000))
-        return bool(self._run(lambda: self.client.set(key, value, px=ttl), False))
+        return bool(self._run(lambda: self.client.set(key, value, px=_ttl_ms(ex)), False))
 
     def delete(self, *keys: str) -> int:
         """Delete ``keys``; the number deleted (0 if Redis is failing)."""
@@ -120,41 +133,26 @@ class ResilientCache:
     ) -> Any:
         """The cached value, or ``compute()`` stored best-effort and returned."""
         cached = self.get(key)
-        if cached is not None:
-            return cached
-        value = compute()
-        self.set(key, value, ex=ex)
-        return value
+        if cached is None:
+            cached = compute()
+            self.set(key, cached, ex=ex)
+        return cached
 
 
-class AsyncResilientCache:
+class AsyncResilientCache(_Cache):
     """The async twin of :class:`ResilientCache` for ``redis.asyncio`` clients."""
 
-    def __init__(self, client: Any, *, breaker: Breaker | None = None) -> None:
-        self._core = _Degrading(client, breaker)
-        self.client = client
-        self.breaker = self._core.breaker
-
-    @property
-    def degraded(self) -> int:
-        """How many operations answered as a miss/no-op because Redis failed or was shunned."""
-        return self._core.degraded
-
     async def _run(self, command: Callable[[], Awaitable[Any]], default: Any) -> Any:
-        core = self._core
-        permit = core.begin()
-        if permit is None:
+        call = self._core.begin()
+        if call is None:
             return default
-        started = self.breaker.clock.monotonic()
         try:
             value = await command()
-        except core.errors as exc:
-            core.failed(permit, started, exc)
-            return default
         except BaseException as exc:
-            self.breaker.record_exception(permit, started, exc)
+            if self._core.failed(call, exc):
+                return default
             raise
-        self.breaker.record_success(permit, started)
+        self._core.succeeded(call)
         return value
 
     async def get(self, key: str) -> Any:
@@ -163,8 +161,7 @@ class AsyncResilientCache:
 
     async def set(self, key: str, value: Value, *, ex: float | None = None) -> bool:
         """Store ``value`` (expiring after ``ex`` seconds); False if Redis is failing."""
-        ttl = None if ex is None else max(1, round(ex * 1000))
-        return bool(await self._run(lambda: self.client.set(key, value, px=ttl), False))
+        return bool(await self._run(lambda: self.client.set(key, value, px=_ttl_ms(ex)), False))
 
     async def delete(self, *keys: str) -> int:
         """Delete ``keys``; the number deleted (0 if Redis is failing)."""
@@ -175,8 +172,7 @@ class AsyncResilientCache:
     ) -> Any:
         """The cached value, or ``await compute()`` stored best-effort and returned."""
         cached = await self.get(key)
-        if cached is not None:
-            return cached
-        value = await compute()
-        await self.set(key, value, ex=ex)
-        return value
+        if cached is None:
+            cached = await compute()
+            await self.set(key, cached, ex=ex)
+        return cached

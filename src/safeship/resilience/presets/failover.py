@@ -32,7 +32,7 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, ParamSpec, TypeVar
+from typing import Any, Generic, ParamSpec, TypeVar, cast
 
 from prometheus_client import REGISTRY
 from prometheus_client.core import CounterMetricFamily, Metric, SummaryMetricFamily
@@ -128,25 +128,21 @@ class _Core(Generic[P, R]):
             },
         )
 
-    def exhausted(self, errors: dict[str, BaseException]) -> ProvidersExhausted:
-        return ProvidersExhausted(self.name, errors)
+    def succeeded(self, provider: str, started: float, result: Any) -> Any:
+        self.stats[provider].add("success", time.perf_counter() - started)
+        return result
+
+    def last_resort(self, errors: dict[str, BaseException]) -> Callable[P, Any]:
+        """The fallback to answer with, or raise :class:`ProvidersExhausted`."""
+        if self.fallback is None:
+            raise ProvidersExhausted(self.name, errors)
+        return self.fallback
 
 
-class Failover(Generic[P, R]):
-    """Try sync providers in order; see the module docs."""
+class _Failover(Generic[P, R]):
+    """What both failovers expose."""
 
-    def __init__(
-        self,
-        name: str,
-        providers: Sequence[Provider[P, R]],
-        *,
-        fallback: Callable[P, R] | None = None,
-        breaker_options: dict[str, Any] | None = None,
-    ) -> None:
-        self._core: _Core[P, R] = _Core(name, providers, fallback, breaker_options)
-        self._calls = [
-            (p.name, self._core.pipe_for(p).wrap_sync(p.call)) for p in self._core.providers
-        ]
+    _core: _Core[P, Any]
 
     @property
     def breakers(self) -> dict[str, Breaker]:
@@ -157,6 +153,21 @@ class Failover(Generic[P, R]):
     def stats(self) -> dict[str, ProviderStats]:
         """Each provider's running figures, by provider name."""
         return self._core.stats
+
+
+class Failover(_Failover[P, R]):
+    """Try sync providers in order; see the module docs."""
+
+    def __init__(
+        self,
+        name: str,
+        providers: Sequence[Provider[P, R]],
+        *,
+        fallback: Callable[P, R] | None = None,
+        breaker_options: dict[str, Any] | None = None,
+    ) -> None:
+        self._core = _Core(name, providers, fallback, breaker_options)
+        self._calls = [(p.name, self._core.pipe_for(p).wrap_sync(p.call)) for p in providers]
 
     def call(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """The first provider's answer that succeeds, else the fallback's."""
@@ -168,15 +179,11 @@ class Failover(Generic[P, R]):
             except Exception as exc:  # noqa: BLE001 - any provider failure means: next one
                 self._core.failed(name, exc, errors)
                 continue
-            self._core.stats[name].add("success", time.perf_counter() - started)
-            return result
-        if self._core.fallback is None:
-            raise self._core.exhausted(errors)
-        fallback_result: R = self._core.fallback(*args, **kwargs)
-        return fallback_result
+            return cast(R, self._core.succeeded(name, started, result))
+        return cast(R, self._core.last_resort(errors)(*args, **kwargs))
 
 
-class AsyncFailover(Generic[P, R]):
+class AsyncFailover(_Failover[P, R]):
     """Try async providers in order; see the module docs."""
 
     def __init__(
@@ -187,20 +194,8 @@ class AsyncFailover(Generic[P, R]):
         fallback: Callable[P, Awaitable[R]] | None = None,
         breaker_options: dict[str, Any] | None = None,
     ) -> None:
-        self._core: _Core[P, Awaitable[R]] = _Core(name, providers, fallback, breaker_options)
-        self._calls = [
-            (p.name, self._core.pipe_for(p).wrap_async(p.call)) for p in self._core.providers
-        ]
-
-    @property
-    def breakers(self) -> dict[str, Breaker]:
-        """Each provider's breaker, by provider name."""
-        return self._core.breakers
-
-    @property
-    def stats(self) -> dict[str, ProviderStats]:
-        """Each provider's running figures, by provider name."""
-        return self._core.stats
+        self._core = _Core(name, providers, fallback, breaker_options)
+        self._calls = [(p.name, self._core.pipe_for(p).wrap_async(p.call)) for p in providers]
 
     async def call(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """The first provider's answer that succeeds, else the fallback's."""
@@ -212,12 +207,8 @@ class AsyncFailover(Generic[P, R]):
             except Exception as exc:  # noqa: BLE001 - any provider failure means: next one
                 self._core.failed(name, exc, errors)
                 continue
-            self._core.stats[name].add("success", time.perf_counter() - started)
-            return result
-        if self._core.fallback is None:
-            raise self._core.exhausted(errors)
-        fallback_result: R = await self._core.fallback(*args, **kwargs)
-        return fallback_result
+            return cast(R, self._core.succeeded(name, started, result))
+        return cast(R, await self._core.last_resort(errors)(*args, **kwargs))
 
 
 def _provider_breaker(name: str, options: dict[str, Any]) -> Breaker:
