@@ -48,6 +48,48 @@ def test_check_fails_with_a_clear_report_when_the_database_is_unreachable() -> N
     assert "Traceback" not in output
 
 
+@pytest.mark.parametrize(
+    ("scheme", "answer"),
+    [
+        ("nats", "refuses"),
+        ("nats", "never-answers"),
+        ("amqp", "never-answers"),
+        ("redis", "never-answers"),
+    ],
+)
+def test_check_with_an_unreachable_broker_fails_in_bounded_time_without_a_traceback(
+    tmp_path: Path, scheme: str, answer: str
+) -> None:
+    from safeship.checks import CHECK_DEADLINE
+    from tests.outbox.faults import BlackHole
+
+    hole = BlackHole()
+    if answer == "refuses":
+        hole.close()  # nothing listens on the port any more
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    assert run("db", "upgrade", "--database-url", url)[0] == 0
+    try:
+        process = subprocess.run(
+            [sys.executable, "-m", "safeship.cli_entry", "check", "--database-url", url],
+            env={
+                "PATH": "/usr/bin:/bin",
+                "COLUMNS": "300",
+                "SAFESHIP_BROKER_URL": f"{scheme}://127.0.0.1:{hole.port}",
+            },
+            capture_output=True,
+            text=True,
+            timeout=CHECK_DEADLINE + 30,  # bounded: each check has its own deadline
+            check=False,
+        )
+    finally:
+        hole.close()
+    assert process.returncode == 1
+    broker_lines = [line for line in process.stdout.splitlines() if "broker" in line]
+    assert len(broker_lines) == 1 and "fail" in broker_lines[0], process.stdout
+    assert "Traceback" not in process.stdout + process.stderr
+    assert process.stderr.strip() == ""
+
+
 def test_bad_settings_are_one_paragraph_not_a_traceback() -> None:
     process = subprocess.run(
         [sys.executable, "-m", "safeship.cli_entry", "check"],

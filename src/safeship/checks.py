@@ -1,16 +1,19 @@
 """Connectivity checks behind ``safeship check``: settings, database, Redis, broker.
 
-Each check returns a ``CheckOutcome``; none raises.  The CLI prints them and exits
-non-zero when any failed.
+Each check returns a ``CheckOutcome``; none raises, and none takes longer than
+:data:`CHECK_DEADLINE` seconds, whatever the server at the other end does (refuses,
+accepts and never answers).  The CLI prints them and exits non-zero when any failed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
@@ -22,6 +25,10 @@ from safeship.settings import Settings
 
 Status = Literal["ok", "warn", "fail"]
 
+#: The most one check may take, in seconds; a server that has not answered by then fails.
+CHECK_DEADLINE = 8.0
+_CONNECT_TIMEOUT = 3
+
 
 @dataclass(frozen=True, slots=True)
 class CheckOutcome:
@@ -31,10 +38,23 @@ class CheckOutcome:
 
 
 def _guard(name: str, fn: Callable[[], CheckOutcome]) -> CheckOutcome:
-    try:
-        return fn()
-    except Exception as exc:  # noqa: BLE001 - every failure becomes a line in the report
-        return CheckOutcome(name, "fail", f"{type(exc).__name__}: {_first_line(exc)}")
+    """Run one check in a daemon thread: its outcome, a failure line for its error, or a
+    failure when it has not finished within :data:`CHECK_DEADLINE` (the thread is left to
+    end on its own; being a daemon, it never holds the process open)."""
+    result: list[CheckOutcome] = []
+
+    def run() -> None:
+        try:
+            result.append(fn())
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a line in the report
+            result.append(CheckOutcome(name, "fail", f"{type(exc).__name__}: {_first_line(exc)}"))
+
+    worker = threading.Thread(target=run, name=f"safeship-check-{name}", daemon=True)
+    worker.start()
+    worker.join(CHECK_DEADLINE)
+    if result:
+        return result[0]
+    return CheckOutcome(name, "fail", f"no answer within {CHECK_DEADLINE:.0f}s")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -94,7 +114,9 @@ def check_redis(url: str) -> CheckOutcome:
             import redis
         except ImportError:
             return CheckOutcome("redis", "fail", "pip install safeship[redis] to use Redis")
-        client = redis.Redis.from_url(url, socket_timeout=3, socket_connect_timeout=3)
+        client = redis.Redis.from_url(
+            url, socket_timeout=_CONNECT_TIMEOUT, socket_connect_timeout=_CONNECT_TIMEOUT
+        )
         try:
             client.ping()
         finally:
@@ -116,28 +138,52 @@ async def _broker(url: str, scheme: str) -> CheckOutcome:
     if scheme in ("nats", "tls"):
         try:
             import nats
+            import nats.aio.client
         except ImportError:
             return CheckOutcome("broker", "fail", "pip install safeship[nats] to use NATS")
-        nc = await nats.connect(
-            url, connect_timeout=3, max_reconnect_attempts=0, allow_reconnect=False
-        )
-        try:
-            await nc.jetstream().account_info()
-        finally:
-            await nc.close()
+        await _nats_answers(nats, url)
         return CheckOutcome("broker", "ok", f"{_safe(url)}: NATS with JetStream answers")
     if scheme in ("amqp", "amqps"):
         try:
             import aio_pika
         except ImportError:
             return CheckOutcome("broker", "fail", "pip install safeship[rabbitmq] to use RabbitMQ")
-        connection = await asyncio.wait_for(aio_pika.connect(url, timeout=3), 5)
+        connection = await asyncio.wait_for(
+            aio_pika.connect(url, timeout=_CONNECT_TIMEOUT), CHECK_DEADLINE - 1
+        )
         await connection.close()
         return CheckOutcome("broker", "ok", f"{_safe(url)}: RabbitMQ accepts the login")
     parts = urlsplit(url)
-    with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 9092), 3):
+    address = (parts.hostname or "127.0.0.1", parts.port or 9092)
+    with socket.create_connection(address, _CONNECT_TIMEOUT):
         pass
     return CheckOutcome("broker", "ok", f"{_safe(url)}: port open")
+
+
+async def _nats_answers(nats: Any, url: str) -> None:
+    """Connect once (no retries, errors kept out of the log) and ask JetStream."""
+    client = nats.aio.client.Client()
+
+    async def quiet(_: Exception) -> None:
+        return None  # the outcome line reports the failure; no traceback in the log
+
+    try:
+        await asyncio.wait_for(
+            client.connect(
+                url,
+                connect_timeout=_CONNECT_TIMEOUT,
+                allow_reconnect=False,
+                max_reconnect_attempts=1,
+                error_cb=quiet,
+            ),
+            CHECK_DEADLINE - 1,
+        )
+        await asyncio.wait_for(client.jetstream().account_info(), _CONNECT_TIMEOUT)
+    except TimeoutError:
+        raise TimeoutError(f"no answer from {_safe(url)} within the deadline") from None
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(client.close(), 1.0)
 
 
 def _safe(url: str) -> str:

@@ -17,6 +17,8 @@ import sqlalchemy as sa
 
 from safeship.db import create_engine, upgrade
 
+from .faults import BlackHole
+
 NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
 
 
@@ -121,3 +123,10 @@ async def read_stream(js: Any, name: str) -> list[Any]:
     for seq in range(info.state.first_seq, info.state.last_seq + 1):
         messages.append(await js.get_msg(name, seq))
     return messages
+
+
+@pytest.fixture
+def black_hole() -> Iterator[BlackHole]:
+    hole = BlackHole()
+    yield hole
+    hole.close()

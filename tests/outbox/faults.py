@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import socket
 import threading
 import uuid
 from collections import defaultdict
@@ -11,7 +12,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from safeship.outbox import NewEvent, stage_many
+from safeship.outbox import NewEvent, stage, stage_many
+from safeship.outbox.model import partition_of
 
 
 class Stager(threading.Thread):
@@ -45,6 +47,57 @@ class Stager(threading.Thread):
         return NewEvent(
             aggregate_type="order", aggregate_id=key, type="changed", payload={"k": key, "n": n}
         )
+
+
+class BlackHole:
+    """A TCP port that accepts connections and never sends a byte: a broker that hangs."""
+
+    def __init__(self) -> None:
+        self._listener = socket.socket()
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(64)
+        self.port = int(self._listener.getsockname()[1])
+        self.accepted: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            self.accepted.append(client)
+
+    def close(self) -> None:
+        self._listener.close()
+        for client in self.accepted:
+            client.close()
+
+
+def stage_poison(engine: sa.Engine) -> set[uuid.UUID]:
+    """Stage a 5 MB event (over NATS's max_payload; staged with the cap raised) and write a
+    row NATS cannot encode (a header name with a space) straight into the table."""
+    key_big, key_bad = "k7", "k8"
+    with engine.begin() as conn:
+        big = stage(
+            conn,
+            aggregate_type="order",
+            aggregate_id=key_big,
+            type="changed",
+            payload={"k": key_big, "blob": "x" * 5_000_000},
+            max_event_bytes=6_000_000,
+        )
+        bad = uuid.uuid4()
+        conn.execute(
+            sa.text(
+                "INSERT INTO safeship_outbox (id, aggregatetype, aggregateid, type, payload, "
+                "headers, partition, created_at) VALUES (:id, 'order', :k, 'changed', "
+                "CAST('{}' AS jsonb), CAST(:h AS jsonb), :p, now())"
+            ),
+            {"id": bad, "k": key_bad, "h": '{"bad header": "x"}', "p": partition_of(key_bad)},
+        )
+    return {big, bad}
 
 
 def pending(engine: sa.Engine) -> int:

@@ -51,6 +51,7 @@ class RelayStore(Protocol):
     ) -> list[Event]: ...
     async def complete(self, seqs: Sequence[int]) -> None: ...
     async def fail(self, failures: Sequence[Failure]) -> None: ...
+    async def pending(self) -> int: ...
     async def wait(self, seconds: float) -> None: ...
     def wake(self) -> None: ...
 
@@ -58,14 +59,39 @@ class RelayStore(Protocol):
 def _text(value: Any) -> str | None:
     if value is None or isinstance(value, str):
         return value
-    return json.dumps(value, separators=(",", ":"))
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).decode()
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _decoded(row: Sequence[Any]) -> tuple[bytes, Mapping[str, str], str | None]:
+    """Payload bytes, headers and, for a row no sink could send, why."""
+    payload = _text(row[5])
+    headers = _text(row[6])
+    body = b"null" if payload is None else payload.encode()
+    if headers is None:
+        return body, _NO_HEADERS, None
+    decoded = json.loads(headers)
+    if not isinstance(decoded, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in decoded.items()
+    ):
+        shown = json.dumps(decoded)[:200]
+        return body, _NO_HEADERS, f"stored headers are not a str-to-str object: {shown}"
+    return body, decoded, None
 
 
 def event_from_row(row: Sequence[Any]) -> Event:
     """An :class:`Event` from (seq, id, aggregatetype, aggregateid, type, payload, headers,
-    created_at, attempts); JSON columns may arrive as text or already decoded."""
-    payload = _text(row[5])
-    headers = _text(row[6])
+    created_at, attempts); JSON columns may arrive as text or already decoded.
+
+    A row that cannot become a sendable event (written to the table by hand, bypassing
+    ``stage()``) gives an event with ``invalid`` set, which the relay dead-letters, rather
+    than an error that would stop the relay claiming anything."""
+    try:
+        payload, headers, invalid = _decoded(row)
+    except (TypeError, ValueError) as exc:  # UnicodeError and JSONDecodeError are ValueErrors
+        payload, headers = b"null", _NO_HEADERS
+        invalid = f"stored event cannot be decoded: {type(exc).__name__}: {exc}"[:2000]
     created: datetime = row[7]
     if created.tzinfo is None:
         created = created.replace(tzinfo=UTC)
@@ -75,8 +101,9 @@ def event_from_row(row: Sequence[Any]) -> Event:
         aggregate_type=row[2],
         aggregate_id=row[3],
         type=row[4],
-        payload=b"null" if payload is None else payload.encode(),
-        headers=_NO_HEADERS if headers is None else json.loads(headers),
+        payload=payload,
+        headers=headers,
         created_at=created,
         attempts=row[8],
+        invalid=invalid,
     )

@@ -4,6 +4,7 @@ SQLite).  Each function takes an ``Engine`` (it opens its own transaction) or a
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -170,7 +171,7 @@ def peek(
     if not 1 <= limit <= 500:
         raise ValueError("peek limit must be between 1 and 500")
     table = schema.outbox if where == "pending" else _dead_table(where)
-    query = (match or Filter()).apply(sa.select(table), table)
+    query = (match or Filter()).apply(sa.select(*_as_text(table)), table)
     order = table.c.seq if where == "pending" else table.c.dead_at
     rows = _run(bind, lambda conn: conn.execute(query.order_by(order).limit(limit)).all())
     return [_event_row(row._mapping) for row in rows]
@@ -191,14 +192,32 @@ def _dead_table(where: str) -> sa.Table:
     return schema.dead
 
 
+def _as_text(table: sa.Table) -> list[Any]:
+    """The table's columns, JSON ones read as stored text (decoded by :func:`_lenient`)."""
+    return [
+        sa.cast(c, sa.Text()).label(c.name) if c.name in ("payload", "headers") else c
+        for c in table.columns
+    ]
+
+
+def _lenient(text: Any) -> Any:
+    """Stored JSON decoded; a row written by hand that is not JSON is shown as its text."""
+    if not isinstance(text, str):
+        return text
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
 def _event_row(row: Any) -> EventRow:
     return EventRow(
         id=row["id"],
         aggregate_type=row["aggregatetype"],
         aggregate_id=row["aggregateid"],
         type=row["type"],
-        payload=row["payload"],
-        headers=row["headers"],
+        payload=_lenient(row["payload"]),
+        headers=_lenient(row["headers"]),
         created_at=_aware(row["created_at"]) or datetime.now(UTC),
         attempts=row["attempts"],
         available_at=_aware(row["available_at"]),

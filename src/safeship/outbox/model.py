@@ -14,7 +14,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Any
 
-from safeship.errors import SafeshipError
+from safeship.outbox.encoding import OutboxPayloadError, check_key, encode_json
 from safeship.outbox.schema import PARTITIONS
 
 __all__ = [
@@ -23,17 +23,11 @@ __all__ = [
     "OutboxPayloadError",
     "Outcome",
     "Status",
+    "check_key",
     "dumps",
     "partition_of",
     "uuid7",
 ]
-
-_MAX_KEY = 255
-
-
-class OutboxPayloadError(SafeshipError, ValueError):
-    """A payload or header that cannot be stored as JSON; raised by ``stage()``."""
-
 
 _RANDOM = bytearray()
 _VERSION_MASK = ~((0xF << 76) | (0x3 << 62))
@@ -64,26 +58,9 @@ def partition_of(aggregate_id: str) -> int:
     return zlib.crc32(aggregate_id.encode()) % PARTITIONS
 
 
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-
-
 def dumps(value: Any, *, field: str) -> str:
     """Serialize ``value`` to compact JSON, or raise :class:`OutboxPayloadError`."""
-    try:
-        return _ENCODER.encode(value)
-    except (TypeError, ValueError) as exc:
-        raise OutboxPayloadError(
-            f"outbox {field} must be JSON-serializable (dict, list, str, int, float, bool, "
-            f"None; no NaN): {exc}. Convert it before stage(), e.g. str() for UUID/Decimal, "
-            f".isoformat() for datetimes."
-        ) from exc
-
-
-def check_key(name: str, value: object) -> str:
-    """Validate an aggregate type, aggregate id or event type (non-empty, <= 255 chars)."""
-    if not isinstance(value, str) or not value or len(value) > _MAX_KEY:
-        raise ValueError(f"outbox {name} must be a non-empty str of at most 255 characters")
-    return value
+    return encode_json(value, field=field)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +76,9 @@ class Event:
     headers: Mapping[str, str]
     created_at: datetime
     attempts: int = 0
+    #: Why this stored row cannot be sent (e.g. headers written to the table by hand that
+    #: are not a str-to-str mapping); the relay dead-letters such an event at once.
+    invalid: str | None = None
 
     def payload_json(self) -> Any:
         """The payload decoded from JSON."""

@@ -25,15 +25,48 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from safeship.outbox import metrics
+from safeship.outbox._outage import OutageLog, first_line
 from safeship.outbox._store import Failure, RelayStore
-from safeship.outbox.model import DeliveryRate, Event, Outcome, Status, partition_of
-from safeship.outbox.sinks.base import Sink
+from safeship.outbox.model import SKIPPED, DeliveryRate, Event, Outcome, Status, partition_of
+from safeship.outbox.sinks.base import Sink, error_text
 from safeship.resilience import Breaker, BreakerOpen, FullJitter
 from safeship.resilience.schedules import Schedule
 
 __all__ = ["Relay", "RelayConfig", "RelayThread"]
 
 log = logging.getLogger("safeship.outbox")
+
+_FIRST_OPEN_DELAY = 0.2
+_MAX_OPEN_DELAY = 5.0
+#: Errors a sink raises when the broker, not an event, is the problem.
+_UNAVAILABLE = (ConnectionError, OSError, TimeoutError)
+
+
+def _partial(error: BaseException, count: int) -> list[Outcome]:
+    """The outcomes a :class:`SinkUnavailableError` carries, or all SKIPPED."""
+    outcomes = getattr(error, "outcomes", None)
+    if outcomes is None or len(outcomes) != count:
+        return [SKIPPED] * count
+    return list(outcomes)
+
+
+async def _abandon(task: asyncio.Future[None]) -> None:
+    """Cancel ``task`` and give it a second to end.  Some client libraries swallow a
+    cancellation while connecting; such a task is left to end on its own deadline rather
+    than holding up the relay's shutdown."""
+    task.cancel()
+    await asyncio.wait({task}, timeout=1.0)
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+
+def _merge(events: Sequence[Event], sent: Sequence[Outcome]) -> list[Outcome]:
+    """Outcomes for ``events`` from the sink's outcomes for the sendable ones; a stored
+    event no sink can send (``invalid``) is PERMANENT."""
+    outcomes = iter(sent)
+    return [
+        next(outcomes) if event.invalid is None else Outcome(Status.PERMANENT, event.invalid)
+        for event in events
+    ]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -48,14 +81,29 @@ class RelayConfig:
     poll_interval: float = 1.0
     archive_seconds: float | None = None
     listen: bool = True
+    #: Deadline of one attempt to open the sink (connect to the broker).
+    connect_timeout: float = 10.0
+    #: After ``stop()``, how long in-flight batches may take before they are abandoned
+    #: (left pending) and the sink and database connections are closed.
+    shutdown_timeout: float = 10.0
+    #: While the broker (or database) is unavailable, one warning line at most this often.
+    outage_log_interval: float = 60.0
 
     def __post_init__(self) -> None:
         _positive_int("batch_size", self.batch_size, 100_000)
         _positive_int("pipeline_depth", self.pipeline_depth, 16)
         _positive_int("max_attempts", self.max_attempts, 1_000)
-        for name in ("lease_ttl", "poll_interval"):
+        for name in (
+            "lease_ttl",
+            "poll_interval",
+            "connect_timeout",
+            "shutdown_timeout",
+            "outage_log_interval",
+        ):
             value = getattr(self, name)
-            if not isinstance(value, int | float) or not 0.01 <= value <= 3600:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"RelayConfig.{name} must be seconds in [0.01, 3600]")
+            if not 0.01 <= value <= 3600:
                 raise ValueError(f"RelayConfig.{name} must be seconds in [0.01, 3600]")
         if self.archive_seconds is not None and self.archive_seconds <= 0:
             raise ValueError("RelayConfig.archive_seconds must be > 0 or None (delete)")
@@ -116,18 +164,39 @@ class Relay:
         self._store = _make_store(database, self.config)
         self._rng = rng or random.Random()
         self._stopping = asyncio.Event()
+        self._stop_requested = False
+        self._sink_open = False
+        self._next_open = 0.0
+        self._open_delay = _FIRST_OPEN_DELAY
+        self._sink_name = type(sink).__name__
+        self._sink_outage = OutageLog(
+            log,
+            event="outbox.relay.sink_unavailable",
+            recovered_event="outbox.relay.sink_recovered",
+            interval=self.config.outage_log_interval,
+        )
+        self._db_outage = OutageLog(
+            log,
+            event="outbox.relay.database_unavailable",
+            recovered_event="outbox.relay.database_recovered",
+            interval=self.config.outage_log_interval,
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._partitions: frozenset[int] = frozenset()
         self._inflight: dict[int, int] = {}  # seq -> partition
         self._inflight_keys: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.published = 0
+        #: Broker failures seen: failed opens and batches the broker could not take.
+        self.sink_failures = 0
         self._rate = DeliveryRate()
 
     # -- lifecycle -------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Ask :meth:`run` to finish its in-flight batches and return (thread-safe)."""
+        """Ask :meth:`run` to finish its in-flight batches and return (thread-safe); it
+        returns within ``shutdown_timeout``, whatever the broker does."""
+        self._stop_requested = True
         loop = self._loop
         if loop is not None and loop.is_running():
             loop.call_soon_threadsafe(self._stop_now)
@@ -139,11 +208,11 @@ class Relay:
         self._store.wake()
 
     async def run(self) -> None:
-        """Relay until :meth:`stop`; reconnects after database errors."""
+        """Relay until :meth:`stop`; reconnects after database and broker errors."""
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
-        if not await self._open_sink():
-            return
+        if self._stop_requested:
+            self._stopping.set()
         try:
             while not self._stopping.is_set():
                 try:
@@ -155,42 +224,96 @@ class Relay:
                         raise
                     await self._recover(exc)
         finally:
-            await self._drain()
-            await self._store.close()
-            await self.sink.close()
+            await self._shutdown()
 
-    async def _open_sink(self) -> bool:
-        """Open the sink, retrying while the broker is unreachable; False if stopped first."""
-        delay = 0.2
-        while not self._stopping.is_set():
-            try:
-                await self.sink.open()
-                return True
-            except Exception as exc:  # noqa: BLE001 - any connect error: wait and retry
-                log.warning("outbox.relay.sink_open_failed: %r", exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), delay)
-            delay = min(delay * 2, 5.0)
-        return False
+    async def _shutdown(self) -> None:
+        """Drain, then close the store and the sink, all within ``shutdown_timeout``."""
+        deadline = time.monotonic() + self.config.shutdown_timeout
+        await self._drain(deadline)
+        for closing in (self._store.close, self.sink.close):
+            task = asyncio.ensure_future(closing())
+            await asyncio.wait({task}, timeout=max(0.1, deadline - time.monotonic()))
+            if not task.done():
+                await _abandon(task)
+            elif not task.cancelled() and task.exception() is not None:
+                error = first_line(task.exception() or "")
+                log.warning("outbox.relay.close_failed", extra={"error": error})
+        self._sink_open = False
+        self._stop_requested = False
+
+    async def _sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` or until stopped."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), max(0.0, seconds))
+
+    async def _open_sink(self, next_beat: float) -> None:
+        """One bounded attempt to open the sink, when the backoff allows; a stop cuts it."""
+        now = time.monotonic()
+        if now < self._next_open:
+            await self._sleep(min(self._next_open - now, max(0.01, next_beat - now)))
+            return
+        opening = asyncio.ensure_future(self.sink.open())
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        await asyncio.wait(
+            {opening, stopping},
+            timeout=self.config.connect_timeout,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        stopping.cancel()
+        if not opening.done():
+            await _abandon(opening)
+            if self._stopping.is_set():
+                return
+            error: BaseException | None = TimeoutError(
+                f"the sink did not open within {self.config.connect_timeout}s"
+            )
+        elif opening.cancelled():
+            return
+        else:
+            error = opening.exception()
+        if error is None:
+            self._sink_open = True
+            self._open_delay = _FIRST_OPEN_DELAY
+            self._sink_outage.recovered(sink=self._sink_name)
+            return
+        self._next_open = time.monotonic() + self._open_delay
+        self._open_delay = min(self._open_delay * 2, _MAX_OPEN_DELAY)
+        await self._note_unavailable(error, "open")
+
+    async def _note_unavailable(self, error: BaseException, phase: str) -> None:
+        """Count a broker failure; log it (with the pending count) when the throttle allows."""
+        self.sink_failures += 1
+        pending = await self._pending() if self._sink_outage.due else None
+        self._sink_outage.failed(error, sink=self._sink_name, phase=phase, pending=pending)
+
+    async def _pending(self) -> int | None:
+        try:
+            return await asyncio.wait_for(self._store.pending(), 5.0)
+        except Exception:  # noqa: BLE001 - the count is informative only
+            return None
 
     async def _recover(self, exc: BaseException) -> None:
-        log.warning("outbox.relay.database_error: %r", exc)
-        await self._drain()
-        await self._store.close()
+        self._db_outage.failed(exc, relay=self.relay_id)
+        await self._drain(time.monotonic() + self.config.shutdown_timeout)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._store.close(), self.config.shutdown_timeout)
         self._partitions = frozenset()
         metrics.leases(self.relay_id, 0)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), 0.2 + self._rng.random() * 0.5)
+        await self._sleep(0.2 + self._rng.random() * 0.5)
 
     async def _session(self) -> None:
         await self._store.open()
+        self._db_outage.recovered(relay=self.relay_id)
         next_beat = 0.0
         while not self._stopping.is_set():
             if time.monotonic() >= next_beat:
                 await self._heartbeat()
                 every = 0.1 if self._store.wants_more else self.config.lease_ttl / 3
                 next_beat = time.monotonic() + every
-            await self._step(next_beat)
+            if self._sink_open:
+                await self._step(next_beat)
+            else:
+                await self._open_sink(next_beat)
 
     async def _heartbeat(self) -> None:
         busy = frozenset(self._inflight.values())
@@ -241,9 +364,19 @@ class Relay:
             if task is not waker:
                 task.result()
 
-    async def _drain(self) -> None:
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+    async def _drain(self, deadline: float) -> None:
+        """Let in-flight batches finish until ``deadline``, then cancel the rest (their
+        events stay pending and are published again: at least once)."""
+        tasks = set(self._tasks)
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=max(0.0, deadline - time.monotonic()))
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late, timeout=1.0)
+            for task in tasks:
+                if task.done() and not task.cancelled():
+                    task.exception()  # retrieved: errors while stopping are not re-raised
         self._tasks.clear()
         self._inflight.clear()
         self._inflight_keys.clear()
@@ -269,25 +402,51 @@ class Relay:
                 self._inflight_keys.discard(event.aggregate_id)
 
     async def _publish(self, events: list[Event]) -> Sequence[Outcome] | None:
+        """One outcome per event; None when the breaker is open (nothing was tried)."""
         try:
             permit = self.breaker.allow()
         except BreakerOpen:
             return None
         started = time.monotonic()
+        sendable = [event for event in events if event.invalid is None]
         try:
-            outcomes = await self.sink.publish(events)
-        except Exception as exc:  # noqa: BLE001 - any sink error means "not delivered"
+            outcomes = await self.sink.publish(sendable) if sendable else []
+        except _UNAVAILABLE as exc:
             self.breaker.record_failure(permit, started)
-            log.warning("outbox.relay.sink_unavailable: %r", exc)
-            metrics.sink_failed(len(events))
-            return None
-        if len(outcomes) != len(events):
+            metrics.sink_failed(len(sendable))
+            await self._note_unavailable(exc, "publish")
+            return _merge(events, _partial(exc, len(sendable)))
+        except Exception as exc:  # noqa: BLE001 - a per-event error the sink let through
+            outcomes = await self._isolate(sendable, exc)
+        if len(outcomes) != len(sendable):
             raise RuntimeError(
-                f"sink {self.sink!r} returned {len(outcomes)} outcomes for {len(events)} events"
+                f"sink {self.sink!r} returned {len(outcomes)} outcomes for {len(sendable)} events"
             )
         # Per-event rejections mean the broker answered: only a raised error trips the breaker.
         self.breaker.record_success(permit, started)
-        metrics.published(events, outcomes, time.monotonic() - started)
+        self._sink_outage.recovered(sink=self._sink_name)
+        metrics.published(sendable, outcomes, time.monotonic() - started)
+        return _merge(events, outcomes)
+
+    async def _isolate(self, events: list[Event], error: Exception) -> list[Outcome]:
+        """The sink raised an error that is not about the broker being reachable: publish
+        the events one at a time, so the error counts against the event that causes it
+        (retried, dead-lettered after ``max_attempts``) and the others go through."""
+        log.warning(
+            "outbox.relay.sink_error",
+            extra={"sink": self._sink_name, "error": first_line(error), "events": len(events)},
+        )
+        outcomes: list[Outcome] = [SKIPPED] * len(events)
+        for index, event in enumerate(events):
+            try:
+                outcomes[index] = (await self.sink.publish([event]))[0]
+            except _UNAVAILABLE as exc:
+                await self._note_unavailable(exc, "publish")
+                partial = _partial(exc, 1)
+                outcomes[index] = partial[0]
+                break
+            except Exception as exc:  # noqa: BLE001 - this event's own error
+                outcomes[index] = Outcome(Status.RETRY, error_text(exc))
         return outcomes
 
     async def _record(self, events: list[Event], outcomes: Sequence[Outcome]) -> None:

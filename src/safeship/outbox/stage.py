@@ -16,7 +16,17 @@ from typing import TYPE_CHECKING, Any, overload
 
 import sqlalchemy as sa
 
-from safeship.outbox.model import check_key, dumps, partition_of, uuid7
+from safeship.outbox.encoding import (
+    DEFAULT_MAX_EVENT_BYTES,
+    OutboxPayloadError,
+    check_headers,
+    check_key,
+    check_max_event_bytes,
+    check_size,
+    encode_json,
+    event_size,
+)
+from safeship.outbox.model import partition_of, uuid7
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -50,7 +60,8 @@ _ASYNCPG_ONE = (
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NewEvent:
-    """One event for :func:`stage_many`; validated and serialized at construction."""
+    """One event for :func:`stage_many`; validated and serialized at construction, so a
+    bad one raises :class:`OutboxPayloadError` before anything is written."""
 
     aggregate_type: str
     aggregate_id: str
@@ -58,15 +69,21 @@ class NewEvent:
     payload: Any
     headers: Mapping[str, str] | None = None
     id: uuid.UUID = field(default_factory=uuid7)
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
     _payload_json: str = field(init=False, repr=False)
     _headers_json: str | None = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        check_key("aggregate_type", self.aggregate_type)
-        check_key("aggregate_id", self.aggregate_id)
-        check_key("type", self.type)
-        object.__setattr__(self, "_payload_json", dumps(self.payload, field="payload"))
-        object.__setattr__(self, "_headers_json", _headers_json(self.headers))
+        payload_json, headers_json = _encode(
+            self.aggregate_type,
+            self.aggregate_id,
+            self.type,
+            self.payload,
+            self.headers,
+            self.max_event_bytes,
+        )
+        object.__setattr__(self, "_payload_json", payload_json)
+        object.__setattr__(self, "_headers_json", headers_json)
 
     def row(self, now: datetime) -> tuple[Any, ...]:
         """Column values in insert order."""
@@ -93,14 +110,36 @@ def _trace_headers() -> dict[str, str]:
     return {k: v for k, v in carrier.items() if k in ("traceparent", "tracestate")}
 
 
-def _headers_json(headers: Mapping[str, str] | None) -> str | None:
+def _merged_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
     merged = _trace_headers()
-    if headers:
-        for key, value in headers.items():
-            if not isinstance(key, str) or not isinstance(value, str):
-                raise ValueError("outbox headers must map str to str")
+    if headers is not None:
+        if not isinstance(headers, Mapping):
+            raise OutboxPayloadError(
+                f"outbox headers must be a mapping of str to str, got {type(headers).__name__}"
+            )
+        check_headers(headers)
         merged.update(headers)
-    return dumps(merged, field="headers") if merged else None
+    return merged
+
+
+def _encode(
+    aggregate_type: str,
+    aggregate_id: str,
+    type: str,
+    payload: Any,
+    headers: Mapping[str, str] | None,
+    max_event_bytes: int,
+) -> tuple[str, str | None]:
+    """Validate one event and return its payload and headers as JSON text."""
+    check_max_event_bytes(max_event_bytes)
+    for name, value in (("aggregate_type", aggregate_type), ("aggregate_id", aggregate_id)):
+        check_key(name, value)
+    check_key("type", type)
+    payload_json = encode_json(payload, field="payload")
+    merged = _merged_headers(headers)
+    size = event_size(payload_json, merged, aggregate_type, aggregate_id, type)
+    check_size(size, max_event_bytes)
+    return payload_json, (encode_json(merged, field="headers") if merged else None)
 
 
 _NAMES = ("id", "aggregatetype", "aggregateid", "type", "payload", "headers", "partition")
@@ -147,6 +186,7 @@ def stage(
     type: str,
     payload: Any,
     headers: Mapping[str, str] | None = None,
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
 ) -> uuid.UUID: ...
 @overload
 def stage(
@@ -157,6 +197,7 @@ def stage(
     type: str,
     payload: Any,
     headers: Mapping[str, str] | None = None,
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
 ) -> Coroutine[Any, Any, uuid.UUID]: ...
 @overload
 def stage(
@@ -167,6 +208,7 @@ def stage(
     type: str,
     payload: Any,
     headers: Mapping[str, str] | None = None,
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
 ) -> Any: ...
 def stage(
     conn: Any,
@@ -176,23 +218,27 @@ def stage(
     type: str,
     payload: Any,
     headers: Mapping[str, str] | None = None,
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
 ) -> Any:
     """Stage one event in ``conn``'s current transaction and return its id.
 
     Sync connections and sessions return the id; async ones (SQLAlchemy async, psycopg
     ``AsyncConnection``, asyncpg) return an awaitable: ``event_id = await stage(...)``.
+    An event that breaks a rule of :mod:`safeship.outbox.encoding` (not JSON, invalid
+    Unicode, NUL, too deep, bad headers, over ``max_event_bytes``) raises
+    :class:`OutboxPayloadError` before anything is written.
     """
-    check_key("aggregate_type", aggregate_type)
-    check_key("aggregate_id", aggregate_id)
-    check_key("type", type)
+    payload_json, headers_json = _encode(
+        aggregate_type, aggregate_id, type, payload, headers, max_event_bytes
+    )
     event_id = uuid7()
     row = (
         event_id,
         aggregate_type,
         aggregate_id,
         type,
-        dumps(payload, field="payload"),
-        _headers_json(headers),
+        payload_json,
+        headers_json,
         partition_of(aggregate_id),
         datetime.now(UTC),
     )
@@ -216,6 +262,9 @@ def stage_many(conn: Any, events: Iterable[NewEvent]) -> Any:
     Same rules as :func:`stage`: a list for sync connections, an awaitable for async ones.
     """
     batch = list(events)
+    for event in batch:
+        if not isinstance(event, NewEvent):
+            raise TypeError(f"stage_many takes NewEvent items, got {type(event).__name__}")
     now = datetime.now(UTC)
     rows = [event.row(now) for event in batch]
     ids = [event.id for event in batch]

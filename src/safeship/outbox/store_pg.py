@@ -217,6 +217,12 @@ class PostgresStore:
             if dead:
                 await self._write.execute(_BURY, [f.seq for f in dead], [f.error for f in dead])
 
+    async def pending(self) -> int:
+        """Events in the outbox table (for the outage log line), on the write connection,
+        since the main one may be claiming at the same time."""
+        async with self._writing:
+            return int(await self._write.fetchval("SELECT count(*) FROM safeship_outbox"))
+
     async def wait(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._woken.wait(), seconds)

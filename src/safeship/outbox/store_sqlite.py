@@ -25,8 +25,9 @@ _CLAIM_COLUMNS = (
     _T.c.aggregatetype,
     _T.c.aggregateid,
     _T.c.type,
-    _T.c.payload,
-    _T.c.headers,
+    # As stored text: event_from_row decodes it, so one malformed row cannot fail the claim.
+    sa.type_coerce(_T.c.payload, sa.Text()).label("payload"),
+    sa.type_coerce(_T.c.headers, sa.Text()).label("headers"),
     _T.c.created_at,
     _T.c.attempts,
 )
@@ -156,6 +157,14 @@ class SqliteStore:
                 )
                 _copy(conn, schema.dead, [failure.seq], dead_at=now)
                 conn.execute(sa.delete(_T).where(_T.c.seq == failure.seq))
+
+    async def pending(self) -> int:
+        """Events in the outbox table (for the outage log line)."""
+        return await asyncio.to_thread(self._pending)
+
+    def _pending(self) -> int:
+        with self._engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(_T)).scalar_one())
 
     async def wait(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

@@ -20,11 +20,27 @@ __all__ = [
 
 
 class SinkUnavailableError(SafeshipError, ConnectionError):
-    """The broker cannot take any event now; the relay backs off without counting attempts."""
+    """The broker cannot take events now (unreachable, disconnected, not answering); the
+    relay backs off without counting attempts.
+
+    ``outcomes``, when given, holds one outcome per event of the batch as far as the sink
+    got before the broker went away: what the broker confirmed is ``DELIVERED`` (the relay
+    marks it delivered, so it is not published again), what it refused for good is
+    ``PERMANENT``, and what was not tried or not confirmed is ``SKIPPED`` (left pending).
+    """
+
+    def __init__(self, message: str, *, outcomes: Sequence[Outcome] | None = None) -> None:
+        super().__init__(message)
+        self.outcomes = None if outcomes is None else list(outcomes)
 
 
 class PermanentError(SafeshipError):
     """Raised by a callback (or a sink) for an event that will never be accepted."""
+
+
+def error_text(error: BaseException) -> str:
+    """``Type: message`` of an error, bounded for ``last_error``."""
+    return f"{type(error).__name__}: {error}"[:2000]
 
 
 class Sink(Protocol):
@@ -78,28 +94,43 @@ async def publish_per_key(
     concurrency: int = 32,
 ) -> list[Outcome]:
     """Send each key's events one after another (keys in parallel); after a key's first
-    failure the rest of that key's events are SKIPPED, so order per key holds."""
+    failure the rest of that key's events are SKIPPED, so order per key holds.
+
+    ``send`` raising :class:`SinkUnavailableError` stops that key (its event stays SKIPPED);
+    once every key is done the error is raised again, carrying the other keys' outcomes."""
     outcomes: list[Outcome] = [SKIPPED] * len(events)
     chains: dict[str, list[int]] = {}
     for index, event in enumerate(events):
         chains.setdefault(event.aggregate_id, []).append(index)
     gate = asyncio.Semaphore(concurrency)
+    unavailable: list[SinkUnavailableError] = []
 
     async def run_chain(indexes: list[int]) -> None:
         async with gate:
             for index in indexes:
-                outcome = await send(events[index])
+                if unavailable:
+                    return
+                try:
+                    outcome = await send(events[index])
+                except SinkUnavailableError as exc:
+                    unavailable.append(exc)
+                    return
                 outcomes[index] = outcome
                 if outcome.status is not Status.DELIVERED:
                     return
 
     await asyncio.gather(*(run_chain(chain) for chain in chains.values()))
+    if unavailable:
+        raise SinkUnavailableError(str(unavailable[0]), outcomes=outcomes)
     return outcomes
 
 
 def delivered_or(error: BaseException | None) -> Outcome:
-    """DELIVERED for no error; PERMANENT for :class:`PermanentError`; RETRY otherwise."""
+    """DELIVERED for no error; PERMANENT for :class:`PermanentError`; RETRY otherwise
+    (a :class:`SinkUnavailableError` is raised again: the whole sink is down)."""
     if error is None:
         return DELIVERED
+    if isinstance(error, SinkUnavailableError):
+        raise error
     status = Status.PERMANENT if isinstance(error, PermanentError) else Status.RETRY
-    return Outcome(status, f"{type(error).__name__}: {error}"[:2000])
+    return Outcome(status, error_text(error))

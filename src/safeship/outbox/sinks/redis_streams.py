@@ -11,8 +11,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from safeship.outbox.model import DELIVERED, Event, Outcome, Status
-from safeship.outbox.sinks.base import Route, SinkUnavailableError
+from safeship.outbox.model import DELIVERED, SKIPPED, Event, Outcome, Status
+from safeship.outbox.sinks.base import Route, SinkUnavailableError, error_text
 
 __all__ = ["RedisStreamSink"]
 
@@ -20,7 +20,12 @@ __all__ = ["RedisStreamSink"]
 class RedisStreamSink:
     """Append each event to the stream ``stream(event)`` (default ``events:{aggregate_type}``)
     with fields ``id``, ``aggregate_type``, ``aggregate_id``, ``type``, ``payload``,
-    ``headers``."""
+    ``headers``.
+
+    An error reply for one entry (e.g. ``WRONGTYPE``) counts against that event; a reply
+    about the server's state (``OOM``, ``LOADING``, ``READONLY``, ...) and a lost
+    connection are the broker being unavailable.  The client's socket timeouts bound
+    connecting and each round trip."""
 
     ordered = True
 
@@ -65,20 +70,46 @@ class RedisStreamSink:
     async def publish(self, events: Sequence[Event]) -> Sequence[Outcome]:
         if self._client is None:
             raise SinkUnavailableError("RedisStreamSink is not open")
+        from redis import exceptions
+
+        outcomes: list[Outcome] = [SKIPPED] * len(events)
         pipe = self._client.pipeline(transaction=False)
-        for event in events:
-            pipe.xadd(
-                self._route(event), self._fields(event), maxlen=self._maxlen, approximate=True
-            )
+        queued: list[int] = []
+        for index, event in enumerate(events):
+            try:
+                fields = self._fields(event)
+            except (TypeError, ValueError) as exc:  # cannot be encoded: this event only
+                outcomes[index] = Outcome(Status.PERMANENT, error_text(exc))
+                continue
+            pipe.xadd(self._route(event), fields, maxlen=self._maxlen, approximate=True)
+            queued.append(index)
+        if not queued:
+            return outcomes
         try:
             results = await pipe.execute(raise_on_error=False)
-        except (ConnectionError, OSError) as exc:
-            raise SinkUnavailableError(f"Redis unavailable: {exc}") from exc
-        except Exception as exc:
-            if type(exc).__module__.startswith("redis"):
-                raise SinkUnavailableError(f"Redis unavailable: {exc}") from exc
-            raise
-        return [
-            Outcome(Status.RETRY, repr(r)[:2000]) if isinstance(r, BaseException) else DELIVERED
-            for r in results
-        ]
+        except (exceptions.ConnectionError, exceptions.TimeoutError, OSError) as exc:
+            raise SinkUnavailableError(f"Redis unavailable: {exc}", outcomes=outcomes) from exc
+        for index, result in zip(queued, results, strict=True):
+            outcomes[index] = _outcome(result)
+        if any(o is _SERVER_DOWN for o in outcomes):
+            state = next(r for r in results if _server_state(r))
+            lost = [SKIPPED if o is _SERVER_DOWN else o for o in outcomes]
+            raise SinkUnavailableError(f"Redis cannot take writes: {state}", outcomes=lost)
+        return outcomes
+
+
+#: Error replies about the server's state, not the command: every write would fail.
+_SERVER_STATES = ("OOM", "LOADING", "BUSY", "READONLY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN")
+_SERVER_DOWN = Outcome(Status.SKIPPED, "redis server state")
+
+
+def _server_state(result: object) -> bool:
+    return isinstance(result, BaseException) and str(result).startswith(_SERVER_STATES)
+
+
+def _outcome(result: object) -> Outcome:
+    if not isinstance(result, BaseException):
+        return DELIVERED
+    if _server_state(result):
+        return _SERVER_DOWN
+    return Outcome(Status.RETRY, error_text(result))

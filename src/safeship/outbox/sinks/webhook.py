@@ -3,7 +3,10 @@
 Headers: ``Webhook-Id`` (event id), ``Webhook-Timestamp`` (Unix seconds), ``Webhook-Event``
 (type) and ``Webhook-Signature: sha256=<hex>`` over ``"{timestamp}.{id}.{body}"``.
 2xx delivers; 408, 425, 429 and 5xx retry (honouring ``Retry-After``); other 4xx are
-permanent (dead letter at once); timeouts and connection errors retry.
+permanent (dead letter at once); read and write timeouts retry (counted against the
+event); an event httpx cannot send (a header value it cannot encode, a bad URL) is
+permanent; an endpoint that cannot be reached (connection refused, connect timeout) is the
+sink being unavailable, which counts no attempt.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 from safeship.outbox.model import DELIVERED, Event, Outcome, Status
-from safeship.outbox.sinks.base import publish_per_key
+from safeship.outbox.sinks.base import SinkUnavailableError, error_text, publish_per_key
 
 __all__ = ["WebhookSink", "sign"]
 
@@ -90,13 +93,21 @@ class WebhookSink:
     async def _send(self, event: Event) -> Outcome:
         import httpx
 
-        url = self._url if isinstance(self._url, str) else self._url(event)
         try:
-            response = await self._client.post(
-                url, content=event.payload, headers=self._headers(event)
+            url = self._url if isinstance(self._url, str) else self._url(event)
+            request = self._client.build_request(
+                "POST", url, content=event.payload, headers=self._headers(event)
             )
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol, TypeError, ValueError) as exc:
+            return Outcome(Status.PERMANENT, f"cannot build the request: {error_text(exc)}")
+        try:
+            response = await self._client.send(request)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            raise SinkUnavailableError(f"webhook unreachable: {error_text(exc)}") from exc
+        except (httpx.LocalProtocolError, httpx.UnsupportedProtocol) as exc:
+            return Outcome(Status.PERMANENT, f"cannot send the request: {error_text(exc)}")
         except httpx.HTTPError as exc:
-            return Outcome(Status.RETRY, f"{type(exc).__name__}: {exc}"[:2000])
+            return Outcome(Status.RETRY, error_text(exc))
         code = response.status_code
         if 200 <= code < 300:
             return DELIVERED
