@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from safeship.outbox import NewEvent, OutboxPayloadError, stage, stage_many
 from safeship.outbox.encoding import DEFAULT_MAX_EVENT_BYTES
 
-KEYS = {"aggregate_type": "order", "aggregate_id": "o-1", "type": "created"}
+KEYS: dict[str, Any] = {"aggregate_type": "order", "aggregate_id": "o-1", "type": "created"}
 
 
 def nested(depth: int) -> Any:
