@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 
 import pytest
 import sqlalchemy as sa
@@ -39,20 +40,45 @@ def _stage(engine: sa.Engine, count: int) -> None:
         )
 
 
-def _relay_process(broker: str, url: str, database: str) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "safeship.cli_entry", "outbox", "relay"),
-            *("--broker", broker, "--url", url, "--database-url", database),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
-    )
-    assert proc.stdout is not None
-    assert "relaying to" in proc.stdout.readline()
-    return proc
+class RelayProcess:
+    """``safeship outbox relay`` in a subprocess, its stderr read line by line."""
+
+    def __init__(self, broker: str, url: str, database: str) -> None:
+        self.proc = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "safeship.cli_entry", "outbox", "relay"),
+                *("--broker", broker, "--url", url, "--database-url", database),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        )
+        self.errors: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        assert self.proc.stdout is not None
+        assert "relaying to" in self.proc.stdout.readline()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.errors.append(line)
+
+    def outage_lines(self) -> list[str]:
+        return [line for line in self.errors if "outbox.relay.sink_unavailable" in line]
+
+    def stop(self) -> tuple[int, str]:
+        """SIGTERM, then the exit code and stdout (killed if it does not exit)."""
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            out, _ = self.proc.communicate(timeout=30)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.communicate()
+        self._reader.join(10)
+        return self.proc.returncode, out
 
 
 @pytest.mark.parametrize("broker", sorted(URLS))
@@ -63,19 +89,19 @@ def test_relay_process_stops_promptly_on_sigterm_while_the_broker_is_unreachable
     _stage(sqlite_engine, 3)
     port = black_hole.port if answer == "never-answers" else free_port()
     database = sqlite_engine.url.render_as_string(hide_password=False)
-    proc = _relay_process(broker, URLS[broker].format(port=port), database)
-    try:
-        if answer == "never-answers":  # SIGTERM while it waits for the broker's first byte
-            wait_until(lambda: black_hole.accepted, timeout=30, message="relay connecting")
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 0, err
+    relay = RelayProcess(broker, URLS[broker].format(port=port), database)
+    if answer == "never-answers":  # SIGTERM while it waits for the broker's first byte
+        wait_until(lambda: black_hole.accepted, timeout=30, message="relay connecting")
+    else:  # SIGTERM while it retries, after it reported the outage
+        wait_until(relay.outage_lines, timeout=30, message="outage reported")
+    code, out = relay.stop()
+    errors = "".join(relay.errors)
+    assert code == 0, errors
     assert "stopped after 0 events" in out
-    assert "Traceback" not in err, err
+    assert "Traceback" not in errors, errors
+    if answer == "refuses":
+        (line,) = relay.outage_lines()
+        assert "pending" in line and "sink" in line, line
 
 
 async def test_an_outage_logs_one_line_with_the_pending_count_and_no_traceback(

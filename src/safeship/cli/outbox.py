@@ -199,8 +199,12 @@ def relay_command(
     import asyncio
     import signal
 
+    from safeship.observe.logging import configure_logging
     from safeship.outbox import Relay, RelayConfig
 
+    settings = settings_or_exit(database_url=database_url)
+    # The relay reports outages as log lines (one per outage, throttled): show them.
+    configure_logging(level=settings.log_level, fmt=settings.log_format)
     engine = _engine(database_url)
     relay = Relay(engine, _sink(broker, url, route), config=RelayConfig(batch_size=batch_size))
 
