@@ -1,4 +1,5 @@
-"""The fast paths of logging and masking give the same output as the general ones."""
+"""Logging's JSON renderer writes what structlog's standard processor chain writes, every
+event goes through ``Logger.handle``, and masking's prefilters never skip a match."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import logging
 import math
 import re
 import time
-from collections.abc import Callable
 
 import pytest
 import structlog
@@ -18,12 +18,15 @@ from hypothesis import strategies as st
 from safeship.observe.logging import (
     _EventDict,
     _formatter,
-    _make_record,
+    add_request_id,
+    add_trace_context,
     configure_logging,
+    count_foreign_alerts,
+    drop_terminal_fields,
     get_logger,
 )
 from safeship.observe.masking import DEFAULT_MASK_PATTERNS, MaskPattern, PiiMasker
-from safeship.observe.rendering import UtcTimestamper
+from safeship.observe.rendering import UtcTimestamper, render_json
 
 MASKER = PiiMasker()
 PATTERNS = {pattern.name: pattern for pattern in DEFAULT_MASK_PATTERNS}
@@ -103,7 +106,31 @@ def without_time(line: str) -> dict[str, object]:
     return event
 
 
-def test_fast_path_renders_like_structlogs_formatter(
+def reference_chain(masker: PiiMasker | None) -> structlog.stdlib.ProcessorFormatter:
+    """structlog's standard JSON chain of the steps `JsonLineRenderer` takes (the oracle
+    of these tests: level, logger name, exception, masking, timestamp, trace ids)."""
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[
+            structlog.stdlib.ExtraAdder(),
+            drop_terminal_fields,
+            structlog.contextvars.merge_contextvars,
+            add_request_id,
+            count_foreign_alerts,
+        ],
+        processors=[
+            structlog.stdlib.add_log_level,
+            structlog.stdlib.add_logger_name,
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            *([masker] if masker is not None else []),
+            UtcTimestamper(),
+            add_trace_context,
+            structlog.processors.JSONRenderer(serializer=render_json),
+        ],
+    )
+
+
+def test_lines_are_what_structlogs_standard_chain_writes(
     formatted: tuple[logging.Formatter, Keep],
 ) -> None:
     formatter, keep = formatted
@@ -113,17 +140,19 @@ def test_fast_path_renders_like_structlogs_formatter(
         raise ValueError("bad order")
     except ValueError:
         log.exception("order.failed", order_id=8)
+    logging.getLogger("app.stdlib").warning("stock low", extra={"sku": "a-1"})
+    reference = reference_chain(PiiMasker())
     for record in keep.records:
-        general = structlog.stdlib.ProcessorFormatter.format(formatter, record)  # type: ignore[arg-type]
-        assert without_time(formatter.format(record)) == without_time(general)
-    first, failed = (json.loads(formatter.format(r)) for r in keep.records)
+        assert without_time(formatter.format(record)) == without_time(reference.format(record))
+    first, failed, stdlib = (json.loads(formatter.format(r)) for r in keep.records)
     assert first["email"] == "***" and first["token"] == "***" and first["region"] == "eu"
     assert "ValueError: bad order" in failed["exception"]
+    assert stdlib["sku"] == "a-1" and stdlib["event"] == "stock low"
 
 
 RENDERERS = {
-    "masked": _formatter(True, PiiMasker(), False),
-    "unmasked": _formatter(True, None, False),
+    "masked": (_formatter(True, PiiMasker(), False), reference_chain(PiiMasker())),
+    "unmasked": (_formatter(True, None, False), reference_chain(None)),
 }
 STAMP = re.compile(r'"timestamp": "[^"]*"')
 leaf = (
@@ -152,7 +181,8 @@ def record_of(name: str, method: str, level: int, fields: dict[str, object]) -> 
     logger = logging.getLogger(name)
     data = _EventDict(event="test.event")
     data.update(fields)
-    return _make_record(logger, level, data, None, method)
+    extra = {"_logger": logger, "_name": method}
+    return logger.makeRecord(name, level, "", 0, data, (), None, extra=extra)
 
 
 @example(
@@ -175,9 +205,9 @@ def record_of(name: str, method: str, level: int, fields: dict[str, object]) -> 
 def test_field_by_field_rendering_gives_the_chains_text(
     fields: dict[str, object], method: str, renderer: str
 ) -> None:
-    formatter = RENDERERS[renderer]
+    formatter, reference = RENDERERS[renderer]
     record = record_of("app.hot", method, logging.INFO, fields)
-    general = structlog.stdlib.ProcessorFormatter.format(formatter, record)
+    general = reference.format(record)
     for _ in range(2):  # the second time from cached fields
         assert STAMP.sub("T", formatter.format(record)) == STAMP.sub("T", general)
 
@@ -189,54 +219,9 @@ def test_cached_fields_never_hold_a_masked_value() -> None:
             record_of("app.hot", "info", logging.INFO, {"note": "jane@example.com", "m": "GET"})
         )
         assert json.loads(line)["note"] == "***"
-    renderer = formatter._json_line  # type: ignore[attr-defined]
+    renderer = formatter.renderer  # type: ignore[attr-defined]
     cached = " ".join(renderer._fields.values())
     assert '"m": "GET"' in cached and "jane" not in cached
-
-
-#: Renderers for the group tests: default masking, none, and keys that mask numbers too.
-GROUP_RENDERERS = {
-    "masked": _formatter(True, PiiMasker(), False)._json_line,  # type: ignore[attr-defined]
-    "unmasked": _formatter(True, None, False)._json_line,  # type: ignore[attr-defined]
-    "status-secret": _formatter(True, PiiMasker(keys=("status", "client")), False)._json_line,  # type: ignore[attr-defined]
-}
-group_values = st.none() | st.integers(-5, 600) | st.booleans() | any_text | st.floats()
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    values=st.tuples(group_values, group_values, group_values),
-    renderer=st.sampled_from(sorted(GROUP_RENDERERS)),
-)
-def test_a_group_is_its_fields_joined_and_keeps_nothing_masked_or_unique(
-    values: tuple[object, object, object], renderer: str
-) -> None:
-    render = GROUP_RENDERERS[renderer]
-    keys = ("path", "status", "client")
-    fields = ", ".join(render.field(k, v) for k, v in zip(keys, values, strict=True))
-    for _ in range(2):  # the second time from the kept group, when kept
-        assert render.group(keys, values) == fields
-    kept = " ".join(render._groups[keys].values())
-    assert "***" not in kept  # a masked value is never kept
-    if any(v is not None and type(v) is not str for v in values):
-        assert values not in render._groups[keys]  # 1 == 1.0 == True: never kept
-
-
-@settings(max_examples=200, deadline=None)
-@given(
-    value=any_text | st.floats() | st.integers() | st.none(),
-    key=st.sampled_from(["request_id", "duration_ms", "password", "note"]),
-    renderer=st.sampled_from(sorted(GROUP_RENDERERS)),
-)
-def test_a_unique_field_is_rendered_as_any_field(value: object, key: str, renderer: str) -> None:
-    render = GROUP_RENDERERS[renderer]
-    assert render.unique_field(key, value) == render.field(key, value)
-
-
-@given(now=st.floats(0, 4_102_444_800))
-def test_the_timestamp_field_is_the_timestampers_text(now: float) -> None:
-    render = GROUP_RENDERERS["masked"]
-    assert render.timestamp(now) == '"timestamp": "' + render._stamp.text(now) + '"'
 
 
 def test_bound_context_is_seen_only_while_something_is_bound() -> None:
@@ -246,31 +231,6 @@ def test_bound_context_is_seen_only_while_something_is_bound() -> None:
     with bound_context(tenant="t1"):
         assert has_bound_context()
     assert not has_bound_context()  # unbound again: the key's variable holds nothing
-
-
-TIMING = ("created", "msecs", "relativeCreated")
-
-
-def test_records_made_from_cached_fields_equal_logging_own(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    logger = logging.getLogger("app.records")
-    msg = _EventDict(event="x")
-    for _ in range(2):  # the second from the cache
-        ours = vars(_make_record(logger, logging.WARNING, msg, None, "warning"))
-        theirs = vars(logger.makeRecord(logger.name, logging.WARNING, "", 0, msg, (), None))
-        assert {k: v for k, v in ours.items() if k not in TIMING} == {
-            **{k: v for k, v in theirs.items() if k not in TIMING},
-            "_logger": logger,
-            "_name": "warning",
-        }
-        assert abs(ours["created"] - theirs["created"]) < 1.0
-
-    class Tagged(logging.LogRecord):
-        pass
-
-    monkeypatch.setattr(logging, "_logRecordFactory", Tagged)
-    assert type(_make_record(logger, logging.INFO, msg, None, "info")) is Tagged
 
 
 @given(text=st.text(st.characters(whitelist_categories=("Lu", "Ll", "Lt", "Lm", "Lo"))))
@@ -293,85 +253,43 @@ def sole_handler() -> logging.Handler:
 
 
 @pytest.mark.usefixtures("restore_logging")
-def test_events_skip_logging_machinery_only_when_the_handler_is_alone() -> None:
-    from safeship.observe.logging import _sole_line_handler
-
-    sole_json_handler = sole_handler()
-    logger = logging.getLogger("app.sole")
-    assert _sole_line_handler(logger, logging.INFO) is sole_json_handler
-    assert _sole_line_handler(logging.getLogger("safeship.x"), logging.ERROR) is sole_json_handler
-    # the alert counter on "safeship" must see alerts
-    assert _sole_line_handler(logging.getLogger("safeship.x"), 45) is None
-
+def test_every_event_goes_through_logging() -> None:
+    """A logger filter, another handler, a record factory: each sees safeship's events."""
+    stream = io.StringIO()
+    configure_logging(fmt="json", level="INFO", stream=stream)
+    logger = logging.getLogger("app.handled")
+    log = get_logger("app.handled")
     keep = Keep()
-    changes: dict[str, tuple[Callable[[], object], Callable[[], object]]] = {
-        "another handler": (lambda: logger.addHandler(keep), lambda: logger.removeHandler(keep)),
-        "a logger filter": (
-            lambda: logger.addFilter(logging.Filter("x")),
-            lambda: logger.filters.clear(),
-        ),
-        "a handler filter": (
-            lambda: sole_json_handler.addFilter(logging.Filter("x")),
-            lambda: sole_json_handler.filters.clear(),
-        ),
-        "a disabled logger": (
-            lambda: setattr(logger, "disabled", True),
-            lambda: setattr(logger, "disabled", False),
-        ),
-        "a record factory": (
-            lambda: logging.setLogRecordFactory(type("R", (logging.LogRecord,), {})),
-            lambda: logging.setLogRecordFactory(logging.LogRecord),
-        ),
-    }
-    for name, (change, undo) in changes.items():
-        change()
-        try:
-            assert _sole_line_handler(logger, logging.INFO) is None, name
-        finally:
-            undo()
-    assert _sole_line_handler(logger, logging.INFO) is sole_json_handler
-    logger.propagate = False
+    logger.addHandler(keep)
+    seen: list[str] = []
+
+    def factory(*args: object, **kwargs: object) -> logging.LogRecord:
+        record = standard(*args, **kwargs)
+        seen.append(record.name)
+        return record
+
+    standard = logging.getLogRecordFactory()
+    logging.setLogRecordFactory(factory)
     try:
-        assert _sole_line_handler(logger, logging.INFO) is None  # nothing handles it
+        log.info("order.placed", order_id=7)
+        logger.addFilter(lambda record: record.msg["order_id"] != 8)  # type: ignore[index]
+        log.info("order.placed", order_id=8)
     finally:
-        logger.propagate = True
+        logging.setLogRecordFactory(standard)
+        logger.removeHandler(keep)
+        logger.filters.clear()
+    assert seen == ["app.handled", "app.handled"]
+    assert [r.msg["order_id"] for r in keep.records] == [7]  # type: ignore[index]
+    assert [json.loads(line)["order_id"] for line in stream.getvalue().splitlines()] == [7]
 
 
 @pytest.mark.usefixtures("restore_logging")
-def test_a_direct_line_is_the_line_logging_writes() -> None:
-    sole_json_handler = sole_handler()
-    stream = sole_json_handler.stream  # type: ignore[attr-defined]
-    direct_writes: list[str] = []
-    write_event = sole_json_handler.write_event  # type: ignore[attr-defined]
-
-    def spy(*args: object) -> None:
-        direct_writes.append(args[2]["event"])  # type: ignore[index]
-        write_event(*args)
-
-    sole_json_handler.write_event = spy  # type: ignore[attr-defined]
-    log = get_logger("app.same", region="eu")
-    log.info("order.placed", order_id=7, email="jane@example.com", note="ok")
-    assert direct_writes == ["order.placed"]
-    direct = stream.getvalue()
-    keep = Keep()
-    logging.getLogger().addHandler(keep)  # now the record goes through logging
-    try:
-        log.info("order.placed", order_id=7, email="jane@example.com", note="ok")
-    finally:
-        logging.getLogger().removeHandler(keep)
-    through_logging = stream.getvalue()[len(direct) :]
-    assert len(keep.records) == 1
-    assert STAMP.sub("T", direct) == STAMP.sub("T", through_logging)
-    assert json.loads(direct)["email"] == "***"
-
-
-@pytest.mark.usefixtures("restore_logging")
-def test_a_failing_direct_write_is_reported_like_logging_reports_it(
+def test_a_failing_write_is_reported_as_logging_reports_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    sole_json_handler = sole_handler()
+    handler = configure_logging(fmt="json", level="INFO", stream=io.StringIO())
     reported: list[logging.LogRecord] = []
-    monkeypatch.setattr(sole_json_handler, "handleError", reported.append)
-    sole_json_handler.stream.close()  # type: ignore[attr-defined]
+    monkeypatch.setattr(handler, "handleError", reported.append)
+    handler.stream.close()  # type: ignore[attr-defined]
     get_logger("app.broken").info("order.placed", order_id=7)
     assert [r.msg["event"] for r in reported] == ["order.placed"]  # type: ignore[index]

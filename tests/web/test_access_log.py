@@ -1,4 +1,5 @@
-"""The access log's own line renderer and its batched writes give what logging would."""
+"""The access log: one event per request through logging, its lines written together at
+the end of the event-loop iteration."""
 
 from __future__ import annotations
 
@@ -7,89 +8,16 @@ import io
 import json
 import logging
 import os
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import example, given, settings
-from hypothesis import strategies as st
 
 from safeship.observe import configure_logging, get_logger
-from safeship.observe.logging import _EventDict, _formatter, bound_context, request_id
-from safeship.observe.masking import MaskPattern, PiiMasker
+from safeship.observe.logging import bound_context, request_id
 from safeship.web import protect
 from safeship.web._asgi import Receive, Scope, Send
-from safeship.web.telemetry import _lines_of
-
-FORMATTERS = {
-    "masked": _formatter(True, PiiMasker(), False),
-    "unmasked": _formatter(True, None, False),
-    # a pattern of letters only: generated request ids must be searched too
-    "letters": _formatter(
-        True, PiiMasker(patterns=[MaskPattern("word", re.compile("b|GET"))]), False
-    ),
-    # every field of the access line but the event masked whole
-    "sensitive": _formatter(
-        True,
-        PiiMasker(keys=["request_id", "duration_ms", "status", "client", "method", "path"]),
-        False,
-    ),
-}
-texts = st.text(alphabet='abc/{}@.+-() 0123456789Bearer\u00e9\n"\\', max_size=40)
-
-
-@example(
-    rid=None, method="GET", path="/users/jane@example.com", route="/users/{email}",
-    status=200, duration_ms=0.001, client=None, method_name="info", formatter="masked",
-)  # fmt: skip
-@example(
-    rid="abc", method="POST", path="/call/+44 20 7946 0958", route="overflow",
-    status=503, duration_ms=12345.678, client="10.0.0.1", method_name="error",
-    formatter="unmasked",
-)  # fmt: skip
-@settings(max_examples=200, deadline=None)
-@given(
-    rid=st.none()
-    | st.text(alphabet="bcdfghjk0123456789-", min_size=1, max_size=40)
-    | st.text(alphabet="bcdfghjkmnpqrstv", min_size=32, max_size=32)
-    | st.integers(0, 10**6),  # an id the app set itself, of another type
-    method=st.sampled_from(["GET", "POST", "DELETE", "PATCH"]) | texts,
-    path=texts,
-    route=texts,
-    status=st.integers(100, 599),
-    duration_ms=st.integers(0, 10**9).map(lambda us: us / 1000),
-    client=st.none() | texts,
-    method_name=st.sampled_from(["debug", "info", "error"]),
-    formatter=st.sampled_from(sorted(FORMATTERS)),
-)
-def test_access_line_is_the_text_of_the_event_it_stands_for(
-    rid: Any,
-    method: str,
-    path: str,
-    route: str,
-    status: int,
-    duration_ms: float,
-    client: str | None,
-    method_name: str,
-    formatter: str,
-) -> None:
-    renderer = FORMATTERS[formatter]._json_line  # type: ignore[attr-defined]
-    event = _EventDict(event="http.request")
-    if rid is not None:
-        event["request_id"] = rid
-    event.update(
-        method=method, path=path, route=route, status=status, duration_ms=duration_ms,
-        client=client,
-    )  # fmt: skip
-    now = 1_700_000_000.123456
-    general = renderer(event, method_name, "safeship.access", now)
-    for _ in range(2):  # the second time from cached fields
-        ours = _lines_of(renderer).line(
-            method_name, rid, method, path, route, status, duration_ms, client, now, ""
-        )
-        assert ours == general
 
 
 async def pong(scope: Scope, receive: Receive, send: Send) -> None:
@@ -138,6 +66,18 @@ def lines_of(stream: CountingFile) -> list[dict[str, Any]]:
         return [json.loads(line) for line in written]
 
 
+@pytest.mark.usefixtures("restore_logging")
+async def test_the_access_line_holds_the_request_masked() -> None:
+    stream = io.StringIO()
+    configure_logging(fmt="json", stream=stream)
+    await protect(pong, metrics_path=None)(scope("/users/jane@example.com"), receive, discard)
+    line = json.loads(stream.getvalue())
+    assert line["event"] == "http.request" and line["logger"] == "safeship.access"
+    assert line["path"] == "/users/***" and line["status"] == 200
+    assert line["client"] == "10.1.2.3" and line["level"] == "info"
+    assert len(line["request_id"]) == 32 and line["duration_ms"] >= 0
+
+
 async def test_lines_of_one_loop_iteration_are_written_together_at_its_end(
     log_file: CountingFile,
 ) -> None:
@@ -154,14 +94,16 @@ async def test_lines_of_one_loop_iteration_are_written_together_at_its_end(
     assert len({line["request_id"] for line in lines}) == 3
 
 
-async def test_another_event_first_writes_the_pending_access_lines(
+async def test_a_warning_is_written_at_once_after_the_pending_lines(
     log_file: CountingFile,
 ) -> None:
     configure_logging(fmt="json", stream=log_file)
     app = protect(pong, metrics_path=None)
     await app(scope(), receive, discard)
     get_logger("app.orders").info("order.shipped", order_id=7)
-    assert [line["event"] for line in lines_of(log_file)] == ["http.request", "order.shipped"]
+    get_logger("app.orders").warning("order.late", order_id=7)
+    events = [line["event"] for line in lines_of(log_file)]
+    assert events == ["http.request", "order.shipped", "order.late"]
 
 
 async def test_flush_and_close_write_the_pending_lines(log_file: CountingFile) -> None:
@@ -193,14 +135,15 @@ async def test_an_in_memory_stream_gets_each_line_at_once() -> None:
     assert json.loads(stream.getvalue())["event"] == "http.request"
 
 
-async def test_bound_context_and_another_handler_take_the_general_path(
+async def test_bound_context_and_another_handler_see_the_access_event(
     log_file: CountingFile,
 ) -> None:
     configure_logging(fmt="json", stream=log_file)
     app = protect(pong, metrics_path=None)
     with bound_context(tenant="acme"):
         await app(scope(), receive, discard)
-    assert lines_of(log_file)[0]["tenant"] == "acme"  # written at once, context included
+    await asyncio.sleep(0)
+    assert lines_of(log_file)[0]["tenant"] == "acme"
 
     seen: list[logging.LogRecord] = []
 
@@ -215,6 +158,7 @@ async def test_bound_context_and_another_handler_take_the_general_path(
     finally:
         logging.getLogger().removeHandler(keep)
     assert [r.msg["path"] for r in seen] == ["/orders/9"]  # type: ignore[index]
+    await asyncio.sleep(0)
     assert [line["path"] for line in lines_of(log_file)] == ["/orders/7", "/orders/9"]
 
 
@@ -290,19 +234,21 @@ def test_a_stopped_loop_does_not_hold_back_the_lines_of_another(log_file: Counti
     assert [line["path"] for line in lines_of(log_file)] == ["/a", "/b"]
 
 
+class Unprintable:
+    def __repr__(self) -> str:
+        raise ValueError("cannot render")
+
+
 async def test_a_line_that_fails_to_render_is_reported_and_the_others_written(
     log_file: CountingFile, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     handler = configure_logging(fmt="json", stream=log_file)
     reported: list[logging.LogRecord] = []
     monkeypatch.setattr(handler, "handleError", reported.append)
-
-    def broken() -> str:
-        raise ValueError("cannot render")
-
-    handler.defer(lambda: '{"n": 1}', ())  # type: ignore[attr-defined]
-    handler.defer(broken, ())  # type: ignore[attr-defined]
-    handler.defer(lambda: '{"n": 3}', ())  # type: ignore[attr-defined]
+    log = get_logger("app.lines")
+    log.info("line.one", n=1)
+    log.info("line.two", n=Unprintable())
+    log.info("line.three", n=3)
     await asyncio.sleep(0)
-    assert lines_of(log_file) == [{"n": 1}, {"n": 3}]
-    assert [r.msg for r in reported] == ["access log line"]
+    assert [line["n"] for line in lines_of(log_file)] == [1, 3]
+    assert [r.msg["event"] for r in reported] == ["line.two"]  # type: ignore[index]

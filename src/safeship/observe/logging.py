@@ -10,11 +10,8 @@ development, with request id, trace id and bound context added and PII masked.
 from __future__ import annotations
 
 import logging
-import os
 import random
 import sys
-import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar, Token
@@ -31,7 +28,7 @@ from structlog.contextvars import (
 
 from safeship.observe.masking import PiiMasker
 from safeship.observe.metrics import LOG_ALERTS
-from safeship.observe.rendering import JsonLineRenderer, UtcTimestamper, render_json
+from safeship.observe.rendering import JsonLineRenderer, UtcTimestamper
 
 #: Level for conditions an operator must act on (between ERROR and CRITICAL).
 ALERT = 45
@@ -139,205 +136,91 @@ class Logger:
         """What `bind` added to every event of this logger."""
         return self._context
 
-    def json_line_sink(self, level: int) -> tuple[_LineHandler, JsonLineRenderer] | None:
-        """The handler and renderer that alone would turn an event at ``level`` into a
-        JSON line, or None when anything else in the logging configuration would see it.
-
-        For hot events of fixed keys (the access log) that render their line themselves
-        with the renderer's `JsonLineRenderer.field`, exactly as the renderer would.
-        """
+    def _emit(self, level: int, event: str, kv: dict[str, Any]) -> None:
         logger = self._logger
         if not logger.isEnabledFor(level):
-            return None
-        handler = _sole_line_handler(logger, level)
-        if handler is None:
-            return None
-        renderer = handler.json_renderer()
-        return None if renderer is None else (handler, renderer)
-
-    def _emit(self, level: int, event: str, kv: dict[str, Any]) -> None:
-        if not self._logger.isEnabledFor(level):
             return
         exc_info = kv.pop("exc_info", None)
         data = _EventDict(event=event)
-        data.update(get_contextvars())
+        bound = get_contextvars()
+        if bound:
+            data.update(bound)
         rid = request_id.get()
         if rid is not None:
             data.setdefault("request_id", rid)
-        data.update(self._context)
+        if self._context:
+            data.update(self._context)
         data.update(kv)
         if exc_info:
             exc_info = sys.exc_info() if exc_info is True else exc_info
             data["exc_info"] = exc_info
         name = _LEVEL_NAMES.get(level) or logging.getLevelName(level).lower()
-        sole = _sole_line_handler(self._logger, level)
-        if sole is not None:
-            sole.write_event(self._logger, level, data, exc_info or None, name)
-            return
-        # A record made directly and passed to handle() skips the caller lookup of
-        # Logger.log: the stable event name already says where an event comes from.
-        self._logger.handle(_make_record(self._logger, level, data, exc_info or None, name))
-
-
-_LogRecord = logging.LogRecord
-#: Per logger, level and thread: the fields of a LogRecord that do not change between
-#: events (level name, process, thread, the empty source location).
-_record_fields: dict[tuple[str, int, int], dict[str, Any]] = {}
-_RECORD_FIELDS_MAX = 1024
-
-
-def _make_record(
-    logger: logging.Logger, level: int, msg: Any, exc_info: Any, method: str
-) -> logging.LogRecord:
-    """The LogRecord ``logger.makeRecord`` would make, built from cached fields.
-
-    Only the time, message and exception differ between events of one logger, level and
-    thread, so the rest is copied instead of recomputed. ``method`` is the level's name
-    for structlog's formatter. A custom record factory (`logging.setLogRecordFactory`)
-    is always honoured through ``makeRecord``.
-    """
-    if logging.getLogRecordFactory() is not _LogRecord:
-        made = logger.makeRecord(logger.name, level, "", 0, msg, (), exc_info)
-        made._logger = logger  # what structlog's ProcessorFormatter reads
-        made._name = method
-        return made
-    key = (logger.name, level, get_ident())
-    fields = _record_fields.get(key)
-    if fields is None:
-        fields = _LogRecord(logger.name, level, "", 0, None, (), None).__dict__.copy()
-        fields["_logger"] = logger
-        fields["_name"] = method
-        if len(_record_fields) >= _RECORD_FIELDS_MAX:
-            _record_fields.clear()
-        _record_fields[key] = fields
-    now = time.time()
-    values = fields.copy()
-    values["msg"] = msg
-    values["exc_info"] = exc_info
-    values["created"] = now
-    values["msecs"] = int((now - int(now)) * 1000) + 0.0
-    values["relativeCreated"] = (now - _LOGGING_STARTED) * 1000
-    values["threadName"] = current_thread().name
-    if "taskName" in fields:  # Python 3.12+: the running asyncio task's name
-        values["taskName"] = _task_name()
-    record: logging.LogRecord = _new_record(_LogRecord)
-    record.__dict__ = values
-    return record
-
-
-_new_record = object.__new__
-get_ident = threading.get_ident
-current_thread = threading.current_thread
-_LOGGING_STARTED: float = getattr(logging, "_startTime", time.time())
-# A forked child has another process id (and name): its records start from fresh fields.
-os.register_at_fork(after_in_child=_record_fields.clear)
-
-
-LineMaker = Callable[..., str]
+        # The record structlog's ProcessorFormatter renders: the event dict as the message,
+        # the stdlib logger and the level's method name as structlog's wrapper sets them.
+        # No caller lookup (Logger.log's findCaller): the event name says where it is from.
+        extra = {"_logger": logger, "_name": name}
+        logger.handle(logger.makeRecord(logger.name, level, "", 0, data, (), exc_info or None,
+                                        extra=extra))  # fmt: skip
 
 
 class _LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """A StreamHandler that writes each line and flushes under the lock it already holds.
+    """A StreamHandler that writes routine lines at the end of the event-loop iteration.
 
-    `logging.StreamHandler.emit` takes the handler's lock a second time to flush; this
-    writes the same text with one lock per record. Lines of the access log may be
-    deferred (`defer`) to the end of the event-loop iteration and written together.
+    A record below WARNING emitted while an event loop runs in this thread (access-log
+    lines, mostly) is formatted at once and its line kept until the end of the loop's
+    iteration, when the lines of every request that ended in it are written with one
+    write. Any other record first writes the kept lines, then its own, so the stream
+    keeps the records' order; `flush` and `close` write them too (so `logging.shutdown`
+    does at exit). With ``batch`` off, or a stream without a file descriptor
+    (``io.StringIO``: nothing to save, and a test reads it at once), every line is
+    written as it is emitted.
     """
 
     def __init__(self, stream: TextIO, *, batch: bool = True) -> None:
         super().__init__(stream)
         self.batch = batch
-        self._deferred: list[tuple[LineMaker, tuple[Any, ...]]] = []
+        self._pending: list[str] = []
         self._flushing_loops: set[Any] = set()  # loops with a flush to come
         self._fd_stream: tuple[object, bool] = (None, False)
 
     def emit(self, record: logging.LogRecord) -> None:
+        """Format ``record``; write its line now or at the end of the loop's iteration.
+
+        `logging.Handler.handle` holds the handler's lock.
+        """
         try:
-            self._write(self.format(record) + self.terminator)
+            text = self.format(record) + self.terminator
+            loop = _running_loop() if self.batch and record.levelno < logging.WARNING else None
+            if loop is None or not self._to_file():
+                self._write(text)
+                return
+            self._pending.append(text)
+            if loop not in self._flushing_loops:
+                # Each loop that keeps a line flushes them: one stopped loop (or one
+                # blocked in another thread) never holds back the lines of another.
+                self._flushing_loops.add(loop)
+                loop.call_soon(self._flush_for, loop)
         except RecursionError:
             raise
         except Exception:  # noqa: BLE001 - logging's own rule: report, never raise
             self.handleError(record)
 
     def _write(self, text: str) -> None:
-        """Write ``text`` after any deferred lines, so the stream keeps the events' order.
-
-        The caller holds the handler's lock.
-        """
-        if self._deferred:
-            text = self._render_deferred() + text
+        """Write the kept lines, then ``text``, and flush (the caller holds the lock)."""
+        if self._pending:
+            text = "".join(self._pending) + text
+            self._pending = []
+            self._flushing_loops.clear()  # the lines they would flush are written now
         stream = self.stream
         stream.write(text)
         stream.flush()
 
-    def write_event(
-        self, logger: logging.Logger, level: int, event: _EventDict, exc_info: Any, method: str
-    ) -> None:
-        """Write an event of `Logger` as ``handle(record)`` would, without making the record.
-
-        Only for the handler `_sole_line_handler` found: no filter and no other handler
-        would see the record, so the line is all that the record would have become.
-        """
-        renderer = self.json_renderer()
-        if renderer is None:
-            self.handle(_make_record(logger, level, event, exc_info, method))
-            return
-        now = time.time()
-        self.acquire()
-        try:
-            self._write(renderer(event, method, logger.name, now) + self.terminator)
-        except RecursionError:
-            raise
-        except Exception:  # noqa: BLE001 - logging's own rule: report, never raise
-            self.handleError(_make_record(logger, level, event, exc_info, method))
-        finally:
-            self.release()
-
-    def json_renderer(self) -> JsonLineRenderer | None:
-        """The JSON renderer of this handler's formatter, when it is safeship's."""
-        formatter = self.formatter
-        return formatter._json_line if type(formatter) is _Formatter else None
-
-    def defer(self, make: LineMaker, args: tuple[Any, ...], loop: Any = None) -> None:
-        """Write the line ``make(*args)`` at the end of this event-loop iteration.
-
-        Lines deferred in one iteration are rendered together and written with one
-        write: rendering many lines in a row is cheaper than one at a time between
-        requests. Anything else written through this handler first writes the deferred
-        lines, and `flush` and `close` write them too (so `logging.shutdown` does at
-        exit). With ``batch`` off, no running event loop, or a stream without a file
-        descriptor (``io.StringIO``: nothing to save, and a test reads it at once), the
-        line is written now. ``loop``, when given, is the running loop.
-        """
-        if not self.batch:
-            loop = None
-        elif loop is None:
-            loop = _running_loop()
-        seen, to_file = self._fd_stream
-        if seen is not self.stream:
-            to_file = self._to_file()
-        if loop is None or not to_file:
-            self.acquire()
-            try:
-                self._write(self._line(make, args))
-            finally:
-                self.release()
-            return
-        with self.lock:  # type: ignore[union-attr]  # Handler.__init__ made it
-            self._deferred.append((make, args))
-            # Each loop that queues a line flushes the queue: one stopped loop (or one
-            # blocked in another thread) never holds back the lines of another.
-            scheduled = loop in self._flushing_loops
-            self._flushing_loops.add(loop)
-        if not scheduled:
-            loop.call_soon(self._flush_for, loop)
-
     def _flush_for(self, loop: Any) -> None:
-        """Write the deferred lines (the end of an iteration of ``loop``)."""
+        """Write the kept lines (the end of an iteration of ``loop``)."""
         with self.lock:  # type: ignore[union-attr]  # Handler.__init__ made it
             self._flushing_loops.discard(loop)
-            if self._deferred:  # else written already, by another write through here
-                self._write_deferred()
+            if self._pending:  # else written already, by another write through here
+                self._write_pending()
 
     def _to_file(self) -> bool:
         stream = self.stream
@@ -350,55 +233,27 @@ class _LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self._fd_stream = (stream, to_file)
         return to_file
 
-    def _render_deferred(self) -> str:
-        """The deferred lines as one text, emptying the queue (the caller holds the lock)."""
-        pending, self._deferred = self._deferred, []
-        self._flushing_loops.clear()  # the lines they would flush are written now
-        lines = []
-        terminator = self.terminator
-        for make, args in pending:
-            try:
-                lines.append(make(*args) + terminator)
-            except RecursionError:
-                raise
-            except Exception:  # noqa: BLE001 - logging's own rule: report, never raise
-                self._report_line_error()
-        return "".join(lines)
-
-    def _line(self, make: LineMaker, args: tuple[Any, ...]) -> str:
-        """The line ``make(*args)`` with its terminator; a failure is reported, not raised."""
-        try:
-            return make(*args) + self.terminator
-        except RecursionError:
-            raise
-        except Exception:  # noqa: BLE001 - logging's own rule: report, never raise
-            self._report_line_error()
-            return ""
-
-    def _report_line_error(self) -> None:
-        self.handleError(logging.makeLogRecord({"msg": "access log line"}))  # no PII
-
     def flush(self) -> None:
-        """Write the deferred lines, then flush the stream."""
+        """Write the kept lines, then flush the stream."""
         with self.lock:  # type: ignore[union-attr]  # Handler.__init__ made it
-            self._write_deferred()
+            self._write_pending()
 
-    def _write_deferred(self) -> None:
-        """Write the deferred lines and flush the stream (the caller holds the lock);
-        a failure is reported, not raised."""
+    def _write_pending(self) -> None:
+        """Write the kept lines and flush the stream (the caller holds the lock); a
+        failure is reported, not raised."""
         try:
-            if self._deferred:
+            if self._pending:
                 self._write("")
             else:
                 super().flush()
         except RecursionError:
             raise
         except Exception:  # noqa: BLE001 - logging's own rule: report, never raise
-            self.handleError(logging.makeLogRecord({"msg": "deferred log lines"}))
+            self.handleError(logging.makeLogRecord({"msg": "pending log lines"}))  # no PII
 
     def close(self) -> None:
-        """Write the deferred lines, then close as a StreamHandler does."""
-        if self._deferred:
+        """Write the kept lines, then close as a StreamHandler does."""
+        if self._pending:
             self.flush()
         super().close()
 
@@ -413,69 +268,13 @@ def _running_loop() -> Any:
         return None
 
 
-_STANDARD_HANDLE = logging.Logger.handle
-_STANDARD_CALL_HANDLERS = logging.Logger.callHandlers
-
-
-def _sole_line_handler(logger: logging.Logger, level: int) -> _LineHandler | None:
-    """The safeship handler that alone would see a record of ``logger`` at ``level``.
-
-    None unless the record's whole path through stdlib logging ends in one `_LineHandler`:
-    no filter on the logger or that handler, no other handler at or below ``level`` on
-    the way to the root, the standard record factory and `Logger.handle`. Anything a
-    user adds to the logging configuration (a handler, a filter, pytest's ``caplog``)
-    makes this None, and the event goes through ``logger.handle`` again.
-    """
-    cls = type(logger)
-    if (
-        logger.filters
-        or logger.disabled
-        or cls.handle is not _STANDARD_HANDLE
-        or cls.callHandlers is not _STANDARD_CALL_HANDLERS
-        # getLogRecordFactory()'s value, read without the call (a renamed one: None).
-        or getattr(logging, "_logRecordFactory", None) is not _LogRecord
-    ):
-        return None
-    sole = None
-    current: logging.Logger | None = logger
-    while current is not None:
-        for handler in current.handlers:
-            if level >= handler.level:
-                if sole is not None or type(handler) is not _LineHandler or handler.filters:
-                    return None
-                sole = handler
-        current = current.parent if current.propagate else None
-    return sole
-
-
-def _task_name() -> str | None:
-    asyncio = sys.modules.get("asyncio")
-    if asyncio is None or not getattr(logging, "logAsyncioTasks", True):
-        return None
-    try:
-        task = asyncio.current_task()
-    except RuntimeError:
-        return None
-    return None if task is None else str(task.get_name())
-
-
 def get_logger(name: str, **context: Any) -> Logger:
     """A structured logger writing to the stdlib logger ``name``."""
     return Logger(logging.getLogger(name), context)
 
 
-#: structlog's context variables, one per key ever bound (its own registry, read only).
-_BOUND_VARS = getattr(structlog.contextvars, "_CONTEXT_VARS", None)
-
-
 def has_bound_context() -> bool:
-    """Whether anything is bound (`bind_context`) in this context.
-
-    Without a key ever bound there is nothing to copy out of the context, so this costs
-    one check on services that bind nothing.
-    """
-    if type(_BOUND_VARS) is dict and not _BOUND_VARS:
-        return False
+    """Whether anything is bound (`bind_context`) in this context."""
     return bool(get_contextvars())
 
 
@@ -681,69 +480,56 @@ def _isatty(stream: TextIO) -> bool:
     return bool(isatty and isatty())
 
 
-class _Formatter(structlog.stdlib.ProcessorFormatter):
-    """structlog's `ProcessorFormatter` with a fast path for safeship's own `Logger`.
+class _JsonFormatter(structlog.stdlib.ProcessorFormatter):
+    """structlog's `ProcessorFormatter` ending in ``renderer``, the one JSON step.
 
-    Records made by `Logger` already carry a fresh event dict and no stdlib arguments,
-    so they go straight through the processors: no copy of the record and no second
-    pass through `logging.Formatter.format`, which would only return the rendered line.
-    Every other record takes structlog's path unchanged.
+    A record of safeship's own `Logger` carries its event dict, fresh and complete, as
+    its message: it goes to the renderer as it is, without the copy of the record and
+    the pass through `logging.Formatter.format` that would only return the line. Every
+    other record takes structlog's path (its pre-chain, then the same renderer).
     """
 
-    def __init__(
-        self, *args: Any, json_line: JsonLineRenderer | None = None, **kwargs: Any
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self._json_line = json_line
+    def __init__(self, renderer: JsonLineRenderer, **kwargs: Any) -> None:
+        super().__init__(processors=[renderer], **kwargs)
+        self.renderer = renderer
 
     def format(self, record: logging.LogRecord) -> str:
         event = record.msg
-        logger = record.__dict__.get("_logger")
-        if type(event) is not _EventDict or logger is None or record.stack_info:
+        if type(event) is not _EventDict or record.stack_info:
             return super().format(record)
-        method: str = record.__dict__["_name"]
-        if self._json_line is not None:
-            return self._json_line(event, method, record.name, record.created)
-        logger = self.logger or logger
-        ed: Any = dict(event)
-        ed["_record"] = record
-        ed["_from_structlog"] = True
-        for processor in self.processors:
-            ed = processor(logger, method, ed)
-        return str(ed)
+        method: str = getattr(record, "_name", "") or record.levelname.lower()
+        return self.renderer.render(event, method, record.name, record.created)
 
 
 def _formatter(
     json_lines: bool, masker: PiiMasker | None, colors: bool
 ) -> structlog.stdlib.ProcessorFormatter:
-    enrich: list[Any] = [
-        structlog.stdlib.add_log_level,
-        structlog.stdlib.add_logger_name,
-        structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-    ]
-    renderer: Any
-    if json_lines:
-        enrich.append(structlog.processors.format_exc_info)
-        renderer = structlog.processors.JSONRenderer(serializer=render_json)
-    else:
-        renderer = structlog.dev.ConsoleRenderer(colors=colors)
-    if masker is not None:
-        enrich.append(masker)
     # Added after masking: safeship makes these values, they carry no PII.
     timestamper = UtcTimestamper()
-    enrich.append(timestamper)
-    enrich.append(add_trace_context)
-    return _Formatter(
-        foreign_pre_chain=[
-            # The fields a stdlib call passed as ``extra={...}``.
-            structlog.stdlib.ExtraAdder(),
-            drop_terminal_fields,
-            structlog.contextvars.merge_contextvars,
-            add_request_id,
-            count_foreign_alerts,
+    foreign_pre_chain: list[Any] = [
+        # The fields a stdlib call passed as ``extra={...}``.
+        structlog.stdlib.ExtraAdder(),
+        drop_terminal_fields,
+        structlog.contextvars.merge_contextvars,
+        add_request_id,
+        count_foreign_alerts,
+    ]
+    if json_lines:
+        # One processor for the whole JSON step: level, logger, exception, masking,
+        # timestamp, trace ids and the encoding, with recurring clean fields cached.
+        renderer = JsonLineRenderer(masker, timestamper, add_trace_context)
+        return _JsonFormatter(renderer, foreign_pre_chain=foreign_pre_chain)
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=foreign_pre_chain,
+        processors=[
+            structlog.stdlib.add_log_level,
+            structlog.stdlib.add_logger_name,
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            *([masker] if masker is not None else []),
+            timestamper,
+            add_trace_context,
+            structlog.dev.ConsoleRenderer(colors=colors),
         ],
-        processors=[*enrich, renderer],
-        json_line=JsonLineRenderer(masker, timestamper, add_trace_context) if json_lines else None,
     )
 
 

@@ -1,10 +1,11 @@
-"""JSON log lines: the timestamp, the encoder and the fast renderer of safeship's events.
+"""JSON log lines: the timestamp, the encoder and the renderer of every JSON record.
 
-`configure_logging` renders every record through structlog's processor chain. Events of
-safeship's own `Logger` take `JsonLineRenderer` instead: the same text from the same
-steps (level, logger name, exception, masking, timestamp, trace ids, JSON), with
-the JSON of recurring clean fields cached, so an access-log line costs a fraction of
-the chain. A test holds the two paths to the same output.
+`configure_logging` renders every record through structlog's ``ProcessorFormatter``;
+for JSON lines its one processor after the stdlib pre-chain is `JsonLineRenderer`, which
+adds the level and logger name, formats the exception, masks, stamps, adds trace ids
+and encodes, field by field, with the JSON of recurring clean fields cached, so a
+routine line (the access log) costs a few dictionary lookups per field. Its text is
+that of structlog's own chain of those steps (a test holds it to it).
 """
 
 from __future__ import annotations
@@ -139,10 +140,17 @@ class JsonLineRenderer:
         self._fields: dict[tuple[str, str], str] = {}
         self._keys: dict[str, tuple[str, bool, bool]] = {}
         self._tails: dict[tuple[str, str], str] = {}
-        self._groups: dict[tuple[str, ...], dict[tuple[Any, ...], str]] = {}
-        self._stamp_head: tuple[int, str] = (-1, "")
 
-    def __call__(self, event: Mapping[str, Any], method: str, logger: str, now: float) -> str:
+    def __call__(self, logger: Any, method: str, event_dict: Any) -> str:
+        """The processor: the JSON line of a record's event dict (the last step of the
+        chain; structlog's ProcessorFormatter adds the record as ``_record``)."""
+        record = event_dict.pop("_record", None)
+        event_dict.pop("_from_structlog", None)
+        if record is not None:
+            return self.render(event_dict, method, record.name, record.created)
+        return self.render(event_dict, method, getattr(logger, "name", "?"), time.time())
+
+    def render(self, event: Mapping[str, Any], method: str, logger: str, now: float) -> str:
         """The JSON line of ``event`` logged at ``method`` by ``logger`` at time ``now``."""
         level = _METHOD_LEVELS.get(method, method)
         if "level" in event or "logger" in event or "exc_info" in event:
@@ -160,7 +168,7 @@ class JsonLineRenderer:
                 return self._whole_chain({**event, "level": level, "logger": logger}, method, now)
             parts.append(self._level_and_logger(level, logger))
         parts.append('"timestamp": "' + self._stamp.text(now) + '"')
-        return "{" + ", ".join(parts) + self.trace_fields(method) + "}"
+        return "{" + ", ".join(parts) + self._trace_fields(method) + "}"
 
     def _level_and_logger(self, level: str, logger: str) -> str:
         """The ``level`` and ``logger`` fields, in the chain's order after the event's."""
@@ -190,94 +198,7 @@ class JsonLineRenderer:
             info = self._key_info(key)
         return self._field_text(key, value, info)
 
-    def group(self, keys: tuple[str, ...], values: tuple[Any, ...]) -> str:
-        """The fields ``keys`` with ``values``, as `field` renders each, joined by ``, ``.
-
-        The text is kept when every value is a string or None and none was masked or
-        is unique to one event (request ids), so a recurring group (method, path and
-        route of a busy endpoint) costs one lookup. Only strings and None are kept
-        because only they never equal a value of another type (``1 == 1.0 == True``).
-        ``keys`` follow `field`'s rule.
-        """
-        cache = self._groups.get(keys)
-        if cache is None:
-            cache = self._groups[keys] = {}
-        text = cache.get(values)
-        if text is not None:
-            return text
-        parts = [self.field(key, value) for key, value in zip(keys, values, strict=True)]
-        text = ", ".join(parts)
-        if all(map(self._recurs, keys, values, parts)):
-            if len(cache) >= _CACHE_MAX_ENTRIES:
-                cache.clear()
-            cache[values] = text
-        return text
-
-    def _recurs(self, key: str, value: Any, text: str) -> bool:
-        """Whether ``text``, the field of ``key`` and ``value``, may be kept for reuse."""
-        if type(value) is str:  # kept by `field` only when clean and recurring
-            return self._fields.get((key, value)) == text
-        return value is None and not self._keys[key][1]
-
-    def kept_groups(self, keys: tuple[str, ...]) -> Mapping[tuple[Any, ...], str]:
-        """The texts `group` kept for ``keys``, by their values.
-
-        A caller rendering many events looks a group up here first and calls `group`
-        only for values it does not hold (which `group` then may keep).
-        """
-        cache = self._groups.get(keys)
-        if cache is None:
-            cache = self._groups[keys] = {}
-        return cache
-
-    def number_prefix(self, key: str) -> str | None:
-        """The ``"key": `` text a finite number of ``key`` follows as its own
-        ``repr``, or None when values of ``key`` are masked whole."""
-        info = self._keys.get(key)
-        if info is None:
-            info = self._key_info(key)
-        return None if info[1] else info[0]
-
-    def letters_prefix(self, key: str) -> str | None:
-        """The ``"key": "`` text a value of ``key`` made only of ASCII letters follows,
-        unchanged and then closed by ``"``, as `unique_field` renders it; None when
-        masking may change such a value (a sensitive key, a pattern of letters)."""
-        info = self._keys.get(key)
-        if info is None:
-            info = self._key_info(key)
-        masker = self._masker
-        if info[1] or not (masker is None or info[2] or masker.letters_are_clean):
-            return None
-        return info[0] + '"'
-
-    def level_and_logger(self, method: str, logger: str) -> str:
-        """The ``level`` and ``logger`` fields of an event logged at ``method``."""
-        return self._level_and_logger(_METHOD_LEVELS.get(method, method), logger)
-
-    def unique_field(self, key: str, value: Any) -> str:
-        """`field` for a value that never recurs (a request id, a duration): the same
-        text, without looking for it among the kept fields."""
-        info = self._keys.get(key)
-        if info is None:
-            info = self._key_info(key)
-        if type(value) is float and not info[1]:
-            return info[0] + _float_text(value)
-        if type(value) is str and not info[1] and key in _UNIQUE_KEYS:
-            masker = self._masker
-            if masker is None or info[2]:
-                return info[0] + _quote(value)
-            return info[0] + _quote(masker.mask_text(value, remember=False))
-        return self._field_text(key, value, info)
-
-    def timestamp(self, now: float) -> str:
-        """The ``timestamp`` field of an event logged at ``now``."""
-        second = int(now)
-        head = self._stamp_head
-        if head[0] != second:
-            head = self._stamp_head = (second, '"timestamp": "' + self._stamp.text(second)[:-7])
-        return f'{head[1]}{int((now - second) * 1_000_000):06d}Z"'
-
-    def trace_fields(self, method: str) -> str:
+    def _trace_fields(self, method: str) -> str:
         """``, "trace_id": ..., "span_id": ...`` of the active span, or ``""``."""
         if self._trace is None or _OTEL_TRACE not in sys.modules:
             return ""
