@@ -56,6 +56,14 @@ INVALID_SCHEMA: dict[str, Any] = {
 }
 
 
+ERROR_SCHEMA: dict[str, Any] = {
+    "title": "Error",
+    "type": "object",
+    "required": ["error", "detail"],
+    "properties": {"error": {"type": "string"}, "detail": {}},
+}
+
+
 def error_response(
     status: int, detail: object, *, code: str | None = None, headers: dict[str, str] | None = None
 ) -> JSONResponse:
@@ -138,6 +146,22 @@ async def _data_error(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(422, [{"field": "", "problem": problem}])
 
 
+def _document_unreadable_bodies(schema: dict[str, Any]) -> None:
+    """Every operation that reads a body may answer 400 when the body is not JSON."""
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            if isinstance(operation, dict) and "requestBody" in operation:
+                operation.setdefault("responses", {}).setdefault(
+                    "400",
+                    {
+                        "description": "The body could not be read as JSON.",
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
+                        },
+                    },
+                )
+
+
 def _documented_errors(app: FastAPI) -> Callable[[], dict[str, Any]]:
     """``app.openapi`` with the 422 body the handlers really send."""
     generate = app.openapi
@@ -149,6 +173,8 @@ def _documented_errors(app: FastAPI) -> Callable[[], dict[str, Any]]:
             if "HTTPValidationError" in schemas:
                 schemas["HTTPValidationError"] = INVALID_SCHEMA
                 schemas["ValidationError"] = FIELD_PROBLEM_SCHEMA
+            schemas.setdefault("Error", ERROR_SCHEMA)
+            _document_unreadable_bodies(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 

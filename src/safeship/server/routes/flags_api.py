@@ -40,6 +40,7 @@ from safeship.server.state import ControlPlane, plane
 from safeship.settings import flag_key
 
 router = APIRouter(prefix="/api/v1/flags", tags=["flags"])
+_UNKNOWN: dict[int | str, dict[str, Any]] = {404: {"description": "no flag has that name"}}
 FlagName = Annotated[str, AfterValidator(storable_text), Path(min_length=1, max_length=200)]
 QueryReason = Annotated[
     str | None, AfterValidator(lambda v: v and storable_text(v)), Query(max_length=2000)
@@ -315,12 +316,14 @@ def evaluate(request: Request, body: EvaluateBody, _: ReadPrincipal) -> Evaluati
     "/{name}",
     response_model=FlagOut,
     summary="One flag; its ETag is the version to send back in If-Match",
+    responses=_UNKNOWN,
 )
 def get_flag(request: Request, response: Response, name: FlagName, _: ReadPrincipal) -> FlagOut:
     return _change(request, lambda cp: cp.flags.get(name), response=response)
 
 
 _STALE: dict[int | str, dict[str, Any]] = {
+    **_UNKNOWN,
     409: {"description": "exists, in use, or the body's version is not the current one"},
     412: {"description": "the If-Match version is not the current one"},
 }
