@@ -505,8 +505,8 @@ def redis_publisher(redis_url: str) -> Callable[[int], None]:
 
 
 def flags_check(client: FlagClient) -> Callable[[], Any]:
-    """A readiness check for ``HealthRegistry.add``: fail before the first snapshot,
-    warn while serving a stale or backup snapshot."""
+    """A readiness check for ``HealthRegistry.add``: fail before the first snapshot and
+    while the stored state cannot be used, warn while serving a stale or backup snapshot."""
     from safeship.observe.health import CheckResult
 
     def check() -> CheckResult:
