@@ -143,7 +143,8 @@ def test_a_client_keeps_its_last_good_snapshot_reports_unhealthy_and_recovers(
     faulty = _FaultyStore(store.engine)
     faulty.create("f", actor="t")
     faulty.set_enabled("f", True, actor="t")
-    with FlagClient(store=faulty, poll_interval=0.05, push=False) as client:
+    listen = store.engine.dialect.name == "postgresql"  # LISTEN/NOTIFY there, polling here
+    with FlagClient(store=faulty, poll_interval=0.05, push=listen) as client:
         assert client.is_enabled("f")
         faulty.broken = True
         with caplog.at_level(logging.ERROR, logger="safeship.flags"):
