@@ -54,11 +54,16 @@ def _postgres_options(settings: Settings | None) -> dict[str, Any]:
         "max_overflow": 5 if settings is None else settings.db_max_overflow,
         "pool_timeout": 5.0 if settings is None else settings.db_pool_timeout,
         "pool_pre_ping": True,
+        "hide_parameters": True,
     }
 
 
 def create_engine(url: str | None = None, *, settings: Settings | None = None) -> Engine:
-    """A sync engine for ``url`` (or ``settings.database_url``) with safeship's pool settings."""
+    """A sync engine for ``url`` (or ``settings.database_url``) with safeship's pool settings.
+
+    Statement parameters (outbox payloads, reasons, keys' names) are kept out of error
+    messages and SQL logs (``hide_parameters``), so a failing write cannot leak them.
+    """
     if url is None:
         if settings is None:
             raise ValueError("create_engine needs a URL or a Settings object")
@@ -66,7 +71,7 @@ def create_engine(url: str | None = None, *, settings: Settings | None = None) -
     full = normalise_url(url)
     backend = make_url(full).get_backend_name()
     if backend == "sqlite":
-        engine = sa.create_engine(full, connect_args={"timeout": 5.0})
+        engine = sa.create_engine(full, connect_args={"timeout": 5.0}, hide_parameters=True)
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     if backend == "postgresql":
@@ -80,7 +85,7 @@ def create_async_engine(url: str, *, settings: Settings | None = None) -> AsyncE
 
     full = normalise_url(url, async_=True)
     if make_url(full).get_backend_name() != "postgresql":
-        return _create(full)
+        return _create(full, hide_parameters=True)
     options = _postgres_options(settings)
     args = options.pop("connect_args")
     server_settings = {
