@@ -141,11 +141,12 @@ class PiiMasker:
         patterns: Iterable[MaskPattern] = DEFAULT_MASK_PATTERNS,
         replacement: str = "***",
         max_depth: int = 32,
-        verbatim_keys: Iterable[str] = ("trace_id", "span_id"),
+        verbatim_keys: Iterable[str] = ("trace_id", "span_id", "request_id"),
     ) -> None:
         self._keys = tuple(sorted({_normalize_key(k) for k in keys if k}))
-        # Values under these keys are ids safeship generated or validated as hex: written
-        # as they are, so a digit run in a trace id is never mistaken for a card number.
+        # Values under these keys are ids safeship generated or validated (trace ids as
+        # hex, request ids as holding nothing these patterns match): written as they
+        # are, so a digit run in an id is never mistaken for a card number.
         self._verbatim = frozenset(verbatim_keys)
         self._patterns = tuple(patterns)
         if not replacement or any(p.regex.search(replacement) for p in self._patterns):

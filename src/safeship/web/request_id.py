@@ -8,15 +8,10 @@ import re
 from collections.abc import Awaitable, Callable, Iterable
 
 from safeship.observe.logging import note_request_id, request_id
+from safeship.observe.masking import PiiMasker
 from safeship.web._asgi import ASGIApp, Headers, Message, Receive, Scope, Send
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
-
-
-#: Each random byte to one of 16 letters (4 bits, uniform: 256 is a multiple of 16). An
-#: id never holds a digit, so it never looks like a card number to the log masker.
-_LETTERS = b"bcdfghjkmnpqrstv"
-_BYTE_TO_LETTER = bytes(_LETTERS[value % 16] for value in range(256))
 
 
 #: Request ids are correlation ids, not secrets: a generator of their own, seeded from
@@ -24,19 +19,30 @@ _BYTE_TO_LETTER = bytes(_LETTERS[value % 16] for value in range(256))
 #: ids reveal nothing of the ``random`` module's state that an application may rely on.
 _ids = random.Random(os.urandom(32))
 os.register_at_fork(after_in_child=lambda: _ids.seed(os.urandom(32)))
+#: What an incoming id must not hold: the default patterns of the log masker (e-mail,
+#: card, phone number, bearer token). Ids are logged as they are (``request_id`` is a
+#: verbatim key of `PiiMasker`), so an id that looks like PII is replaced at the door.
+_PII = PiiMasker()
 
 
 def _random_id() -> str:
-    """128 random bits as 32 lower-case letters (digits could trip the PII masker)."""
-    # getrandbits, not randbytes: the same bytes without randbytes' Python frame.
-    return _ids.getrandbits(256).to_bytes(32, "little").translate(_BYTE_TO_LETTER).decode("ascii")
+    """128 random bits as 32 lower-case hex digits."""
+    return _ids.getrandbits(128).to_bytes(16, "little").hex()
+
+
+def is_safe_id(value: str) -> bool:
+    """Whether ``value`` may serve as a request id: 1–128 characters of
+    ``A-Z a-z 0-9 . _ : / + = -``, and nothing the log masker would mask."""
+    return _SAFE_ID.fullmatch(value) is not None and _PII.mask_text(value, remember=False) == value
 
 
 class RequestIdMiddleware:
     """Give every HTTP request an id, visible in logs and the ``X-Request-ID`` header.
 
-    An incoming id is kept only when ``trust_incoming`` and it is 1–128 safe characters,
-    so a client cannot inject log lines or huge values.
+    An incoming id is kept only when ``trust_incoming`` and it is 1–128 safe characters
+    holding nothing that looks like PII (`is_safe_id`), so a client cannot inject log
+    lines, huge values or personal data; any other request gets a generated id (32 hex
+    digits).
     """
 
     def __init__(
@@ -68,7 +74,7 @@ class RequestIdMiddleware:
             for name, value in scope.get("headers", ()):
                 if name == key:  # only the first value counts
                     text = bytes(value).decode("latin-1")
-                    if _SAFE_ID.fullmatch(text):
+                    if is_safe_id(text):
                         rid, raw = text, bytes(value)
                     break
         if rid is None or raw is None:
