@@ -158,9 +158,10 @@ class Logger:
         # The record structlog's ProcessorFormatter renders: the event dict as the message,
         # the stdlib logger and the level's method name as structlog's wrapper sets them.
         # No caller lookup (Logger.log's findCaller): the event name says where it is from.
-        extra = {"_logger": logger, "_name": name}
-        logger.handle(logger.makeRecord(logger.name, level, "", 0, data, (), exc_info or None,
-                                        extra=extra))  # fmt: skip
+        record = logger.makeRecord(logger.name, level, "", 0, data, (), exc_info or None)
+        record._logger = logger  # what structlog's wrap_for_formatter sets, as extra fields
+        record._name = name
+        logger.handle(record)
 
 
 class _LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -191,7 +192,10 @@ class _LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
         try:
             text = self.format(record) + self.terminator
             loop = _running_loop() if self.batch and record.levelno < logging.WARNING else None
-            if loop is None or not self._to_file():
+            seen, to_file = self._fd_stream
+            if seen is not self.stream:
+                to_file = self._to_file()
+            if loop is None or not to_file:
                 self._write(text)
                 return
             self._pending.append(text)

@@ -183,8 +183,9 @@ class TimeoutMiddleware:
         self._deadlines: _Deadlines | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        task = asyncio.current_task() if scope["type"] == "http" else None
-        if task is None:  # not HTTP, or not run by an asyncio server: nothing to cancel
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task(loop) if scope["type"] == "http" else None
+        if task is None:  # not HTTP, or not run as an asyncio task: nothing to cancel
             await self.app(scope, receive, send)
             return
         started = False
@@ -195,7 +196,7 @@ class TimeoutMiddleware:
             started = started or message["type"] == "http.response.start"
             return send(message)
 
-        watch = self.watch(task)
+        watch = self.watch(task, loop)
         try:
             await self.app(scope, receive, tracking_send)
         except asyncio.CancelledError:
