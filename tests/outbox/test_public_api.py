@@ -10,6 +10,7 @@ DOCUMENTED = {
     "CallbackSink",
     "Event",
     "NewEvent",
+    "OutboxConnectionError",
     "OutboxPayloadError",
     "Outcome",
     "PermanentError",
@@ -20,6 +21,8 @@ DOCUMENTED = {
     "Sink",
     "SinkUnavailableError",
     "Status",
+    "astage",
+    "astage_many",
     "stage",
     "stage_many",
     "uuid7",
@@ -33,5 +36,14 @@ def test_all_is_the_documented_api() -> None:
 
 def test_docs_mention_every_entry_point() -> None:
     text = (Path(__file__).parents[2] / "docs" / "outbox.md").read_text()
-    for name in ("stage(", "stage_many(", "Relay(", "CallbackSink(", "NatsSink(", "inbox.seen("):
+    for name in (
+        "stage(",
+        "stage_many(",
+        "astage(",
+        "astage_many(",
+        "Relay(",
+        "CallbackSink(",
+        "NatsSink(",
+        "inbox.seen(",
+    ):
         assert name in text

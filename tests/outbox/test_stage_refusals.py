@@ -1,6 +1,6 @@
-"""stage() and stage_many() refuse what a store or a sink cannot carry with one error,
-OutboxPayloadError naming the problem, before anything is written, the same on SQLite and
-PostgreSQL, sync and async."""
+"""stage() and stage_many() (and their async twins astage(), astage_many()) refuse what a
+store or a sink cannot carry with one error, OutboxPayloadError naming the problem, before
+anything is written, the same on SQLite and PostgreSQL, sync and async."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from safeship.outbox import NewEvent, OutboxPayloadError, stage, stage_many
+from safeship.outbox import NewEvent, OutboxPayloadError, astage, astage_many, stage, stage_many
 from safeship.outbox.encoding import DEFAULT_MAX_EVENT_BYTES
 
 KEYS: dict[str, Any] = {"aggregate_type": "order", "aggregate_id": "o-1", "type": "created"}
@@ -112,9 +112,9 @@ async def test_async_stage_refuses_each_case_before_anything_is_sent(
             for name, arguments, says in REFUSED:
                 for target in (conn, raw, aconn):
                     with pytest.raises(OutboxPayloadError, match=says):
-                        await stage(target, **_call(arguments))
-                await stage(conn, **KEYS, payload={"after": name})
-                await stage_many(raw, [NewEvent(**KEYS, payload={"after": name})])
+                        await astage(target, **_call(arguments))
+                await astage(conn, **KEYS, payload={"after": name})
+                await astage_many(raw, [NewEvent(**KEYS, payload={"after": name})])
     finally:
         await async_engine.dispose()
         await raw.close()

@@ -1,9 +1,10 @@
 """Transactional outbox: stage events in your transaction, relay them to a broker.
 
-``stage()`` writes an event through the caller's own connection or session, so it commits
-or rolls back with the business change.  A :class:`Relay` publishes committed events to a
-sink (NATS JetStream, RabbitMQ, Redis Streams, Kafka, HTTP webhook, or a callback), at least
-once and in order per ``aggregate_id``, and moves events that keep failing to dead letters.
+``stage()`` (sync connections) and ``astage()`` (async ones) write an event through the
+caller's own connection or session, so it commits or rolls back with the business change.
+A :class:`Relay` publishes committed events to a sink (NATS JetStream, RabbitMQ, Redis
+Streams, Kafka, HTTP webhook, or a callback), at least once and in order per
+``aggregate_id``, and moves events that keep failing to dead letters.
 """
 
 from safeship._extras import require
@@ -19,12 +20,20 @@ from safeship.outbox.sinks import (  # noqa: E402
     Sink,
     SinkUnavailableError,
 )
-from safeship.outbox.stage import NewEvent, stage, stage_many  # noqa: E402
+from safeship.outbox.stage import (  # noqa: E402
+    NewEvent,
+    OutboxConnectionError,
+    astage,
+    astage_many,
+    stage,
+    stage_many,
+)
 
 __all__ = [
     "CallbackSink",
     "Event",
     "NewEvent",
+    "OutboxConnectionError",
     "OutboxPayloadError",
     "Outcome",
     "PermanentError",
@@ -35,6 +44,8 @@ __all__ = [
     "Sink",
     "SinkUnavailableError",
     "Status",
+    "astage",
+    "astage_many",
     "stage",
     "stage_many",
     "uuid7",

@@ -1,21 +1,25 @@
-"""``stage()``: write an event into the outbox inside the caller's own transaction.
+"""``stage()`` / ``astage()``: write an event into the outbox inside the caller's transaction.
 
 The caller's connection or session is used as is (never a second connection), so the event
 commits or rolls back with the business change.  Payloads are serialized here, so a bad one
-fails at the call site rather than in the relay.
+fails at the call site rather than in the relay.  Sync and async connections each have their
+own function (``stage``/``stage_many`` and ``astage``/``astage_many``) over one core that
+validates and builds the rows: each refuses the other kind of connection at once, so a
+forgotten ``await`` can never stage nothing.
 """
 
 from __future__ import annotations
 
 import sys
 import uuid
-from collections.abc import Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import sqlalchemy as sa
 
+from safeship.errors import SafeshipError
 from safeship.outbox.encoding import (
     DEFAULT_MAX_EVENT_BYTES,
     OutboxPayloadError,
@@ -29,10 +33,25 @@ from safeship.outbox.encoding import (
 from safeship.outbox.model import partition_of, uuid7
 
 if TYPE_CHECKING:
+    import psycopg
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
     from sqlalchemy.orm import Session
 
-__all__ = ["NewEvent", "stage", "stage_many"]
+    #: What :func:`stage` and :func:`stage_many` take.
+    SyncConnection: TypeAlias = sa.Connection | Session | psycopg.Connection[Any]
+    #: What :func:`astage` and :func:`astage_many` take (asyncpg ships no types: ``Any``).
+    AsyncConnectionLike: TypeAlias = (
+        AsyncConnection | AsyncSession | psycopg.AsyncConnection[Any] | Any
+    )
+
+__all__ = [
+    "NewEvent",
+    "OutboxConnectionError",
+    "astage",
+    "astage_many",
+    "stage",
+    "stage_many",
+]
 
 _COLUMNS = "id, aggregatetype, aggregateid, type, payload, headers, partition, created_at"
 _PG_SA = sa.text(
@@ -158,6 +177,21 @@ def _dialect(conn: Any) -> str:
     return str(bind.dialect.name)
 
 
+class OutboxConnectionError(SafeshipError, TypeError):
+    """The connection given cannot stage events through this function.
+
+    ``stage``/``stage_many`` take sync connections and ``astage``/``astage_many`` async
+    ones; the message says which to call instead, or which connection types are supported.
+    """
+
+
+_SYNC_KINDS = frozenset({"sa", "psycopg"})
+_SUPPORTED = (
+    "a SQLAlchemy Connection/Session (stage) or AsyncConnection/AsyncSession (astage), or a "
+    "psycopg 3 Connection (stage) / AsyncConnection (astage) or asyncpg connection (astage)"
+)
+
+
 def _kind(conn: Any) -> str:
     """Which API ``conn`` speaks: sa, sa-async, psycopg, psycopg-async or asyncpg."""
     if isinstance(conn, sa.Connection):
@@ -171,69 +205,47 @@ def _kind(conn: Any) -> str:
         return "psycopg-async" if hasattr(conn, "__aenter__") else "psycopg"
     if module.startswith("asyncpg"):
         return "asyncpg"
-    raise TypeError(
-        "stage() needs a SQLAlchemy Connection/Session/AsyncConnection/AsyncSession or a "
-        f"psycopg 3 / asyncpg connection, got {type(conn).__name__}"
+    raise OutboxConnectionError(
+        f"conn: cannot stage through a {type(conn).__name__}; it must be {_SUPPORTED}"
     )
 
 
-@overload
-def stage(
-    conn: sa.Connection | Session,
-    *,
-    aggregate_type: str,
-    aggregate_id: str,
-    type: str,
-    payload: Any,
-    headers: Mapping[str, str] | None = None,
-    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
-) -> uuid.UUID: ...
-@overload
-def stage(
-    conn: AsyncConnection | AsyncSession,
-    *,
-    aggregate_type: str,
-    aggregate_id: str,
-    type: str,
-    payload: Any,
-    headers: Mapping[str, str] | None = None,
-    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
-) -> Coroutine[Any, Any, uuid.UUID]: ...
-@overload
-def stage(
-    conn: Any,
-    *,
-    aggregate_type: str,
-    aggregate_id: str,
-    type: str,
-    payload: Any,
-    headers: Mapping[str, str] | None = None,
-    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
-) -> Any: ...
-def stage(
-    conn: Any,
-    *,
-    aggregate_type: str,
-    aggregate_id: str,
-    type: str,
-    payload: Any,
-    headers: Mapping[str, str] | None = None,
-    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
-) -> Any:
-    """Stage one event in ``conn``'s current transaction and return its id.
+def _sync_kind(conn: Any, function: str) -> str:
+    """The kind of a sync connection; an async one is refused before anything runs."""
+    kind = _kind(conn)
+    if kind not in _SYNC_KINDS:
+        raise OutboxConnectionError(
+            f"conn: {function}() takes a sync connection, got the async "
+            f"{type(conn).__name__}; use `await a{function}(conn, ...)` instead"
+        )
+    return kind
 
-    Sync connections and sessions return the id; async ones (SQLAlchemy async, psycopg
-    ``AsyncConnection``, asyncpg) return an awaitable: ``event_id = await stage(...)``.
-    An event that breaks a rule of :mod:`safeship.outbox.encoding` (not JSON, invalid
-    Unicode, NUL, too deep, bad headers, over ``max_event_bytes``) raises
-    :class:`OutboxPayloadError` before anything is written.
-    """
+
+def _async_kind(conn: Any, function: str) -> str:
+    """The kind of an async connection; a sync one is refused before anything runs."""
+    kind = _kind(conn)
+    if kind in _SYNC_KINDS:
+        raise OutboxConnectionError(
+            f"conn: a{function}() takes an async connection, got the sync "
+            f"{type(conn).__name__}; use `{function}(conn, ...)` (no await) instead"
+        )
+    return kind
+
+
+def _one_row(
+    aggregate_type: str,
+    aggregate_id: str,
+    type: str,
+    payload: Any,
+    headers: Mapping[str, str] | None,
+    max_event_bytes: int,
+) -> tuple[Any, ...]:
+    """Validate one event and build its row (id first); raises before anything is written."""
     payload_json, headers_json = _encode(
         aggregate_type, aggregate_id, type, payload, headers, max_event_bytes
     )
-    event_id = uuid7()
-    row = (
-        event_id,
+    return (
+        uuid7(),
         aggregate_type,
         aggregate_id,
         type,
@@ -242,40 +254,87 @@ def stage(
         partition_of(aggregate_id),
         datetime.now(UTC),
     )
-    kind = _kind(conn)
-    if kind == "sa":
-        _stage_sa(conn, (row,))
-        return event_id
-    if kind == "psycopg":
-        conn.execute(_PSYCOPG_ONE, row)
-        return event_id
-    return _one(_stage_async(conn, kind, (row,), [event_id]))
 
 
-async def _one(pending: Coroutine[Any, Any, list[uuid.UUID]]) -> uuid.UUID:
-    return (await pending)[0]
-
-
-def stage_many(conn: Any, events: Iterable[NewEvent]) -> Any:
-    """Stage many events in one statement (``unnest`` on PostgreSQL); return their ids.
-
-    Same rules as :func:`stage`: a list for sync connections, an awaitable for async ones.
-    """
+def _many_rows(events: Iterable[NewEvent], function: str) -> list[tuple[Any, ...]]:
+    """The rows of already validated events, in order; anything else is refused."""
     batch = list(events)
     for event in batch:
         if not isinstance(event, NewEvent):
-            raise TypeError(f"stage_many takes NewEvent items, got {type(event).__name__}")
+            raise TypeError(f"{function} takes NewEvent items, got {type(event).__name__}")
     now = datetime.now(UTC)
-    rows = [event.row(now) for event in batch]
-    ids = [event.id for event in batch]
-    kind = _kind(conn)
+    return [event.row(now) for event in batch]
+
+
+def stage(
+    conn: SyncConnection,
+    *,
+    aggregate_type: str,
+    aggregate_id: str,
+    type: str,
+    payload: Any,
+    headers: Mapping[str, str] | None = None,
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+) -> uuid.UUID:
+    """Stage one event in ``conn``'s current transaction and return its id.
+
+    ``conn`` is a sync SQLAlchemy ``Connection``/``Session`` or psycopg 3 ``Connection``;
+    an async one raises :class:`OutboxConnectionError` at once (use :func:`astage`), so
+    a missing ``await`` can never leave an event unstaged.  An event that breaks a rule
+    of :mod:`safeship.outbox.encoding` (not JSON, invalid Unicode, NUL, too deep, bad
+    headers, over ``max_event_bytes``) raises :class:`OutboxPayloadError` before
+    anything is written.
+    """
+    kind = _sync_kind(conn, "stage")
+    row = _one_row(aggregate_type, aggregate_id, type, payload, headers, max_event_bytes)
+    _write_sync(conn, kind, (row,))
+    return row[0]  # type: ignore[no-any-return]
+
+
+async def astage(
+    conn: AsyncConnectionLike,
+    *,
+    aggregate_type: str,
+    aggregate_id: str,
+    type: str,
+    payload: Any,
+    headers: Mapping[str, str] | None = None,
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+) -> uuid.UUID:
+    """:func:`stage` for async connections: ``event_id = await astage(conn, ...)``.
+
+    ``conn`` is a SQLAlchemy ``AsyncConnection``/``AsyncSession``, a psycopg 3
+    ``AsyncConnection`` or an asyncpg connection; a sync one raises
+    :class:`OutboxConnectionError` (use :func:`stage`).  Same checks, same rows.
+    """
+    kind = _async_kind(conn, "stage")
+    row = _one_row(aggregate_type, aggregate_id, type, payload, headers, max_event_bytes)
+    await _write_async(conn, kind, (row,))
+    return row[0]  # type: ignore[no-any-return]
+
+
+def stage_many(conn: SyncConnection, events: Iterable[NewEvent]) -> list[uuid.UUID]:
+    """Stage many events in one statement (``unnest``, or ``COPY`` for large batches on
+    PostgreSQL) and return their ids in order.  Sync connections only, as :func:`stage`."""
+    kind = _sync_kind(conn, "stage_many")
+    rows = _many_rows(events, "stage_many")
+    _write_sync(conn, kind, rows)
+    return [row[0] for row in rows]
+
+
+async def astage_many(conn: AsyncConnectionLike, events: Iterable[NewEvent]) -> list[uuid.UUID]:
+    """:func:`stage_many` for async connections: ``ids = await astage_many(conn, events)``."""
+    kind = _async_kind(conn, "stage_many")
+    rows = _many_rows(events, "astage_many")
+    await _write_async(conn, kind, rows)
+    return [row[0] for row in rows]
+
+
+def _write_sync(conn: Any, kind: str, rows: Sequence[tuple[Any, ...]]) -> None:
     if kind == "sa":
         _stage_sa(conn, rows)
-        return ids
-    if kind == "psycopg":
+    else:
         _stage_psycopg(conn, rows)
-        return ids
-    return _stage_async(conn, kind, rows, ids)
 
 
 def _stage_sa(conn: Any, rows: Sequence[tuple[Any, ...]]) -> None:
@@ -318,11 +377,9 @@ def _stage_psycopg(conn: Any, rows: Sequence[tuple[Any, ...]]) -> None:
         conn.execute(*_psycopg_statement(rows))
 
 
-async def _stage_async(
-    conn: Any, kind: str, rows: Sequence[tuple[Any, ...]], ids: list[uuid.UUID]
-) -> list[uuid.UUID]:
+async def _write_async(conn: Any, kind: str, rows: Sequence[tuple[Any, ...]]) -> None:
     if not rows:
-        return ids
+        return
     if kind == "sa-async":
         await conn.run_sync(_stage_sa_sync, rows)
     elif kind == "psycopg-async":
@@ -333,7 +390,6 @@ async def _stage_async(
         await conn.execute(_ASYNCPG_ONE, *rows[0])
     else:
         await conn.execute(_PG_UNNEST.format(*(f"${i}" for i in range(1, 9))), *_columns(rows))
-    return ids
 
 
 def _stage_sa_sync(conn: Any, rows: Sequence[tuple[Any, ...]]) -> None:
