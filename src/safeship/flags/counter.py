@@ -19,12 +19,8 @@ import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from safeship._counting import read_count
 from safeship.flags.model import FrozenDict
-
-
-def _value(count: itertools.count[int]) -> int:
-    """The next number a fresh ``itertools.count()`` would give, i.e. how often it was advanced."""
-    return int(repr(count)[6:-1])  # repr is "count(<n>)"; reading it does not advance it
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,9 +51,9 @@ class FlagSlots:
 
     def read(self) -> FlagCounts:
         """The totals so far."""
-        variants = {name: _value(count) for name, count in list(self.variants.items())}
+        variants = {name: read_count(count) for name, count in list(self.variants.items())}
         return FlagCounts(
-            _value(self.yes), _value(self.no), FrozenDict(variants), _value(self.errors)
+            read_count(self.yes), read_count(self.no), FrozenDict(variants), read_count(self.errors)
         )
 
 
@@ -105,7 +101,7 @@ class EvaluationCounter:
         """How often each unknown flag name was asked for, since the counter was created."""
         with self._lock:
             items = list(self._missing.items())
-        return {name: _value(count) for name, count in items}
+        return {name: read_count(count) for name, count in items}
 
     def drain(self) -> dict[str, FlagCounts]:
         """Counts since the previous ``drain()``, for the flags evaluated in between."""
@@ -123,7 +119,7 @@ class EvaluationCounter:
     def drain_missing(self) -> dict[str, int]:
         """Lookups of unknown flags since the previous ``drain_missing()``."""
         with self._lock:
-            totals = {name: _value(count) for name, count in self._missing.items()}
+            totals = {name: read_count(count) for name, count in self._missing.items()}
             result = {
                 name: total - self._last_missing.get(name, 0)
                 for name, total in totals.items()

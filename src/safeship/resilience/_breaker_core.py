@@ -23,7 +23,8 @@ import threading
 from collections import Counter, deque
 from collections.abc import Callable
 
-from safeship.resilience._breaker_support import gate_allows, read_count, threshold_reason
+from safeship._counting import read_count
+from safeship.resilience._breaker_support import gate_allows, threshold_reason
 from safeship.resilience.breaker_types import State, Transition
 from safeship.resilience.clock import Clock
 from safeship.resilience.errors import BreakerOpen

@@ -13,16 +13,6 @@ ExceptionTypes = tuple[type[BaseException], ...]
 _names = itertools.count(1)
 
 
-def read_count(counter: itertools.count[int]) -> int:
-    """The next value of an ``itertools.count`` (how many times ``next`` was called).
-
-    Rejections are counted with ``next(counter)``, which is atomic in CPython, instead
-    of an attribute increment, which is not: exact under threads without a lock.
-    """
-    text = repr(counter)  # "count(42)"
-    return int(text[text.index("(") + 1 : -1])
-
-
 def threshold_reason(spec: WindowSpec, window: WindowState, now: float) -> str:
     """Which threshold opened the breaker, for the transition's reason."""
     if spec.kind == "consecutive":
