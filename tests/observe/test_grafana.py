@@ -1,11 +1,19 @@
-"""The shipped Grafana dashboard parses and only queries metrics that exist."""
+"""The shipped Grafana dashboards parse and only query metrics that exist.
+
+Every query is checked by Prometheus' own parser (``promtool check rules``); that the
+names exist in a real control plane's scrape is held by tests/server/test_metrics_scrape.py.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import importlib
+import json
+import os
 import pkgutil
 import re
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -50,6 +58,26 @@ def _exposed() -> dict[str, set[str]]:
     return exposed
 
 
+#: What Grafana puts in place of its variables before a query reaches Prometheus.
+GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__range": "1h", "$job": ".*", "$rollout": ".*"}
+
+
+def as_sent(expr: str) -> str:
+    """The query as Grafana sends it, with its variables filled in."""
+    for variable, value in GRAFANA_VARIABLES.items():
+        expr = expr.replace(variable, value)
+    assert "$" not in expr, f"unknown Grafana variable in {expr!r}"
+    return expr
+
+
+def all_queries() -> Iterator[tuple[str, str, str]]:
+    """(dashboard topic, panel title, query) of every panel of every shipped dashboard."""
+    for topic, board in metrics.grafana_dashboards().items():
+        for panel in _panels(board):
+            for target in panel.get("targets", []):
+                yield topic, panel["title"], target["expr"]
+
+
 def _panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:
     for panel in dashboard["panels"]:
         yield panel
@@ -74,6 +102,62 @@ def test_dashboard_has_identity_and_unique_panels(dashboard: dict[str, Any]) -> 
     for panel in _panels(dashboard):
         pos = panel["gridPos"]
         assert pos["x"] >= 0 and pos["x"] + pos["w"] <= 24, panel["title"]
+
+
+def test_a_dashboard_ships_for_every_slice() -> None:
+    boards = metrics.grafana_dashboards()
+    assert set(boards) == {"http", "flags", "rollouts", "outbox", "breakers", "database"}
+    uids = [board["uid"] for board in boards.values()]
+    assert len(set(uids)) == len(uids)
+    for topic, board in boards.items():
+        ids = [p["id"] for p in _panels(board)]
+        assert len(ids) == len(set(ids)), topic
+        assert any(p.get("targets") for p in _panels(board)), topic
+        for panel in _panels(board):
+            pos = panel["gridPos"]
+            assert pos["x"] >= 0 and pos["x"] + pos["w"] <= 24, (topic, panel["title"])
+
+
+def test_an_unknown_dashboard_is_refused_with_the_known_ones() -> None:
+    with pytest.raises(metrics.MetricsConfigError, match="known: http, flags"):
+        metrics.grafana_dashboard("kafka")
+
+
+def test_every_query_of_every_dashboard_parses_in_prometheus(tmp_path: Path) -> None:
+    """Each query becomes a recording rule that ``promtool`` (Prometheus' parser) checks."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        if os.environ.get("SAFESHIP_REQUIRE_SERVICES") == "1":
+            pytest.fail("promtool is missing: run scripts/ensure-system-deps")
+        pytest.skip("promtool is not installed (scripts/ensure-system-deps installs it)")
+    queries = list(all_queries())
+    rules = [
+        {"record": f"check:query_{i}", "expr": as_sent(expr)}
+        for i, (_, _, expr) in enumerate(queries)
+    ]
+    path = tmp_path / "queries.rules.yml"
+    path.write_text(
+        json.dumps({"groups": [{"name": "dashboards", "rules": rules}]})
+    )  # JSON is YAML
+    done = subprocess.run(
+        [promtool, "check", "rules", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"{len(queries)} rules found" in done.stdout
+
+
+def test_promtool_check_refuses_a_broken_query(tmp_path: Path) -> None:
+    """The parse check above can fail: a query with a missing parenthesis is refused."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed")
+    path = tmp_path / "broken.rules.yml"
+    broken = {"record": "check:broken", "expr": "sum by (route (rate(safeship_x_total[1m]))"}
+    path.write_text(json.dumps({"groups": [{"name": "g", "rules": [broken]}]}))
+    done = subprocess.run(
+        [promtool, "check", "rules", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode != 0
 
 
 def test_every_query_uses_existing_metrics_and_labels(dashboard: dict[str, Any]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from types import SimpleNamespace
 
 import pytest
@@ -123,3 +124,25 @@ def test_process_metrics_bound_their_series(monkeypatch: pytest.MonkeyPatch) -> 
 def test_process_metrics_refuse_bad_buckets(buckets: tuple[float, ...]) -> None:
     with pytest.raises(ValueError, match="buckets"):
         ProcessHttpMetrics(buckets)
+
+
+def test_a_family_read_at_scrape_time_replaces_the_process_one_of_the_same_name() -> None:
+    """An app process with ``outbox_check`` and the control plane's stored figures both
+    name ``safeship_outbox_backlog``: one exposition carries it once, the stored value."""
+    from prometheus_client.core import GaugeMetricFamily
+    from prometheus_client.registry import Collector
+
+    from safeship.outbox import metrics as outbox_metrics
+
+    outbox_metrics.backlog(5, 1.0, 0)
+
+    class Stored(Collector):
+        def collect(self) -> Iterator[GaugeMetricFamily]:
+            family = GaugeMetricFamily("safeship_outbox_backlog", "Pending events.")
+            family.add_metric([], 7)
+            yield family
+
+    body, _ = metrics.render_latest(also=[Stored()])
+    text = body.decode()
+    assert text.count("# TYPE safeship_outbox_backlog gauge") == 1
+    assert "safeship_outbox_backlog 7.0" in text and "safeship_outbox_backlog 5.0" not in text

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from importlib import resources
 from typing import Any
 
@@ -21,10 +21,18 @@ from prometheus_client import (
     Counter,
     generate_latest,
 )
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
 
+from safeship.errors import SafeshipError
 from safeship.observe.http_metrics import KNOWN_METHODS, ProcessHttpMetrics, SharedHttpMetrics
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+class MetricsConfigError(SafeshipError, ValueError):
+    """A metrics setting or dashboard name safeship cannot use; the message says which."""
+
 
 #: Latency buckets in seconds, from 5 ms to 10 s.
 HTTP_BUCKETS: tuple[float, ...] = (
@@ -62,18 +70,44 @@ else:
     REGISTRY.register(HTTP)
 
 
-def render_latest(registry: CollectorRegistry | None = None) -> tuple[bytes, str]:
+def render_latest(
+    registry: CollectorRegistry | None = None, *, also: Sequence[Collector] = ()
+) -> tuple[bytes, str]:
     """Return ``(body, content_type)`` of the text exposition format.
 
     In multiprocess mode a fresh registry collects the files of every worker; otherwise
-    ``registry`` (default: the global one) is rendered.
+    ``registry`` (default: the global one) is rendered. The ``also`` collectors (such as
+    the control plane's database readings) are added; a family they produce replaces
+    the registry's family of the same name, so one exposition never names a metric twice.
     """
     if registry is None and multiprocess_enabled():
         from prometheus_client import multiprocess
 
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    return generate_latest(registry or REGISTRY), CONTENT_TYPE_LATEST
+    source = registry or REGISTRY
+    if also:
+        merged = CollectorRegistry()
+        merged.register(_Merged(source, also))
+        source = merged
+    return generate_latest(source), CONTENT_TYPE_LATEST
+
+
+class _Merged(Collector):
+    """The families of ``base``, minus those the ``extra`` collectors produce, plus theirs."""
+
+    def __init__(self, base: CollectorRegistry, extra: Sequence[Collector]) -> None:
+        self.base = base
+        self.extra = extra
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        added = [family for collector in self.extra for family in collector.collect()]
+        names = {family.name for family in added}
+        yield from (family for family in self.base.collect() if family.name not in names)
+        yield from added
 
 
 def mark_process_dead(pid: int) -> None:
@@ -122,8 +156,30 @@ def observe_request(method: str, route: str, status: int, duration: float) -> No
     HTTP.observe(method, route, status, duration)
 
 
-def grafana_dashboard() -> dict[str, Any]:
-    """The shipped Grafana dashboard (import it in Grafana, pick the Prometheus source)."""
-    text = resources.files("safeship.observe").joinpath("grafana/safeship.json").read_text()
+#: The shipped Grafana dashboards by topic; each is ``grafana/<file>`` in this package.
+DASHBOARDS: Mapping[str, str] = {
+    "http": "safeship.json",
+    "flags": "flags.json",
+    "rollouts": "rollouts.json",
+    "outbox": "outbox.json",
+    "breakers": "breakers.json",
+    "database": "database.json",
+}
+
+
+def grafana_dashboard(topic: str = "http") -> dict[str, Any]:
+    """A shipped Grafana dashboard (import it in Grafana, pick the Prometheus source):
+    ``http`` (the default), ``flags``, ``rollouts``, ``outbox``, ``breakers`` or ``database``."""
+    file = DASHBOARDS.get(topic)
+    if file is None:
+        raise MetricsConfigError(
+            f"topic: unknown dashboard {topic!r}; known: {', '.join(DASHBOARDS)}"
+        )
+    text = resources.files("safeship.observe").joinpath(f"grafana/{file}").read_text()
     dashboard: dict[str, Any] = json.loads(text)
     return dashboard
+
+
+def grafana_dashboards() -> dict[str, dict[str, Any]]:
+    """Every shipped Grafana dashboard, by topic."""
+    return {topic: grafana_dashboard(topic) for topic in DASHBOARDS}

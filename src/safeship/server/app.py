@@ -16,6 +16,7 @@ from safeship.db.engine import create_engine
 from safeship.db.migrate import upgrade
 from safeship.flags.store import FlagStore
 from safeship.observe.health import HealthRegistry, sql_check
+from safeship.observe.scrape import DatabaseCollector, ScrapeSource
 from safeship.resilience.board import BreakerBoard
 from safeship.rollouts.guard import RolloutGuard
 from safeship.server.errors import install_error_handlers
@@ -103,6 +104,23 @@ def build_plane(settings: Settings, engine: sa.Engine) -> ControlPlane:
     )
 
 
+def stored_metrics(engine: sa.Engine, *, timeout: float = 2.0) -> DatabaseCollector:
+    """What ``/metrics`` reads from the database at each scrape: the outbox, the flags,
+    the rollouts and the breaker board (see docs/metrics.md)."""
+    from safeship.flags import metrics as flag_metrics
+    from safeship.outbox import metrics as outbox_metrics
+    from safeship.resilience import board_metrics
+    from safeship.rollouts import metrics as rollout_metrics
+
+    sources = [
+        ScrapeSource("outbox", outbox_metrics.read_stored),
+        ScrapeSource("flags", flag_metrics.read_stored),
+        ScrapeSource("rollouts", rollout_metrics.read_stored),
+        ScrapeSource("breakers", board_metrics.read_stored),
+    ]
+    return DatabaseCollector(engine, sources, timeout=timeout)
+
+
 def _failure_store(settings: Settings) -> FailureStore:
     """Where failed sign-ins are counted: Redis when configured (shared by every replica)."""
     if settings.redis_url:
@@ -151,6 +169,7 @@ def create_app(
         openapi_url="/api/openapi.json",
     )
     app.state.plane = cp
+    app.state.scrape = stored_metrics(engine)
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(api.router)

@@ -9,6 +9,7 @@ from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
+from safeship.observe.metrics import AUTH_FAILURES
 from safeship.server.keys import Principal, Scope
 from safeship.server.session import COOKIE_NAME, Session, csrf_matches
 from safeship.server.state import plane
@@ -38,6 +39,7 @@ async def authenticate_key(request: Request, presented: str) -> Principal | None
     ip = client_ip(request)
     verdict = await cp.auth_failures.check(ip)
     if not verdict.allowed:
+        AUTH_FAILURES.labels("limited").inc()
         raise HTTPException(
             429,
             "too many failed attempts; wait before retrying",
@@ -45,6 +47,7 @@ async def authenticate_key(request: Request, presented: str) -> Principal | None
         )
     principal = await run_in_threadpool(cp.keys.authenticate, presented)
     if principal is None:
+        AUTH_FAILURES.labels("invalid").inc()
         await cp.auth_failures.record_failure(ip)
         logger.warning("server.auth_failed client=%s", ip)
     return principal

@@ -37,6 +37,8 @@ async def readiness(request: Request) -> JSONResponse:
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-def metrics() -> Response:
-    body, content_type = render_latest()
+def metrics(request: Request) -> Response:
+    """This process's metrics and the figures stored in the database, read now."""
+    stored = getattr(request.app.state, "scrape", None)
+    body, content_type = render_latest(also=[stored] if stored is not None else [])
     return Response(body, media_type=content_type)
