@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from types import SimpleNamespace
 
+import httpx
 import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 
@@ -146,3 +148,37 @@ def test_a_family_read_at_scrape_time_replaces_the_process_one_of_the_same_name(
     text = body.decode()
     assert text.count("# TYPE safeship_outbox_backlog gauge") == 1
     assert "safeship_outbox_backlog 7.0" in text and "safeship_outbox_backlog 5.0" not in text
+
+
+def test_a_process_without_a_web_app_serves_metrics_and_health(tmp_path: Path) -> None:
+    """A relay's `MetricsServer`: its own metrics plus the outbox as stored, and a health
+    answer that follows what the process says about itself."""
+    from safeship.db import create_engine, upgrade
+    from safeship.observe.scrape import DatabaseCollector, ScrapeSource
+    from safeship.outbox import metrics as outbox_metrics
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'relay.db'}")
+    upgrade(engine)
+    healthy = [True]
+    stored = DatabaseCollector(engine, [ScrapeSource("outbox", outbox_metrics.read_stored)])
+    server = metrics.MetricsServer(port=0, health=lambda: (healthy[0], "relaying"), also=[stored])
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{server.port}", timeout=10) as http:
+            text = http.get("/metrics").text
+            assert "safeship_outbox_backlog 0.0" in text
+            assert 'safeship_scrape_errors_total{reason="error",source="outbox"} 0.0' in text
+            answer = http.get("/health")
+            assert answer.status_code == 200 and answer.json()["status"] == "pass"
+            healthy[0] = False
+            answer = http.get("/health")
+            assert answer.status_code == 503
+            assert answer.json() == {"status": "fail", "output": "relaying"}
+            assert http.get("/other").status_code == 404
+    finally:
+        server.close()
+        engine.dispose()
+
+
+def test_a_metrics_server_refuses_a_port_out_of_range() -> None:
+    with pytest.raises(metrics.MetricsConfigError, match="port: a TCP port 0-65535"):
+        metrics.MetricsServer(port=70000)

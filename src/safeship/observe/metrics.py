@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Any
 
@@ -28,6 +30,8 @@ from safeship.errors import SafeshipError
 from safeship.observe.http_metrics import KNOWN_METHODS, ProcessHttpMetrics, SharedHttpMetrics
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+#: Media type of health answers (draft-inadarei-api-health-check).
+HEALTH_JSON = "application/health+json"
 
 
 class MetricsConfigError(SafeshipError, ValueError):
@@ -183,3 +187,63 @@ def grafana_dashboard(topic: str = "http") -> dict[str, Any]:
 def grafana_dashboards() -> dict[str, dict[str, Any]]:
     """Every shipped Grafana dashboard, by topic."""
     return {topic: grafana_dashboard(topic) for topic in DASHBOARDS}
+
+
+class MetricsServer:
+    """A small HTTP server in a daemon thread for processes without a web app (relays,
+    workers): ``GET /metrics`` (this process's metrics and the ``also`` collectors) and
+    ``GET /health`` (200 while ``health()`` says pass, else 503). Stop it with `close`."""
+
+    def __init__(
+        self,
+        *,
+        port: int,
+        host: str = "127.0.0.1",
+        health: Callable[[], tuple[bool, str]] | None = None,
+        also: Sequence[Collector] = (),
+    ) -> None:
+        if not 0 <= port <= 65535:
+            raise MetricsConfigError(f"port: a TCP port 0-65535 (0 picks a free one), got {port}")
+        handler = _handler(health or (lambda: (True, "up")), tuple(also))
+        self._server = ThreadingHTTPServer((host, port), handler)
+        self._server.daemon_threads = True
+        self.port: int = self._server.server_address[1]
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="safeship-metrics", daemon=True
+        )
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+def _handler(
+    health: Callable[[], tuple[bool, str]], also: Sequence[Collector]
+) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                body, content_type = render_latest(also=also)
+                self._answer(200, body, content_type)
+            elif path == "/health":
+                ok, output = health()
+                status = {"status": "pass" if ok else "fail", "output": output}
+                self._answer(200 if ok else 503, json.dumps(status).encode(), HEALTH_JSON)
+            else:
+                self._answer(404, b"not found: /metrics or /health\n", "text/plain")
+
+        def _answer(self, status: int, body: bytes, content_type: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            """Scrapes are not logged (one line every 15 s per scraper says nothing)."""
+
+    return Handler
