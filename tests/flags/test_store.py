@@ -179,3 +179,72 @@ def test_publish_callback_runs_after_commit_only(tmp_path: Path) -> None:
         store.rollout("p", "200%", actor="a")
     engine.dispose()
     assert seen == [(1, 1)]
+
+
+def _announcing(store: FlagStore) -> tuple[FlagStore, list[int]]:
+    published: list[int] = []
+    return FlagStore(store.engine, publish=published.append), published
+
+
+def test_writes_given_the_callers_connection_commit_with_it_then_are_announced(
+    store: FlagStore,
+) -> None:
+    store, published = _announcing(store)
+    with store.begin() as conn:
+        store.create("a", actor="dev", conn=conn)
+        store.set_enabled("a", True, actor="dev", conn=conn)
+        assert store.get("a", conn=conn).enabled
+        assert published == []  # nothing is announced before the commit
+    assert store.get("a").enabled and store.version() == 2
+    assert published == [2]  # once, with the newest version
+    assert [h.action for h in store.history("a")] == ["flag.enable", "flag.create"]
+
+
+def test_a_rolled_back_caller_transaction_keeps_and_announces_no_flag_change(
+    store: FlagStore,
+) -> None:
+    store, published = _announcing(store)
+
+    def create_then_fail() -> None:
+        with store.begin() as conn:
+            store.create("a", actor="dev", conn=conn)
+            raise RuntimeError("the caller's own write failed")
+
+    with pytest.raises(RuntimeError):
+        create_then_fail()
+    assert store.version() == 0 and store.all() == [] and store.history("a") == []
+    assert published == []
+
+
+def test_a_refused_write_in_the_callers_transaction_undoes_only_itself(
+    store: FlagStore,
+) -> None:
+    store, published = _announcing(store)
+    with store.begin() as conn:
+        store.create("a", actor="dev", conn=conn)
+        with pytest.raises(FlagNotFoundError):
+            store.set_enabled("missing", True, actor="dev", conn=conn)
+        with pytest.raises(FlagDefinitionError):
+            store.rollout("a", "150%", actor="dev", conn=conn)
+        with pytest.raises(FlagExistsError):
+            store.create("a", actor="dev", conn=conn)
+        store.set_enabled("a", False, actor="dev", conn=conn)  # no change: nothing written
+        store.set_enabled("a", True, actor="dev", conn=conn)
+    assert store.version() == 2 and published == [2]
+    assert [h.action for h in store.history("a")] == ["flag.enable", "flag.create"]
+
+
+def test_a_write_in_a_transaction_the_caller_opened_rolls_back_with_it(
+    store: FlagStore,
+) -> None:
+    def create_then_fail() -> None:
+        with store.engine.begin() as conn:
+            conn.execute(sa.select(1))  # only a read so far: pysqlite has not begun yet
+            store.create("a", actor="dev", conn=conn)
+            raise RuntimeError("the caller's own write failed")
+
+    with pytest.raises(RuntimeError):
+        create_then_fail()
+    assert store.version() == 0
+    with pytest.raises(FlagNotFoundError):
+        store.get("a")

@@ -7,6 +7,15 @@ sends ``NOTIFY safeship_flags`` (delivered at commit) so live clients refresh at
 Every write is checked as a change of the whole state before anything is written
 (``safeship.flags.validation``), and a caller may pass the version it read
 (``expected_version``): a flag changed since is refused with ``FlagVersionError``.
+
+Every write also takes the caller's connection (``conn=``): the change is then made in a
+savepoint of the caller's transaction and commits (or rolls back) with the caller's other
+writes, such as a rollout's row and decision.  Announcements follow the commit only:
+PostgreSQL delivers the NOTIFY at commit and drops it on rollback; the ``publish``
+callback (Redis) runs after a ``FlagStore.begin()`` block commits, with the newest
+version written in it, and never when it rolls back.  In a transaction opened elsewhere
+the callback is not called (live clients' polling catches up); open it with
+``store.begin()`` or ``store.begin(connection)`` to have it.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import sqlalchemy as sa
 
 from safeship.db.audit import AuditRecord, list_audit, record_audit
 from safeship.db.schema import flag_segments, flag_state, flags
+from safeship.db.transaction import hold_write_lock, savepoint
 from safeship.errors import SafeshipError
 from safeship.flags import authoring
 from safeship.flags.authoring import FlagDefinitionError
@@ -56,6 +66,8 @@ __all__ = [
     "validate_definition",
 ]
 NOTIFY_CHANNEL = "safeship_flags"
+_PENDING = "safeship_flag_pending"  # versions written in a FlagStore.begin() block
+_BUMPED = "safeship_flag_bumped"  # the version of the write in progress
 
 
 class FlagNotFoundError(SafeshipError, KeyError):
@@ -124,15 +136,38 @@ class FlagStore:
         self._publish = publish
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sa.Connection]:
-        """A write transaction; after it commits, the new version is published."""
-        with self.engine.begin() as conn:
+    def begin(self, connection: sa.Connection | None = None) -> Iterator[sa.Connection]:
+        """A transaction for flag changes (``conn=``) and the caller's own writes: all of
+        it commits together, then the newest flag version written is published (never
+        when it rolls back).  ``connection``, not yet in a transaction, is used instead
+        of a new connection of the store's engine.  On SQLite it holds the write lock."""
+        with contextlib.ExitStack() as stack:
+            conn = stack.enter_context(self.engine.connect()) if connection is None else connection
+            stack.enter_context(conn.begin())
+            hold_write_lock(conn)
+            pending: list[int] = []
+            conn.info[_PENDING] = pending
             try:
                 yield conn
             finally:
-                version = conn.info.pop("safeship_flag_version", None)
-        if version is not None and self._publish is not None:
-            self._publish(int(version))
+                conn.info.pop(_PENDING, None)
+        if pending and self._publish is not None:
+            self._publish(max(pending))
+
+    @contextlib.contextmanager
+    def _writing(self, conn: sa.Connection | None) -> Iterator[sa.Connection]:
+        """One write: in a transaction of its own, or in a savepoint of the caller's on
+        ``conn`` (a refused write undoes only itself).  Its version joins the ``begin()``
+        block's announcement once the write is through."""
+        with self.begin() if conn is None else savepoint(conn) as tx:
+            tx.info.pop(_BUMPED, None)
+            try:
+                yield tx
+            finally:
+                version = tx.info.pop(_BUMPED, None)
+            pending = tx.info.get(_PENDING)
+            if version is not None and pending is not None:
+                pending.append(int(version))
 
     # -- reading ---------------------------------------------------------------------
 
@@ -165,9 +200,16 @@ class FlagStore:
                 for r in conn.execute(sa.select(flags).order_by(flags.c.name)).mappings()
             ]
 
-    def get(self, name: str) -> FlagRecord:
-        with self.engine.connect() as conn:
-            row = conn.execute(sa.select(flags).where(flags.c.name == name)).mappings().first()
+    def get(self, name: str, *, conn: sa.Connection | None = None) -> FlagRecord:
+        """The flag ``name`` (as ``conn``'s transaction sees it, when given)."""
+        if conn is not None:
+            return self._read(conn, name)
+        with self.engine.connect() as own:
+            return self._read(own, name)
+
+    @staticmethod
+    def _read(conn: sa.Connection, name: str) -> FlagRecord:
+        row = conn.execute(sa.select(flags).where(flags.c.name == name)).mappings().first()
         if row is None:
             raise FlagNotFoundError(name)
         return record_from_row(row)
@@ -193,7 +235,7 @@ class FlagStore:
         )
         if conn.dialect.name == "postgresql":
             conn.execute(sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, str(version))))
-        conn.info["safeship_flag_version"] = version
+        conn.info[_BUMPED] = version
         return version
 
     def create(
@@ -207,6 +249,7 @@ class FlagStore:
         safe_value: bool = False,
         lifetime_days: int | None = None,
         reason: str | None = None,
+        conn: sa.Connection | None = None,
     ) -> FlagRecord:
         """Add a flag (off, on for everyone when enabled, unless ``definition`` says more)."""
         name = authoring.check_name(name)
@@ -217,7 +260,7 @@ class FlagStore:
         check_metadata(description, lifetime_days, owner=owner)
         now = datetime.now(UTC)
         try:
-            with self._transaction() as conn:
+            with self._writing(conn) as conn:
                 version = self._bump(conn)  # first: the writers' lock, so the check is current
                 if conn.execute(sa.select(flags.c.name).where(flags.c.name == name)).first():
                     raise FlagExistsError(f"a flag named {name!r} exists; update it instead")
@@ -238,9 +281,10 @@ class FlagStore:
                     )
                 )
                 self._audit(conn, actor, "flag.create", name, after=feature, reason=reason, at=now)
+                created = self._read(conn, name)
         except sa.exc.IntegrityError:  # a writer that did not take the lock got there first
             raise FlagExistsError(f"a flag named {name!r} exists; update it instead") from None
-        return self.get(name)
+        return created
 
     @staticmethod
     def _audit(conn: sa.Connection, actor: str, action: str, name: str, **fields: Any) -> None:
@@ -256,8 +300,10 @@ class FlagStore:
         reason: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         expected_version: int | None = None,
+        conn: sa.Connection | None = None,
     ) -> FlagRecord:
-        """Apply ``edit`` to the flag's definition in one audited, versioned transaction.
+        """Apply ``edit`` to the flag's definition in one audited, versioned transaction
+        (the caller's, on ``conn``).
 
         With ``expected_version``, a flag no longer at that version raises
         ``FlagVersionError`` and nothing changes.
@@ -265,7 +311,7 @@ class FlagStore:
         values: dict[str, Any] = dict(metadata or {})
         check_metadata(values.get("description"), values.get("lifetime_days"), values.get("owner"))
         try:
-            with self._transaction() as conn:
+            with self._writing(conn) as conn:
                 version = self._bump(conn)  # first: the writers' lock, so the read is current
                 row = self._locked_row(conn, name, expected_version)
                 before = stored_definition(row["definition"], name)
@@ -293,9 +339,10 @@ class FlagStore:
                 self._audit(
                     conn, actor, action, name, before=before, after=after, reason=reason, at=now
                 )
+                changed = self._read(conn, name)
         except _Unchanged as unchanged:
             return record_from_row(unchanged.row)
-        return self.get(name)
+        return changed
 
     @staticmethod
     def _locked_row(conn: sa.Connection, name: str, expected_version: int | None) -> sa.RowMapping:
@@ -317,6 +364,7 @@ class FlagStore:
         actor: str,
         reason: str | None = None,
         expected_version: int | None = None,
+        conn: sa.Connection | None = None,
     ) -> FlagRecord:
         return self.change(
             name,
@@ -325,6 +373,7 @@ class FlagStore:
             action="flag.enable" if enabled else "flag.disable",
             reason=reason,
             expected_version=expected_version,
+            conn=conn,
         )
 
     def rollout(
@@ -336,6 +385,7 @@ class FlagStore:
         stickiness: str = "default",
         reason: str | None = None,
         expected_version: int | None = None,
+        conn: sa.Connection | None = None,
     ) -> FlagRecord:
         def edit(feature: dict[str, Any]) -> dict[str, Any]:
             return authoring.set_enabled(
@@ -349,6 +399,7 @@ class FlagStore:
             action="flag.rollout",
             reason=reason,
             expected_version=expected_version,
+            conn=conn,
         )
 
     def target(
@@ -360,6 +411,7 @@ class FlagStore:
         field: str = "userId",
         reason: str | None = None,
         expected_version: int | None = None,
+        conn: sa.Connection | None = None,
     ) -> FlagRecord:
         return self.change(
             name,
@@ -368,6 +420,7 @@ class FlagStore:
             action="flag.target",
             reason=reason,
             expected_version=expected_version,
+            conn=conn,
         )
 
     def schedule(
@@ -379,6 +432,7 @@ class FlagStore:
         disable_at: datetime | None = None,
         reason: str | None = None,
         expected_version: int | None = None,
+        conn: sa.Connection | None = None,
     ) -> FlagRecord:
         return self.change(
             name,
@@ -387,6 +441,7 @@ class FlagStore:
             action="flag.schedule",
             reason=reason,
             expected_version=expected_version,
+            conn=conn,
         )
 
     def delete(
@@ -396,9 +451,10 @@ class FlagStore:
         actor: str,
         reason: str | None = None,
         expected_version: int | None = None,
+        conn: sa.Connection | None = None,
     ) -> None:
         """Delete a flag; refused (``FlagInUseError``) while other flags depend on it."""
-        with self._transaction() as conn:
+        with self._writing(conn) as conn:
             self._bump(conn)  # first: the writers' lock, so the checks below are current
             row = self._locked_row(conn, name, expected_version)
             view = load_view(conn)
@@ -416,13 +472,15 @@ class FlagStore:
                 reason=reason,
             )
 
-    def kill(self, *, actor: str, reason: str | None = None) -> dict[str, bool]:
+    def kill(
+        self, *, actor: str, reason: str | None = None, conn: sa.Connection | None = None
+    ) -> dict[str, bool]:
         """Every flag back to its safe value (off unless declared) in one audited transaction.
 
         Returns what changed (name -> new enabled).  ``restore`` undoes it after review.
         """
         now = datetime.now(UTC)
-        with self._transaction() as conn:
+        with self._writing(conn) as conn:
             query = sa.select(flags.c.name, flags.c.definition, flags.c.safe_value)
             if conn.dialect.name == "postgresql":
                 query = query.with_for_update()
@@ -464,10 +522,12 @@ class FlagStore:
             )
         return changed
 
-    def restore(self, *, actor: str, reason: str | None = None) -> dict[str, bool]:
+    def restore(
+        self, *, actor: str, reason: str | None = None, conn: sa.Connection | None = None
+    ) -> dict[str, bool]:
         """Undo the last kill switch for flags still at the value the kill set."""
         now = datetime.now(UTC)
-        with self._transaction() as conn:
+        with self._writing(conn) as conn:
             kills = list_audit(conn, limit=1, target="flags:*")
             if not kills or kills[0].action != "flags.kill":
                 raise ValueError("the kill switch is not engaged: nothing to restore")
@@ -506,7 +566,12 @@ class FlagStore:
         return restored
 
     def import_unleash(
-        self, state: Mapping[str, Any], *, actor: str, reason: str | None = None
+        self,
+        state: Mapping[str, Any],
+        *,
+        actor: str,
+        reason: str | None = None,
+        conn: sa.Connection | None = None,
     ) -> list[str]:
         """Create or replace flags and segments from an Unleash export; one transaction.
 
@@ -523,7 +588,7 @@ class FlagStore:
             return f"{where}.{problem.field}".rstrip(".")
 
         now = datetime.now(UTC)
-        with self._transaction() as conn:
+        with self._writing(conn) as conn:
             version = self._bump(conn)
             view = load_view(conn)
             after = view.with_features(features).with_segments(segments)
@@ -586,12 +651,18 @@ class FlagStore:
     def export_unleash(self) -> dict[str, Any]:
         return self.state()[1]
 
-    def mark_evaluated(self, names: Iterable[str], *, at: datetime | None = None) -> None:
+    def mark_evaluated(
+        self,
+        names: Iterable[str],
+        *,
+        at: datetime | None = None,
+        conn: sa.Connection | None = None,
+    ) -> None:
         """Record that these flags were evaluated (feeds the stale report)."""
         names = sorted(set(names))
         if not names:
             return
-        with self._transaction() as conn:
+        with self._writing(conn) as conn:
             conn.execute(
                 sa.update(flags)
                 .where(flags.c.name.in_(names))
