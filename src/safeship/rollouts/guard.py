@@ -7,6 +7,12 @@ status under the lock, so a breach seen by two processes is applied once.  Every
 change is also a compare-and-set on the row's ``version`` (SQLite has no row locks): of
 two transitions from the same state one wins and the other raises
 ``RolloutConflictError``, never both.
+
+Each transition is one transaction: the rollout's row, the flag's change (through the
+flag store on the same connection), their audit records and the decision commit
+together or not at all, so a crash at any point leaves flag and rollout agreeing.  The
+flag's change is announced, and the decision logged and sent to ``notify``, only after
+the commit.
 """
 
 from __future__ import annotations
@@ -79,6 +85,8 @@ class RolloutGuard:
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         notify: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
+        """``flags`` must store its flags in ``engine``'s database: one transaction
+        changes a rollout and its flag together."""
         self.engine = engine
         self.flags = flags
         self._now = now
@@ -118,15 +126,18 @@ class RolloutGuard:
         return [Decision(**{**r, "at": aware(r["at"])}) for r in rows]
 
     def windows(
-        self, name: str, *, after_id: int = 0
+        self, name: str, *, after_id: int = 0, conn: sa.Connection | None = None
     ) -> list[tuple[int, datetime, ArmWindow, ArmWindow]]:
         query = (
             sa.select(rollout_windows)
             .where(rollout_windows.c.rollout == name, rollout_windows.c.id > after_id)
             .order_by(rollout_windows.c.id)
         )
-        with self.engine.connect() as conn:
+        if conn is not None:
             rows = conn.execute(query).mappings().all()
+        else:
+            with self.engine.connect() as own:
+                rows = own.execute(query).mappings().all()
         return [
             (
                 r["id"],
@@ -170,12 +181,14 @@ class RolloutGuard:
         with self.engine.connect() as conn:
             return shadow_store.read(conn, name, samples=samples)
 
-    def monitor(self, record: RolloutRecord) -> tuple[GuardMonitor, int]:
+    def monitor(
+        self, record: RolloutRecord, *, conn: sa.Connection | None = None
+    ) -> tuple[GuardMonitor, int]:
         """The rollout's monitor over every window so far, and the candidate requests
         served in the current step."""
         monitor = GuardMonitor(record.settings)
         in_step = 0
-        for window_id, _, control, candidate in self.windows(record.name):
+        for window_id, _, control, candidate in self.windows(record.name, conn=conn):
             total = control.requests + candidate.requests
             share = candidate.requests / total if total else 0.0
             monitor.observe(share=share, control=control, candidate=candidate)
@@ -200,47 +213,51 @@ class RolloutGuard:
         settings = settings or GuardSettings()
         if mode not in ("off", "shadow", "canary", "on"):
             raise ValueError(f"mode must be off, shadow, canary or on, got {mode!r}")
-        self._ensure_flag(name, actor)
         now = self._now()
         try:
-            self._insert(name, actor, plan, settings, mode, reason, now)
+            with self._transaction() as conn:
+                self._ensure_flag(conn, name, actor)
+                self._insert(conn, name, actor, plan, settings, mode, reason, now)
+                if mode == "canary":
+                    self.flags.rollout(
+                        name, plan.steps[0], actor=actor, reason="rollout step 1", conn=conn
+                    )
         except sa.exc.IntegrityError:
             raise RolloutExistsError(f"a rollout named {name!r} exists already") from None
-        if mode == "canary":
-            self.flags.rollout(name, plan.steps[0], actor=actor, reason="rollout step 1")
         return self.get(name)
 
-    def _ensure_flag(self, name: str, actor: str) -> None:
+    def _ensure_flag(self, conn: sa.Connection, name: str, actor: str) -> None:
         """Create the rollout's flag (off) unless it exists, also when a concurrent
         ``create`` makes it first."""
         try:
-            self.flags.get(name)
+            self.flags.get(name, conn=conn)
         except FlagNotFoundError:
             # Correct to ignore: another writer created it between our read and our insert.
-            with contextlib.suppress(FlagExistsError, sa.exc.IntegrityError):
-                self.flags.create(name, actor=actor, reason="created for a guarded rollout")
+            with contextlib.suppress(FlagExistsError):
+                self.flags.create(
+                    name, actor=actor, reason="created for a guarded rollout", conn=conn
+                )
 
     def _insert(
-        self, name: str, actor: str, plan: Plan, settings: GuardSettings, mode: str,
-        reason: str | None, now: datetime,
+        self, conn: sa.Connection, name: str, actor: str, plan: Plan, settings: GuardSettings,
+        mode: str, reason: str | None, now: datetime,
     ) -> None:  # fmt: skip
-        with self.engine.begin() as conn:
-            if conn.execute(sa.select(rollouts.c.name).where(rollouts.c.name == name)).first():
-                raise RolloutExistsError(f"a rollout named {name!r} exists already")
-            last = conn.execute(sa.select(sa.func.max(rollout_windows.c.id))).scalar() or 0
-            row = {
-                "name": name, "mode": mode, "status": "running", "plan": plan.to_dict(),
-                "step": 0, "step_started_at": now, "step_first_window": last,
-                "threshold_bucket": None, "settings": settings_dict(settings), "version": 1,
-                "updated_at": now,
-            }  # fmt: skip
-            conn.execute(sa.insert(rollouts).values(**row))
-            record_audit(
-                conn, actor=actor, action="rollout.create", target=f"rollout:{name}",
-                after={k: v for k, v in row.items() if k not in ("step_started_at", "updated_at")},
-                reason=reason, at=now,
-            )  # fmt: skip
-            self._decide(conn, name, "started", actor, 0, plan.steps[0], None, reason, now)
+        if conn.execute(sa.select(rollouts.c.name).where(rollouts.c.name == name)).first():
+            raise RolloutExistsError(f"a rollout named {name!r} exists already")
+        last = conn.execute(sa.select(sa.func.max(rollout_windows.c.id))).scalar() or 0
+        row = {
+            "name": name, "mode": mode, "status": "running", "plan": plan.to_dict(),
+            "step": 0, "step_started_at": now, "step_first_window": last,
+            "threshold_bucket": None, "settings": settings_dict(settings), "version": 1,
+            "updated_at": now,
+        }  # fmt: skip
+        conn.execute(sa.insert(rollouts).values(**row))
+        record_audit(
+            conn, actor=actor, action="rollout.create", target=f"rollout:{name}",
+            after={k: v for k, v in row.items() if k not in ("step_started_at", "updated_at")},
+            reason=reason, at=now,
+        )  # fmt: skip
+        self._decide(conn, name, "started", actor, 0, plan.steps[0], None, reason, now)
 
     def record_window(
         self, name: str, *, process: str, control: ArmWindow, candidate: ArmWindow
@@ -272,13 +289,19 @@ class RolloutGuard:
             )
 
     @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sa.Connection]:
+        """One transaction on the guard's engine for the rollout's rows and, through the
+        flag store, its flag; the flag's change is announced after the commit."""
+        with self.engine.connect() as connection, self.flags.begin(connection) as conn:
+            yield conn
+
+    @contextlib.contextmanager
     def _locked(
         self, name: str, *, wait: bool
     ) -> Iterator[tuple[sa.Connection, RolloutRecord | None]]:
-        # A transition holds its row's connection while the flag store and the window
-        # reads take more: one transition at a time per process and engine, so a burst
-        # of concurrent requests cannot drain the pool and deadlock it.
-        with transition_lock(self.engine), self.engine.begin() as conn:
+        # One transition at a time per process and engine: the others of this process
+        # wait here rather than on the database's locks, holding no pooled connection.
+        with transition_lock(self.engine), self._transaction() as conn:
             query = sa.select(rollouts).where(rollouts.c.name == name)
             if conn.dialect.name == "postgresql":
                 query = query.with_for_update(skip_locked=not wait)
@@ -294,15 +317,14 @@ class RolloutGuard:
                 if record is None or record.status not in LIVE or record.mode != "canary":
                     return None
                 decision = self._judge(conn, record)
-        except RolloutConflictError:
-            self._reconcile_flag(name, "guard")
+        except RolloutConflictError:  # another writer moved it first; nothing was changed
             return None
         if decision is not None:
             self._after(decision)
         return decision
 
     def _judge(self, conn: sa.Connection, record: RolloutRecord) -> Decision | None:
-        monitor, in_step = self.monitor(record)
+        monitor, in_step = self.monitor(record, conn=conn)
         verdict = monitor.verdict()
         now = self._now()
         action = next_action(
@@ -312,7 +334,6 @@ class RolloutGuard:
         )  # fmt: skip
         decision = None
         if action is not None:
-            # Flag changes first: on SQLite no write of this transaction may precede them.
             evidence = {"verdict": verdict.to_dict(), "arms": monitor.summary()}
             if action == "rollback":
                 decision = self._roll_back(conn, record, "guard", evidence, verdict, now)
@@ -341,17 +362,18 @@ class RolloutGuard:
             if verdict
             else "manual rollback"
         )
-        self._flag_off(record.name, actor=actor, reason=f"rollback: {why}")
+        self._flag_off(conn, record.name, actor=actor, reason=f"rollback: {why}")
         self._set(conn, record, status="rolled_back", actor=actor, reason=why, now=now)
         return self._decide(
             conn, record.name, "rolled_back", actor, record.step, 0.0, evidence, why, now
         )
 
-    def _flag_off(self, name: str, *, actor: str, reason: str) -> None:
-        """Turn the rollout's flag off.  A deleted flag sends nobody to the candidate
-        already, so undoing the rollout goes on (its processes switch to legacy)."""
+    def _flag_off(self, conn: sa.Connection, name: str, *, actor: str, reason: str) -> None:
+        """Turn the rollout's flag off in the transition's transaction.  A deleted flag
+        sends nobody to the candidate already, so undoing the rollout goes on (its
+        processes switch to legacy)."""
         try:
-            self.flags.set_enabled(name, False, actor=actor, reason=reason)
+            self.flags.set_enabled(name, False, actor=actor, reason=reason, conn=conn)
         except FlagNotFoundError:
             logger.warning("rollout.flag_missing", extra={"rollout": name, "actor": actor})
 
@@ -360,14 +382,16 @@ class RolloutGuard:
         now: datetime, action: str, reason: str | None = None,
     ) -> Decision:  # fmt: skip
         if action == "complete":
-            self.flags.rollout(record.name, 100, actor=actor, reason="rollout completed")
+            self.flags.rollout(record.name, 100, actor=actor, reason="rollout completed", conn=conn)
             self._set(conn, record, status="completed", actor=actor, reason=reason, now=now)
             return self._decide(
                 conn, record.name, "completed", actor, record.step, 100.0, evidence, reason, now
             )
         step = record.step + 1
         percent = record.plan.steps[step]
-        self.flags.rollout(record.name, percent, actor=actor, reason=f"rollout step {step + 1}")
+        self.flags.rollout(
+            record.name, percent, actor=actor, reason=f"rollout step {step + 1}", conn=conn
+        )
         last = conn.execute(sa.select(sa.func.max(rollout_windows.c.id))).scalar() or 0
         self._set(
             conn, record, status=record.status, actor=actor, reason=reason, now=now,
@@ -453,7 +477,6 @@ class RolloutGuard:
             try:
                 decision = self._operate_once(name, action, actor, reason, expected_version)
             except RolloutConflictError:
-                self._reconcile_flag(name, actor)
                 attempts -= 1
                 if attempts == 0:
                     raise
@@ -484,16 +507,6 @@ class RolloutGuard:
             raise ValueError(f"rollout {name!r} is in shadow mode: promote it to canary first")
         return record
 
-    def _reconcile_flag(self, name: str, actor: str) -> None:
-        """After losing a race, put the flag back where the winner left it: a loser that
-        turned the flag on after a winning rollback must not leave it on."""
-        try:
-            record = self.get(name)
-        except RolloutNotFoundError:
-            return
-        if record.status in ("rolled_back", "aborted"):
-            self._flag_off(name, actor=actor, reason=f"rollout {record.status} meanwhile")
-
     def _operate(
         self, conn: sa.Connection, record: RolloutRecord, action: str, actor: str,
         reason: str | None, now: datetime,
@@ -505,7 +518,7 @@ class RolloutGuard:
         if action == "promote":
             return self._promote(conn, record, actor, reason, now)
         if action == "abort":
-            self._flag_off(record.name, actor=actor, reason=reason or "rollout aborted")
+            self._flag_off(conn, record.name, actor=actor, reason=reason or "rollout aborted")
             self._set(conn, record, status="aborted", actor=actor, reason=reason, now=now)
             return self._decide(
                 conn, record.name, "aborted", actor, record.step, 0.0, None, reason, now
@@ -533,8 +546,9 @@ class RolloutGuard:
                 "mode can be promoted to canary"
             )
         percent = record.plan.steps[0]
-        # Flag change first: on SQLite no write of this transaction may precede it.
-        self.flags.rollout(record.name, percent, actor=actor, reason="promoted from shadow")
+        self.flags.rollout(
+            record.name, percent, actor=actor, reason="promoted from shadow", conn=conn
+        )
         shadow = shadow_store.read(conn, record.name, samples=0).to_dict()
         evidence = {"shadow": {k: v for k, v in shadow.items() if k != "samples"}}
         last = conn.execute(sa.select(sa.func.max(rollout_windows.c.id))).scalar() or 0

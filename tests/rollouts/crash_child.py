@@ -1,0 +1,49 @@
+"""A control-plane process that performs one rollout transition and stops dead inside it.
+
+Run as ``crash_child.py URL TRANSITION MARKER``.  Just before the transition's first
+write of the rollout's row (the flag's change is already written: before transitions
+were one transaction, it was already committed here), the process writes MARKER and
+waits to be killed with SIGKILL: the crash between the two former commit points.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from safeship.db import create_engine
+from safeship.flags.store import FlagStore
+from safeship.rollouts import RolloutGuard, emergency_rollback
+
+ROLLOUT = "orders"
+
+
+def pause_before_the_rollout_row(engine: sa.Engine, marker: Path) -> None:
+    def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("UPDATE SAFESHIP_ROLLOUTS "):
+            marker.write_text("paused")
+            threading.Event().wait()  # until SIGKILL
+
+    sa.event.listen(engine, "before_cursor_execute", before)
+
+
+def main(url: str, transition: str, marker: Path) -> None:
+    engine = create_engine(url)
+    guard = RolloutGuard(engine, FlagStore(engine))
+    pause_before_the_rollout_row(engine, marker)
+    if transition == "evaluate":
+        guard.evaluate(ROLLOUT)
+    elif transition == "emergency":
+        emergency_rollback(guard, actor="oncall", reason="crash test")
+    else:
+        guard.operate(ROLLOUT, transition, actor="oncall", reason="crash test")
+    print("the transition finished without pausing", file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], Path(sys.argv[3]))
