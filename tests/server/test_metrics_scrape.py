@@ -79,7 +79,8 @@ def _fill_flags(client: TestClient) -> FlagClient:
         },
     )
     store.create("scrape-search", actor="cli:test")
-    live = FlagClient(store=store, poll_interval=60, push=False)
+    live = FlagClient(store=store, poll_interval=60, push=False, start=False)
+    live.start()  # loads the stored state and joins the process's metrics
     assert live.is_enabled("scrape-checkout") is True
     live.is_enabled("scrape-search")
     live.variant("scrape-colour", {"userId": "u1"})
