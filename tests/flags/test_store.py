@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -248,3 +248,62 @@ def test_a_write_in_a_transaction_the_caller_opened_rolls_back_with_it(
     assert store.version() == 0
     with pytest.raises(FlagNotFoundError):
         store.get("a")
+
+
+@pytest.mark.postgres
+def test_the_kill_switch_and_a_flag_change_take_their_locks_in_one_order(
+    postgres_url: str,
+) -> None:
+    """The kill switch paused just before it bumps the version, a change of one flag
+    meanwhile: both finish (they once locked rows and version in opposite orders, and
+    PostgreSQL aborted one as a deadlock)."""
+    import threading
+    import time
+
+    engine, killer_engine = create_engine(postgres_url), create_engine(postgres_url)
+    upgrade(engine)
+    store = FlagStore(engine)
+    store.create("x", actor="dev")
+    paused, go = threading.Event(), threading.Event()
+
+    def before(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if statement.upper().startswith("UPDATE SAFESHIP_FLAG_STATE SET VERSION"):
+            paused.set()
+            go.wait(60)
+
+    sa.event.listen(killer_engine, "before_cursor_execute", before)
+    errors: list[Exception] = []
+
+    def run(action: Callable[[], object]) -> threading.Thread:
+        def target() -> None:
+            try:
+                action()
+            except Exception as exc:  # noqa: BLE001 - collected for the assertion
+                errors.append(exc)
+
+        thread = threading.Thread(target=target)
+        thread.start()
+        return thread
+
+    killer = run(lambda: FlagStore(killer_engine).kill(actor="oncall"))
+    assert paused.wait(60)
+    changer = run(lambda: store.set_enabled("x", True, actor="dev"))
+    deadline = time.monotonic() + 60
+    while changer.is_alive() and not _waiting_on_a_lock(engine):  # a state, not a delay
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    go.set()
+    killer.join(60)
+    changer.join(60)
+    killer_engine.dispose()
+    engine.dispose()
+    assert errors == []
+
+
+def _waiting_on_a_lock(engine: sa.Engine) -> bool:
+    query = (
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    with engine.connect() as conn:
+        return bool(conn.exec_driver_sql(query).scalar_one())

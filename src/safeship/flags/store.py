@@ -481,6 +481,8 @@ class FlagStore:
         """
         now = datetime.now(UTC)
         with self._writing(conn) as conn:
+            # First, as every writer does: the flag rows are locked only after it.
+            version = self._bump(conn)
             query = sa.select(flags.c.name, flags.c.definition, flags.c.safe_value)
             if conn.dialect.name == "postgresql":
                 query = query.with_for_update()
@@ -496,7 +498,6 @@ class FlagStore:
                 for r in rows
                 if r.name in changed
             }
-            version = self._bump(conn)
             for row in rows:
                 if row.name in changed:
                     definition = authoring.set_enabled(
