@@ -182,3 +182,23 @@ def test_a_process_without_a_web_app_serves_metrics_and_health(tmp_path: Path) -
 def test_a_metrics_server_refuses_a_port_out_of_range() -> None:
     with pytest.raises(metrics.MetricsConfigError, match="port: a TCP port 0-65535"):
         metrics.MetricsServer(port=70000)
+
+
+def test_an_apps_pool_is_exposed_in_use_and_idle(tmp_path: Path) -> None:
+    from safeship.db import create_engine
+    from safeship.observe.scrape import PoolCollector
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'app.db'}")
+    registry = CollectorRegistry()
+    registry.register(PoolCollector(engine))
+    try:
+        with engine.connect():
+            busy = generate_latest(registry).decode()
+        idle = generate_latest(registry).decode()
+    finally:
+        engine.dispose()
+    assert 'safeship_db_pool_connections{state="in_use"} 1.0' in busy
+    assert 'safeship_db_pool_connections{state="idle"} 0.0' in busy
+    assert 'safeship_db_pool_connections{state="in_use"} 0.0' in idle
+    assert 'safeship_db_pool_connections{state="idle"} 1.0' in idle
+    assert "safeship_db_pool_max_connections" in idle

@@ -24,7 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from safeship.observe.metrics import MetricsConfigError
 
-__all__ = ["DatabaseCollector", "ScrapeSource", "pool_families"]
+__all__ = ["DatabaseCollector", "PoolCollector", "ScrapeSource", "pool_families"]
 
 logger = logging.getLogger("safeship.observe")
 
@@ -178,6 +178,21 @@ class DatabaseCollector:
         for (source, reason), value in errors:
             family.add_metric([source, reason], value)
         return family
+
+
+class PoolCollector:
+    """An app's own connection pool as metrics (``safeship_db_pool_*``), read from the
+    engine at each scrape without any query:
+    ``REGISTRY.register(PoolCollector(engine))``."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        yield from pool_families(self.engine)
 
 
 def _limit_statements(conn: sa.Connection, timeout: float) -> None:
