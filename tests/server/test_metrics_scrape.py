@@ -258,3 +258,27 @@ def test_a_control_plane_that_cannot_reach_its_database_still_answers_metrics(
         response = client.get("/metrics")
     assert response.status_code == 200
     assert _value(response.text, "safeship_scrape_errors_total", source="outbox", reason="error")
+
+
+def test_arm_counters_add_only_the_windows_shipped_since_the_last_scrape(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each scrape sums at most ``CATCH_UP_WINDOWS`` new windows, so its cost follows the
+    scrape interval, not the rollout's age; the counters only grow and reach the total."""
+    from safeship.rollouts import metrics as rollout_metrics
+
+    guard = client.app.state.plane.rollouts  # type: ignore[attr-defined]
+    guard.create("scrape-catch-up", actor="cli:test", plan=Plan(steps=(10.0, 100.0)))
+    window = ArmWindow(requests=100, errors=1, histogram={40: 100})
+    for _ in range(3):
+        guard.record_window("scrape-catch-up", process="p1", control=window, candidate=window)
+    monkeypatch.setattr(rollout_metrics, "CATCH_UP_WINDOWS", 2)
+    figures = rollout_metrics.RolloutFigures()
+    seen = []
+    engine = client.app.state.plane.engine  # type: ignore[attr-defined]
+    for _ in range(3):
+        with engine.connect() as conn:
+            families = {f.name: f for f in figures.read(conn)}
+        requests = families["safeship_rollout_arm_requests"].samples
+        seen.append(next(s.value for s in requests if s.labels["arm"] == "candidate"))
+    assert seen == [200, 300, 300]

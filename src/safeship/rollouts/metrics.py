@@ -2,9 +2,9 @@
 
 Per rollout (running and paused ones, and those that changed in the last day; at most
 ``MAX_ROLLOUTS``): its status, step and candidate share; per live rollout and arm: the
-requests and errors of every window the fleet shipped (counters) and latency quantiles
-of the current step's newest ``LATENCY_WINDOWS`` windows. Decisions are counted from
-the decision table, whichever process made them.
+requests and errors of the windows the fleet ships (counters kept by `RolloutFigures`)
+and latency quantiles of the current step's newest ``LATENCY_WINDOWS`` windows.
+Decisions are counted from the decision table, whichever process made them.
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ from safeship.rollouts.monitor import ArmWindow
 from safeship.rollouts.schema import rollout_decisions, rollout_windows, rollouts
 from safeship.rollouts.stats import LatencyHistogram
 
-__all__ = ["read_stored"]
+__all__ = ["RolloutFigures"]
 
 MAX_ROLLOUTS = 100
+CATCH_UP_WINDOWS = 2000
 LATENCY_WINDOWS = 500
 RECENT = timedelta(days=1)
 LIVE = ("running", "paused")
@@ -29,17 +30,54 @@ ARMS = ("control", "candidate")
 QUANTILES = (0.5, 0.95, 0.99)
 
 
-def read_stored(conn: sa.Connection) -> list[Metric]:
-    """Rollouts by status, per-rollout state, per-arm counts and latency, decisions by kind."""
-    rows = _recent_rollouts(conn)
-    live = [row for row in rows if row["status"] in LIVE]
-    return [
-        _by_status(conn),
-        *_per_rollout(rows),
-        *_arm_counts(conn, [row["name"] for row in live]),
-        _arm_latency(conn, live),
-        _decisions(conn),
-    ]
+class RolloutFigures:
+    """Reads the guard's tables at each scrape; keeps each live rollout's running arm
+    totals, so a scrape sums only the windows shipped since the previous one (at most
+    ``CATCH_UP_WINDOWS``, the rest on the next scrapes): the cost follows the scrape
+    interval, not the rollout's age. Counting starts at the current step's first window
+    when a rollout is first seen; a restart of the control plane restarts the counters."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, tuple[int, tuple[int, ...]]] = {}
+
+    def read(self, conn: sa.Connection) -> list[Metric]:
+        """Rollouts by status, per-rollout state, per-arm counts and latency, decisions."""
+        rows = _recent_rollouts(conn)
+        live = [row for row in rows if row["status"] in LIVE]
+        totals = {row["name"]: self._advance(conn, row) for row in live}
+        self._seen = {name: self._seen[name] for name in totals}  # forget finished ones
+        return [
+            _by_status(conn),
+            *_per_rollout(rows),
+            *_arm_counts(totals),
+            _arm_latency(conn, live),
+            _decisions(conn),
+        ]
+
+    def _advance(self, conn: sa.Connection, row: sa.RowMapping) -> tuple[int, ...]:
+        name = row["name"]
+        start = (int(row["step_first_window"]) - 1, (0, 0, 0, 0))
+        last, totals = self._seen.get(name, start)
+        w = rollout_windows.c
+        batch = (
+            sa.select(w.id, w.control, w.candidate)
+            .where(w.rollout == name, w.id > last)
+            .order_by(w.id)
+            .limit(CATCH_UP_WINDOWS)
+            .subquery()
+        )
+        sums = [
+            sa.func.coalesce(sa.func.sum(batch.c[arm][field].as_integer()), 0)
+            for arm in ARMS
+            for field in ("requests", "errors")
+        ]
+        newest, *added = conn.execute(sa.select(sa.func.max(batch.c.id), *sums)).one()
+        if newest is not None:
+            totals = tuple(t + int(a) for t, a in zip(totals, added, strict=True))
+            self._seen[name] = (int(newest), totals)
+        else:
+            self._seen.setdefault(name, (last, totals))
+        return totals
 
 
 def _recent_rollouts(conn: sa.Connection) -> Sequence[sa.RowMapping]:
@@ -94,29 +132,21 @@ def _percent(row: sa.RowMapping) -> float:
     return 0.0
 
 
-def _arm_counts(conn: sa.Connection, names: Sequence[str]) -> list[Metric]:
+def _arm_counts(totals: Mapping[str, tuple[int, ...]]) -> list[Metric]:
     requests = CounterMetricFamily(
         "safeship_rollout_arm_requests",
-        "Requests each arm served, over every window the fleet shipped.",
+        "Requests each arm served, counted from the windows the fleet ships.",
         labels=["rollout", "arm"],
     )
     errors = CounterMetricFamily(
         "safeship_rollout_arm_errors",
-        "Failed requests of each arm, over every window the fleet shipped.",
+        "Failed requests of each arm, counted from the windows the fleet ships.",
         labels=["rollout", "arm"],
     )
-    if names:
-        w = rollout_windows.c
-        sums = [
-            sa.func.coalesce(sa.func.sum(w[arm][field].as_integer()), 0)
-            for arm in ARMS
-            for field in ("requests", "errors")
-        ]
-        query = sa.select(w.rollout, *sums).where(w.rollout.in_(names)).group_by(w.rollout)
-        for name, *values in conn.execute(query).all():
-            for i, arm in enumerate(ARMS):
-                requests.add_metric([name, arm], values[2 * i])
-                errors.add_metric([name, arm], values[2 * i + 1])
+    for name, values in sorted(totals.items()):
+        for i, arm in enumerate(ARMS):
+            requests.add_metric([name, arm], values[2 * i])
+            errors.add_metric([name, arm], values[2 * i + 1])
     return [requests, errors]
 
 

@@ -115,7 +115,7 @@ def stored_metrics(engine: sa.Engine, *, timeout: float = 2.0) -> DatabaseCollec
     sources = [
         ScrapeSource("outbox", outbox_metrics.read_stored),
         ScrapeSource("flags", flag_metrics.read_stored),
-        ScrapeSource("rollouts", rollout_metrics.read_stored),
+        ScrapeSource("rollouts", rollout_metrics.RolloutFigures().read),
         ScrapeSource("breakers", board_metrics.read_stored),
     ]
     return DatabaseCollector(engine, sources, timeout=timeout)
