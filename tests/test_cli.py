@@ -35,7 +35,7 @@ def test_each_command_has_help(command: str) -> None:
 
 def test_check_passes_on_a_fresh_sqlite_file(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'c.db'}"
-    assert run("db", "upgrade", "--database-url", url)[0] == 0
+    assert run("db", "upgrade", "--create", "--database-url", url)[0] == 0
     code, output = run("check", "--database-url", url)
     assert code == 0, output
     assert "database" in output and "fail" not in output
@@ -67,7 +67,7 @@ def test_check_with_an_unreachable_broker_fails_in_bounded_time_without_a_traceb
     if answer == "refuses":
         hole.close()  # nothing listens on the port any more
     url = f"sqlite:///{tmp_path / 'c.db'}"
-    assert run("db", "upgrade", "--database-url", url)[0] == 0
+    assert run("db", "upgrade", "--create", "--database-url", url)[0] == 0
     try:
         process = subprocess.run(
             [sys.executable, "-m", "safeship.cli_entry", "check", "--database-url", url],
@@ -87,7 +87,7 @@ def test_check_with_an_unreachable_broker_fails_in_bounded_time_without_a_traceb
     broker_lines = [line for line in process.stdout.splitlines() if "broker" in line]
     assert len(broker_lines) == 1 and "fail" in broker_lines[0], process.stdout
     assert "Traceback" not in process.stdout + process.stderr
-    assert process.stderr.strip() == ""
+    assert process.stderr.strip() == f"using {url}"  # which database, and nothing else
 
 
 def test_bad_settings_are_one_paragraph_not_a_traceback() -> None:
@@ -111,6 +111,7 @@ def test_bad_settings_are_one_paragraph_not_a_traceback() -> None:
 
 def test_db_current_reports_revisions(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'd.db'}"
+    (tmp_path / "d.db").touch()  # an empty SQLite file: no tables yet
     code, output = run("db", "current", "--database-url", url)
     assert code == 0 and "none (run safeship db upgrade)" in output
     run("db", "upgrade", "--database-url", url)
@@ -120,9 +121,11 @@ def test_db_current_reports_revisions(tmp_path: Path) -> None:
 
 def test_keys_create_list_revoke(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'k.db'}"
+    assert run("db", "upgrade", "--create", "--database-url", url)[0] == 0
     code, output = run("keys", "create", "ops-alice", "--scope", "admin", "--database-url", url)
     assert code == 0 and "ss_" in output
-    code, output = run("keys", "list", "--database-url", url)
+    listed = runner.invoke(app, ["keys", "list", "--database-url", url])
+    output = listed.stdout
     assert output.split()[:3] == ["ops-alice", "admin", "active"] and "ss_" not in output
     assert run("keys", "create", "ops-alice", "--database-url", url)[0] == 2
     assert run("keys", "create", "x", "--scope", "root", "--database-url", url)[0] == 2

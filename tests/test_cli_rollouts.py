@@ -15,13 +15,19 @@ from safeship.rollouts import ArmWindow, Plan, RolloutGuard
 runner = CliRunner()
 
 
+def migrated(path: Path) -> str:
+    url = f"sqlite:///{path}"
+    assert runner.invoke(app, ["db", "upgrade", "--create", "--database-url", url]).exit_code == 0
+    return url
+
+
 def run(url: str, *args: str) -> tuple[int, str]:
     result = runner.invoke(app, ["rollouts", *args, "--database-url", url])
     return result.exit_code, result.output
 
 
 def test_rollouts_from_the_command_line(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'r.db'}"
+    url = migrated(tmp_path / "r.db")
     engine = create_engine(url)
     upgrade(engine)
     guard = RolloutGuard(engine, FlagStore(engine))
@@ -36,8 +42,8 @@ def test_rollouts_from_the_command_line(tmp_path: Path) -> None:
     assert code == 0 and "orders" in output and "running" in output and "10%" in output
     code, output = run(url, "show", "orders")
     assert code == 0 and "1.00%" in output and "control" in output and "started" in output
-    code, output = run(url, "show", "orders", "--json")
-    assert json.loads(output)["arms"]["candidate"]["requests"] == 10
+    result = runner.invoke(app, ["rollouts", "show", "orders", "--json", "--database-url", url])
+    assert json.loads(result.stdout)["arms"]["candidate"]["requests"] == 10
     code, output = run(url, "pause", "orders", "--reason", "lunch")
     assert code == 0 and "orders: paused (step 1, 10% candidate)" in output
     assert guard.get("orders").status == "paused"
@@ -52,7 +58,7 @@ def test_rollouts_from_the_command_line(tmp_path: Path) -> None:
 
 
 def test_errors_are_readable(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'e.db'}"
+    url = migrated(tmp_path / "e.db")
     code, output = run(url, "pause", "missing")
     assert code == 1 and "no rollout named 'missing'" in output
     engine = create_engine(url)
@@ -70,7 +76,7 @@ def test_emergency_reports_each_rollout_and_exits_3_when_something_was_not_done(
 ) -> None:
     from tests.rollouts.conftest import allow_writes, refuse_writes
 
-    url = f"sqlite:///{tmp_path / 'x.db'}"
+    url = migrated(tmp_path / "x.db")
     engine = create_engine(url)
     upgrade(engine)
     guard = RolloutGuard(engine, FlagStore(engine))
@@ -79,7 +85,8 @@ def test_emergency_reports_each_rollout_and_exits_3_when_something_was_not_done(
     declined = runner.invoke(
         app, ["rollouts", "emergency", "--reason", "drill", "--database-url", url], input="n\n"
     )
-    assert declined.exit_code == 1 and "cancelled" in declined.output
+    # No terminal to ask on (an answer piped to stdin is not a person): refused, nothing done.
+    assert declined.exit_code == 2 and "pass --yes" in declined.output
     assert guard.get("orders").status == "running"
     refuse_writes(engine, "safeship_rollouts", when="OLD.name = 'broken'")
     code, output = run(url, "emergency", "--reason", "r" * 2000, "--yes")

@@ -113,7 +113,7 @@ def test_the_cli_extra_installs_the_command_and_its_database(tmp_path: Path, whe
     for command in ("demo", "serve"):
         _run(bin_dir / "safeship", command, "--help", cwd=tmp_path)
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path)}
-    _run(bin_dir / "safeship", "db", "upgrade", cwd=tmp_path, env=env)
+    _run(bin_dir / "safeship", "db", "upgrade", "--create", cwd=tmp_path, env=env)
     checked = _run(bin_dir / "safeship", "check", cwd=tmp_path, env=env).stdout
     assert "database" in checked and "fail" not in checked
     assert (tmp_path / "safeship.db").exists()

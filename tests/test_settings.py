@@ -104,8 +104,8 @@ def test_unknown_variables_are_errors_naming_the_variable() -> None:
     with pytest.raises(SettingsError) as info:
         load_settings({"SAFESHIP_DATABSE_URL": "sqlite:///x.db", "SAFESHIP_FLAG_CHECKOUT": "on"})
     assert info.value.problems == [
-        "SAFESHIP_DATABSE_URL: unknown setting (known: see `safeship check --help` or "
-        "docs/settings.md)"
+        "SAFESHIP_DATABSE_URL: unknown setting; did you mean SAFESHIP_DATABASE_URL? "
+        "(`safeship settings` lists every one)"
     ]
 
 

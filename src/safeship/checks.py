@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import sqlalchemy as sa
 
 from safeship.db.engine import create_engine
-from safeship.db.migrate import current_revision, head_revision
+from safeship.db.migrate import current_revision, describe_mismatch, head_revision
 from safeship.db.pool import pool_report
 from safeship.settings import Settings
 
@@ -89,11 +89,8 @@ def _migrations(engine: sa.Engine) -> CheckOutcome:
     current, head = current_revision(engine), head_revision()
     if current == head:
         return CheckOutcome("migrations", "ok", f"at {head}")
-    return CheckOutcome(
-        "migrations",
-        "warn",
-        f"at {current or 'nothing'}, newest is {head}: run `safeship db upgrade`",
-    )
+    # The library refuses a stale schema (readiness fails), so the check fails too.
+    return CheckOutcome("migrations", "fail", describe_mismatch(current, head))
 
 
 def _pool(engine: sa.Engine, settings: Settings) -> CheckOutcome:

@@ -8,6 +8,7 @@ secrets are generated for the process and a warning says so.  Secret values are
 
 from __future__ import annotations
 
+import difflib
 import hmac
 import ipaddress
 import logging
@@ -283,6 +284,14 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     return sorted(unknown)
 
 
+def unknown_setting_problem(key: str) -> str:
+    """'SAFESHIP_X: unknown setting', with the closest known name and where all are listed."""
+    known = [f"{ENV_PREFIX}{name}".upper() for name in Settings.model_fields]
+    close = difflib.get_close_matches(key.upper(), known, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    return f"{key}: unknown setting{hint} (`safeship settings` lists every one)"
+
+
 def _describe(error: Mapping[str, Any]) -> str:
     field = ".".join(str(p) for p in error.get("loc", ())) or "settings"
     name = f"{ENV_PREFIX}{field.upper()}" if field != "settings" else field
@@ -296,10 +305,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     ``overrides`` take precedence over the environment (the CLI passes its options here).
     """
     env = os.environ if environ is None else environ
-    problems = [
-        f"{key}: unknown setting (known: see `safeship check --help` or docs/settings.md)"
-        for key in unknown_variables(env)
-    ]
+    problems = [unknown_setting_problem(key) for key in unknown_variables(env)]
     values = _collect(env, overrides)
     flag_overrides, flag_problems = parse_flag_overrides(env)
     problems.extend(flag_problems)

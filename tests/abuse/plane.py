@@ -110,6 +110,8 @@ def serve_plane(database_url: str, logs_dir: Path, **extra: str) -> Iterator[Pla
     tag = uuid.uuid4().hex[:8]
     out_path, err_path = logs_dir / f"serve-{tag}.out", logs_dir / f"serve-{tag}.err"
     command = [sys.executable, "-m", "safeship.cli_entry", "serve", "--port", str(port)]
+    migrate = [sys.executable, "-m", "safeship.cli_entry", "db", "upgrade", "--create"]
+    subprocess.run(migrate, env=env, check=True, capture_output=True)  # serve never migrates
     with out_path.open("wb") as out, err_path.open("wb") as err:
         process = subprocess.Popen(command, env=env, stdout=out, stderr=err)
     plane = Plane(process, port, (out_path, err_path), env)

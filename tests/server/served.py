@@ -76,6 +76,8 @@ def serve(env: Mapping[str, str], directory: Path) -> Iterator[Served]:
     directory.mkdir(parents=True, exist_ok=True)
     out_path, err_path = directory / "serve.out", directory / "serve.err"
     command = [sys.executable, "-m", "safeship.cli_entry", "serve", "--port", str(port)]
+    migrate = [sys.executable, "-m", "safeship.cli_entry", "db", "upgrade", "--create"]
+    subprocess.run(migrate, env=dict(env), check=True, capture_output=True)  # serve never migrates
     with out_path.open("wb") as out, err_path.open("wb") as err:
         process = subprocess.Popen(command, env=dict(env), stdout=out, stderr=err)
     served = Served(process, port, (out_path, err_path))

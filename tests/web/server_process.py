@@ -91,6 +91,9 @@ def serve_plane(env: Mapping[str, str], log_path: Path) -> Iterator[Served]:
     port = free_port()
     command = [sys.executable, "-m", "safeship.cli_entry", "serve", "--port", str(port)]
     clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("SAFESHIP_")}
+    migrate = [sys.executable, "-m", "safeship.cli_entry", "db", "upgrade", "--create"]
+    # serve never migrates: the operator's `db upgrade` first
+    subprocess.run(migrate, env={**clean, **env}, check=True, capture_output=True)
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             command, env={**clean, **env}, stdout=log, stderr=subprocess.STDOUT, text=True

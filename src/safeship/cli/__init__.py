@@ -1,4 +1,5 @@
-"""The ``safeship`` command: serve, demo, check, migrate; flags, breakers, rollouts, outbox.
+"""The ``safeship`` command: serve, demo, check, db, keys, settings; flags, breakers, rollouts,
+outbox.
 
 Every command turns a bad setting or an unreachable dependency into a short paragraph
 and a non-zero exit code, never a bare traceback.
@@ -18,11 +19,13 @@ from safeship.cli.commands import app  # noqa: E402
 from safeship.cli.flags import flags_app  # noqa: E402
 from safeship.cli.outbox import outbox_app  # noqa: E402
 from safeship.cli.rollouts import rollouts_app  # noqa: E402
+from safeship.cli.settings_cmd import settings_command  # noqa: E402
 
 app.add_typer(flags_app, name="flags")
 app.add_typer(breakers_app, name="breakers")
 app.add_typer(rollouts_app, name="rollouts")
 app.add_typer(outbox_app, name="outbox")
+app.command("settings")(settings_command)
 
 __all__ = ["app", "main"]
 

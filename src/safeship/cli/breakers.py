@@ -8,19 +8,22 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from safeship.cli._common import DatabaseOption, fail, or_fail, out, settings_or_exit
-from safeship.cli.flags import actor
+from safeship.cli._common import (
+    DatabaseOption,
+    actor,
+    fail,
+    open_engine,
+    or_fail,
+    out,
+    typer_app,
+)
 from safeship.resilience.board import MODES, BreakerBoard
 
-breakers_app = typer.Typer(help="Circuit breakers reported by your services.", no_args_is_help=True)
+breakers_app = typer_app(help="Circuit breakers reported by your services.")
 
 
 def _board(database_url: str | None) -> BreakerBoard:
-    from safeship.db import create_engine, upgrade
-
-    settings = settings_or_exit(database_url=database_url)
-    engine = create_engine(settings=settings)
-    or_fail(lambda: upgrade(engine))
+    engine = open_engine(database_url)
     return BreakerBoard(engine)
 
 

@@ -2,24 +2,38 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from safeship._version import __version__
-from safeship.cli._common import DatabaseOption, fail, or_fail, out, settings_or_exit
+from safeship.cli._common import (
+    DatabaseOption,
+    actor,
+    fail,
+    help_width,
+    open_engine,
+    opened,
+    or_fail,
+    out,
+    refuse_missing_sqlite,
+    say_using,
+    settings_or_exit,
+    typer_app,
+)
 from safeship.observe.logging import configure_logging
 
-app = typer.Typer(
+app = typer_app(
     name="safeship",
     help="Change a live Python service without risk.",
-    no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings=help_width(),
 )
-db_app = typer.Typer(help="Database migrations of safeship's own tables.", no_args_is_help=True)
-keys_app = typer.Typer(help="Control-plane API keys.", no_args_is_help=True)
+db_app = typer_app(help="Database migrations of safeship's own tables.")
+keys_app = typer_app(help="Control-plane API keys.")
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 
@@ -42,6 +56,10 @@ def root(
     """safeship: flags, guarded rollouts, outbox, resilience and a control plane."""
 
 
+def _log_database(shown: str) -> None:
+    logging.getLogger("safeship.server").info("server.database", extra={"database": shown})
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Interface to bind (default 127.0.0.1).")] = None,
@@ -60,7 +78,10 @@ def serve(
         "json" if settings.is_production and settings.log_format == "auto" else settings.log_format
     )
     configure_logging(level=settings.log_level, fmt=fmt, capture_process=True)
-    application = or_fail(lambda: create_app(settings))
+    # Says which database (as a log line: the process logs JSON in production) and
+    # refuses a missing or stale one: `safeship db upgrade` migrates, serve never does.
+    open_engine(settings.database_url, announce=_log_database).dispose()
+    application = or_fail(lambda: create_app(settings, migrate=False))
     uvicorn.run(
         application,
         host=settings.host,
@@ -83,6 +104,8 @@ def check(database_url: DatabaseOption = None) -> None:
     from safeship.checks import run_checks
 
     settings = settings_or_exit(database_url=database_url)
+    say_using(settings.database_url)
+    refuse_missing_sqlite(settings.database_url, create=False)
     outcomes = run_checks(settings)
     table = Table(title="safeship check", show_lines=False)
     table.add_column("check")
@@ -128,6 +151,7 @@ def demo(
     from safeship.demo.run import run_demo
 
     settings = settings_or_exit(database_url=database_url, port=port)
+    say_using(settings.database_url, " (the demo creates and migrates it)")
     # Access logs at ~20 requests/s would bury the banner: show warnings and alerts only.
     configure_logging(level="WARNING", fmt=settings.log_format)
     delay = 30.0 if break_candidate else None
@@ -139,24 +163,29 @@ def demo(
 
 
 @db_app.command("upgrade")
-def db_upgrade(database_url: DatabaseOption = None) -> None:
-    """Migrate safeship's tables to the newest revision."""
-    from safeship.db import create_engine, upgrade
+def db_upgrade(
+    create: Annotated[
+        bool, typer.Option("--create", help="Create the SQLite file if it does not exist.")
+    ] = False,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Migrate safeship's tables to the newest revision (the only command that does)."""
+    from safeship.db import current_revision, upgrade
 
-    settings = settings_or_exit(database_url=database_url)
-    engine = create_engine(settings=settings)
-    reached = or_fail(lambda: upgrade(engine))
-    out.print(f"database at revision {reached}")
+    with opened(database_url, check_schema=False, create=create) as engine:
+        before = or_fail(lambda: current_revision(engine))
+        reached = or_fail(lambda: upgrade(engine))
+    moved = f" (was {before})" if before and before != reached else ""
+    out.print(f"database at revision {reached}{moved}")
 
 
 @db_app.command("current")
 def db_current(database_url: DatabaseOption = None) -> None:
     """Print the database's revision and the newest one this release ships."""
-    from safeship.db import create_engine, current_revision, head_revision
+    from safeship.db import current_revision, head_revision
 
-    settings = settings_or_exit(database_url=database_url)
-    engine = create_engine(settings=settings)
-    current = or_fail(lambda: current_revision(engine))
+    with opened(database_url, check_schema=False) as engine:
+        current = or_fail(lambda: current_revision(engine))
     out.print(f"current: {current or 'none (run safeship db upgrade)'}\nnewest:  {head_revision()}")
 
 
@@ -168,49 +197,39 @@ def keys_create(
     database_url: DatabaseOption = None,
 ) -> None:
     """Create an API key; it is printed once and stored only as a digest."""
-    from safeship.db import create_engine, upgrade
     from safeship.server.keys import create_key
 
     if scope not in ("read", "admin"):
         fail(f"--scope must be read or admin, got {scope!r}")
-    settings = settings_or_exit(database_url=database_url)
-    engine = create_engine(settings=settings)
+    with opened(database_url) as engine:
 
-    def run() -> str:
-        try:
-            upgrade(engine)
+        def run() -> str:
             with engine.begin() as conn:
                 return create_key(
                     conn,
                     name=name,
                     scope=scope,  # type: ignore[arg-type]  # checked above: read or admin
-                    actor="cli",
+                    actor=actor(),
                     reason=reason,
                 )
-        finally:
-            engine.dispose()  # no pooled connection left for the garbage collector
 
-    key = or_fail(run)
+        key = or_fail(run)
     out.print(f"{name} ({scope}): {key}\nStore it now: it is not shown again.", highlight=False)
 
 
 @keys_app.command("list")
 def keys_list(database_url: DatabaseOption = None) -> None:
     """List stored keys (names and scopes; never secrets)."""
-    from safeship.db import create_engine
     from safeship.server.keys import list_keys
 
-    settings = settings_or_exit(database_url=database_url)
-    engine = create_engine(settings=settings)
+    with opened(database_url) as engine:
 
-    def run() -> list[dict[str, object]]:
-        try:
+        def run() -> list[dict[str, object]]:
             with engine.connect() as conn:
                 return list_keys(conn)
-        finally:
-            engine.dispose()
 
-    for key in or_fail(run):
+        keys = or_fail(run)
+    for key in keys:
         state = "revoked" if key["revoked"] else "active"
         out.print(f"{key['name']}\t{key['scope']}\t{state}\t{key['created_at']}")
 
@@ -222,22 +241,19 @@ def keys_revoke(
     database_url: DatabaseOption = None,
 ) -> None:
     """Revoke a key (stored, or from SAFESHIP_ADMIN_KEYS); its sessions end at once."""
-    from safeship.db import create_engine
     from safeship.server.keys import KeyRing, revoke_key
 
     settings = settings_or_exit(database_url=database_url)
-    engine = create_engine(settings=settings)
     settings_key = KeyRing(settings, None).settings_key(name)
+    with opened(database_url) as engine:
 
-    def run() -> bool:
-        try:
+        def run() -> bool:
             with engine.begin() as conn:
                 return revoke_key(
-                    conn, name=name, actor="cli", reason=reason, settings_key=settings_key
+                    conn, name=name, actor=actor(), reason=reason, settings_key=settings_key
                 )
-        finally:
-            engine.dispose()
 
-    if not or_fail(run):
+        revoked = or_fail(run)
+    if not revoked:
         fail(f"no active key named {name!r}", code=1)
     out.print(f"revoked {name}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import json
 import sys
 from pathlib import Path
@@ -11,7 +10,17 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from safeship.cli._common import DatabaseOption, fail, or_fail, out, settings_or_exit
+from safeship.cli._common import (
+    DatabaseOption,
+    actor,
+    confirm_or_fail,
+    fail,
+    open_engine,
+    or_fail,
+    out,
+    settings_or_exit,
+    typer_app,
+)
 from safeship.flags.authoring import FlagDefinitionError
 from safeship.flags.store import (
     FlagExistsError,
@@ -23,9 +32,7 @@ from safeship.flags.store import (
 )
 from safeship.settings import flag_key
 
-flags_app = typer.Typer(
-    help="Feature flags: list, change, roll out, kill switch.", no_args_is_help=True
-)
+flags_app = typer_app(help="Feature flags: list, change, roll out, kill switch, delete.")
 Reason = Annotated[str | None, typer.Option(help="Why, for the audit trail.")]
 IfVersion = Annotated[
     int | None,
@@ -39,19 +46,7 @@ IfVersion = Annotated[
 
 
 def _store(database_url: str | None) -> FlagStore:
-    from safeship.db import create_engine, upgrade
-
-    settings = settings_or_exit(database_url=database_url)
-    engine = create_engine(settings=settings)
-    or_fail(lambda: upgrade(engine))
-    return FlagStore(engine)
-
-
-def actor() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):
-        return "cli"
+    return FlagStore(open_engine(database_url))
 
 
 def _run(fn: Any) -> Any:
@@ -178,29 +173,45 @@ def rollout(
     name: str,
     percent: Annotated[str, typer.Argument(help="e.g. 25%")],
     stickiness: Annotated[
-        str,
+        str | None,
         typer.Option(
-            help="Context field that keeps a unit's answer stable: default, userId, sessionId, ..."
+            help="Context field that keeps a unit's answer stable: default, userId, "
+            "sessionId, ... (default: the flag's current one, else default).",
+            show_default=False,
         ),
-    ] = "default",
+    ] = None,
     reason: Reason = None,
     if_version: IfVersion = None,
     database_url: DatabaseOption = None,
 ) -> None:
-    """Roll a flag out to a percentage, sticky on a field."""
+    """Roll a flag out to a percentage, sticky on a field (kept unless --stickiness)."""
     store = _store(database_url)
-    _show(
-        _run(
-            lambda: store.rollout(
-                name,
-                percent,
-                actor=actor(),
-                stickiness=stickiness,
-                reason=reason,
-                expected_version=if_version,
-            )
+
+    def run() -> FlagRecord:
+        # Read the stickiness and write at the version read, so a change in between
+        # is refused (exit 3) rather than overwritten with a stale stickiness.
+        record = store.get(name)
+        version = if_version if if_version is not None else record.version
+        return store.rollout(
+            name,
+            percent,
+            actor=actor(),
+            stickiness=stickiness or current_stickiness(record.definition),
+            reason=reason,
+            expected_version=version,
         )
-    )
+
+    _show(_run(run))
+
+
+def current_stickiness(definition: dict[str, Any]) -> str:
+    """The stickiness of the flag's gradual rollout strategy, or ``default``."""
+    for strategy in definition.get("strategies") or []:
+        if strategy.get("name") == "flexibleRollout":
+            value = (strategy.get("parameters") or {}).get("stickiness")
+            if isinstance(value, str) and value:
+                return value
+    return "default"
 
 
 @flags_app.command("target")
@@ -229,10 +240,12 @@ def kill(
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
     database_url: DatabaseOption = None,
 ) -> None:
-    """Kill switch: every flag back to its safe value (off unless declared), audited."""
+    """Kill switch: every flag back to its safe value (off unless declared), audited.
+
+    Asks first on a terminal; without one (scripts, CI) it needs --yes.
+    """
     store = _store(database_url)
-    if not yes and not typer.confirm("Turn every flag to its safe value now?"):
-        fail("cancelled", code=1)
+    confirm_or_fail("Turn every flag to its safe value now?", yes=yes)
     changed = _run(lambda: store.kill(actor=actor(), reason=reason))
     out.print(
         f"kill switch engaged: {len(changed)} flag(s) changed "
@@ -251,21 +264,66 @@ def restore(reason: Reason = None, database_url: DatabaseOption = None) -> None:
     out.print(f"restored {len(restored)} flag(s)")
 
 
+#: Key of safeship's own fields (owner, safe value, ...) in an exported state; Unleash
+#: ignores it, and ``flags import`` restores them from it.
+METADATA_KEY = "safeship"
+_METADATA_FIELDS = ("description", "owner", "safe_value", "lifetime_days")
+
+
 @flags_app.command("import")
 def import_(
     path: Annotated[Path, typer.Argument(help="An Unleash export (JSON); - for stdin.")],
     reason: Reason = None,
     database_url: DatabaseOption = None,
 ) -> None:
-    """Create or replace flags from Unleash's JSON format."""
+    """Create or replace flags from Unleash's JSON format (with safeship's own fields)."""
     try:
         text = sys.stdin.read() if str(path) == "-" else path.read_text()
         state = json.loads(text)
     except (OSError, ValueError) as exc:
         fail(f"cannot read {path}: {exc}")
+    metadata = _metadata_of(state)
     store = _store(database_url)
-    names = _run(lambda: store.import_unleash(state, actor=actor(), reason=reason))
+
+    def run() -> list[str]:
+        with store.begin() as conn:  # flags and their fields: all or nothing
+            names: list[str] = store.import_unleash(state, actor=actor(), reason=reason, conn=conn)
+            for name, fields in metadata.items():
+                store.change(
+                    name,
+                    lambda feature: feature,
+                    actor=actor(),
+                    action="flag.import_metadata",
+                    reason=reason,
+                    metadata=fields,
+                    conn=conn,
+                )
+        return names
+
+    names = _run(run)
     out.print(f"imported {len(names)} flag(s)")
+
+
+def _metadata_of(state: object) -> dict[str, dict[str, Any]]:
+    """safeship's fields per flag from an export, checked; {} for a plain Unleash state."""
+    section = state.get(METADATA_KEY) if isinstance(state, dict) else None
+    if section is None or not isinstance(state, dict):
+        return {}
+    flags = section.get("flags") if isinstance(section, dict) else None
+    if not isinstance(flags, dict):
+        fail(f"{METADATA_KEY}.flags: must be an object of flag name to fields")
+    features = {f.get("name") for f in state.get("features") or [] if isinstance(f, dict)}
+    checked: dict[str, dict[str, Any]] = {}
+    for name, fields in flags.items():
+        where = f"{METADATA_KEY}.flags.{name}"
+        if name not in features:
+            fail(f"{where}: no feature of that name in this file")
+        if not isinstance(fields, dict) or set(fields) - set(_METADATA_FIELDS):
+            fail(f"{where}: an object with only {', '.join(_METADATA_FIELDS)}")
+        if not isinstance(fields.get("safe_value", False), bool):
+            fail(f"{where}.safe_value: true or false")
+        checked[name] = dict(fields)
+    return checked
 
 
 @flags_app.command("export")
@@ -273,13 +331,47 @@ def export(
     path: Annotated[Path | None, typer.Argument(help="File to write; stdout when omitted.")] = None,
     database_url: DatabaseOption = None,
 ) -> None:
-    """Write every flag in Unleash's JSON format."""
-    state = _run(lambda: _store(database_url).export_unleash())
-    text = json.dumps(state, indent=2, ensure_ascii=False)
+    """Write every flag in Unleash's JSON format, with safeship's own fields."""
+    store = _store(database_url)
+
+    def read() -> dict[str, Any]:
+        state: dict[str, Any] = store.export_unleash()
+        records = {r.name: r for r in store.all()}
+        state[METADATA_KEY] = {
+            "flags": {
+                f["name"]: {k: getattr(records[f["name"]], k) for k in _METADATA_FIELDS}
+                for f in state["features"]
+                if f["name"] in records
+            }
+        }
+        return state
+
+    text = json.dumps(_run(read), indent=2, ensure_ascii=False)
     if path is None:
         sys.stdout.write(text + "\n")
     else:
         path.write_text(text + "\n")
+
+
+@flags_app.command("delete")
+def delete(
+    name: str,
+    reason: Reason = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    if_version: IfVersion = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Delete a flag for good, audited (refused while other flags depend on it).
+
+    Asks first on a terminal; without one it needs --yes.  Deletes the version it asked
+    about (or --if-version): a change in between exits 3 and deletes nothing.
+    """
+    store = _store(database_url)
+    record = _run(lambda: store.get(name))
+    confirm_or_fail(f"Delete flag {name!r} (version {record.version}) for good?", yes=yes)
+    version = if_version if if_version is not None else record.version
+    _run(lambda: store.delete(name, actor=actor(), reason=reason, expected_version=version))
+    out.print(f"deleted {name}", highlight=False)
 
 
 @flags_app.command("stale")

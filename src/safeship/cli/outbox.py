@@ -4,22 +4,28 @@ and run a relay (``safeship outbox relay --broker nats --url ...``)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Annotated
 
 import sqlalchemy as sa
 import typer
 from rich.table import Table
 
-from safeship.cli._common import DatabaseOption, fail, or_fail, out, settings_or_exit
-from safeship.cli.flags import actor
+from safeship.cli._common import (
+    DatabaseOption,
+    actor,
+    confirm_or_fail,
+    fail,
+    open_engine,
+    opened,
+    or_fail,
+    out,
+    settings_or_exit,
+    typer_app,
+)
 from safeship.db import record_audit
 from safeship.outbox import Sink, admin
 
-outbox_app = typer.Typer(
-    help="The transactional outbox and its dead letters.", no_args_is_help=True
-)
+outbox_app = typer_app(help="The transactional outbox and its dead letters.")
 
 IdsArg = Annotated[list[str] | None, typer.Argument(help="Event ids (UUIDs).", show_default=False)]
 TypeOpt = Annotated[str | None, typer.Option("--aggregate-type", help="Only this aggregate type.")]
@@ -28,22 +34,10 @@ EventTypeOpt = Annotated[str | None, typer.Option("--type", help="Only this even
 
 
 def _engine(database_url: str | None) -> sa.Engine:
-    from safeship.db import create_engine, upgrade
-
-    settings = settings_or_exit(database_url=database_url)
-    engine = create_engine(settings=settings)
-    or_fail(lambda: upgrade(engine))
-    return engine
+    return open_engine(database_url)
 
 
-@contextmanager
-def _opened(database_url: str | None) -> Iterator[sa.Engine]:
-    """The migrated engine for one command, disposed (connections closed) afterwards."""
-    engine = _engine(database_url)
-    try:
-        yield engine
-    finally:
-        engine.dispose()
+_opened = opened
 
 
 def _filter(
@@ -149,8 +143,9 @@ def purge_command(
     found = or_fail(lambda: admin.count(engine, where="dead", match=match))
     expected = yes
     if expected is None:
-        if not typer.confirm(f"Delete {found} dead letters for good?"):
-            fail("nothing deleted", code=1)
+        confirm_or_fail(
+            f"Delete {found} dead letters for good?", yes=False, option=f"--yes {found}"
+        )
         expected = found
 
     def run() -> int:

@@ -9,25 +9,29 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.table import Table
 
-from safeship.cli._common import DatabaseOption, fail, or_fail, out, settings_or_exit
-from safeship.cli.flags import actor
+from safeship.cli._common import (
+    DatabaseOption,
+    actor,
+    confirm_or_fail,
+    fail,
+    open_engine,
+    or_fail,
+    out,
+    typer_app,
+)
 from safeship.rollouts.guard import RolloutGuard, RolloutNotFoundError
 
-rollouts_app = typer.Typer(
-    help="Guarded rollouts: state, control vs candidate, pause, advance, roll back.",
-    no_args_is_help=True,
+rollouts_app = typer_app(
+    help="Guarded rollouts: state, control vs candidate, pause, advance, roll back."
 )
 Reason = Annotated[str | None, typer.Option(help="Why, for the audit trail.")]
 T = TypeVar("T")
 
 
 def _guard(database_url: str | None) -> RolloutGuard:
-    from safeship.db import create_engine, upgrade
     from safeship.flags.store import FlagStore
 
-    settings = settings_or_exit(database_url=database_url)
-    engine = create_engine(settings=settings)
-    or_fail(lambda: upgrade(engine))
+    engine = open_engine(database_url)
     return RolloutGuard(engine, FlagStore(engine))
 
 
@@ -167,8 +171,7 @@ def emergency(
     from safeship.rollouts.emergency import emergency_rollback
 
     guard = _guard(database_url)
-    if not yes and not typer.confirm("Roll back every live rollout and kill every flag now?"):
-        fail("cancelled", code=1)
+    confirm_or_fail("Roll back every live rollout and kill every flag now?", yes=yes)
     report = emergency_rollback(guard, actor=actor(), reason=reason)
     for item in report.rollouts:
         detail = f": {item.error}" if item.error else ""

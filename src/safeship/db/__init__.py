@@ -18,13 +18,21 @@ from safeship.db.engine import DatabaseUnavailableError, create_engine, normalis
 from safeship.db.schema import metadata  # noqa: E402
 
 if TYPE_CHECKING:
-    from safeship.db.migrate import current_revision, head_revision, upgrade
+    from safeship.db.migrate import (
+        SchemaMismatchError,
+        current_revision,
+        ensure_current,
+        head_revision,
+        upgrade,
+    )
 
 __all__ = [
     "AuditRecord",
     "DatabaseUnavailableError",
+    "SchemaMismatchError",
     "create_engine",
     "current_revision",
+    "ensure_current",
     "head_revision",
     "list_audit",
     "metadata",
@@ -33,7 +41,9 @@ __all__ = [
     "upgrade",
 ]
 
-_MIGRATIONS = frozenset({"current_revision", "head_revision", "upgrade"})
+_MIGRATIONS = frozenset(
+    {"SchemaMismatchError", "current_revision", "ensure_current", "head_revision", "upgrade"}
+)
 
 
 def __getattr__(name: str) -> Any:

@@ -1,8 +1,10 @@
 """Alembic migrations shipped inside the package, run programmatically.
 
-``upgrade(engine)`` brings a database to the newest schema; the demo, the server and the
-tests call it at start-up.  An advisory lock on PostgreSQL keeps two processes that start
-together from migrating at once.
+``upgrade(engine)`` brings a database to the newest schema; apps that migrate at start
+call it (``safeship db upgrade`` does the same from a shell).  An advisory lock on
+PostgreSQL keeps app processes that start together from migrating at once: the others
+wait, then find nothing left to do.  ``ensure_current(engine)`` refuses a database whose
+schema is not the one this release needs (readiness and the CLI use it).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+
+from safeship.errors import SafeshipError
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 VERSION_TABLE = "safeship_alembic_version"
@@ -29,6 +33,45 @@ def _config(connection: sa.Connection | None = None) -> Config:
     return config
 
 
+class SchemaMismatchError(SafeshipError, RuntimeError):
+    """The database's schema is not the revision this release of safeship needs."""
+
+    def __init__(self, current: str | None, needed: str) -> None:
+        self.current = current
+        self.needed = needed
+        super().__init__(describe_mismatch(current, needed))
+
+
+def describe_mismatch(current: str | None, needed: str) -> str:
+    """One sentence: where the schema is, what the package needs, and what to do."""
+    if current is None:
+        return f"safeship's tables do not exist (package needs {needed}): run `safeship db upgrade`"
+    if current not in _known_revisions():
+        return (
+            f"schema at {current}, which this release does not know (it ships up to "
+            f"{needed}): upgrade the safeship package"
+        )
+    return f"schema at {current}, package needs {needed}: run `safeship db upgrade`"
+
+
+def _known_revisions() -> set[str]:
+    return {s.revision for s in ScriptDirectory.from_config(_config()).walk_revisions()}
+
+
+def ensure_current(engine: sa.Engine) -> str:
+    """Return the database's revision; raise ``SchemaMismatchError`` unless it is the newest."""
+    with engine.connect() as conn:
+        return ensure_current_on(conn)
+
+
+def ensure_current_on(conn: sa.Connection) -> str:
+    """:func:`ensure_current` on an open connection (e.g. ``AsyncConnection.run_sync``)."""
+    current, needed = revision_on(conn), head_revision()
+    if current != needed:
+        raise SchemaMismatchError(current, needed)
+    return needed
+
+
 def head_revision() -> str:
     """The newest revision shipped with this version of safeship."""
     head = ScriptDirectory.from_config(_config()).get_current_head()
@@ -40,12 +83,21 @@ def head_revision() -> str:
 def current_revision(engine: sa.Engine) -> str | None:
     """The revision the database is at, or None when safeship's tables do not exist yet."""
     with engine.connect() as conn:
-        context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
-        return context.get_current_revision()
+        return revision_on(conn)
+
+
+def revision_on(conn: sa.Connection) -> str | None:
+    """:func:`current_revision` on an open connection."""
+    context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
+    return context.get_current_revision()
 
 
 def upgrade(engine: sa.Engine, revision: str = "head") -> str:
-    """Migrate to ``revision`` (default: newest); return the revision reached."""
+    """Migrate to ``revision`` (default: newest); return the revision reached.
+
+    Safe to call from every app process at start: on PostgreSQL a transaction-scoped
+    advisory lock makes concurrent calls run one after the other.
+    """
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _LOCK_ID})

@@ -15,7 +15,7 @@ from safeship._version import __version__
 from safeship.db.engine import create_engine
 from safeship.db.migrate import upgrade
 from safeship.flags.store import FlagStore
-from safeship.observe.health import HealthRegistry, sql_check
+from safeship.observe.health import HealthRegistry, schema_check, sql_check
 from safeship.observe.scrape import DatabaseCollector, ScrapeSource
 from safeship.resilience.board import BreakerBoard
 from safeship.rollouts.guard import RolloutGuard
@@ -53,6 +53,14 @@ def build_plane(settings: Settings, engine: sa.Engine) -> ControlPlane:
     registry.add(
         "database",
         sql_check(engine),
+        timeout=2.0,
+        cache_ttl=settings.health_cache_seconds,
+        kinds=("readiness",),
+    )
+    # Not ready on a stale schema: say which revisions, before any request writes.
+    registry.add(
+        "schema",
+        schema_check(engine),
         timeout=2.0,
         cache_ttl=settings.health_cache_seconds,
         kinds=("readiness",),

@@ -20,6 +20,7 @@ from safeship.observe.health.checks import (
     nats_check,
     rabbitmq_check,
     redis_check,
+    schema_check,
     sql_check,
 )
 
@@ -39,5 +40,6 @@ __all__ = [
     "rabbitmq_check",
     "redis_check",
     "run_check",
+    "schema_check",
     "sql_check",
 ]

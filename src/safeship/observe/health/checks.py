@@ -46,6 +46,40 @@ def sql_check(engine: Any, *, query: str = "SELECT 1") -> CheckFn:
     return check_engine
 
 
+def schema_check(engine: Any) -> CheckFn:
+    """Fail while safeship's tables are not at the revision this release needs.
+
+    Readiness then says "schema at 0003_breakers, package needs 0006_sessions: run
+    `safeship db upgrade`" instead of the app answering 500 after a business write.
+    Takes an ``Engine`` or an ``AsyncEngine``; needs the ``db`` extra (Alembic).
+    """
+    from safeship.db.migrate import SchemaMismatchError, ensure_current_on, head_revision
+
+    head_revision()  # a broken install fails here, at wiring time, not in the probe
+
+    def outcome(conn: Any) -> CheckResult:
+        try:
+            revision = ensure_current_on(conn)
+        except SchemaMismatchError as exc:
+            return CheckResult(status="fail", output=str(exc), component_type="datastore")
+        return CheckResult(status="pass", observed_value=revision, component_type="datastore")
+
+    if hasattr(engine, "sync_engine"):  # an AsyncEngine
+
+        async def check_async_schema() -> CheckResult:
+            async with engine.connect() as conn:
+                result: CheckResult = await conn.run_sync(outcome)
+            return result
+
+        return check_async_schema
+
+    def check_schema() -> CheckResult:
+        with engine.connect() as conn:
+            return outcome(conn)
+
+    return check_schema
+
+
 def redis_check(url: str, *, connect_timeout: float = 1.0) -> AsyncCheck:
     """Check a Redis server with ``PING`` (one short-lived connection per run)."""
     try:
