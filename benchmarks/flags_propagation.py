@@ -34,6 +34,7 @@ from safeship.db import create_engine
 from safeship.flags.live import FlagClient
 from safeship.flags.store import FlagStore
 client = FlagClient(store=FlagStore(create_engine(sys.argv[1])), poll_interval=5.0)
+client.start()
 client.add_listener(lambda v: print(json.dumps([v, time.monotonic_ns()]), flush=True))
 while not client.listening.is_set():
     time.sleep(0.01)

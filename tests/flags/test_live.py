@@ -267,3 +267,58 @@ def test_impressions_are_reported_for_flags_that_ask_for_them(sqlite_store: Flag
         ("watched", "variant", True),
     ]
     assert seen[0].context == {"userId": "1"}
+
+
+def _refresher_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "safeship-flags" and t.is_alive()]
+
+
+def test_the_constructor_does_no_io_and_starts_nothing(sqlite_store: FlagStore) -> None:
+    import sqlalchemy as sa
+
+    from safeship.testing import capture_logs
+
+    sqlite_store.create("f", actor="t")
+    sqlite_store.set_enabled("f", True, actor="t")
+    checkouts: list[object] = []
+    sa.event.listen(sqlite_store.engine, "checkout", lambda *args: checkouts.append(args))
+    client = FlagClient(store=sqlite_store, poll_interval=0.1)
+    assert checkouts == [] and _refresher_threads() == [] and not client.running
+    assert client.health() == ("fail", "not started: call start() or use `with FlagClient(...)`")
+    with capture_logs("safeship.flags") as logs:
+        assert client.is_enabled("f") is False and client.is_enabled("f", default=True)
+        assert client.variant("f").name == "disabled"
+    assert logs.messages() == ["flags.client_not_started"]
+    assert checkouts == []  # evaluating never touches the store either
+    client.start()
+    assert client.running and client.is_enabled("f") and checkouts
+    client.close()
+    assert not client.running
+
+
+async def test_async_with_loads_off_the_loop_and_closes(sqlite_store: FlagStore) -> None:
+    sqlite_store.create("f", actor="t")
+    sqlite_store.set_enabled("f", True, actor="t")
+    async with FlagClient(store=sqlite_store, poll_interval=0.1) as client:
+        assert client.running and client.ready and client.is_enabled("f")
+    assert not client.running
+
+
+def test_start_is_idempotent_and_start_true_is_deprecated(sqlite_store: FlagStore) -> None:
+    with pytest.warns(DeprecationWarning, match=r"client\.start\(\)"):
+        client = FlagClient(store=sqlite_store, poll_interval=0.1, start=True)
+    client.start()
+    assert client.running and len(_refresher_threads()) == 1
+    client.close()
+
+
+def test_evaluation_is_a_plain_method_over_the_current_snapshot(sqlite_store: FlagStore) -> None:
+    from safeship.flags import FlagSet
+
+    sqlite_store.create("f", actor="t")
+    sqlite_store.set_enabled("f", True, actor="t")
+    with FlagClient(store=sqlite_store, poll_interval=5) as client:
+        assert "is_enabled" not in vars(client) and "variant" not in vars(client)
+        assert client.is_enabled("f")
+        client.flags = FlagSet.from_unleash({"version": 1, "features": []})
+        assert client.is_enabled("f") is False  # the assigned snapshot answers now

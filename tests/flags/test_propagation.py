@@ -19,6 +19,7 @@ from safeship.flags.live import FlagClient
 from safeship.flags.store import FlagStore
 url, redis_url = sys.argv[1], (sys.argv[2] or None)
 client = FlagClient(store=FlagStore(create_engine(url)), poll_interval=30, redis_url=redis_url)
+client.start()
 # "ready" only once subscribed: a change published before that would be missed.
 print("ready" if client.listening.wait(60) else "not listening", flush=True)
 client.add_listener(lambda v: print(f"saw {v} {client.is_enabled('shared')}", flush=True))

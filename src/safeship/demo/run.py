@@ -181,7 +181,9 @@ async def _main(
     store = FlagStore(engine)
     seed_flags(store)
     flags = FlagClient(store=store, poll_interval=0.5, overrides=settings.flag_overrides)
+    flags.start()
     reporter = BreakerReporter(engine, service="orders", interval=1.0)
+    reporter.start()
     agent = start_listing_rollout(engine, store, flags)
     agent.start()
 

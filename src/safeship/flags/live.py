@@ -18,6 +18,7 @@ refresh.  It never turns an evaluation into a network request.  After ``fork()``
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -25,6 +26,7 @@ import os
 import tempfile
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -110,8 +112,12 @@ def apply_overrides(
 class FlagClient:
     """Evaluates flags from a live snapshot of the store.
 
-    >>> client = FlagClient(store=FlagStore(engine))     # doctest: +SKIP
-    >>> client.is_enabled("checkout-v2", {"userId": "42"})  # doctest: +SKIP
+    The constructor only validates its settings: no I/O, no thread, nothing registered.
+    :meth:`start` loads the first snapshot and starts the refresher; :meth:`close` stops
+    it; ``with`` and ``async with`` do both.  Until started it serves every flag's default.
+
+    >>> with FlagClient(store=FlagStore(engine)) as flags:     # doctest: +SKIP
+    ...     flags.is_enabled("checkout-v2", {"userId": "42"})
     """
 
     def __init__(
@@ -126,7 +132,7 @@ class FlagClient:
         count_evaluations: bool = True,
         usage_interval: float = 60.0,
         impressions: Callable[[Impression], None] | None = None,
-        start: bool = True,
+        start: bool = False,
     ) -> None:
         if not 0.05 <= poll_interval <= 3600:
             raise ValueError("poll_interval: seconds between 0.05 and 3600")
@@ -156,16 +162,25 @@ class FlagClient:
         self.listening = threading.Event()
         self._listeners: list[Callable[[int], None]] = []
         self._thread: threading.Thread | None = None
+        self._warn_until_started()
         if start:
+            warnings.warn(
+                "FlagClient(start=True) is deprecated: the constructor no longer starts the "
+                "client; call client.start() or use `with FlagClient(...) as flags:`",
+                DeprecationWarning,
+                stacklevel=2,
+            )
             self.start()
 
-    # -- evaluation: bound straight to the snapshot's methods on every swap -------------
+    # -- evaluation: one call into the current snapshot's evaluators ---------------------
 
     def is_enabled(self, name: str, context: Any = None, default: bool = False) -> bool:
-        return self.flags.is_enabled(name, context, default)  # replaced per snapshot
+        """Whether ``name`` is on for ``context`` in the current snapshot (no I/O)."""
+        return self._is_enabled(name, context, default)
 
     def variant(self, name: str, context: Any = None) -> Any:
-        return self.flags.variant(name, context)  # replaced per snapshot
+        """The variant of ``name`` for ``context`` in the current snapshot (no I/O)."""
+        return self._variant(name, context)
 
     @property
     def flags(self) -> FlagSet:
@@ -178,20 +193,52 @@ class FlagClient:
         self._swap(snapshot)
 
     def _swap(self, flags: FlagSet) -> None:
+        """Install ``flags``: evaluation reads it from the next call on (one assignment each)."""
         self._flags = flags
-        # Instance attributes shadow the methods: evaluation is one call into the snapshot.
+        self._is_enabled: Callable[..., bool]
+        self._variant: Callable[..., Any]
         if self.impressions is None:
-            self.__dict__["is_enabled"] = flags.is_enabled
-            self.__dict__["variant"] = flags.variant
+            self._is_enabled, self._variant = flags.is_enabled, flags.variant
         else:
-            self.__dict__["is_enabled"], self.__dict__["variant"] = _with_impressions(
-                flags, self.impressions
-            )
+            self._is_enabled, self._variant = _with_impressions(flags, self.impressions)
+
+    def _warn_until_started(self) -> None:
+        """Evaluators that log once that the client serves defaults because it never started.
+
+        The first snapshot installed (by :meth:`start`, or a test forcing flags) replaces them.
+        """
+        check, pick = self._is_enabled, self._variant
+
+        def warn_once() -> None:
+            if self._is_enabled is is_enabled:
+                self._is_enabled, self._variant = check, pick
+                logger.warning("flags.client_not_started", extra={"serving": "defaults"})
+
+        def is_enabled(name: str, context: Any = None, default: bool = False) -> bool:
+            warn_once()
+            return check(name, context, default)
+
+        def variant(name: str, context: Any = None) -> Any:
+            warn_once()
+            return pick(name, context)
+
+        self._is_enabled, self._variant = is_enabled, variant
 
     # -- lifecycle ---------------------------------------------------------------------
 
+    @property
+    def running(self) -> bool:
+        """True while the refresher thread is alive."""
+        return self._thread is not None and self._thread.is_alive()
+
     def start(self) -> None:
-        """Load the first snapshot (store, else backup) and start the refresher thread."""
+        """Load the first snapshot (store, else backup) and start the refresher thread.
+
+        Blocks for the first load (bounded by the store's connect timeout); calling it again
+        while the client runs does nothing.
+        """
+        if self.running:
+            return
         if not self.refresh():
             self._boot_from_backup()
         self._start_thread()
@@ -213,10 +260,18 @@ class FlagClient:
             self._thread.join(timeout=self.poll_interval + 5)
 
     def __enter__(self) -> FlagClient:
+        self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    async def __aenter__(self) -> FlagClient:
+        await asyncio.to_thread(self.start)  # the first load must not block the event loop
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.to_thread(self.close)
 
     def _after_fork_in_child(self) -> None:
         self.store.engine.dispose(close=False)  # never share the parent's connections
@@ -334,6 +389,8 @@ class FlagClient:
         """
         if self.state_error is not None:
             return "fail", f"{self.state_error}; serving version {self.version} ({self.source})"
+        if not self.ready and self._thread is None:
+            return "fail", "not started: call start() or use `with FlagClient(...)`"
         if not self.ready:
             return "fail", self.last_error or "no flag snapshot loaded yet"
         if self.last_error:

@@ -1,9 +1,11 @@
 """The breaker board: every process's breakers, visible and steerable from the control plane.
 
-A ``BreakerReporter`` runs in each app process. Every ``interval`` seconds, off the hot
-path, it writes a snapshot of each registered breaker to ``safeship_breakers`` and reads
-the manual modes operators set in ``safeship_breaker_overrides`` (force open, disabled,
-metrics only, or reset back to automatic), applying each new one once. The control plane
+A ``BreakerReporter`` runs in each app process once started (``reporter.start()``, or
+``with BreakerReporter(...) as reporter:``; the constructor does no I/O and starts no
+thread). Every ``interval`` seconds, off the hot path, it writes a snapshot of each
+registered breaker to ``safeship_breakers`` and reads the manual modes operators set in
+``safeship_breaker_overrides`` (force open, disabled, metrics only, or reset back to
+automatic), applying each new one once. The control plane
 reads and writes those tables through ``BreakerBoard``; every write is audited.
 
 A database outage only pauses reporting: breakers keep deciding from their own state.
@@ -11,10 +13,12 @@ A database outage only pauses reporting: breakers keep deciding from their own s
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
 import threading
+import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -138,7 +142,12 @@ class BreakerBoard:
 
 
 class BreakerReporter:
-    """Reports this process's breakers and applies operators' modes, in a daemon thread."""
+    """Reports this process's breakers and applies operators' modes, in a daemon thread.
+
+    Nothing runs until :meth:`start` (or ``with``/``async with``); :meth:`close` stops it.
+    ``start=True`` (the old way of starting in the constructor) still works but is
+    deprecated; ``start=False`` is what the constructor does anyway.
+    """
 
     def __init__(
         self,
@@ -147,7 +156,7 @@ class BreakerReporter:
         service: str,
         instance: str | None = None,
         interval: float = 2.0,
-        start: bool = True,
+        start: bool = False,
     ) -> None:
         if not service or len(service) > 100:
             raise ValueError("service: a name of 1-100 characters, e.g. 'orders'")
@@ -162,16 +171,46 @@ class BreakerReporter:
         self._thread: threading.Thread | None = None
         self.last_error: str | None = None
         if start:
+            warnings.warn(
+                "BreakerReporter(start=True) is deprecated: the constructor no longer starts "
+                "the reporter; call reporter.start() or use `with BreakerReporter(...)`",
+                DeprecationWarning,
+                stacklevel=2,
+            )
             self.start()
 
     def start(self) -> None:
+        """Start the reporting thread; calling it again while it runs does nothing."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="safeship-breakers", daemon=True)
         self._thread.start()
 
     def close(self) -> None:
+        """Stop the reporting thread and wait for it (at most one interval and 5 s)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=self.interval + 5)
+
+    @property
+    def running(self) -> bool:
+        """True while the reporting thread is alive."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def __enter__(self) -> BreakerReporter:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> BreakerReporter:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.to_thread(self.close)  # joining the thread must not block the loop
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -185,7 +224,7 @@ class BreakerReporter:
             self._write_snapshots()
         except sa.exc.SQLAlchemyError as exc:
             if self.last_error is None:
-                logger.warning("breakers.report_failed %s", type(exc).__name__)
+                logger.warning("breakers.report_failed", extra={"error": type(exc).__name__})
             self.last_error = type(exc).__name__
         else:
             self.last_error = None
@@ -216,7 +255,7 @@ class BreakerReporter:
             else:
                 breaker.reset(reason=reason)
             self._applied[row["name"]] = version
-            logger.info("breakers.mode_applied name=%s mode=%s", row["name"], mode)
+            logger.info("breakers.mode_applied", extra={"breaker": row["name"], "mode": mode})
 
     def _write_snapshots(self) -> None:
         now = datetime.now(UTC)
