@@ -49,7 +49,7 @@ async def authenticate_key(request: Request, presented: str) -> Principal | None
     if principal is None:
         AUTH_FAILURES.labels("invalid").inc()
         await cp.auth_failures.record_failure(ip)
-        logger.warning("server.auth_failed client=%s", ip)
+        logger.warning("server.auth_failed", extra={"client": ip})
     return principal
 
 
