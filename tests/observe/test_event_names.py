@@ -25,7 +25,7 @@ def _logging_calls(tree: ast.AST) -> list[ast.Call]:
         if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
             continue
         receiver = node.func.value
-        name = getattr(receiver, "id", None) or getattr(receiver, "attr", "")
+        name = str(getattr(receiver, "id", None) or getattr(receiver, "attr", ""))
         if node.func.attr in LEVELS and "log" in name.lower():
             calls.append(node)
     return calls
