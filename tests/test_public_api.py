@@ -1,30 +1,50 @@
-"""``safeship.__all__`` is exactly what docs/api.md lists, and every name resolves."""
+"""``safeship.__all__`` and each slice facade's ``__all__`` are exactly what docs/api.md
+lists, every name resolves, and the documented public submodules import."""
 
 from __future__ import annotations
 
+import importlib
 import re
 import subprocess
 import sys
 from pathlib import Path
 
-import safeship
+import pytest
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "api.md"
 
 
-def documented_names() -> set[str]:
+#: The packages whose ``__all__`` docs/api.md lists name by name.
+FACADES = ["safeship", "safeship.outbox", "safeship.resilience"]
+
+
+def _block(kind: str, package: str) -> str:
     text = DOC.read_text()
-    block = text.split("<!-- public-api:safeship -->", 1)[1].split("<!-- /public-api -->", 1)[0]
-    return set(re.findall(r"`([A-Za-z_][A-Za-z0-9_]*)`", block))
+    return text.split(f"<!-- {kind}:{package} -->", 1)[1].split(f"<!-- /{kind} -->", 1)[0]
 
 
-def test_all_matches_the_documentation() -> None:
-    assert set(safeship.__all__) == documented_names()
+def documented_names(package: str = "safeship") -> set[str]:
+    return set(re.findall(r"`([A-Za-z_][A-Za-z0-9_]*)`", _block("public-api", package)))
 
 
-def test_every_public_name_resolves() -> None:
-    for name in safeship.__all__:
-        assert getattr(safeship, name) is not None, name
+@pytest.mark.parametrize("package", FACADES)
+def test_all_matches_the_documentation(package: str) -> None:
+    assert set(importlib.import_module(package).__all__) == documented_names(package)
+
+
+@pytest.mark.parametrize("package", FACADES)
+def test_every_public_name_resolves(package: str) -> None:
+    module = importlib.import_module(package)
+    for name in module.__all__:
+        assert getattr(module, name) is not None, f"{package}.{name}"
+
+
+@pytest.mark.parametrize("package", ["safeship.outbox", "safeship.resilience"])
+def test_every_documented_public_submodule_imports(package: str) -> None:
+    modules = re.findall(r"`([a-z_.]+)`", _block("public-modules", package))
+    assert modules and all(name.startswith(f"{package}.") for name in modules)
+    for name in modules:
+        importlib.import_module(name)
 
 
 def test_importing_safeship_stays_light() -> None:
