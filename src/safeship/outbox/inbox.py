@@ -7,26 +7,27 @@ effects, so a redelivered message has no second effect.
         apply_effects(conn, ...)
     await msg.ack()           # ack only after the commit
 
-``seen`` inserts the id and returns False the first time; a concurrent duplicate waits on
+``seen`` (sync connections; ``await aseen(...)`` for async ones) inserts the id and
+returns False the first time; a concurrent duplicate waits on
 the same key and then sees True (PostgreSQL ``ON CONFLICT DO NOTHING``; SQLite ``INSERT OR
 IGNORE``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from safeship.outbox import schema
+from safeship.outbox.stage import OutboxConnectionError
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
     from sqlalchemy.orm import Session
 
-__all__ = ["prune", "seen"]
+__all__ = ["aseen", "prune", "seen"]
 
 
 def _statement(dialect: str, consumer: str, message_id: str) -> Any:
@@ -57,22 +58,34 @@ def _dialect(conn: Any) -> str:
     return str(bind.dialect.name)
 
 
-@overload
-def seen(conn: sa.Connection | Session, *, consumer: str, message_id: str) -> bool: ...
-@overload
-def seen(
-    conn: AsyncConnection | AsyncSession, *, consumer: str, message_id: str
-) -> Coroutine[Any, Any, bool]: ...
-def seen(conn: Any, *, consumer: str, message_id: str) -> Any:
+def _is_async(conn: Any) -> bool:
+    return type(conn).__module__.startswith("sqlalchemy.ext.asyncio")
+
+
+def seen(conn: sa.Connection | Session, *, consumer: str, message_id: str) -> bool:
     """Record ``message_id`` for ``consumer`` in ``conn``'s transaction; True if it was
-    already recorded (the message is a duplicate).  Async connections return an awaitable."""
+    already recorded (the message is a duplicate).
+
+    Sync connections and sessions only: an async one raises :class:`OutboxConnectionError`
+    (use :func:`aseen`), since an un-awaited result would read as "seen" and drop the message.
+    """
+    if _is_async(conn):
+        raise OutboxConnectionError(
+            f"conn: seen() takes a sync connection, got the async {type(conn).__name__}; "
+            "use `await aseen(conn, ...)` instead"
+        )
     statement = _statement(_dialect(conn), consumer, message_id)
-    if type(conn).__module__.startswith("sqlalchemy.ext.asyncio"):
-        return _seen_async(conn, statement)
     return conn.execute(statement).first() is None
 
 
-async def _seen_async(conn: Any, statement: Any) -> bool:
+async def aseen(conn: AsyncConnection | AsyncSession, *, consumer: str, message_id: str) -> bool:
+    """:func:`seen` for a SQLAlchemy ``AsyncConnection`` or ``AsyncSession``."""
+    if not _is_async(conn):
+        raise OutboxConnectionError(
+            f"conn: aseen() takes a SQLAlchemy AsyncConnection or AsyncSession, got "
+            f"{type(conn).__name__}; use `seen(conn, ...)` (no await) for a sync one"
+        )
+    statement = _statement(_dialect(conn), consumer, message_id)
     result = await conn.execute(statement)
     return result.first() is None
 
