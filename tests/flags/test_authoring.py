@@ -113,3 +113,13 @@ def test_targeting_a_new_flag_turns_it_on_for_those_ids_only() -> None:
     targeted = authoring.target(feature, ["a"])
     assert evaluate(targeted, {"userId": "a"})
     assert not evaluate(targeted, {"userId": "b"})
+
+
+def test_a_rollout_without_stickiness_keeps_the_flags_own() -> None:
+    from safeship.flags import authoring
+
+    feature = authoring.new_feature("sticky")
+    at_25 = authoring.rollout(feature, "25%", stickiness="userId")
+    at_100 = authoring.rollout(at_25, "100%")
+    assert authoring.rollout_stickiness(at_100) == "userId"
+    assert authoring.rollout_stickiness(authoring.rollout(feature, "10%")) == "default"

@@ -399,3 +399,16 @@ def test_other_routes_share_the_strict_input_types(
     response = client.post(path, json=body, headers=admin_headers())
     assert response.status_code == 422, response.text
     assert response.json()["detail"][0]["field"] == field
+
+
+def test_a_rollout_without_stickiness_keeps_the_one_the_flag_had(client: TestClient) -> None:
+    create(client, "sticky-flag")
+    url = "/api/v1/flags/sticky-flag/rollout"
+    first = client.post(url, json={"percent": 25, "stickiness": "userId"}, headers=admin_headers())
+    assert "by userId" in first.json()["summary"]
+    kept = client.post(url, json={"percent": 100}, headers=admin_headers())
+    assert kept.status_code == 200 and "100% by userId" in kept.json()["summary"]
+    changed = client.post(
+        url, json={"percent": 50, "stickiness": "sessionId"}, headers=admin_headers()
+    )
+    assert "50% by sessionId" in changed.json()["summary"]

@@ -188,30 +188,17 @@ def rollout(
     store = _store(database_url)
 
     def run() -> FlagRecord:
-        # Read the stickiness and write at the version read, so a change in between
-        # is refused (exit 3) rather than overwritten with a stale stickiness.
-        record = store.get(name)
-        version = if_version if if_version is not None else record.version
+        # The store keeps the flag's stickiness unless one is given, inside its own lock.
         return store.rollout(
             name,
             percent,
             actor=actor(),
-            stickiness=stickiness or current_stickiness(record.definition),
+            stickiness=stickiness,
             reason=reason,
-            expected_version=version,
+            expected_version=if_version,
         )
 
     _show(_run(run))
-
-
-def current_stickiness(definition: dict[str, Any]) -> str:
-    """The stickiness of the flag's gradual rollout strategy, or ``default``."""
-    for strategy in definition.get("strategies") or []:
-        if strategy.get("name") == "flexibleRollout":
-            value = (strategy.get("parameters") or {}).get("stickiness")
-            if isinstance(value, str) and value:
-                return value
-    return "default"
 
 
 @flags_app.command("target")

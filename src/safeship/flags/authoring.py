@@ -117,19 +117,33 @@ def _format_percent(percent: float) -> str:
     return str(int(percent)) if percent == int(percent) else str(percent)
 
 
+def rollout_stickiness(feature: dict[str, Any]) -> str:
+    """The stickiness of the flag's gradual rollout strategy, or ``default``."""
+    for strategy in feature.get("strategies") or []:
+        if isinstance(strategy, dict) and strategy.get("name") == "flexibleRollout":
+            value = (strategy.get("parameters") or {}).get("stickiness")
+            if isinstance(value, str) and value:
+                return value
+    return "default"
+
+
 def rollout(
     feature: dict[str, Any],
     percent: str | float,
     *,
-    stickiness: str = "default",
+    stickiness: str | None = None,
     group_id: str | None = None,
 ) -> dict[str, Any]:
     """On for ``percent`` of units, sticky on ``stickiness``; targeted ids stay on.
 
-    Keeping the same ``group_id`` (the flag name by default) makes rollouts monotonic:
-    everyone enabled at 10% stays enabled at 20%.
+    Without ``stickiness`` the flag keeps the one its rollout had (``default`` for a flag
+    with none), so moving 10% to 100% never reshuffles who is in. Keeping the same
+    ``group_id`` (the flag name by default) makes rollouts monotonic: everyone enabled at
+    10% stays enabled at 20%.
     """
     value = parse_percent(percent)
+    if stickiness is None:
+        stickiness = rollout_stickiness(feature)
     if not stickiness or len(stickiness) > 100:
         raise FlagDefinitionError("stickiness: a context field name of 1-100 characters")
     updated = copy.deepcopy(feature)

@@ -382,7 +382,7 @@ class FlagStore:
         percent: str | float,
         *,
         actor: str,
-        stickiness: str = "default",
+        stickiness: str | None = None,
         reason: str | None = None,
         expected_version: int | None = None,
         conn: sa.Connection | None = None,

@@ -122,7 +122,7 @@ class EditBody(Body):
 
 class RolloutBody(EditBody):
     percent: Number = Field(ge=0, le=100)
-    stickiness: Text = Field(default="default", min_length=1, max_length=100)
+    stickiness: Text | None = Field(default=None, min_length=1, max_length=100)
 
 
 class TargetBody(EditBody):
