@@ -31,7 +31,7 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 
@@ -56,35 +56,62 @@ class Impression:
     context: Any
 
 
-def _with_impressions(
-    flags: FlagSet, hook: Callable[[Impression], None]
-) -> tuple[Callable[..., bool], Callable[..., Any]]:
-    """Evaluators that report impressions for flags with ``impressionData: true`` only.
+class _Evaluator(Protocol):
+    """What the client's evaluation calls: a ``FlagSet`` or a wrapper around one."""
 
-    Other flags keep the snapshot's own fast path; a failing hook is logged, never raised.
+    def is_enabled(self, name: str, context: Any = None, default: bool = False) -> bool: ...
+    def variant(self, name: str, context: Any = None) -> Any: ...
+
+
+class _ReportingImpressions:
+    """A snapshot's evaluation that reports impressions for flags with ``impressionData``.
+
+    Other flags cost one membership test more; a failing hook is logged, never raised.
     """
-    wanted = frozenset(n for n in flags.names() if flags.feature(n).get("impressionData"))
-    check, pick = flags.is_enabled, flags.variant
 
-    def emit(impression: Impression) -> None:
+    def __init__(self, flags: FlagSet, hook: Callable[[Impression], None]) -> None:
+        self._flags = flags
+        self._hook = hook
+        self._wanted = frozenset(n for n in flags.names() if flags.feature(n).get("impressionData"))
+
+    def _emit(self, impression: Impression) -> None:
         try:
-            hook(impression)
+            self._hook(impression)
         except Exception:
             logger.exception("flags.impression_hook_failed")
 
-    def is_enabled(name: str, context: Any = None, default: bool = False) -> bool:
-        result = check(name, context, default)
-        if name in wanted:
-            emit(Impression(name, "is_enabled", result, None, context))
+    def is_enabled(self, name: str, context: Any = None, default: bool = False) -> bool:
+        result = self._flags.is_enabled(name, context, default)
+        if name in self._wanted:
+            self._emit(Impression(name, "is_enabled", result, None, context))
         return result
 
-    def variant(name: str, context: Any = None) -> Any:
-        result = pick(name, context)
-        if name in wanted:
-            emit(Impression(name, "variant", result.feature_enabled, result.name, context))
+    def variant(self, name: str, context: Any = None) -> Any:
+        result = self._flags.variant(name, context)
+        if name in self._wanted:
+            self._emit(Impression(name, "variant", result.feature_enabled, result.name, context))
         return result
 
-    return is_enabled, variant
+
+class _NotStarted:
+    """The evaluation of a client never started: it serves defaults, and says so once."""
+
+    def __init__(self, flags: FlagSet) -> None:
+        self._flags = flags
+        self._warned = False
+
+    def _warn_once(self) -> None:
+        if not self._warned:
+            self._warned = True
+            logger.warning("flags.client_not_started", extra={"serving": "defaults"})
+
+    def is_enabled(self, name: str, context: Any = None, default: bool = False) -> bool:
+        self._warn_once()
+        return self._flags.is_enabled(name, context, default)
+
+    def variant(self, name: str, context: Any = None) -> Any:
+        self._warn_once()
+        return self._flags.variant(name, context)
 
 
 def apply_overrides(
@@ -162,7 +189,7 @@ class FlagClient:
         self.listening = threading.Event()
         self._listeners: list[Callable[[int], None]] = []
         self._thread: threading.Thread | None = None
-        self._warn_until_started()
+        self._evaluator: _Evaluator = _NotStarted(self._flags)  # until the first snapshot
         if start:
             warnings.warn(
                 "FlagClient(start=True) is deprecated: the constructor no longer starts the "
@@ -176,11 +203,11 @@ class FlagClient:
 
     def is_enabled(self, name: str, context: Any = None, default: bool = False) -> bool:
         """Whether ``name`` is on for ``context`` in the current snapshot (no I/O)."""
-        return self._is_enabled(name, context, default)
+        return self._evaluator.is_enabled(name, context, default)
 
     def variant(self, name: str, context: Any = None) -> Any:
         """The variant of ``name`` for ``context`` in the current snapshot (no I/O)."""
-        return self._variant(name, context)
+        return self._evaluator.variant(name, context)
 
     @property
     def flags(self) -> FlagSet:
@@ -193,36 +220,11 @@ class FlagClient:
         self._swap(snapshot)
 
     def _swap(self, flags: FlagSet) -> None:
-        """Install ``flags``: evaluation reads it from the next call on (one assignment each)."""
+        """Install ``flags``: evaluation reads it from the next call on (one assignment)."""
         self._flags = flags
-        self._is_enabled: Callable[..., bool]
-        self._variant: Callable[..., Any]
-        if self.impressions is None:
-            self._is_enabled, self._variant = flags.is_enabled, flags.variant
-        else:
-            self._is_enabled, self._variant = _with_impressions(flags, self.impressions)
-
-    def _warn_until_started(self) -> None:
-        """Evaluators that log once that the client serves defaults because it never started.
-
-        The first snapshot installed (by :meth:`start`, or a test forcing flags) replaces them.
-        """
-        check, pick = self._is_enabled, self._variant
-
-        def warn_once() -> None:
-            if self._is_enabled is is_enabled:
-                self._is_enabled, self._variant = check, pick
-                logger.warning("flags.client_not_started", extra={"serving": "defaults"})
-
-        def is_enabled(name: str, context: Any = None, default: bool = False) -> bool:
-            warn_once()
-            return check(name, context, default)
-
-        def variant(name: str, context: Any = None) -> Any:
-            warn_once()
-            return pick(name, context)
-
-        self._is_enabled, self._variant = is_enabled, variant
+        self._evaluator = (
+            flags if self.impressions is None else _ReportingImpressions(flags, self.impressions)
+        )
 
     # -- lifecycle ---------------------------------------------------------------------
 
