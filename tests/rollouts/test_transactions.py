@@ -112,6 +112,22 @@ def crash_inside(url: str, transition: str, marker: Path) -> None:
     assert child.returncode == -signal.SIGKILL
 
 
+def wait_for_the_dead_transaction_to_end(engine: sa.Engine) -> None:
+    """On PostgreSQL the killed child's server process aborts its transaction when it
+    reads the closed socket; wait for that state (its locks gone) before going on."""
+    if engine.dialect.name != "postgresql":
+        return  # SQLite's lock went with the process
+    query = (
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND pid <> pg_backend_pid() AND state LIKE 'idle in transaction%%'"
+    )
+    deadline = time.monotonic() + 60
+    with engine.connect() as conn:
+        while conn.exec_driver_sql(query).scalar_one():
+            assert time.monotonic() < deadline, "the killed transaction never ended"
+            time.sleep(0.02)
+
+
 @pytest.mark.parametrize("transition", [*TRANSITIONS, "emergency"])
 def test_a_crash_between_the_flag_and_the_rollout_leaves_both_as_they_were(
     engine: sa.Engine, plane_url: str, transition: str, tmp_path: Path
@@ -120,6 +136,7 @@ def test_a_crash_between_the_flag_and_the_rollout_leaves_both_as_they_were(
     start(guard, transition)
     before = snapshot(guard)
     crash_inside(plane_url, transition, tmp_path / "paused")
+    wait_for_the_dead_transaction_to_end(engine)
     assert snapshot(guard) == before  # the flag's change went with the rollout's
     perform(guard, transition)  # nothing is left locked or half done: it applies again
     after = snapshot(guard)
