@@ -142,7 +142,7 @@ def test_stats_report_in_flight_and_delivered_per_second(pg_url: str, pg_engine:
             outbox_app, ["stats", "--json"], env={"SAFESHIP_DATABASE_URL": pg_url}
         )
         assert result.exit_code == 0, result.output
-        printed = json.loads(result.output)
+        printed = json.loads(result.stdout)  # stderr says which database
         assert printed["in_flight"] == 30 and "delivered_per_second" in printed
         table = CliRunner().invoke(outbox_app, ["stats"], env={"SAFESHIP_DATABASE_URL": pg_url})
         assert "in_flight" in table.output and "delivered_per_second" in table.output

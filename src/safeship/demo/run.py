@@ -141,7 +141,7 @@ async def promote_after_shadow(
                 warned = True
             await _until(stop, 1.0)
     except Exception:  # the demo's services keep running without the automatic promotion
-        logger.exception("demo.promote_failed rollout=%s", ROLLOUT_NAME)
+        logger.exception("demo.promote_failed", extra={"rollout": ROLLOUT_NAME})
     finally:
         promoted.set()
 

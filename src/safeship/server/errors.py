@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from safeship.errors import SafeshipError
 from safeship.server.inputs import NestedValueError
 
 logger = logging.getLogger("safeship.server")
@@ -71,7 +72,7 @@ def error_response(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-class ApiProblem(Exception):  # noqa: N818 - an answer, raised to leave the route
+class ApiProblem(SafeshipError):  # noqa: N818 - an answer, raised to leave the route
     """An error answer with fields beyond ``error`` and ``detail`` (``current_version``)."""
 
     def __init__(

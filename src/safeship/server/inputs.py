@@ -20,6 +20,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict
 
+from safeship.errors import SafeshipError
+
 MAX_JSON_DEPTH = 32
 MAX_WHOLE = 2**62
 """Larger whole numbers than any column or counter holds (BIGINT is 2**63 - 1)."""
@@ -50,7 +52,7 @@ def _text_only(value: object) -> object:
     return value
 
 
-class NestedValueError(ValueError):
+class NestedValueError(SafeshipError, ValueError):
     """A bad value inside a JSON object: ``path`` says where (``features[0].description``)."""
 
     def __init__(self, path: str, problem: str) -> None:
