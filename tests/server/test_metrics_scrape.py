@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
+from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from safeship.flags.live import FlagClient
@@ -233,16 +234,16 @@ def test_a_scrape_gives_up_at_its_timeout_and_does_not_pile_up(database_url: str
     finally:
         engine.dispose()
 
-    def errors(families: dict[str, object], reason: str) -> float:
+    def errors(families: dict[str, Metric], reason: str) -> float:
         family = families["safeship_scrape_errors"]
-        return next(s.value for s in family.samples if s.labels["reason"] == reason)  # type: ignore[attr-defined]
+        return float(next(s.value for s in family.samples if s.labels["reason"] == reason))
 
     assert errors(first, "timeout") == 1 and errors(first, "busy") == 0
     assert errors(second, "busy") == 1
     assert errors(third, "timeout") == 1 and errors(third, "busy") == 1
     assert any(
         s.labels["source"] == "probe" for s in third["safeship_scrape_duration_seconds"].samples
-    )  # type: ignore[attr-defined]
+    )
     assert first["safeship_db_pool_connections"] is not None
 
 
