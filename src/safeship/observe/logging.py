@@ -191,10 +191,15 @@ class _LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
         """
         try:
             text = self.format(record) + self.terminator
-            loop = _running_loop() if self.batch and record.levelno < logging.WARNING else None
-            seen, to_file = self._fd_stream
-            if seen is not self.stream:
-                to_file = self._to_file()
+            loop = None
+            if self.batch and record.levelno < logging.WARNING:
+                asyncio = sys.modules.get("asyncio")  # no loop runs before it is imported
+                if asyncio is not None:
+                    try:
+                        loop = asyncio.get_running_loop()
+                    except RuntimeError:
+                        loop = None
+            to_file = self._fd_stream[1] if self._fd_stream[0] is self.stream else self._to_file()
             if loop is None or not to_file:
                 self._write(text)
                 return
@@ -260,16 +265,6 @@ class _LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
         if self._pending:
             self.flush()
         super().close()
-
-
-def _running_loop() -> Any:
-    asyncio = sys.modules.get("asyncio")
-    if asyncio is None:
-        return None
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
 
 
 def get_logger(name: str, **context: Any) -> Logger:

@@ -56,7 +56,8 @@ class UtcTimestamper:
                 second,
                 time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)),
             )
-        return f"{cached[1]}.{int((now - second) * 1_000_000):06d}Z"
+        # %d truncates the float as int() does, without the call.
+        return "%s.%06dZ" % (cached[1], (now - second) * 1_000_000)  # noqa: UP031
 
     def __call__(self, _logger: Any, _method: str, event_dict: Any) -> Any:
         event_dict["timestamp"] = self.text(self._clock())
@@ -166,8 +167,11 @@ class JsonLineRenderer:
             parts = self._fields_of(event)
             if parts is None:
                 return self._whole_chain({**event, "level": level, "logger": logger}, method, now)
-            parts.append(self._level_and_logger(level, logger))
+            tail = self._tails.get((level, logger))
+            parts.append(tail if tail is not None else self._level_and_logger(level, logger))
         parts.append('"timestamp": "' + self._stamp.text(now) + '"')
+        if self._trace is None or _OTEL_TRACE not in sys.modules:
+            return "{" + ", ".join(parts) + "}"
         return "{" + ", ".join(parts) + self._trace_fields(method) + "}"
 
     def _level_and_logger(self, level: str, logger: str) -> str:
