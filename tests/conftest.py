@@ -136,3 +136,21 @@ def restore_logging() -> Iterator[None]:
         root.addHandler(handler)
     root.setLevel(saved[1])
     structlog.reset_defaults()
+
+
+@pytest.fixture(autouse=True)
+def _root_handlers_end_with_their_test() -> Iterator[None]:
+    """A handler a test installed on the root logger (``configure_logging`` run by a CLI
+    command under CliRunner, say) is closed when the test ends, so it never writes to a
+    stream that is gone in a later test of the same worker."""
+    import logging
+
+    root = logging.getLogger()
+    before, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        if handler in before or type(handler).__module__.startswith("_pytest"):
+            continue
+        root.removeHandler(handler)
+        handler.close()
+    root.setLevel(level)
