@@ -1,5 +1,5 @@
 """HTTP middleware overhead: requests/s and p99 latency of a trivial endpoint behind
-bare Starlette, the full ``safeship.web.protect`` stack and a peer stack of popular packages.
+bare Starlette, the full ``safeship.web._protect`` stack and a peer stack of popular packages.
 
     python benchmarks/middleware.py [--quick] [--rounds N] [--duration SECONDS]
                                     [--no-instructions]

@@ -221,7 +221,7 @@ async def run_naive_relay(url: str, subject: str) -> None:
     import asyncpg
     import nats
 
-    from safeship.outbox.store_pg import asyncpg_dsn
+    from safeship.outbox._store_pg import asyncpg_dsn
 
     nc = await nats.connect(NATS_URL)
     js = nc.jetstream(publish_async_max_pending=10_000)
@@ -392,7 +392,7 @@ def procrastinate_worker(db: Database, n: int) -> float | None:
 def run_procrastinate(url: str, n: int) -> None:
     import procrastinate
 
-    from safeship.outbox.store_pg import asyncpg_dsn
+    from safeship.outbox._store_pg import asyncpg_dsn
 
     app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=asyncpg_dsn(url)))
     done = 0

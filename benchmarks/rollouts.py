@@ -28,7 +28,7 @@ from typing import Any
 
 from safeship.flags import FlagSet
 from safeship.rollouts import Rollout, ShadowOptions
-from safeship.rollouts.simulate import (
+from safeship.rollouts._simulate import (
     aa_false_rollbacks,
     errors_detection,
     latency_detection,

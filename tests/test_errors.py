@@ -41,7 +41,7 @@ def test_every_error_class_of_the_package_derives_from_safeship_error() -> None:
 
 def test_old_built_in_bases_are_kept_for_callers_that_catch_them() -> None:
     from safeship.flags.store import FlagExistsError, FlagNotFoundError
-    from safeship.outbox.model import OutboxPayloadError
+    from safeship.outbox._model import OutboxPayloadError
 
     assert issubclass(FlagNotFoundError, KeyError)
     assert issubclass(FlagExistsError, ValueError)

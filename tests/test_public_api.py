@@ -15,7 +15,25 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "api.md"
 
 
 #: The packages whose ``__all__`` docs/api.md lists name by name.
-FACADES = ["safeship", "safeship.outbox", "safeship.resilience"]
+SLICES = [
+    "safeship.outbox",
+    "safeship.resilience",
+    "safeship.flags",
+    "safeship.rollouts",
+    "safeship.observe",
+    "safeship.web",
+    "safeship.db",
+]
+FACADES = ["safeship", *SLICES]
+#: Slices whose documented public submodules are listed (``web`` and ``db`` have none).
+WITH_MODULES = [
+    "safeship.outbox",
+    "safeship.resilience",
+    "safeship.flags",
+    "safeship.rollouts",
+    "safeship.observe",
+]
+SRC = Path(__file__).resolve().parents[1] / "src"
 
 
 def _block(kind: str, package: str) -> str:
@@ -39,12 +57,37 @@ def test_every_public_name_resolves(package: str) -> None:
         assert getattr(module, name) is not None, f"{package}.{name}"
 
 
-@pytest.mark.parametrize("package", ["safeship.outbox", "safeship.resilience"])
+def public_modules(package: str) -> list[str]:
+    if package not in WITH_MODULES:
+        return []
+    return re.findall(r"`([a-z_.]+)`", _block("public-modules", package))
+
+
+@pytest.mark.parametrize("package", WITH_MODULES)
 def test_every_documented_public_submodule_imports(package: str) -> None:
-    modules = re.findall(r"`([a-z_.]+)`", _block("public-modules", package))
+    modules = public_modules(package)
     assert modules and all(name.startswith(f"{package}.") for name in modules)
     for name in modules:
         importlib.import_module(name)
+
+
+@pytest.mark.parametrize("package", SLICES)
+def test_every_other_module_of_a_slice_is_private(package: str) -> None:
+    """A module that is neither the facade nor a documented public one is named ``_x``."""
+    public = set(public_modules(package))
+    folder = SRC / package.replace(".", "/")
+    exposed = []
+    for path in folder.rglob("*.py"):
+        parts = path.relative_to(folder).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        if not parts or any(part.startswith("_") for part in parts) or "migrations" in parts:
+            continue
+        name = ".".join((package, *parts))
+        # A module inside a public subpackage is public with it (``outbox.sinks.nats``).
+        if not any(name == mod or name.startswith(mod + ".") for mod in public):
+            exposed.append(name)
+    assert exposed == []
 
 
 def test_importing_safeship_stays_light() -> None:

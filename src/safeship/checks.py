@@ -18,9 +18,9 @@ from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 
-from safeship.db.engine import create_engine
-from safeship.db.migrate import current_revision, describe_mismatch, head_revision
-from safeship.db.pool import pool_report
+from safeship.db._engine import create_engine
+from safeship.db._migrate import current_revision, describe_mismatch, head_revision
+from safeship.db._pool import pool_report
 from safeship.settings import Settings
 
 Status = Literal["ok", "warn", "fail"]

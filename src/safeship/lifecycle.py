@@ -19,8 +19,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from types import FrameType
 from typing import Any
 
+from safeship.observe._logging import get_logger
 from safeship.observe.health import HealthRegistry
-from safeship.observe.logging import get_logger
 
 CloseHook = Callable[[], Any] | Callable[[], Awaitable[Any]]
 BackgroundFn = Callable[[asyncio.Event], Awaitable[Any]]

@@ -27,10 +27,10 @@ from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_valid
 from pydantic_settings import BaseSettings, SettingsConfigDict  # noqa: E402
 
 from safeship.errors import SafeshipError  # noqa: E402
-from safeship.flags.overrides import FLAG_PREFIX as FLAG_PREFIX  # noqa: E402
-from safeship.flags.overrides import FlagOverride as FlagOverride  # noqa: E402
-from safeship.flags.overrides import flag_key as flag_key  # noqa: E402
-from safeship.flags.overrides import parse_flag_overrides as parse_flag_overrides  # noqa: E402
+from safeship.flags._overrides import FLAG_PREFIX as FLAG_PREFIX  # noqa: E402
+from safeship.flags._overrides import FlagOverride as FlagOverride  # noqa: E402
+from safeship.flags._overrides import flag_key as flag_key  # noqa: E402
+from safeship.flags._overrides import parse_flag_overrides as parse_flag_overrides  # noqa: E402
 from safeship.secret_strength import GENERATE_HINT, weakness  # noqa: E402
 
 logger = logging.getLogger("safeship.settings")

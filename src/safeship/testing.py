@@ -88,7 +88,7 @@ def capture_logs(*loggers: str, level: int = logging.DEBUG) -> Iterator[Captured
 
 def memory_engine() -> sa.Engine:
     """A migrated in-memory SQLite database, shared by every connection of the engine."""
-    from safeship.db.migrate import upgrade
+    from safeship.db._migrate import upgrade
 
     engine = sa.create_engine(
         "sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False}

@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from safeship.db import create_engine, list_audit, record_audit, upgrade
-from safeship.db.audit import MAX_REASON, fit_text
+from safeship.db._audit import MAX_REASON, fit_text
 from safeship.flags.store import FlagStore
 from safeship.server import create_app
 from tests.server.support import make_settings

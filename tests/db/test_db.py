@@ -17,7 +17,7 @@ from safeship.db import (
     record_audit,
     upgrade,
 )
-from safeship.db.pool import pool_report
+from safeship.db._pool import pool_report
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

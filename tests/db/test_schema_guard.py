@@ -96,7 +96,7 @@ def test_the_control_plane_is_not_ready_on_a_stale_schema(
 
 @pytest.mark.postgres
 def test_an_async_engine_is_checked_too(postgres_url: str) -> None:
-    from safeship.db.engine import create_async_engine
+    from safeship.db._engine import create_async_engine
 
     sync = create_engine(postgres_url)
     upgrade(sync, OLD)

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from safeship.flags import authoring
-from safeship.flags.authoring import FlagDefinitionError
-from safeship.flags.flagset import FlagSet
+from safeship.flags import _authoring as authoring
+from safeship.flags._authoring import FlagDefinitionError
+from safeship.flags._flagset import FlagSet
 
 
 def evaluate(feature: dict[str, object], context: dict[str, object]) -> bool:
@@ -116,7 +116,7 @@ def test_targeting_a_new_flag_turns_it_on_for_those_ids_only() -> None:
 
 
 def test_a_rollout_without_stickiness_keeps_the_flags_own() -> None:
-    from safeship.flags import authoring
+    from safeship.flags import _authoring as authoring
 
     feature = authoring.new_feature("sticky")
     at_25 = authoring.rollout(feature, "25%", stickiness="userId")

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from safeship.flags import Context, FlagSet
-from safeship.flags.hashing import in_rollout, normalized_hash, variant_bucket
+from safeship.flags._hashing import in_rollout, normalized_hash, variant_bucket
 
 
 def _rollout(percent: int, group: str = "exp", stickiness: str = "userId") -> FlagSet:

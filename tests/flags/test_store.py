@@ -10,8 +10,8 @@ import pytest
 import sqlalchemy as sa
 
 from safeship.db import create_engine, upgrade
-from safeship.flags.authoring import FlagDefinitionError
-from safeship.flags.flagset import FlagSet
+from safeship.flags._authoring import FlagDefinitionError
+from safeship.flags._flagset import FlagSet
 from safeship.flags.store import FlagExistsError, FlagNotFoundError, FlagStore
 
 

@@ -13,8 +13,8 @@ import pytest
 import sqlalchemy as sa
 
 from safeship.db import create_engine, upgrade
-from safeship.db.schema import flag_segments
-from safeship.flags.authoring import FlagDefinitionError
+from safeship.db._schema import flag_segments
+from safeship.flags._authoring import FlagDefinitionError
 from safeship.flags.live import FlagClient
 from safeship.flags.store import FlagInUseError, FlagStore, FlagVersionError
 
@@ -228,7 +228,7 @@ def test_the_names_unleash_allows_import(store: FlagStore) -> None:
 def test_a_definition_stored_in_an_odd_shape_breaks_neither_the_list_nor_other_flags(
     store: FlagStore,
 ) -> None:
-    from safeship.db.schema import flags
+    from safeship.db._schema import flags
 
     store.create("odd", actor="t")
     store.create("fine", actor="t", definition={"enabled": True})
@@ -246,7 +246,7 @@ def test_a_definition_stored_in_an_odd_shape_breaks_neither_the_list_nor_other_f
 
 
 def test_the_kill_switch_works_past_a_definition_that_is_not_an_object(store: FlagStore) -> None:
-    from safeship.db.schema import flags
+    from safeship.db._schema import flags
 
     store.create("on", actor="t", definition={"enabled": True})
     store.create("junk", actor="t")

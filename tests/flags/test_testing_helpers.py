@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from safeship.flags import FlagSet, FlagStateError, Variant
-from safeship.flags.model import FrozenDict
+from safeship.flags._model import FrozenDict
 from safeship.flags.testing import fixed_flags, force_flags
 from safeship.flags.testing import forced_flags as forced_flags  # the fixture, used by name
 

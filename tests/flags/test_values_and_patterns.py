@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from safeship.flags.patterns import PatternError, compile_pattern, translate
-from safeship.flags.values import (
+from safeship.flags._patterns import PatternError, compile_pattern, translate
+from safeship.flags._values import (
     parse_network,
     parse_number,
     parse_percentage,

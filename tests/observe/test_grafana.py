@@ -22,7 +22,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 import safeship
-from safeship.observe import metrics
+from safeship.observe import _metrics as metrics
 
 DOCS = Path(__file__).parents[2] / "docs" / "metrics.md"
 _METRIC = re.compile(r"\bsafeship_[a-z0-9_]+\b")

@@ -19,7 +19,7 @@ import pytest
 import structlog
 from prometheus_client import REGISTRY
 
-from safeship.observe.logging import (
+from safeship.observe._logging import (
     ALERT,
     SamplingFilter,
     bind_context,
@@ -250,8 +250,8 @@ def test_reconfiguring_replaces_the_handler(stream: io.StringIO) -> None:
 
 
 def test_event_logs_a_dict_of_fields_and_counts_alerts(caplog: pytest.LogCaptureFixture) -> None:
-    from safeship.observe.logging import ALERT
-    from safeship.observe.metrics import LOG_ALERTS
+    from safeship.observe._logging import ALERT
+    from safeship.observe._metrics import LOG_ALERTS
 
     log = get_logger("app.fields")
     before = LOG_ALERTS.labels("app.fields")._value.get()
@@ -317,7 +317,7 @@ def test_capture_process_makes_warnings_and_uncaught_exceptions_masked_json(
     output = _run_python(
         f"""
         import sys, threading, warnings
-        from safeship.observe.logging import configure_logging
+        from safeship.observe._logging import configure_logging
         configure_logging(fmt="json", capture_process=True)
         warnings.warn("deprecated for {EMAIL}")
         worker = threading.Thread(target=lambda: 1 / 0, name="worker")

@@ -15,7 +15,7 @@ import structlog
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from safeship.observe.logging import (
+from safeship.observe._logging import (
     _EventDict,
     _formatter,
     add_request_id,
@@ -25,8 +25,8 @@ from safeship.observe.logging import (
     drop_terminal_fields,
     get_logger,
 )
-from safeship.observe.masking import DEFAULT_MASK_PATTERNS, MaskPattern, PiiMasker
-from safeship.observe.rendering import UtcTimestamper, render_json
+from safeship.observe._masking import DEFAULT_MASK_PATTERNS, MaskPattern, PiiMasker
+from safeship.observe._rendering import UtcTimestamper, render_json
 
 MASKER = PiiMasker()
 PATTERNS = {pattern.name: pattern for pattern in DEFAULT_MASK_PATTERNS}
@@ -225,7 +225,7 @@ def test_cached_fields_never_hold_a_masked_value() -> None:
 
 
 def test_bound_context_is_seen_only_while_something_is_bound() -> None:
-    from safeship.observe.logging import bound_context, has_bound_context
+    from safeship.observe._logging import bound_context, has_bound_context
 
     assert not has_bound_context()
     with bound_context(tenant="t1"):

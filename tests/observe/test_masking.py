@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from safeship.observe.masking import DEFAULT_MASK_KEYS, PiiMasker
+from safeship.observe._masking import DEFAULT_MASK_KEYS, PiiMasker
 
 MASKER = PiiMasker()
 SECRET = "S3cr3t-Value-9f8e7d"
@@ -154,8 +154,8 @@ def test_any_configured_key_masks_any_value_at_any_depth(key: str, secret: str, 
 
 
 def test_trace_ids_and_generated_request_ids_are_never_masked() -> None:
-    from safeship.observe.masking import PiiMasker
-    from safeship.web.request_id import _random_id
+    from safeship.observe._masking import PiiMasker
+    from safeship.web._request_id import _random_id
 
     masker = PiiMasker()
     trace = "4111111111111111" + "0" * 16  # a Luhn-valid run of digits inside a trace id

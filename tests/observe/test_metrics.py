@@ -11,8 +11,9 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 
-from safeship.observe import http_metrics, metrics
-from safeship.observe.http_metrics import ProcessHttpMetrics, SharedHttpMetrics
+from safeship.observe import _http_metrics as http_metrics
+from safeship.observe import _metrics as metrics
+from safeship.observe._http_metrics import ProcessHttpMetrics, SharedHttpMetrics
 
 
 def test_render_latest_returns_text_format_with_safeship_metrics() -> None:
@@ -134,7 +135,7 @@ def test_a_family_read_at_scrape_time_replaces_the_process_one_of_the_same_name(
     from prometheus_client.core import GaugeMetricFamily
     from prometheus_client.registry import Collector
 
-    from safeship.outbox import metrics as outbox_metrics
+    from safeship.outbox import _metrics as outbox_metrics
 
     outbox_metrics.backlog(5, 1.0, 0)
 
@@ -155,7 +156,7 @@ def test_a_process_without_a_web_app_serves_metrics_and_health(tmp_path: Path) -
     answer that follows what the process says about itself."""
     from safeship.db import create_engine, upgrade
     from safeship.observe.scrape import DatabaseCollector, ScrapeSource
-    from safeship.outbox import metrics as outbox_metrics
+    from safeship.outbox import _metrics as outbox_metrics
 
     engine = create_engine(f"sqlite:///{tmp_path / 'relay.db'}")
     upgrade(engine)

@@ -20,7 +20,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from safeship.observe import tracing
-from safeship.observe.logging import configure_logging, get_logger
+from safeship.observe._logging import configure_logging, get_logger
 from safeship.web import protect
 
 INCOMING_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"

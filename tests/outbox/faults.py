@@ -13,7 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from safeship.outbox import NewEvent, stage, stage_many
-from safeship.outbox.model import partition_of
+from safeship.outbox._model import partition_of
 
 
 class Stager(threading.Thread):

@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from safeship.outbox import NewEvent, OutboxPayloadError, RelayConfig, Route, uuid7
-from safeship.outbox.model import Event, partition_of
-from safeship.outbox.schema import PARTITIONS
+from safeship.outbox._model import Event, partition_of
+from safeship.outbox._schema import PARTITIONS
 
 
 def test_uuid7_has_version_7_and_rfc_variant_and_sorts_by_time() -> None:

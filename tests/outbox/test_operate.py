@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from safeship.outbox import NewEvent, inbox, stage_many
-from safeship.outbox import schema as outbox_schema
+from safeship.outbox import _schema as outbox_schema
 from safeship.outbox.health import outbox_check
 from tests.server.support import ADMIN_KEY, READ_KEY, admin_headers, make_settings, read_headers
 
@@ -164,7 +164,7 @@ def test_health_check_warns_on_old_backlog_and_dead_letters(sqlite_engine: sa.En
 def test_metrics_are_exported() -> None:
     from prometheus_client import generate_latest
 
-    from safeship.outbox import metrics
+    from safeship.outbox import _metrics as metrics
 
     metrics.backlog(5, 1.5, 0)
     text = generate_latest().decode()

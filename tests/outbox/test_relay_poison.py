@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from safeship.outbox import CallbackSink, Event, NewEvent, Relay, RelayConfig, admin, stage_many
 from safeship.outbox import stage as stage_one
-from safeship.outbox.model import partition_of
+from safeship.outbox._model import partition_of
 from safeship.outbox.sinks.nats import NatsSink
 from safeship.resilience import Constant
 

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import pytest
 
 from safeship.outbox import Event, Status
-from safeship.outbox.model import SKIPPED, uuid7
+from safeship.outbox._model import SKIPPED, uuid7
 
 
 def event(key: str = "k1", n: int = 0, type_: str = "created") -> Event:

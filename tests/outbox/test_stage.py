@@ -21,7 +21,7 @@ from safeship.outbox import (
     stage,
     stage_many,
 )
-from safeship.outbox.store_pg import asyncpg_dsn
+from safeship.outbox._store_pg import asyncpg_dsn
 
 ARGS: dict[str, Any] = {"aggregate_type": "order", "aggregate_id": "o-1", "type": "created"}
 
@@ -154,7 +154,7 @@ async def test_stage_many_uses_copy_for_large_batches_on_every_postgres_driver(
     import asyncpg
     import psycopg
 
-    from safeship.outbox.stage import COPY_THRESHOLD
+    from safeship.outbox._stage import COPY_THRESHOLD
 
     size = COPY_THRESHOLD + 1
     batch = [NewEvent(**ARGS, payload={"i": i}, headers={"h": "v"}) for i in range(size)]

@@ -102,7 +102,7 @@ async def test_async_stage_refuses_each_case_before_anything_is_sent(
     import psycopg
     from sqlalchemy.ext.asyncio import create_async_engine
 
-    from safeship.outbox.store_pg import asyncpg_dsn
+    from safeship.outbox._store_pg import asyncpg_dsn
 
     async_engine = create_async_engine(pg_url.replace("+psycopg", "+asyncpg"))
     raw = await asyncpg.connect(asyncpg_dsn(pg_url))

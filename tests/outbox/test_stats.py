@@ -15,8 +15,8 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from safeship.outbox import NewEvent, Relay, RelayConfig, admin, stage_many
-from safeship.outbox.history import BacklogHistory, chart_points
-from safeship.outbox.model import DeliveryRate, Event, Outcome, Status
+from safeship.outbox._history import BacklogHistory, chart_points
+from safeship.outbox._model import DeliveryRate, Event, Outcome, Status
 from tests.server.support import ADMIN_KEY, make_settings, read_headers
 
 from .conftest import wait_until

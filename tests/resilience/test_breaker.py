@@ -20,7 +20,7 @@ from safeship.resilience import (
     all_breakers,
     get_breaker,
 )
-from safeship.resilience.metrics import BreakerCollector
+from safeship.resilience._metrics import BreakerCollector
 from safeship.resilience.testing import FakeClock, TransitionRecorder
 
 
@@ -419,7 +419,7 @@ def test_a_breaker_nothing_uses_leaves_the_registry_without_waiting_for_the_coll
 
 
 def test_a_breaker_joins_the_registry_it_is_given_and_none_when_told(name: str) -> None:
-    from safeship.resilience.registry import BreakerRegistry
+    from safeship.resilience._default_registry import BreakerRegistry
 
     own = BreakerRegistry()
     breaker = Breaker(name, registry=own)

@@ -23,7 +23,7 @@ from safeship.resilience import (
     Timeout,
     pipeline,
 )
-from safeship.resilience.pipeline import ORDER
+from safeship.resilience._pipeline import ORDER
 from safeship.resilience.testing import FakeClock
 
 

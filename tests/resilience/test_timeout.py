@@ -8,8 +8,8 @@ import threading
 import pytest
 
 from safeship.resilience import DeadlineExceeded, Timeout, current_deadline, deadline, remaining
+from safeship.resilience._timeout import _WHEELS
 from safeship.resilience.testing import FakeClock
-from safeship.resilience.timeout import _WHEELS
 
 
 async def test_a_slow_coroutine_is_cancelled_and_raises_deadline_exceeded() -> None:

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from safeship.resilience import ConsecutiveFailures, CountWindow, TimeWindow
-from safeship.resilience.windows import FAILURE, SLOW, SUCCESS
+from safeship.resilience._windows import FAILURE, SLOW, SUCCESS
 
 
 def test_consecutive_failures_open_after_a_run_and_a_success_resets_it() -> None:

@@ -8,10 +8,10 @@ import pytest
 import sqlalchemy as sa
 
 from safeship.db import upgrade
-from safeship.flags.flagset import FlagSet
+from safeship.flags._flagset import FlagSet
 from safeship.flags.store import FlagStore
 from safeship.rollouts import GuardAgent, Mode, Plan, Rollout, RolloutGuard
-from safeship.rollouts.schema import rollouts
+from safeship.rollouts._schema import rollouts
 
 
 def _rollout(name: str, flags: FlagSet) -> Rollout:

@@ -13,7 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from safeship.db.audit import MAX_REASON, fit_text
+from safeship.db._audit import MAX_REASON, fit_text
 from safeship.rollouts import RolloutGuard
 from tests.rollouts.conftest import allow_writes, refuse_writes
 from tests.server.support import ADMIN_KEY, admin_headers, read_headers

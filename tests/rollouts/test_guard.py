@@ -15,9 +15,9 @@ import sqlalchemy as sa
 
 from safeship.db import create_engine, list_audit, upgrade
 from safeship.flags.store import FlagStore
-from safeship.observe.logging import ALERT
+from safeship.observe._logging import ALERT
 from safeship.rollouts import ArmWindow, Plan, RolloutGuard
-from safeship.rollouts.stats import bucket_of
+from safeship.rollouts._stats import bucket_of
 
 pytestmark = pytest.mark.postgres
 ROOT = Path(__file__).resolve().parents[2]

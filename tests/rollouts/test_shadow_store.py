@@ -13,8 +13,8 @@ from safeship.db import create_engine, list_audit, upgrade
 from safeship.flags import FlagSet
 from safeship.flags.store import FlagStore
 from safeship.rollouts import GuardAgent, Mode, Plan, Rollout, RolloutGuard, ShadowOptions
-from safeship.rollouts.schema import rollout_shadow_samples
-from safeship.rollouts.shadow_store import KEEP_SAMPLES
+from safeship.rollouts._schema import rollout_shadow_samples
+from safeship.rollouts._shadow_store import KEEP_SAMPLES
 
 INLINE = ShadowOptions(off_path=False, randomize_order=False)
 

@@ -9,14 +9,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from safeship.rollouts.monitor import ArmWindow, GuardMonitor
-from safeship.rollouts.simulate import (
+from safeship.rollouts._monitor import ArmWindow, GuardMonitor
+from safeship.rollouts._simulate import (
     aa_false_rollbacks,
     errors_detection,
     latency_detection,
     lognormal_service,
 )
-from safeship.rollouts.stats import (
+from safeship.rollouts._stats import (
     ERROR_PRIOR,
     GuardSettings,
     LatencyHistogram,

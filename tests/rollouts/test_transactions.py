@@ -21,12 +21,12 @@ import pytest
 import sqlalchemy as sa
 
 from safeship.db import list_audit, upgrade
-from safeship.flags.authoring import rollout_percent
-from safeship.flags.records import FlagRecord
+from safeship.flags._authoring import rollout_percent
+from safeship.flags._records import FlagRecord
 from safeship.flags.store import FlagStore
 from safeship.rollouts import ArmWindow, Plan, RolloutGuard, emergency_rollback
-from safeship.rollouts.records import RolloutRecord
-from safeship.rollouts.stats import bucket_of
+from safeship.rollouts._records import RolloutRecord
+from safeship.rollouts._stats import bucket_of
 from tests.rollouts.conftest import allow_writes, refuse_writes
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -339,7 +339,7 @@ def test_the_documented_422_body_is_the_real_one(client: TestClient) -> None:
 def test_evaluate_answers_while_a_segment_stored_around_the_store_is_unusable(
     client: TestClient, engine: sa.Engine
 ) -> None:
-    from safeship.db.schema import flag_segments
+    from safeship.db._schema import flag_segments
 
     create(client, "plain", definition={"enabled": True})
     with engine.begin() as conn:

@@ -22,7 +22,7 @@ from schemathesis import GenerationMode
 from schemathesis.checks import response_schema_conformance, status_code_conformance
 
 from safeship.server import create_app
-from safeship.web.limiter import LimitPolicy, MemoryFailureStore
+from safeship.web._limiter import LimitPolicy, MemoryFailureStore
 from tests.server.support import ADMIN_KEY, READ_KEY, make_settings
 
 OPEN_PATHS = {"/health", "/health/ready", "/metrics"}

@@ -25,8 +25,8 @@ from safeship.outbox import CallbackSink, Event, Relay, RelayConfig, stage
 from safeship.outbox.admin import stats
 from safeship.resilience import Breaker, Constant
 from safeship.resilience.board import BreakerBoard, BreakerReporter
-from safeship.rollouts.monitor import ArmWindow
-from safeship.rollouts.plan import Plan
+from safeship.rollouts._monitor import ArmWindow
+from safeship.rollouts._plan import Plan
 from safeship.server import create_app
 from safeship.server.app import stored_metrics
 from tests.observe.test_grafana import all_queries
@@ -266,7 +266,7 @@ def test_arm_counters_add_only_the_windows_shipped_since_the_last_scrape(
 ) -> None:
     """Each scrape sums at most ``CATCH_UP_WINDOWS`` new windows, so its cost follows the
     scrape interval, not the rollout's age; the counters only grow and reach the total."""
-    from safeship.rollouts import metrics as rollout_metrics
+    from safeship.rollouts import _metrics as rollout_metrics
 
     guard = client.app.state.plane.rollouts  # type: ignore[attr-defined]
     guard.create("scrape-catch-up", actor="cli:test", plan=Plan(steps=(10.0, 100.0)))

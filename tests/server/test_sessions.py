@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from safeship.cli import app as cli
-from safeship.db.schema import api_keys
+from safeship.db._schema import api_keys
 from safeship.server import create_app
 from safeship.settings import Settings, load_settings
 from tests.server.served import SESSION_SECRET

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from safeship.observe import configure_logging, get_logger
-from safeship.observe.logging import bound_context, request_id
+from safeship.observe._logging import bound_context, request_id
 from safeship.web import protect
 from safeship.web._asgi import Receive, Scope, Send
 

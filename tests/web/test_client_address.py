@@ -16,10 +16,10 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from safeship.errors import SafeshipError
-from safeship.observe.logging import configure_logging
+from safeship.observe._logging import configure_logging
 from safeship.web import protect
 from safeship.web._asgi import Scope
-from safeship.web.clients import ClientAddresses, ClientAddressMiddleware, TrustedProxyError
+from safeship.web._clients import ClientAddresses, ClientAddressMiddleware, TrustedProxyError
 
 PEER = ("192.0.2.10", 4711)
 

@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from safeship.observe.health import HealthRegistry
 from safeship.web import protect
 from safeship.web._asgi import Scope
-from safeship.web.express import ExpressLane
-from safeship.web.limiter import ALLOWED, MemoryFailureStore, Verdict
-from safeship.web.request_id import RequestIdMiddleware
+from safeship.web._express import ExpressLane
+from safeship.web._limiter import ALLOWED, MemoryFailureStore, Verdict
+from safeship.web._request_id import RequestIdMiddleware
 from tests.web.test_hot_paths import read_all
 
 KEY = "ss_right_key"

@@ -19,7 +19,7 @@ from safeship.web import (
     require_debug_access,
     safe_filename,
 )
-from safeship.web.pagination import MAX_LIMIT, MAX_PAGE
+from safeship.web._pagination import MAX_LIMIT, MAX_PAGE
 
 # -- pagination ------------------------------------------------------------------------
 

@@ -13,12 +13,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from safeship.observe import metrics
-from safeship.observe.logging import request_id
+from safeship.observe import _metrics as metrics
+from safeship.observe._logging import request_id
 from safeship.web import BodySizeLimitMiddleware, TimeoutMiddleware
 from safeship.web._asgi import Message, PathPrefixes, Receive, Scope, Send
-from safeship.web.request_id import RequestIdMiddleware
-from safeship.web.telemetry import ObserveMiddleware
+from safeship.web._request_id import RequestIdMiddleware
+from safeship.web._telemetry import ObserveMiddleware
 
 
 def http_scope(
@@ -250,7 +250,7 @@ async def test_the_outer_layers_tag_log_count_and_time_out(
 
 
 def test_request_id_header_replaces_the_apps_own_in_any_case() -> None:
-    from safeship.web.request_id import with_header
+    from safeship.web._request_id import with_header
 
     given = [(b"a", b"1"), (b"X-Request-ID", b"old"), (b"b", b"2"), (b"x-request-id", b"o2")]
     assert with_header(given, b"x-request-id", b"new") == [
@@ -264,7 +264,7 @@ def test_request_id_header_replaces_the_apps_own_in_any_case() -> None:
 def test_generated_request_ids_differ_in_a_forked_child() -> None:
     import os
 
-    from safeship.web.request_id import _random_id
+    from safeship.web._request_id import _random_id
 
     read, write = os.pipe()
     pid = os.fork()

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from safeship.web import keys
-from safeship.web.keys import generate_key, hash_key, verify_key
+from safeship.web import _keys as keys
+from safeship.web._keys import generate_key, hash_key, verify_key
 
 
 def test_hash_key_is_hex_sha256() -> None:

@@ -17,7 +17,7 @@ from starlette.routing import Route
 from safeship.db import create_engine
 from safeship.server import create_app
 from safeship.web import protect
-from safeship.web.keys import presented_key
+from safeship.web._keys import presented_key
 from tests.server.support import READ_KEY, make_settings
 
 KEY = READ_KEY.encode()

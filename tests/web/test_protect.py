@@ -15,8 +15,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Mount, Route
 
+from safeship.observe._logging import request_id
 from safeship.observe.health import HEALTH_MEDIA_TYPE, HealthRegistry
-from safeship.observe.logging import request_id
 from safeship.web import protect
 
 
@@ -191,7 +191,7 @@ async def test_auth_failures_are_logged_without_the_key(
     with caplog.at_level(logging.INFO):
         async with client(app) as c:
             await c.get("/admin/stats", headers={"X-API-Key": "ss_attempted_secret"})
-    failures = [r for r in caplog.records if r.name == "safeship.web.auth"]
+    failures = [r for r in caplog.records if r.name == "safeship.web._auth"]
     assert failures
     assert all("ss_attempted_secret" not in r.getMessage() for r in caplog.records)
     assert failures[0].msg["reason"] == "invalid"  # type: ignore[index]
@@ -220,7 +220,7 @@ def test_protect_validates_settings_at_start_up() -> None:
 
 def _both_forms() -> list[object]:
     """protect()'s app, and the same layers without the shortcut past them."""
-    from safeship.web.express import ExpressLane
+    from safeship.web._express import ExpressLane
 
     def build(express: bool) -> object:
         app = protect(

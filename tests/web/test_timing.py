@@ -13,7 +13,7 @@ from __future__ import annotations
 import statistics
 import time
 
-from safeship.web.keys import hash_key, verify_key
+from safeship.web._keys import hash_key, verify_key
 
 CORRECT = "ss_" + "k" * 4000  # long, so any content-dependent comparison would show
 ROUNDS = 31

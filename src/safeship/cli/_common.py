@@ -88,7 +88,7 @@ def or_fail(fn: Callable[[], T]) -> T:
     """Run ``fn``; turn database and configuration errors into one readable paragraph."""
     import sqlalchemy as sa
 
-    from safeship.db.migrate import SchemaMismatchError
+    from safeship.db._migrate import SchemaMismatchError
 
     try:
         return fn()
@@ -180,7 +180,7 @@ def open_engine(
     refuse_missing_sqlite(settings.database_url, create=create)
     engine = or_fail(lambda: create_engine(settings=settings))
     if check_schema:
-        from safeship.db.migrate import ensure_current
+        from safeship.db._migrate import ensure_current
 
         try:
             or_fail(lambda: ensure_current(engine))

@@ -23,7 +23,7 @@ from safeship.cli._common import (
     settings_or_exit,
     typer_app,
 )
-from safeship.observe.logging import configure_logging
+from safeship.observe._logging import configure_logging
 
 app = typer_app(
     name="safeship",

@@ -21,7 +21,7 @@ from safeship.cli._common import (
     settings_or_exit,
     typer_app,
 )
-from safeship.flags.authoring import FlagDefinitionError
+from safeship.flags._authoring import FlagDefinitionError
 from safeship.flags.store import (
     FlagExistsError,
     FlagInUseError,

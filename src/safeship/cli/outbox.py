@@ -194,7 +194,7 @@ def relay_command(
     import asyncio
     import signal
 
-    from safeship.observe.logging import configure_logging
+    from safeship.observe._logging import configure_logging
     from safeship.outbox import Relay, RelayConfig
 
     settings = settings_or_exit(database_url=database_url)

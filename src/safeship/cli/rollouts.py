@@ -19,7 +19,7 @@ from safeship.cli._common import (
     out,
     typer_app,
 )
-from safeship.rollouts.guard import RolloutGuard, RolloutNotFoundError
+from safeship.rollouts._guard import RolloutGuard, RolloutNotFoundError
 
 rollouts_app = typer_app(
     help="Guarded rollouts: state, control vs candidate, pause, advance, roll back."
@@ -168,7 +168,7 @@ def emergency(
 
     Prints what happened to each rollout; exits 3 when anything could not be done.
     """
-    from safeship.rollouts.emergency import emergency_rollback
+    from safeship.rollouts._emergency import emergency_rollback
 
     guard = _guard(database_url)
     confirm_or_fail("Roll back every live rollout and kill every flag now?", yes=yes)

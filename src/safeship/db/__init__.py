@@ -13,12 +13,12 @@ from safeship._extras import require
 
 require("db", "sqlalchemy", feature="safeship.db")
 
-from safeship.db.audit import AuditRecord, list_audit, record_audit  # noqa: E402
-from safeship.db.engine import DatabaseUnavailableError, create_engine, normalise_url  # noqa: E402
-from safeship.db.schema import metadata  # noqa: E402
+from safeship.db._audit import AuditRecord, list_audit, record_audit  # noqa: E402
+from safeship.db._engine import DatabaseUnavailableError, create_engine, normalise_url  # noqa: E402
+from safeship.db._schema import metadata  # noqa: E402
 
 if TYPE_CHECKING:
-    from safeship.db.migrate import (
+    from safeship.db._migrate import (
         SchemaMismatchError,
         current_revision,
         ensure_current,
@@ -50,6 +50,6 @@ def __getattr__(name: str) -> Any:
     if name not in _MIGRATIONS:
         raise AttributeError(f"module 'safeship.db' has no attribute {name!r}")
     require("db", "alembic", feature="safeship.db migrations")
-    value = getattr(importlib.import_module("safeship.db.migrate"), name)
+    value = getattr(importlib.import_module("safeship.db._migrate"), name)
     globals()[name] = value
     return value

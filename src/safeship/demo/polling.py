@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from safeship.demo.orders import orders
 from safeship.rollouts import Mode, Rollout, ShadowOptions
-from safeship.rollouts.rollout import FlagReader
+from safeship.rollouts._rollout import FlagReader
 
 __all__ = ["BREAK_FLAG", "ROLLOUT_NAME", "CandidateFaultError", "polling_rollout"]
 

@@ -19,8 +19,8 @@ import uvicorn
 from pydantic import SecretStr
 from rich.console import Console
 
-from safeship.db.engine import create_engine
-from safeship.db.migrate import upgrade
+from safeship.db._engine import create_engine
+from safeship.db._migrate import upgrade
 from safeship.demo.events import DeliveredEvents, start_relay
 from safeship.demo.orders import create_orders_app, seed_flags
 from safeship.demo.polling import BREAK_FLAG, ROLLOUT_NAME, polling_rollout

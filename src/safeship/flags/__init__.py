@@ -11,10 +11,10 @@ The OpenFeature provider lives in ``safeship.flags.openfeature`` (extra ``openfe
 and the test helpers in ``safeship.flags.testing``.
 """
 
-from safeship.flags.context import Context, ContextLike
-from safeship.flags.counter import EvaluationCounter, FlagCounts
-from safeship.flags.flagset import FlagSet
-from safeship.flags.model import (
+from safeship.flags._context import Context, ContextLike
+from safeship.flags._counter import EvaluationCounter, FlagCounts
+from safeship.flags._flagset import FlagSet
+from safeship.flags._model import (
     DISABLED_VARIANT,
     FlagProblem,
     FlagSource,

@@ -35,10 +35,10 @@ from typing import Any, Protocol
 
 import sqlalchemy as sa
 
-from safeship.flags import authoring
-from safeship.flags.counter import EvaluationCounter
-from safeship.flags.flagset import FlagSet
-from safeship.flags.overrides import FlagOverride, flag_key
+from safeship.flags import _authoring as authoring
+from safeship.flags._counter import EvaluationCounter
+from safeship.flags._flagset import FlagSet
+from safeship.flags._overrides import FlagOverride, flag_key
 from safeship.flags.store import NOTIFY_CHANNEL, FlagStore
 
 logger = logging.getLogger("safeship.flags")

@@ -30,9 +30,9 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from safeship.flags.context import STANDARD_FIELDS
-from safeship.flags.model import FlagSource, FrozenDict, Variant
-from safeship.flags.values import parse_number
+from safeship.flags._context import STANDARD_FIELDS
+from safeship.flags._model import FlagSource, FrozenDict, Variant
+from safeship.flags._values import parse_number
 
 try:
     from openfeature.evaluation_context import EvaluationContext

@@ -5,7 +5,7 @@ writers serialise and versions only grow; every read after it in the transaction
 latest committed flags), then writes the flag, writes the audit record, and on PostgreSQL
 sends ``NOTIFY safeship_flags`` (delivered at commit) so live clients refresh at once.
 Every write is checked as a change of the whole state before anything is written
-(``safeship.flags.validation``), and a caller may pass the version it read
+(``safeship.flags._validation``), and a caller may pass the version it read
 (``expected_version``): a flag changed since is refused with ``FlagVersionError``.
 
 Every write also takes the caller's connection (``conn=``): the change is then made in a
@@ -28,14 +28,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from safeship.db.audit import AuditRecord, list_audit, record_audit
-from safeship.db.schema import flag_segments, flag_state, flags
-from safeship.db.transaction import hold_write_lock, savepoint
+from safeship.db._audit import AuditRecord, list_audit, record_audit
+from safeship.db._schema import flag_segments, flag_state, flags
+from safeship.db._transaction import hold_write_lock, savepoint
 from safeship.errors import SafeshipError
-from safeship.flags import authoring
-from safeship.flags.authoring import FlagDefinitionError
-from safeship.flags.model import FlagProblem
-from safeship.flags.records import (
+from safeship.flags import _authoring as authoring
+from safeship.flags._authoring import FlagDefinitionError
+from safeship.flags._model import FlagProblem
+from safeship.flags._records import (
     FlagRecord,
     aware,
     copy_json,
@@ -43,7 +43,7 @@ from safeship.flags.records import (
     stale_reasons,
     stored_definition,
 )
-from safeship.flags.validation import (
+from safeship.flags._validation import (
     MAX_DESCRIPTION,
     StateView,
     check_change,

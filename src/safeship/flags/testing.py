@@ -27,8 +27,8 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeAlias
 
-from safeship.flags.flagset import FlagSet
-from safeship.flags.model import FlagStateError, Variant
+from safeship.flags._flagset import FlagSet
+from safeship.flags._model import FlagStateError, Variant
 
 FlagValue: TypeAlias = bool | str | Variant | Mapping[str, Any]
 """On/off, a variant name, a ``Variant``, or a whole feature object (Unleash format)."""

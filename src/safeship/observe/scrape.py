@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from safeship.observe.metrics import MetricsConfigError
+from safeship.observe._metrics import MetricsConfigError
 
 __all__ = ["DatabaseCollector", "PoolCollector", "ScrapeSource", "pool_families"]
 

@@ -3,7 +3,7 @@
 `enable_tracing` wraps the app so every request gets a server span that continues an
 incoming W3C ``traceparent``, is named by its route template (never the raw path), and
 is announced back in a ``traceparent`` response header. Log events carry ``trace_id``
-and ``span_id`` (see `safeship.observe.logging.add_trace_context`). The exporter is
+and ``span_id`` (see `safeship.observe._logging.add_trace_context`). The exporter is
 chosen by the standard ``OTEL_*`` environment variables. Without the extra, safeship
 runs untraced and says how to enable it.
 """
@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from safeship.errors import SafeshipError
-from safeship.observe.logging import get_logger
-from safeship.observe.metrics import method_label, route_label
+from safeship.observe._logging import get_logger
+from safeship.observe._metrics import method_label, route_label
 
 _log = get_logger("safeship.tracing")
 

@@ -11,22 +11,22 @@ from safeship._extras import require
 
 require("db", "sqlalchemy", feature="safeship.outbox")
 
-from safeship.outbox.model import Event, OutboxPayloadError, Outcome, Status, uuid7  # noqa: E402
-from safeship.outbox.relay import Relay, RelayConfig, RelayThread  # noqa: E402
-from safeship.outbox.sinks import (  # noqa: E402
-    CallbackSink,
-    PermanentError,
-    Route,
-    Sink,
-    SinkUnavailableError,
-)
-from safeship.outbox.stage import (  # noqa: E402
+from safeship.outbox._model import Event, OutboxPayloadError, Outcome, Status, uuid7  # noqa: E402
+from safeship.outbox._relay import Relay, RelayConfig, RelayThread  # noqa: E402
+from safeship.outbox._stage import (  # noqa: E402
     NewEvent,
     OutboxConnectionError,
     astage,
     astage_many,
     stage,
     stage_many,
+)
+from safeship.outbox.sinks import (  # noqa: E402
+    CallbackSink,
+    PermanentError,
+    Route,
+    Sink,
+    SinkUnavailableError,
 )
 
 __all__ = [

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, Protocol
 
-from safeship.outbox.model import Event
+from safeship.outbox._model import Event
 
 __all__ = ["Failure", "RelayStore", "event_from_row"]
 

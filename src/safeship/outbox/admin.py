@@ -15,7 +15,7 @@ from typing import Any, Literal, TypeVar
 import sqlalchemy as sa
 
 from safeship.errors import SafeshipError
-from safeship.outbox import schema
+from safeship.outbox import _schema as schema
 
 __all__ = [
     "EventRow",

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import sqlalchemy as sa
 
 from safeship.observe.health import CheckResult
-from safeship.outbox import metrics
+from safeship.outbox import _metrics as metrics
 from safeship.outbox.admin import stats
 
 __all__ = ["outbox_check"]

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from safeship.outbox import schema
-from safeship.outbox.stage import OutboxConnectionError
+from safeship.outbox import _schema as schema
+from safeship.outbox._stage import OutboxConnectionError
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession

@@ -7,27 +7,33 @@ Optional integrations live in submodules that import their library lazily:
 database transaction retry). Test helpers are in :mod:`safeship.resilience.testing`.
 """
 
-from safeship.resilience.breaker import Breaker, Listener
-from safeship.resilience.breaker_types import BreakerSnapshot, State, Transition
-from safeship.resilience.budget import RetryBudget
-from safeship.resilience.bulkhead import Bulkhead
-from safeship.resilience.chaos import Chaos, ChaosError
-from safeship.resilience.classify import is_permanent, retry_after_hint
-from safeship.resilience.clock import SYSTEM_CLOCK, Clock
-from safeship.resilience.errors import (
+from safeship.resilience._breaker import Breaker, Listener
+from safeship.resilience._breaker_types import BreakerSnapshot, State, Transition
+from safeship.resilience._budget import RetryBudget
+from safeship.resilience._bulkhead import Bulkhead
+from safeship.resilience._chaos import Chaos, ChaosError
+from safeship.resilience._classify import is_permanent, retry_after_hint
+from safeship.resilience._clock import SYSTEM_CLOCK, Clock
+from safeship.resilience._default_registry import (
+    BreakerRegistry,
+    all_breakers,
+    default_registry,
+    get_breaker,
+)
+from safeship.resilience._errors import (
     BreakerOpen,
     BulkheadFull,
     DeadlineExceeded,
     RateLimited,
     Rejected,
 )
-from safeship.resilience.fallback import Fallback
-from safeship.resilience.hedge import Hedge
-from safeship.resilience.pipeline import Pipeline, pipeline
-from safeship.resilience.ratelimit import AsyncRedisRateLimiter, RateLimiter, RedisRateLimiter
-from safeship.resilience.registry import all_breakers, get_breaker
-from safeship.resilience.retry import Retry, RetryEvent
-from safeship.resilience.schedules import (
+from safeship.resilience._fallback import Fallback
+from safeship.resilience._hedge import Hedge
+from safeship.resilience._metrics import BreakerCollector
+from safeship.resilience._pipeline import Pipeline, pipeline
+from safeship.resilience._ratelimit import AsyncRedisRateLimiter, RateLimiter, RedisRateLimiter
+from safeship.resilience._retry import Retry, RetryEvent
+from safeship.resilience._schedules import (
     Constant,
     DecorrelatedJitter,
     EqualJitter,
@@ -35,14 +41,16 @@ from safeship.resilience.schedules import (
     FullJitter,
     Linear,
 )
-from safeship.resilience.timeout import Timeout, current_deadline, deadline, remaining
-from safeship.resilience.windows import ConsecutiveFailures, CountWindow, TimeWindow
+from safeship.resilience._timeout import Timeout, current_deadline, deadline, remaining
+from safeship.resilience._windows import ConsecutiveFailures, CountWindow, TimeWindow
 
 __all__ = [
     "SYSTEM_CLOCK",
     "AsyncRedisRateLimiter",
     "Breaker",
+    "BreakerCollector",
     "BreakerOpen",
+    "BreakerRegistry",
     "BreakerSnapshot",
     "Bulkhead",
     "BulkheadFull",
@@ -76,6 +84,7 @@ __all__ = [
     "all_breakers",
     "current_deadline",
     "deadline",
+    "default_registry",
     "get_breaker",
     "is_permanent",
     "pipeline",

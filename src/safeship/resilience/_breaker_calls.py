@@ -18,9 +18,9 @@ from types import TracebackType
 from typing import Any, NamedTuple, ParamSpec, Protocol, TypeVar
 
 from safeship.resilience._breaker_core import REJECTED, BreakerCore
-from safeship.resilience.breaker_types import Transition
-from safeship.resilience.clock import Clock
-from safeship.resilience.errors import BreakerOpen
+from safeship.resilience._breaker_types import Transition
+from safeship.resilience._clock import Clock
+from safeship.resilience._errors import BreakerOpen
 
 __all__ = ["NO_RESULT", "BlockGuard", "Driving", "Recording", "drive_async", "drive_sync"]
 

@@ -25,10 +25,10 @@ from collections.abc import Callable
 
 from safeship._counting import read_count
 from safeship.resilience._breaker_support import gate_allows, threshold_reason
-from safeship.resilience.breaker_types import State, Transition
-from safeship.resilience.clock import Clock
-from safeship.resilience.errors import BreakerOpen
-from safeship.resilience.windows import FAILURE, WindowSpec, WindowState
+from safeship.resilience._breaker_types import State, Transition
+from safeship.resilience._clock import Clock
+from safeship.resilience._errors import BreakerOpen
+from safeship.resilience._windows import FAILURE, WindowSpec, WindowState
 
 __all__ = ["REJECTED", "BreakerCore", "CoreFigures", "OpenPolicy"]
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 
+from safeship.resilience._breaker_types import State, Transition
 from safeship.resilience._log import ALERT, logger
-from safeship.resilience.breaker_types import State, Transition
-from safeship.resilience.windows import WindowSpec, WindowState
+from safeship.resilience._windows import WindowSpec, WindowState
 
 ExceptionTypes = tuple[type[BaseException], ...]
 _names = itertools.count(1)

@@ -13,7 +13,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
-from safeship.resilience.breaker_types import BreakerSnapshot, State
+from safeship.resilience._breaker_types import BreakerSnapshot, State
 
 __all__ = ["DEFAULT_REGISTRY", "BreakerRegistry", "Registrable"]
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from safeship.resilience._breaker_core import CoreFigures
-from safeship.resilience.breaker_types import BreakerSnapshot, State, WindowFigures
-from safeship.resilience.windows import ConsecutiveFailures, CountWindow, TimeWindow, WindowSpec
+from safeship.resilience._breaker_types import BreakerSnapshot, State, WindowFigures
+from safeship.resilience._windows import ConsecutiveFailures, CountWindow, TimeWindow, WindowSpec
 
 
 def take_snapshot(

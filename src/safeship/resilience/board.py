@@ -25,9 +25,9 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 
-from safeship.db.audit import record_audit
-from safeship.db.schema import breaker_overrides, breakers
-from safeship.resilience.registry import all_breakers
+from safeship.db._audit import record_audit
+from safeship.db._schema import breaker_overrides, breakers
+from safeship.resilience._default_registry import all_breakers
 
 logger = logging.getLogger("safeship.resilience")
 

@@ -33,9 +33,9 @@ from collections import deque
 from types import TracebackType
 from typing import Any
 
+from safeship.resilience._breaker import Breaker
+from safeship.resilience._breaker_types import State, Transition
 from safeship.resilience._log import logger
-from safeship.resilience.breaker import Breaker
-from safeship.resilience.breaker_types import State, Transition
 
 __all__ = ["SharedBreakerState", "share_breaker"]
 

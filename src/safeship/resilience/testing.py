@@ -21,9 +21,9 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from safeship.resilience import registry
-from safeship.resilience.breaker_types import Transition
-from safeship.resilience.clock import TESTING
+from safeship.resilience import _default_registry as registry
+from safeship.resilience._breaker_types import Transition
+from safeship.resilience._clock import TESTING
 
 __all__ = [
     "FakeClock",

@@ -9,12 +9,12 @@
     GuardAgent(guard, [listing]).start()
     orders = listing(customer_id, context={"userId": user_id})
 
-The statistics live in ``safeship.rollouts.stats`` (see docs/rollouts.md).
+The statistics live in ``safeship.rollouts._stats`` (see docs/rollouts.md).
 """
 
-from safeship.rollouts.agent import GuardAgent
-from safeship.rollouts.emergency import EmergencyReport, RolloutOutcome, emergency_rollback
-from safeship.rollouts.guard import (
+from safeship.rollouts._agent import GuardAgent
+from safeship.rollouts._emergency import EmergencyReport, RolloutOutcome, emergency_rollback
+from safeship.rollouts._guard import (
     Decision,
     RolloutConflictError,
     RolloutExistsError,
@@ -23,11 +23,11 @@ from safeship.rollouts.guard import (
     RolloutNotFoundError,
     RolloutRecord,
 )
-from safeship.rollouts.monitor import ArmWindow, GuardMonitor
-from safeship.rollouts.plan import Plan
-from safeship.rollouts.rollout import FlagReader, Mode, Rollout
-from safeship.rollouts.shadow import MismatchError, ShadowObservation, ShadowOptions
-from safeship.rollouts.stats import GuardSettings, Verdict
+from safeship.rollouts._monitor import ArmWindow, GuardMonitor
+from safeship.rollouts._plan import Plan
+from safeship.rollouts._rollout import FlagReader, Mode, Rollout
+from safeship.rollouts._shadow import MismatchError, ShadowObservation, ShadowOptions
+from safeship.rollouts._stats import GuardSettings, Verdict
 
 __all__ = [
     "ArmWindow",

@@ -28,8 +28,8 @@ from urllib.parse import urlsplit
 import httpx
 
 from safeship.errors import SafeshipError
-from safeship.rollouts.guard import Decision, RolloutGuard
-from safeship.rollouts.monitor import ArmWindow
+from safeship.rollouts._guard import Decision, RolloutGuard
+from safeship.rollouts._monitor import ArmWindow
 
 __all__ = [
     "PrometheusAgent",

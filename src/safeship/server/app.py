@@ -12,13 +12,13 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from safeship._version import __version__
-from safeship.db.engine import create_engine
-from safeship.db.migrate import upgrade
+from safeship.db._engine import create_engine
+from safeship.db._migrate import upgrade
 from safeship.flags.store import FlagStore
 from safeship.observe.health import HealthRegistry, schema_check, sql_check
 from safeship.observe.scrape import DatabaseCollector, ScrapeSource
 from safeship.resilience.board import BreakerBoard
-from safeship.rollouts.guard import RolloutGuard
+from safeship.rollouts._guard import RolloutGuard
 from safeship.server.errors import install_error_handlers
 from safeship.server.keys import KeyRing
 from safeship.server.routes import (
@@ -35,11 +35,11 @@ from safeship.server.session import SessionSigner, SessionStore
 from safeship.server.state import ControlPlane, NavItem
 from safeship.server.unhandled import UnhandledErrorMiddleware
 from safeship.settings import Settings, load_settings
-from safeship.web.clients import ClientAddressMiddleware
-from safeship.web.limiter import FailureStore, MemoryFailureStore, RedisFailureStore
-from safeship.web.limits import BodySizeLimitMiddleware
-from safeship.web.request_id import RequestIdMiddleware
-from safeship.web.telemetry import ObserveMiddleware
+from safeship.web._clients import ClientAddressMiddleware
+from safeship.web._limiter import FailureStore, MemoryFailureStore, RedisFailureStore
+from safeship.web._limits import BodySizeLimitMiddleware
+from safeship.web._request_id import RequestIdMiddleware
+from safeship.web._telemetry import ObserveMiddleware
 
 logger = logging.getLogger("safeship.server")
 _STATIC = Path(__file__).resolve().parent / "static"
@@ -115,10 +115,10 @@ def build_plane(settings: Settings, engine: sa.Engine) -> ControlPlane:
 def stored_metrics(engine: sa.Engine, *, timeout: float = 2.0) -> DatabaseCollector:
     """What ``/metrics`` reads from the database at each scrape: the outbox, the flags,
     the rollouts and the breaker board (see docs/metrics.md)."""
-    from safeship.flags import metrics as flag_metrics
-    from safeship.outbox import metrics as outbox_metrics
-    from safeship.resilience import board_metrics
-    from safeship.rollouts import metrics as rollout_metrics
+    from safeship.flags import _metrics as flag_metrics
+    from safeship.outbox import _metrics as outbox_metrics
+    from safeship.resilience import _board_metrics as board_metrics
+    from safeship.rollouts import _metrics as rollout_metrics
 
     sources = [
         ScrapeSource("outbox", outbox_metrics.read_stored),

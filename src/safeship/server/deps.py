@@ -9,11 +9,11 @@ from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
-from safeship.observe.metrics import AUTH_FAILURES
+from safeship.observe._metrics import AUTH_FAILURES
 from safeship.server.keys import Principal, Scope
 from safeship.server.session import COOKIE_NAME, Session, csrf_matches
 from safeship.server.state import plane
-from safeship.web.keys import presented_key
+from safeship.web._keys import presented_key
 
 _api_key_header = APIKeyHeader(
     name="X-API-Key", auto_error=False, description="A control-plane API key (read or admin scope)."

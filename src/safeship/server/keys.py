@@ -19,10 +19,10 @@ from typing import Literal
 
 import sqlalchemy as sa
 
-from safeship.db.audit import record_audit
-from safeship.db.schema import api_keys, sessions
+from safeship.db._audit import record_audit
+from safeship.db._schema import api_keys, sessions
 from safeship.settings import Settings
-from safeship.web.keys import hash_key
+from safeship.web._keys import hash_key
 
 Scope = Literal["read", "admin"]
 KEY_PREFIX = "ss_"

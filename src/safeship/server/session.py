@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
-from safeship.db.schema import sessions
+from safeship.db._schema import sessions
 from safeship.server.keys import KeyRing, Principal, Scope
 
 COOKIE_NAME = "safeship_session"

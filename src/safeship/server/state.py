@@ -10,11 +10,11 @@ from fastapi import Request
 from safeship.flags.store import FlagStore
 from safeship.observe.health import HealthRegistry
 from safeship.resilience.board import BreakerBoard
-from safeship.rollouts.guard import RolloutGuard
+from safeship.rollouts._guard import RolloutGuard
 from safeship.server.keys import KeyRing
 from safeship.server.session import SessionStore
 from safeship.settings import Settings
-from safeship.web.limiter import FailureStore
+from safeship.web._limiter import FailureStore
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 
-from safeship.observe.logging import request_id
+from safeship.observe._logging import request_id
 from safeship.web._asgi import ASGIApp, Message, Receive, Scope, Send
 
 logger = logging.getLogger("safeship.server")

@@ -9,27 +9,27 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from safeship.web.auth import ApiKeyAuth
-from safeship.web.clients import ClientAddresses, ClientAddressMiddleware, TrustedProxyError
-from safeship.web.csrf import OriginCheckMiddleware
-from safeship.web.endpoints import HealthEndpoints, MetricsEndpoint
-from safeship.web.files import UnsafeFilenameError, safe_filename
-from safeship.web.keys import generate_key, hash_key, verify_key
-from safeship.web.limiter import (
+from safeship.web._auth import ApiKeyAuth
+from safeship.web._clients import ClientAddresses, ClientAddressMiddleware, TrustedProxyError
+from safeship.web._csrf import OriginCheckMiddleware
+from safeship.web._endpoints import HealthEndpoints, MetricsEndpoint
+from safeship.web._files import UnsafeFilenameError, safe_filename
+from safeship.web._keys import generate_key, hash_key, verify_key
+from safeship.web._limiter import (
     FailureStore,
     LimitPolicy,
     MemoryFailureStore,
     RedisFailureStore,
     Verdict,
 )
-from safeship.web.limits import BodyLimitError, BodySizeLimitMiddleware, TimeoutMiddleware
-from safeship.web.pagination import Page, PageResult, page_params
-from safeship.web.protect import protect
-from safeship.web.request_id import RequestIdMiddleware
-from safeship.web.telemetry import AccessLogMiddleware, MetricsMiddleware, ObserveMiddleware
+from safeship.web._limits import BodyLimitError, BodySizeLimitMiddleware, TimeoutMiddleware
+from safeship.web._pagination import Page, PageResult, page_params
+from safeship.web._protect import protect
+from safeship.web._request_id import RequestIdMiddleware
+from safeship.web._telemetry import AccessLogMiddleware, MetricsMiddleware, ObserveMiddleware
 
 if TYPE_CHECKING:
-    from safeship.web.debug import DebugAccess, require_debug_access
+    from safeship.web._debug import DebugAccess, require_debug_access
 
 __all__ = [
     "AccessLogMiddleware",
@@ -64,7 +64,7 @@ __all__ = [
     "verify_key",
 ]
 
-_LAZY = {"DebugAccess": "safeship.web.debug", "require_debug_access": "safeship.web.debug"}
+_LAZY = {"DebugAccess": "safeship.web._debug", "require_debug_access": "safeship.web._debug"}
 
 
 def __getattr__(name: str) -> Any:

@@ -1,10 +1,10 @@
-"""Alembic environment: runs on the connection that ``safeship.db.migrate`` passes in."""
+"""Alembic environment: runs on the connection that ``safeship.db._migrate`` passes in."""
 
 from __future__ import annotations
 
 from alembic import context
 
-from safeship.db.schema import metadata
+from safeship.db._schema import metadata
 
 connection = context.config.attributes.get("connection")
 if connection is None:

@@ -53,7 +53,7 @@ def schema_check(engine: Any) -> CheckFn:
     `safeship db upgrade`" instead of the app answering 500 after a business write.
     Takes an ``Engine`` or an ``AsyncEngine``; needs the ``db`` extra (Alembic).
     """
-    from safeship.db.migrate import SchemaMismatchError, ensure_current_on, head_revision
+    from safeship.db._migrate import SchemaMismatchError, ensure_current_on, head_revision
 
     head_revision()  # a broken install fails here, at wiring time, not in the probe
 

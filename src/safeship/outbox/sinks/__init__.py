@@ -1,13 +1,13 @@
 """Sinks the relay publishes to: one module per broker, each importing its client lazily."""
 
-from safeship.outbox.sinks.base import (
+from safeship.outbox.sinks._base import (
     PermanentError,
     Route,
     Sink,
     SinkUnavailableError,
     publish_per_key,
 )
-from safeship.outbox.sinks.callback import CallbackSink
+from safeship.outbox.sinks._callback import CallbackSink
 
 __all__ = [
     "CallbackSink",

@@ -11,8 +11,8 @@ import contextlib
 from collections.abc import Sequence
 from typing import Any
 
-from safeship.outbox.model import DELIVERED, SKIPPED, Event, Outcome, Status
-from safeship.outbox.sinks.base import Route, SinkUnavailableError, error_text
+from safeship.outbox._model import DELIVERED, SKIPPED, Event, Outcome, Status
+from safeship.outbox.sinks._base import Route, SinkUnavailableError, error_text
 
 __all__ = ["RabbitMQSink"]
 

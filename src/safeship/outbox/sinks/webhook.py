@@ -18,8 +18,8 @@ from collections.abc import Callable, Sequence
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from safeship.outbox.model import DELIVERED, Event, Outcome, Status
-from safeship.outbox.sinks.base import SinkUnavailableError, error_text, publish_per_key
+from safeship.outbox._model import DELIVERED, Event, Outcome, Status
+from safeship.outbox.sinks._base import SinkUnavailableError, error_text, publish_per_key
 
 __all__ = ["WebhookSink", "sign"]
 

@@ -19,11 +19,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from safeship.resilience._breaker import Breaker
+from safeship.resilience._errors import BreakerOpen
 from safeship.resilience._log import logger
 from safeship.resilience._registry import DEFAULT_REGISTRY
-from safeship.resilience.breaker import Breaker
-from safeship.resilience.errors import BreakerOpen
-from safeship.resilience.windows import ConsecutiveFailures
+from safeship.resilience._windows import ConsecutiveFailures
 
 __all__ = ["AsyncResilientCache", "ResilientCache", "cache_breaker"]
 

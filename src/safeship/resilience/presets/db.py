@@ -29,8 +29,8 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from typing import Any, TypeVar
 
-from safeship.resilience.retry import Retry
-from safeship.resilience.schedules import FullJitter
+from safeship.resilience._retry import Retry
+from safeship.resilience._schedules import FullJitter
 
 __all__ = [
     "TRANSIENT_SQLSTATES",

@@ -39,11 +39,11 @@ from prometheus_client.core import CounterMetricFamily, Metric, SummaryMetricFam
 from prometheus_client.registry import Collector
 
 from safeship.errors import SafeshipError
-from safeship.resilience import registry
+from safeship.resilience import _default_registry as registry
+from safeship.resilience._breaker import Breaker
+from safeship.resilience._errors import BreakerOpen
 from safeship.resilience._log import logger
-from safeship.resilience.breaker import Breaker
-from safeship.resilience.errors import BreakerOpen
-from safeship.resilience.pipeline import pipeline
+from safeship.resilience._pipeline import pipeline
 
 __all__ = ["AsyncFailover", "Failover", "Provider", "ProviderStats", "ProvidersExhausted"]
 

@@ -35,13 +35,13 @@ from typing import Any
 
 import httpx
 
-from safeship.resilience import registry
-from safeship.resilience.breaker import Breaker
-from safeship.resilience.classify import RETRYABLE_STATUS
-from safeship.resilience.errors import DeadlineExceeded
-from safeship.resilience.pipeline import pipeline
-from safeship.resilience.retry import Retry
-from safeship.resilience.timeout import remaining
+from safeship.resilience import _default_registry as registry
+from safeship.resilience._breaker import Breaker
+from safeship.resilience._classify import RETRYABLE_STATUS
+from safeship.resilience._errors import DeadlineExceeded
+from safeship.resilience._pipeline import pipeline
+from safeship.resilience._retry import Retry
+from safeship.resilience._timeout import remaining
 
 __all__ = [
     "IDEMPOTENT_METHODS",

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from pydantic import AfterValidator, BaseModel, Field
 
-from safeship.db.audit import list_audit
+from safeship.db._audit import list_audit
 from safeship.server.deps import AdminPrincipal, ReadPrincipal
 from safeship.server.inputs import Body, Reason, Text, clean_param
 from safeship.server.keys import create_key, list_keys, revoke_key

@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
-from safeship.db.audit import list_audit
+from safeship.db._audit import list_audit
 from safeship.server.deps import authenticate_key, request_session
 from safeship.server.session import COOKIE_NAME, Session, csrf_matches
 from safeship.server.state import plane

@@ -14,8 +14,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, Response
 from pydantic import AfterValidator, BaseModel, Field
 
-from safeship.flags.authoring import FlagDefinitionError
-from safeship.flags.model import FlagStateError
+from safeship.flags._authoring import FlagDefinitionError
+from safeship.flags._model import FlagStateError
 from safeship.flags.store import (
     FlagExistsError,
     FlagInUseError,
@@ -292,7 +292,7 @@ def restore(request: Request, body: ReasonBody, who: AdminPrincipal) -> KillResu
     responses={503: {"description": "the stored flag state cannot be compiled"}},
 )
 def evaluate(request: Request, body: EvaluateBody, _: ReadPrincipal) -> Evaluation:
-    from safeship.flags.flagset import FlagSet
+    from safeship.flags._flagset import FlagSet
 
     state = plane(request).flags.state()[1]
     try:

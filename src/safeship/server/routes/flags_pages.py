@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
-from safeship.flags.authoring import FlagDefinitionError
+from safeship.flags._authoring import FlagDefinitionError
 from safeship.flags.store import FlagNotFoundError, FlagVersionError
 from safeship.server.routes.dashboard import admin_form_session, page_session, render
 from safeship.server.routes.flags_api import flag_out

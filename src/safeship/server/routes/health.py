@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
+from safeship.observe._metrics import render_latest
 from safeship.observe.health import HEALTH_MEDIA_TYPE
-from safeship.observe.metrics import render_latest
 from safeship.server.state import plane
 
 router = APIRouter(tags=["health"])

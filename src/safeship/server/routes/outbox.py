@@ -13,7 +13,7 @@ from pydantic import AfterValidator, BaseModel, Field
 
 from safeship.db import record_audit
 from safeship.outbox import admin
-from safeship.outbox.history import BacklogHistory, chart_points
+from safeship.outbox._history import BacklogHistory, chart_points
 from safeship.server.deps import AdminPrincipal, ReadPrincipal
 from safeship.server.errors import invalid
 from safeship.server.inputs import Body, Flag, Reason, Text, Whole, clean_param

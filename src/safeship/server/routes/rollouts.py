@@ -15,17 +15,17 @@ from fastapi import APIRouter, Form, HTTPException, Path, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import AfterValidator, BaseModel, Field, field_validator
 
-from safeship.db.audit import MAX_REASON
-from safeship.flags import authoring
+from safeship.db._audit import MAX_REASON
+from safeship.flags import _authoring as authoring
 from safeship.flags.store import FlagNotFoundError
-from safeship.rollouts.emergency import EmergencyReport, emergency_rollback
-from safeship.rollouts.guard import (
+from safeship.rollouts._emergency import EmergencyReport, emergency_rollback
+from safeship.rollouts._guard import (
     Decision,
     RolloutExistsError,
     RolloutNotFoundError,
     RolloutRecord,
 )
-from safeship.rollouts.plan import Plan
+from safeship.rollouts._plan import Plan
 from safeship.server.deps import AdminPrincipal, ReadPrincipal
 from safeship.server.inputs import Body, Number, Text, Whole
 from safeship.server.routes.dashboard import admin_form_session, page_session, render
