@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from collections import defaultdict
 
+import pytest
 import sqlalchemy as sa
 
 from safeship.outbox import (
@@ -15,6 +16,7 @@ from safeship.outbox import (
     PermanentError,
     Relay,
     RelayConfig,
+    RelayThread,
     admin,
     stage,
     stage_many,
@@ -155,3 +157,18 @@ def test_relay_waits_for_a_sink_that_cannot_open_yet(sqlite_engine: sa.Engine) -
     finally:
         running.stop()
     assert Flaky.opens == 3
+
+
+def test_building_a_relay_thread_starts_nothing_until_start(sqlite_engine: sa.Engine) -> None:
+    _stage(sqlite_engine, keys=1, per_key=3)
+    recorder = Recorder()
+    thread = RelayThread(Relay(sqlite_engine, CallbackSink(recorder), config=FAST))
+    assert not thread.alive
+    assert admin.stats(sqlite_engine).pending == 3  # nothing ran
+    thread.stop()  # stopping one never started is a no-op, not an error
+    with RelayThread(Relay(sqlite_engine, CallbackSink(recorder), config=FAST)) as running:
+        assert running.alive
+        wait_until(lambda: recorder.count() == 3, timeout=20, message="delivered")
+        with pytest.raises(RuntimeError, match="already started"):
+            running.start()
+    assert not running.alive

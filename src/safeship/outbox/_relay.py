@@ -481,11 +481,15 @@ class Relay:
 
     def start_thread(self) -> RelayThread:
         """Run this relay in a daemon thread with its own event loop; ``.stop()`` ends it."""
-        return RelayThread(self)
+        return RelayThread(self).start()
 
 
 class RelayThread:
-    """A relay running in a background thread (for sync apps and the demo)."""
+    """A relay in a background thread with its own event loop (for sync apps and the demo).
+
+    Building one starts nothing: :meth:`start` does (``Relay.start_thread()`` builds and
+    starts one), :meth:`stop` ends it, and ``with RelayThread(relay):`` does both.
+    """
 
     def __init__(self, relay: Relay) -> None:
         self.relay = relay
@@ -493,7 +497,19 @@ class RelayThread:
         self._thread = threading.Thread(
             target=self._main, name="safeship-outbox-relay", daemon=True
         )
+
+    def start(self) -> RelayThread:
+        """Start the thread (once); returns the running relay thread."""
+        if self._thread.ident is not None:
+            raise RuntimeError("RelayThread.start(): this relay thread was already started")
         self._thread.start()
+        return self
+
+    def __enter__(self) -> RelayThread:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
 
     def _main(self) -> None:
         try:
@@ -504,7 +520,8 @@ class RelayThread:
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the relay, wait for its in-flight batches, and re-raise a crash, if any."""
         self.relay.stop()
-        self._thread.join(timeout)
+        if self._thread.ident is not None:
+            self._thread.join(timeout)
         if self.error is not None:
             raise self.error
 
