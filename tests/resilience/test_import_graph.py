@@ -11,14 +11,14 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).parents[2] / "src" / "safeship" / "resilience"
 BREAKER_MODULES = (
-    "breaker.py",
+    "_breaker.py",
     "_breaker_core.py",
     "_breaker_calls.py",
     "_breaker_support.py",
     "_snapshot.py",
     "_registry.py",
-    "registry.py",
-    "metrics.py",
+    "_default_registry.py",
+    "_metrics.py",
 )
 
 

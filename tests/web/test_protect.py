@@ -191,7 +191,7 @@ async def test_auth_failures_are_logged_without_the_key(
     with caplog.at_level(logging.INFO):
         async with client(app) as c:
             await c.get("/admin/stats", headers={"X-API-Key": "ss_attempted_secret"})
-    failures = [r for r in caplog.records if r.name == "safeship.web._auth"]
+    failures = [r for r in caplog.records if r.name == "safeship.web.auth"]
     assert failures
     assert all("ss_attempted_secret" not in r.getMessage() for r in caplog.records)
     assert failures[0].msg["reason"] == "invalid"  # type: ignore[index]
