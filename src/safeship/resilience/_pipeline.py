@@ -12,6 +12,15 @@ judged by the breaker and gets a fresh timeout); the fallback answers whatever i
 Rejections by the rate limiter, breaker or bulkhead are never counted as failures by the
 breaker, and an open breaker's rejection is not retried by default.
 
+Retry inside a breaker: while the breaker is CLOSED (or disabled, metrics-only) it judges
+every attempt, so a dead dependency opens it after ``threshold`` attempts, not calls.
+While it is OPEN or HALF_OPEN, a pipeline call is *one trial*: the breaker moves outside
+the retry, admits the call once (or rejects it at once), the retries run inside that one
+trial, and the call's final outcome is the trial's verdict. Without this, every attempt
+took a trial slot and one failed attempt reopened the breaker, so against a dependency
+failing 30% of the time ``Retry(attempts=3)`` could not help it close; with it, a trial
+fails only when all three attempts do.
+
 One :class:`Pipeline` serves sync and async code, as a decorator (the signature is kept
 for type checkers), as a plain call (``pipe.call(fn, ...)``, ``await pipe.call_async(fn,
 ...)``) and as a context manager (``with pipe:`` / ``async with pipe:``) — the latter
@@ -47,10 +56,11 @@ _NEEDS_A_FUNCTION = ("fallback", "retry", "hedge")
 class Pipeline(GuardedPolicy):
     """Policies nested in :data:`ORDER`; build it with :func:`pipeline`."""
 
-    __slots__ = ("layers",)
+    __slots__ = ("_trial_layers", "layers")
 
     def __init__(self, layers: tuple[tuple[str, Policy], ...]) -> None:
         self.layers = layers
+        self._trial_layers = _trial_layers(layers)
 
     def __repr__(self) -> str:
         inner = ", ".join(f"{name}={policy!r}" for name, policy in self.layers)
@@ -61,16 +71,36 @@ class Pipeline(GuardedPolicy):
         return dict(self.layers).get(layer)
 
     def wrap_sync(self, fn: Callable[P, R]) -> Callable[P, R]:
-        """Nest the sync twins, innermost first."""
-        for _, policy in reversed(self.layers):
-            fn = policy.wrap_sync(fn)
-        return fn
+        """Nest the sync twins, innermost first (see the module docs for retry + breaker)."""
+        attempts = _nest_sync(self.layers, fn)
+        if self._trial_layers is None:
+            return attempts
+        breaker, trial_layers = self._trial_layers
+        trials = _nest_sync(trial_layers, fn)
+        core = breaker._core  # one attribute read per call picks the chain
+
+        def pipeline_call(*args: P.args, **kwargs: P.kwargs) -> R:
+            if core.ticket >= 0:
+                return attempts(*args, **kwargs)
+            return trials(*args, **kwargs)
+
+        return pipeline_call
 
     def wrap_async(self, fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-        """Nest the async twins, innermost first."""
-        for _, policy in reversed(self.layers):
-            fn = policy.wrap_async(fn)
-        return fn
+        """Nest the async twins, innermost first (see the module docs for retry + breaker)."""
+        attempts = _nest_async(self.layers, fn)
+        if self._trial_layers is None:
+            return attempts
+        breaker, trial_layers = self._trial_layers
+        trials = _nest_async(trial_layers, fn)
+        core = breaker._core  # one attribute read per call picks the chain
+
+        async def pipeline_call(*args: P.args, **kwargs: P.kwargs) -> R:
+            if core.ticket >= 0:
+                return await attempts(*args, **kwargs)
+            return await trials(*args, **kwargs)
+
+        return pipeline_call
 
     def guard(self) -> Guard:
         """Guard a block with every layer that can (see the module docs)."""
@@ -123,6 +153,42 @@ def pipeline(
     if not layers:
         raise ValueError("pipeline() needs at least one policy, e.g. pipeline(retry=Retry())")
     return Pipeline(tuple(layers))
+
+
+def _nest_sync(layers: tuple[tuple[str, Policy], ...], fn: Callable[P, R]) -> Callable[P, R]:
+    for _, policy in reversed(layers):
+        fn = policy.wrap_sync(fn)
+    return fn
+
+
+def _nest_async(
+    layers: tuple[tuple[str, Policy], ...], fn: Callable[P, Awaitable[R]]
+) -> Callable[P, Awaitable[R]]:
+    for _, policy in reversed(layers):
+        fn = policy.wrap_async(fn)
+    return fn
+
+
+def _trial_layers(
+    layers: tuple[tuple[str, Policy], ...],
+) -> tuple[Breaker, tuple[tuple[str, Policy], ...]] | None:
+    """The breaker and the layers with it moved just outside the retry, when both are set.
+
+    This chain serves calls while the breaker is not running freely (OPEN, HALF_OPEN,
+    FORCED_OPEN): one admission and one verdict per pipeline call.
+    """
+    named = dict(layers)
+    breaker, retry = named.get("breaker"), named.get("retry")
+    if not isinstance(breaker, Breaker) or retry is None:
+        return None
+    moved: list[tuple[str, Policy]] = []
+    for name, policy in layers:
+        if name == "breaker":
+            continue
+        if name == "retry":
+            moved.append(("breaker", breaker))
+        moved.append((name, policy))
+    return breaker, tuple(moved)
 
 
 class _PipelineGuard:
