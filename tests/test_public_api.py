@@ -23,6 +23,7 @@ SLICES = [
     "safeship.observe",
     "safeship.web",
     "safeship.db",
+    "safeship.data",
 ]
 FACADES = ["safeship", *SLICES]
 #: Slices whose documented public submodules are listed (``web`` and ``db`` have none).
