@@ -1,0 +1,250 @@
+"""HTTP pieces of idempotency: per-route options, problem+json answers, replays, the tee.
+
+Pure ASGI (no Starlette import), so the middleware works under any ASGI framework.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from safeship.idempotency._errors import IdempotencyConfigError
+from safeship.idempotency._model import StoredResponse
+
+__all__ = [
+    "OPTIONS_ATTRIBUTE",
+    "REPLAY_HEADERS",
+    "ResponseLike",
+    "RouteOptions",
+    "Tee",
+    "idempotent",
+    "send_problem",
+    "send_replay",
+    "should_store",
+    "stored_from",
+]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Send = Callable[[Message], Awaitable[None]]
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Where `idempotent` leaves a route's options on its endpoint.
+OPTIONS_ATTRIBUTE = "__safeship_idempotency__"
+#: Response headers a replay repeats; the rest (Date, Set-Cookie, Server, ...) are not kept.
+REPLAY_HEADERS = frozenset(
+    {
+        b"content-type",
+        b"content-encoding",
+        b"content-language",
+        b"content-location",
+        b"location",
+        b"etag",
+        b"last-modified",
+        b"link",
+        b"cache-control",
+        b"vary",
+        b"retry-after",
+    }
+)
+#: Client errors that say "fix the request and send it again": never stored, key released.
+RETRYABLE_CLIENT_ERRORS = frozenset(
+    {400, 401, 403, 404, 405, 406, 408, 409, 411, 412, 413, 415, 422, 423, 425, 428, 429, 431}
+)
+PROBLEM_TYPE = "urn:safeship:idempotency:"
+MiB = 1024 * 1024
+
+
+class ResponseLike(Protocol):
+    """What a handler or a ``reconcile`` hook hands back (a Starlette ``Response`` fits)."""
+
+    status_code: int
+    body: bytes
+
+    @property
+    def raw_headers(self) -> list[tuple[bytes, bytes]]: ...
+
+
+#: ``reconcile(key, scope)``: the outcome of a key whose first run raised or died.
+#: Return a response to store and replay, or None to say "it did not act": run it again.
+Reconcile = Callable[[str, Scope], Awaitable[ResponseLike | None]]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RouteOptions:
+    """How one route treats ``Idempotency-Key`` (validated at construction).
+
+    ``ttl``: seconds a finished key is kept and replayed (published in the docs of the
+    route).  ``lease``: seconds a running first request holds the key without renewing;
+    it renews every third of it while alive, so a long request keeps its key and a
+    killed one frees it in at most ``lease``.  ``reconcile``: decides a key whose first
+    run raised or died; without it the caller gets 409 "outcome unknown".
+    """
+
+    required: bool = True
+    ttl: float = 86_400.0
+    lease: float = 30.0
+    store_server_errors: bool = False
+    reconcile: Reconcile | None = None
+    max_body_bytes: int = MiB
+    max_response_bytes: int = MiB
+    replay_headers: frozenset[bytes] = field(default=REPLAY_HEADERS)
+
+    def __post_init__(self) -> None:
+        for name in ("ttl", "lease"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+                raise IdempotencyConfigError(f"{name} must be a positive number of seconds")
+        if self.lease > self.ttl:
+            raise IdempotencyConfigError("lease must not be longer than ttl")
+        for name in ("max_body_bytes", "max_response_bytes"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or not 0 < value <= 256 * MiB:
+                raise IdempotencyConfigError(f"{name} must be an int in 1..{256 * MiB}")
+        if self.reconcile is not None and not callable(self.reconcile):
+            raise IdempotencyConfigError("reconcile must be an async callable(key, scope)")
+
+
+def idempotent(
+    *,
+    required: bool = True,
+    ttl: float = 86_400.0,
+    lease: float = 30.0,
+    store_server_errors: bool = False,
+    reconcile: Reconcile | None = None,
+    max_body_bytes: int = MiB,
+    max_response_bytes: int = MiB,
+) -> Callable[[F], F]:
+    """Mark a route's endpoint idempotent; `IdempotencyMiddleware` applies the options."""
+    options = RouteOptions(
+        required=required,
+        ttl=ttl,
+        lease=lease,
+        store_server_errors=store_server_errors,
+        reconcile=reconcile,
+        max_body_bytes=max_body_bytes,
+        max_response_bytes=max_response_bytes,
+    )
+
+    def mark(endpoint: F) -> F:
+        setattr(endpoint, OPTIONS_ATTRIBUTE, options)
+        return endpoint
+
+    return mark
+
+
+async def send_problem(
+    send: Send,
+    status: int,
+    name: str,
+    title: str,
+    detail: str,
+    *,
+    headers: Iterable[tuple[bytes, bytes]] = (),
+) -> None:
+    """An RFC 9457 ``application/problem+json`` answer, typed ``urn:safeship:idempotency:NAME``."""
+    body = json.dumps(
+        {"type": PROBLEM_TYPE + name, "title": title, "status": status, "detail": detail}
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/problem+json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def _location(response: StoredResponse) -> bytes | None:
+    return next((v for k, v in response.headers if k == b"location"), None)
+
+
+async def send_replay(send: Send, response: StoredResponse) -> None:
+    """Send a stored response again, marked ``Idempotent-Replayed: true``.
+
+    A body over the cap was not kept: its ``Location`` is served instead (the status
+    when it was 201 or 202, else 303 See Other), so the replay is never a truncated body.
+    """
+    status, body = response.status, response.body
+    headers = [(k, v) for k, v in response.headers]
+    if not response.body_kept:
+        location = _location(response)
+        if location is None:
+            await send_problem(
+                send,
+                409,
+                "response-not-kept",
+                "Response too large to replay",
+                "This key's request ran and succeeded; its response was over the size "
+                "kept for replay and named no Location. It will not run again.",
+            )
+            return
+        status = status if status in (201, 202) else 303
+        headers, body = [(b"location", location)], b""
+    headers += [(b"content-length", str(len(body)).encode()), (b"idempotent-replayed", b"true")]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def should_store(status: int, options: RouteOptions) -> bool:
+    """Whether a finished response is kept for replay (else the key is released)."""
+    if status >= 500:
+        return options.store_server_errors
+    return status not in RETRYABLE_CLIENT_ERRORS
+
+
+def stored_from(
+    status: int,
+    headers: Iterable[tuple[bytes, bytes]],
+    body: bytes,
+    *,
+    body_kept: bool,
+    keep: frozenset[bytes],
+) -> StoredResponse:
+    kept = tuple((k.lower(), v) for k, v in headers if k.lower() in keep)
+    return StoredResponse(status, kept, body if body_kept else b"", body_kept)
+
+
+class Tee:
+    """Copies a live response as it is sent, up to ``cap`` body bytes; never alters it."""
+
+    __slots__ = ("cap", "chunks", "complete", "headers", "kept", "size", "status")
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.status: int | None = None
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.kept = True
+        self.complete = False
+
+    def see(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            self.status = int(message["status"])
+            self.headers = list(message.get("headers", ()))
+        elif kind == "http.response.body":
+            chunk = message.get("body", b"")
+            self.size += len(chunk)
+            if self.kept and chunk:
+                if self.size > self.cap:
+                    self.kept, self.chunks = False, []
+                else:
+                    self.chunks.append(chunk)
+            if not message.get("more_body", False):
+                self.complete = True
+
+    def stored(self, keep: frozenset[bytes]) -> StoredResponse:
+        assert self.status is not None
+        return stored_from(
+            self.status, self.headers, b"".join(self.chunks), body_kept=self.kept, keep=keep
+        )

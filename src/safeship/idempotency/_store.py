@@ -1,0 +1,215 @@
+"""The key stores: what the middleware and the primitive ask, and the Redis store.
+
+A store answers five atomic questions about one key: claim it (or say what it holds),
+renew the claim's lease, finish it with a response, mark its outcome unknown, or let it
+go.  Each change names the claim's token, so a request that lost its lease can never
+overwrite the request that took over.  Expiry is the store's clock: Redis TTLs here,
+the database's ``now()`` in :mod:`safeship.idempotency._sql`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from safeship.idempotency._errors import IdempotencyStoreError
+from safeship.idempotency._model import Claim, Record, State, StoredResponse
+
+if TYPE_CHECKING:
+    import redis.asyncio
+
+__all__ = ["RedisStore", "Store", "new_token", "to_ms"]
+
+T = TypeVar("T")
+
+
+def new_token() -> str:
+    """A claim's owner token: 128 random bits, hex."""
+    return secrets.token_hex(16)
+
+
+def to_ms(seconds: float, what: str) -> int:
+    """``seconds`` as whole milliseconds (at least 1); a non-positive value is refused."""
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"{what} must be a positive number of seconds, got {seconds!r}")
+    return max(1, math.ceil(seconds * 1000))
+
+
+class Store(Protocol):
+    """What the HTTP middleware needs from a key store (all calls atomic)."""
+
+    async def claim(self, key: str, fingerprint: str, *, lease: float, ttl: float) -> Claim:
+        """Own ``key`` now (``Claim.token``) or learn what it holds (``Claim.existing``)."""
+        ...
+
+    async def renew(self, key: str, token: str, *, lease: float) -> bool:
+        """Extend a live claim's lease; False when the claim is no longer ours."""
+        ...
+
+    async def complete(self, key: str, token: str, response: StoredResponse, *, ttl: float) -> bool:
+        """Store the claim's response, kept ``ttl`` seconds from now."""
+        ...
+
+    async def mark_unknown(self, key: str, token: str) -> bool:
+        """Record that the claim's outcome is unknown (it raised or was cut off)."""
+        ...
+
+    async def release(self, key: str, token: str) -> bool:
+        """Forget the claim, so a corrected request may run (validation errors, conflicts)."""
+        ...
+
+    async def take_over(self, key: str, *, lease: float) -> str | None:
+        """Own a key whose outcome is unknown (to reconcile it); its new token, or None."""
+        ...
+
+    async def get(self, key: str) -> Record | None:
+        """What ``key`` holds now, or None when it is free or expired."""
+        ...
+
+
+def _record_json(state: State, fingerprint: str, token: str | None, response: Any) -> str:
+    return json.dumps({"st": state.value, "fp": fingerprint, "t": token, "r": response})
+
+
+def _decode(raw: bytes | str, lease_ms: int) -> Record:
+    data = json.loads(raw)
+    state = State(data["st"])
+    retry_after = None
+    if state is State.IN_FLIGHT:
+        if lease_ms > 0:
+            retry_after = lease_ms / 1000
+        else:
+            state = State.UNKNOWN  # its owner stopped renewing: crashed or cut off
+    response = StoredResponse.decode(data["r"]) if data.get("r") else None
+    return Record(state, data["fp"], response, retry_after)
+
+
+# KEYS: record, lease.  ARGV: record json, ttl ms, token, lease ms.
+_CLAIM = """
+local rec = redis.call('GET', KEYS[1])
+if rec then return {0, rec, redis.call('PTTL', KEYS[2])} end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
+return {1}
+"""
+# The record is ours while it is in flight under our token.
+_OURS = """
+local rec = redis.call('GET', KEYS[1])
+if not rec then return 0 end
+local d = cjson.decode(rec)
+if d.st ~= 'in_flight' or d.t ~= ARGV[1] then return 0 end
+"""
+_RENEW = _OURS + "redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2]) return 1"
+_COMPLETE = (
+    _OURS
+    + """
+d.st = 'done'
+d.t = false
+d.r = cjson.decode(ARGV[2])
+redis.call('SET', KEYS[1], cjson.encode(d), 'PX', ARGV[3])
+redis.call('DEL', KEYS[2])
+return 1
+"""
+)
+_UNKNOWN = (
+    _OURS
+    + """
+d.st = 'unknown'
+d.t = false
+redis.call('SET', KEYS[1], cjson.encode(d), 'KEEPTTL')
+redis.call('DEL', KEYS[2])
+return 1
+"""
+)
+_RELEASE = _OURS + "redis.call('DEL', KEYS[1], KEYS[2]) return 1"
+_TAKE_OVER = """
+local rec = redis.call('GET', KEYS[1])
+if not rec then return 0 end
+local d = cjson.decode(rec)
+if d.st == 'done' then return 0 end
+if d.st == 'in_flight' and redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+d.st = 'in_flight'
+d.t = ARGV[1]
+redis.call('SET', KEYS[1], cjson.encode(d), 'KEEPTTL')
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+_GET = "return {redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[2])}"
+
+
+class RedisStore:
+    """Keys in Redis (``redis.asyncio``): a record with the key's TTL and a lease beside it.
+
+    ``prefix`` namespaces the keys; both keys of one record share a hash tag, so the
+    scripts work on Redis Cluster too.  A claim is one round trip, and so is finishing it.
+    """
+
+    def __init__(self, client: redis.asyncio.Redis, *, prefix: str = "safeship:idem:") -> None:
+        if not prefix:
+            raise ValueError("prefix must be non-empty, so safeship's keys stay apart")
+        self._client = client
+        self._prefix = prefix
+        self._scripts = {
+            name: client.register_script(source)
+            for name, source in {
+                "claim": _CLAIM,
+                "renew": _RENEW,
+                "complete": _COMPLETE,
+                "unknown": _UNKNOWN,
+                "release": _RELEASE,
+                "take_over": _TAKE_OVER,
+                "get": _GET,
+            }.items()
+        }
+
+    def _keys(self, key: str) -> list[str]:
+        record = f"{self._prefix}{{{key}}}"
+        return [record, record + ":lease"]
+
+    async def _run(self, name: str, key: str, *args: str | int) -> Any:
+        return await _guarded(lambda: self._scripts[name](keys=self._keys(key), args=list(args)))
+
+    async def claim(self, key: str, fingerprint: str, *, lease: float, ttl: float) -> Claim:
+        token = new_token()
+        record = _record_json(State.IN_FLIGHT, fingerprint, token, None)
+        lease_ms, ttl_ms = to_ms(lease, "lease"), to_ms(ttl, "ttl")
+        answer = await self._run("claim", key, record, ttl_ms, token, lease_ms)
+        if int(answer[0]) == 1:
+            return Claim(token)
+        return Claim(None, _decode(answer[1], int(answer[2])))
+
+    async def renew(self, key: str, token: str, *, lease: float) -> bool:
+        return bool(await self._run("renew", key, token, to_ms(lease, "lease")))
+
+    async def complete(self, key: str, token: str, response: StoredResponse, *, ttl: float) -> bool:
+        encoded = json.dumps(response.encode())
+        return bool(await self._run("complete", key, token, encoded, to_ms(ttl, "ttl")))
+
+    async def mark_unknown(self, key: str, token: str) -> bool:
+        return bool(await self._run("unknown", key, token))
+
+    async def release(self, key: str, token: str) -> bool:
+        return bool(await self._run("release", key, token))
+
+    async def take_over(self, key: str, *, lease: float) -> str | None:
+        token = new_token()
+        taken = await self._run("take_over", key, token, to_ms(lease, "lease"))
+        return token if int(taken) == 1 else None
+
+    async def get(self, key: str) -> Record | None:
+        raw, lease_ms = await self._run("get", key)
+        return None if raw is None else _decode(raw, int(lease_ms))
+
+
+async def _guarded(call: Callable[[], Awaitable[T]]) -> T:
+    """Run a Redis call; a connection failure or timeout becomes IdempotencyStoreError."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    try:
+        return await call()
+    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        raise IdempotencyStoreError(f"the Redis key store did not answer: {exc}") from exc

@@ -1,0 +1,52 @@
+"""Fixtures: the same key store on real Redis, PostgreSQL and SQLite."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from safeship.db import create_engine
+from safeship.idempotency import RedisStore, SqlStore, Store
+from safeship.idempotency._schema import idempotency
+
+STORES = ["redis", "postgres", "sqlite"]
+
+
+def sql_engine(url: str) -> sa.Engine:
+    engine = create_engine(url)
+    idempotency.create(engine, checkfirst=True)
+    return engine
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'idem.db'}"
+
+
+@pytest.fixture(params=STORES)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    """A fresh store of each kind (a unique Redis prefix, a fresh database)."""
+    kind: str = request.param
+    if kind == "redis":
+        import redis.asyncio
+
+        url: str = request.getfixturevalue("redis_url")
+        client = redis.asyncio.Redis.from_url(url)
+        yield RedisStore(client, prefix=f"test:idem:{uuid.uuid4().hex}:")
+        await client.aclose()
+        return
+    url = (
+        request.getfixturevalue("postgres_url")
+        if kind == "postgres"
+        else f"sqlite:///{tmp_path / 'idem.db'}"
+    )
+    engine = sql_engine(url)
+    yield SqlStore(engine)
+    engine.dispose()
+
+
+StoreFactory = Callable[[], Store]

@@ -1,0 +1,96 @@
+"""The store contract, on real Redis, PostgreSQL and SQLite: every change names its token."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from safeship.idempotency import State, Store, StoredResponse
+
+RESPONSE = StoredResponse(201, ((b"content-type", b"application/json"),), b'{"id": 7}')
+
+
+async def test_a_free_key_is_claimed_and_a_second_claim_sees_it_in_flight(store: Store) -> None:
+    first = await store.claim("k", "fp", lease=5, ttl=60)
+    second = await store.claim("k", "fp", lease=5, ttl=60)
+    assert first.claimed and not second.claimed
+    assert second.existing is not None
+    assert second.existing.state is State.IN_FLIGHT
+    assert second.existing.retry_after is not None and 0 < second.existing.retry_after <= 5
+
+
+async def test_a_completed_key_holds_its_whole_response(store: Store) -> None:
+    claim = await store.claim("k", "fp", lease=5, ttl=60)
+    assert claim.token is not None
+    assert await store.complete("k", claim.token, RESPONSE, ttl=60)
+    record = await store.get("k")
+    assert record is not None and record.state is State.DONE
+    assert record.response == RESPONSE and record.fingerprint == "fp"
+
+
+async def test_a_stale_token_changes_nothing(store: Store) -> None:
+    claim = await store.claim("k", "fp", lease=5, ttl=60)
+    assert claim.token is not None
+    assert not await store.complete("k", "0" * 32, RESPONSE, ttl=60)
+    assert not await store.release("k", "0" * 32)
+    assert not await store.renew("k", "0" * 32, lease=5)
+    record = await store.get("k")
+    assert record is not None and record.state is State.IN_FLIGHT
+
+
+async def test_a_lease_not_renewed_turns_into_an_unknown_outcome(store: Store) -> None:
+    claim = await store.claim("k", "fp", lease=0.2, ttl=60)
+    assert claim.token is not None
+    await asyncio.sleep(0.4)
+    record = await store.get("k")
+    assert record is not None and record.state is State.UNKNOWN
+    assert not await store.complete("k", "0" * 32, RESPONSE, ttl=60)
+
+
+async def test_a_renewed_lease_keeps_the_key_in_flight(store: Store) -> None:
+    claim = await store.claim("k", "fp", lease=0.5, ttl=60)
+    assert claim.token is not None
+    for _ in range(4):
+        await asyncio.sleep(0.2)
+        assert await store.renew("k", claim.token, lease=0.5)
+    record = await store.get("k")
+    assert record is not None and record.state is State.IN_FLIGHT
+
+
+async def test_an_unknown_key_is_taken_over_by_one_caller_only(store: Store) -> None:
+    claim = await store.claim("k", "fp", lease=5, ttl=60)
+    assert claim.token is not None
+    assert await store.mark_unknown("k", claim.token)
+    tokens = await asyncio.gather(*(store.take_over("k", lease=5) for _ in range(5)))
+    winners = [t for t in tokens if t is not None]
+    assert len(winners) == 1
+    assert await store.complete("k", winners[0], RESPONSE, ttl=60)
+    assert await store.take_over("k", lease=5) is None
+
+
+async def test_a_released_key_can_be_claimed_again(store: Store) -> None:
+    claim = await store.claim("k", "fp", lease=5, ttl=60)
+    assert claim.token is not None
+    assert await store.release("k", claim.token)
+    assert await store.get("k") is None
+    assert (await store.claim("k", "other", lease=5, ttl=60)).claimed
+
+
+async def test_an_expired_key_is_free_again_by_the_stores_clock(store: Store) -> None:
+    claim = await store.claim("k", "fp", lease=0.1, ttl=0.3)
+    assert claim.token is not None
+    assert await store.complete("k", claim.token, RESPONSE, ttl=0.3)
+    await asyncio.sleep(0.5)
+    assert await store.get("k") is None
+    assert (await store.claim("k", "fp2", lease=5, ttl=60)).claimed
+
+
+async def test_concurrent_claims_of_one_key_have_one_winner(store: Store) -> None:
+    claims = await asyncio.gather(*(store.claim("race", "fp", lease=5, ttl=60) for _ in range(30)))
+    assert sum(c.claimed for c in claims) == 1
+
+
+async def test_bad_durations_are_refused(store: Store) -> None:
+    with pytest.raises(ValueError, match="lease"):
+        await store.claim("k", "fp", lease=0, ttl=60)
