@@ -138,8 +138,9 @@ class Settings(BaseSettings):
             return None
         return check_url(
             value,
-            ("nats", "tls", "amqp", "amqps", "redis", "rediss", "kafka"),
-            "nats://host:4222, amqp://user:pass@host:5672/ or redis://host:6379",
+            ("nats", "tls", "amqp", "amqps", "redis", "rediss", "kafka", "http", "https"),
+            "nats://host:4222, amqp://user:pass@host:5672/, redis://host:6379, "
+            "kafka://host:9092 or https://host/hook",
         )
 
     @field_validator("trusted_proxies")

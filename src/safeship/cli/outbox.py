@@ -1,10 +1,12 @@
 """``safeship outbox ...``: backlog stats, peek at events, retry and purge dead letters,
-and run a relay (``safeship outbox relay --broker nats --url ...``)."""
+and run a relay (``safeship outbox relay``, broker from ``SAFESHIP_BROKER_URL`` or ``--url``)."""
 
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
 
 import sqlalchemy as sa
 import typer
@@ -166,11 +168,67 @@ def purge_command(
         fail(str(exc))
 
 
-def _sink(broker: str, url: str, route: str | None) -> Sink:
+#: URL schemes and the broker each names (``SAFESHIP_BROKER_URL``'s scheme picks the sink).
+SCHEMES = {
+    "nats": "nats",
+    "tls": "nats",
+    "amqp": "rabbitmq",
+    "amqps": "rabbitmq",
+    "redis": "redis",
+    "rediss": "redis",
+    "kafka": "kafka",
+    "http": "webhook",
+    "https": "webhook",
+}
+BROKERS = ("nats", "rabbitmq", "redis", "kafka", "webhook")
+
+
+def masked_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
+def broker_of(url: str, broker: str | None) -> str:
+    """The broker ``--broker`` names, else the one the URL's scheme names."""
+    if broker is not None:
+        if broker not in BROKERS:
+            fail(f"--broker must be {', '.join(BROKERS)}, got {broker!r}")
+        return broker
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme not in SCHEMES:
+        fail(
+            f"cannot tell the broker from {url!r}: the URL's scheme names it "
+            f"({', '.join(f'{k}://' for k in SCHEMES)}), or pass --broker"
+        )
+    return SCHEMES[scheme]
+
+
+def _sink(
+    broker: str,
+    url: str,
+    route: str | None,
+    *,
+    stream: str | None = None,
+    stream_setup: str = "off",
+    secret_file: Path | None = None,
+) -> Sink:
     if broker == "nats":
         from safeship.outbox.sinks.nats import NatsSink
 
-        return NatsSink(url, subject=route or "events.{aggregate_type}.{type}")
+        return or_fail(
+            lambda: NatsSink(
+                url,
+                subject=route,
+                stream=stream,
+                stream_setup=stream_setup,  # type: ignore[arg-type]  # one of the three
+            )
+        )
     if broker == "rabbitmq":
         from safeship.outbox.sinks.rabbitmq import RabbitMQSink
 
@@ -179,18 +237,105 @@ def _sink(broker: str, url: str, route: str | None) -> Sink:
         from safeship.outbox.sinks.redis_streams import RedisStreamSink
 
         return RedisStreamSink(url, stream=route or "events:{aggregate_type}")
-    return fail(f"--broker must be nats, rabbitmq or redis, got {broker!r}")
+    if broker == "kafka":
+        from safeship.outbox.sinks.kafka import KafkaSink
+
+        servers = url.split("://", 1)[-1].split("/", 1)[0]
+        return KafkaSink(servers, topic=route or "{aggregate_type}")
+    if broker == "webhook":
+        from safeship.outbox.sinks.webhook import WebhookSink
+
+        if secret_file is None:
+            fail("a webhook relay signs each request: pass --secret-file (16+ bytes)")
+        secret = or_fail(lambda: secret_file.read_bytes().strip())
+        return or_fail(lambda: WebhookSink(url, secret=secret))
+    return fail(f"--broker must be {', '.join(BROKERS)}, got {broker!r}")
+
+
+def _health(relay: Any, engine: sa.Engine) -> Callable[[], tuple[bool, str]]:
+    """``/health`` of a relay process: the relay is running and its outbox check passes."""
+    import asyncio
+
+    from safeship.observe import HealthRegistry
+    from safeship.observe.health import CheckResult
+    from safeship.outbox.health import outbox_check
+
+    registry = HealthRegistry(service_id="safeship-outbox-relay")
+
+    def relay_running() -> CheckResult:
+        if relay.sink_open:
+            return CheckResult(status="pass", output=f"{relay.published} events published")
+        return CheckResult(status="fail", output="the broker is not connected")
+
+    registry.add("relay", relay_running)
+    registry.add("outbox", outbox_check(engine), critical=False)
+
+    def health() -> tuple[bool, str]:
+        report = asyncio.run(registry.run("readiness"))
+        return report.status != "fail", json.dumps(report.to_dict())
+
+    return health
 
 
 @outbox_app.command("relay")
 def relay_command(
-    broker: Annotated[str, typer.Option(help="nats, rabbitmq or redis.")],
-    url: Annotated[str, typer.Option(help="The broker URL, e.g. nats://127.0.0.1:4222.")],
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "--url",
+            help="The broker URL; its scheme names the broker (nats://, amqp://, redis://, "
+            "kafka://, http(s):// for a webhook). Default: SAFESHIP_BROKER_URL.",
+            show_default=False,
+        ),
+    ] = None,
+    broker: Annotated[
+        str | None,
+        typer.Option(
+            help="nats, rabbitmq, redis, kafka or webhook, when the scheme is not enough."
+        ),
+    ] = None,
     route: Annotated[str | None, typer.Option(help="Subject/routing key/stream template.")] = None,
+    stream: Annotated[
+        str | None,
+        typer.Option(
+            help="NATS: the JetStream stream to use, created when missing (default in "
+            "development: EVENTS, capturing the subject prefix, e.g. events.>).",
+            show_default=False,
+        ),
+    ] = None,
+    no_stream: Annotated[
+        bool,
+        typer.Option(
+            "--no-stream",
+            help="NATS: neither create nor check a stream (production default: check).",
+        ),
+    ] = False,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Serve /metrics and /health on this port (0 picks a free one).",
+            min=0,
+            max=65535,
+            show_default=False,
+        ),
+    ] = None,
+    metrics_host: Annotated[str, typer.Option(help="Address for --metrics-port.")] = "127.0.0.1",
+    secret_file: Annotated[
+        Path | None,
+        typer.Option(help="Webhook: file holding the signing secret.", show_default=False),
+    ] = None,
     batch_size: Annotated[int, typer.Option(min=1, max=100_000)] = 500,
+    backlog_every: Annotated[
+        float, typer.Option(help="Seconds between outbox.relay.backlog log lines.", min=1)
+    ] = 60.0,
     database_url: DatabaseOption = None,
 ) -> None:
-    """Run a relay in the foreground until Ctrl-C or SIGTERM."""
+    """Run a relay in the foreground until Ctrl-C or SIGTERM.
+
+    The broker comes from --url or SAFESHIP_BROKER_URL, its scheme naming the broker.
+    For NATS the relay creates the JetStream stream it needs in development (--stream
+    NAME names it) and checks one exists in production (--no-stream skips both).
+    """
     import asyncio
     import signal
 
@@ -198,17 +343,48 @@ def relay_command(
     from safeship.outbox import Relay, RelayConfig
 
     settings = settings_or_exit(database_url=database_url)
-    # The relay reports outages as log lines (one per outage, throttled): show them.
+    url = url or settings.broker_url
+    if not url:
+        fail("no broker: pass --url or set SAFESHIP_BROKER_URL (e.g. nats://127.0.0.1:4222)")
+    kind = broker_of(url, broker)
+    setup = "off"
+    if kind == "nats" and not no_stream:
+        creating = stream is not None or settings.environment == "development"
+        setup = "create" if creating else "check"
+    # The relay reports outages and its backlog as log lines: show them.
     configure_logging(level=settings.log_level, fmt=settings.log_format)
+    sink = _sink(kind, url, route, stream=stream, stream_setup=setup, secret_file=secret_file)
     engine = _engine(database_url)
-    relay = Relay(engine, _sink(broker, url, route), config=RelayConfig(batch_size=batch_size))
+    config = RelayConfig(batch_size=batch_size, backlog_log_interval=backlog_every)
+    relay = Relay(engine, sink, config=config)
+    server = None
+    if metrics_port is not None:
+        from safeship.observe import MetricsServer
+        from safeship.observe.scrape import DatabaseCollector, ScrapeSource
+        from safeship.outbox import _metrics as outbox_metrics
+
+        collector = DatabaseCollector(engine, [ScrapeSource("outbox", outbox_metrics.read_stored)])
+        server = or_fail(
+            lambda: MetricsServer(
+                port=metrics_port,
+                host=metrics_host,
+                health=_health(relay, engine),
+                also=[collector],
+            )
+        )
+        out.print(f"metrics and health on http://{metrics_host}:{server.port}/metrics and /health")
 
     async def run() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, relay.stop)
-        out.print(f"relaying to {broker} at {url} (Ctrl-C to stop)")
+        out.print(f"relaying to {kind} at {masked_url(url)} (Ctrl-C to stop)")
         await relay.run()
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    finally:
+        if server is not None:
+            server.close()
+        engine.dispose()
     out.print(f"stopped after {relay.published} events")

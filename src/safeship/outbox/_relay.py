@@ -88,6 +88,9 @@ class RelayConfig:
     shutdown_timeout: float = 10.0
     #: While the broker (or database) is unavailable, one warning line at most this often.
     outage_log_interval: float = 60.0
+    #: One ``outbox.relay.backlog`` info line this often (pending, published, rate,
+    #: partitions, in flight); None logs none.
+    backlog_log_interval: float | None = 60.0
 
     def __post_init__(self) -> None:
         _positive_int("batch_size", self.batch_size, 100_000)
@@ -107,6 +110,15 @@ class RelayConfig:
                 raise ValueError(f"RelayConfig.{name} must be seconds in [0.01, 3600]")
         if self.archive_seconds is not None and self.archive_seconds <= 0:
             raise ValueError("RelayConfig.archive_seconds must be > 0 or None (delete)")
+        every = self.backlog_log_interval
+        if every is not None and (
+            isinstance(every, bool)
+            or not isinstance(every, int | float)
+            or not 0.01 <= every <= 86400
+        ):
+            raise ValueError(
+                "RelayConfig.backlog_log_interval must be seconds in [0.01, 86400] or None"
+            )
 
 
 def _positive_int(name: str, value: object, high: int) -> None:
@@ -190,6 +202,13 @@ class Relay:
         #: Broker failures seen: failed opens and batches the broker could not take.
         self.sink_failures = 0
         self._rate = DeliveryRate()
+        self._next_backlog_log = 0.0
+        self._last_rate = 0.0
+
+    @property
+    def sink_open(self) -> bool:
+        """Whether the sink is open (the broker connected) right now."""
+        return self._sink_open
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -322,6 +341,29 @@ class Relay:
             self.relay_id, busy, self.published, len(self._inflight), rate
         )
         metrics.leases(self.relay_id, len(self._partitions))
+        self._last_rate = rate
+        await self._log_backlog()
+
+    async def _log_backlog(self) -> None:
+        """The periodic ``outbox.relay.backlog`` line (first one at the first heartbeat)."""
+        every = self.config.backlog_log_interval
+        now = time.monotonic()
+        if every is None or now < self._next_backlog_log:
+            return
+        self._next_backlog_log = now + every
+        log.info(
+            "outbox.relay.backlog",
+            extra={
+                "relay": self.relay_id,
+                "pending": await self._pending(),
+                "published": self.published,
+                "rate_per_second": round(self._last_rate, 3),
+                "partitions": len(self._partitions),
+                "in_flight": len(self._inflight),
+                "sink": self._sink_name,
+                "sink_open": self._sink_open,
+            },
+        )
 
     async def _step(self, next_beat: float) -> None:
         if len(self._tasks) >= self.config.pipeline_depth:

@@ -1,6 +1,12 @@
 """NATS JetStream sink: ``Nats-Msg-Id`` = event id (the stream drops duplicates inside its
 duplicate window), every message's ack awaited, a whole batch in flight at once.
 
+The default subject is ``events.<event>``: the event type when it already names its
+aggregate (``order.created``), else ``<aggregate_type>.<type>`` — so a staged
+``order.created`` goes to ``events.order.created``, never ``events.order.order.created``.
+``stream_setup="check"`` makes :meth:`NatsSink.open` confirm that a JetStream stream captures
+the subjects (``events.>``), ``"create"`` also creates one when none does.
+
 Needs ``pip install safeship[nats]``.
 """
 
@@ -13,12 +19,17 @@ import json
 import logging
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from safeship.outbox._model import DELIVERED, SKIPPED, Event, Outcome, Status
 from safeship.outbox.sinks._base import Route, SinkUnavailableError, error_text
 
-__all__ = ["NatsSink"]
+__all__ = ["DEFAULT_STREAM", "DefaultSubject", "NatsSink", "StreamSetup"]
+
+StreamSetup = Literal["off", "check", "create"]
+#: The stream ``stream_setup="create"`` makes when no name is given.
+DEFAULT_STREAM = "EVENTS"
+_STREAM_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 log = logging.getLogger("safeship.outbox")
 
@@ -55,13 +66,50 @@ def _unavailable_errors() -> tuple[type[BaseException], ...]:
     )
 
 
+class DefaultSubject:
+    """``events.<type>`` when the type starts with ``<aggregate_type>.``, else
+    ``events.<aggregate_type>.<type>`` (``prefix`` replaces ``events.``)."""
+
+    __slots__ = ("prefix",)
+
+    def __init__(self, prefix: str = "events.") -> None:
+        self.prefix = prefix
+
+    def __repr__(self) -> str:
+        return f"DefaultSubject({self.prefix!r})"
+
+    def __call__(self, event: Event) -> str:
+        kind, aggregate = event.type, event.aggregate_type
+        if kind.startswith(aggregate + "."):
+            return self.prefix + kind
+        return f"{self.prefix}{aggregate}.{kind}"
+
+
+def _fixed_prefix(route: Any) -> str | None:
+    """The literal, token-aligned start of every subject ``route`` makes (``events.``)."""
+    if isinstance(route, DefaultSubject):
+        return route.prefix
+    template = getattr(route, "template", None)
+    if not isinstance(template, str):
+        return None
+    head = template.split("{", 1)[0]
+    head = head[: head.rfind(".") + 1]
+    return head or None
+
+
 class NatsSink:
-    """Publish to JetStream on ``subject(event)`` (default ``events.{aggregate_type}.{type}``).
+    """Publish to JetStream on ``subject(event)`` (default :class:`DefaultSubject`).
 
     Pass ``url`` (the sink owns the connection) or an open ``client`` (you own it).
     ``connect_timeout`` bounds :meth:`open` (and each reconnect attempt afterwards).
     An event the server can never take (larger than its ``max_payload``, a subject or
     header NATS refuses) is a ``PERMANENT`` outcome for that event alone.
+
+    ``stream_setup``: ``"off"`` (default) trusts the server; ``"check"`` makes :meth:`open`
+    fail (``SinkUnavailableError``, so a relay retries and logs it) unless a stream captures
+    ``<prefix>>``, and it must be ``stream`` when that is given; ``"create"`` creates
+    ``stream`` (default ``EVENTS``) with subject ``<prefix>>`` when no stream captures it.
+    Both need a subject with a fixed prefix (``events.{type}``, not ``{type}``).
     """
 
     ordered = True
@@ -71,8 +119,9 @@ class NatsSink:
         url: str | None = None,
         *,
         client: Any = None,
-        subject: Route | str = "events.{aggregate_type}.{type}",
+        subject: Route | DefaultSubject | str | None = None,
         stream: str | None = None,
+        stream_setup: StreamSetup = "off",
         ack_timeout: float = 5.0,
         connect_timeout: float = 5.0,
     ) -> None:
@@ -82,8 +131,28 @@ class NatsSink:
             raise ValueError("NatsSink ack_timeout and connect_timeout must be > 0 seconds")
         self._url = url
         self._nc = client
-        self._route = subject if isinstance(subject, Route) else Route(subject)
+        if subject is None:
+            subject = DefaultSubject()
+        self._route: Route | DefaultSubject = (
+            subject if isinstance(subject, Route | DefaultSubject) else Route(subject)
+        )
+        if stream is not None and not _STREAM_NAME.fullmatch(stream):
+            raise ValueError(
+                f"NatsSink stream must be 1-64 letters, digits, '_' or '-', got {stream!r}"
+            )
+        if stream_setup not in ("off", "check", "create"):
+            raise ValueError(
+                f"NatsSink stream_setup must be 'off', 'check' or 'create', got {stream_setup!r}"
+            )
+        self._prefix_filter = _fixed_prefix(self._route)
+        if stream_setup != "off" and self._prefix_filter is None:
+            raise ValueError(
+                f"NatsSink stream_setup={stream_setup!r} needs a subject with a fixed prefix "
+                f"such as 'events.{{type}}', got {subject!r}"
+            )
         self._stream = stream
+        self._stream_setup = stream_setup
+        self.stream_name: str | None = None  # the stream found or created by open()
         self._ack_timeout = ack_timeout
         self._connect_timeout = connect_timeout
         self._pending: dict[bytes, asyncio.Future[bytes]] = {}
@@ -105,8 +174,46 @@ class NatsSink:
     async def open(self) -> None:
         if self._nc is None:
             self._nc = await self._connect()
+        if self._stream_setup != "off":
+            self.stream_name = await self._set_up_stream(self._nc)
         self._prefix = self._nc.new_inbox() + "."
         self._sub = await self._nc.subscribe(self._prefix + "*", cb=self._on_ack)
+
+    async def _set_up_stream(self, nc: Any) -> str:
+        """Find the stream capturing ``<prefix>>`` (or create it); its name."""
+        from nats.js.errors import NotFoundError
+
+        assert self._prefix_filter is not None  # checked at construction
+        subjects = self._prefix_filter + ">"
+        js = nc.jetstream(timeout=self._connect_timeout)
+        try:
+            try:
+                found: str | None = await js.find_stream_name_by_subject(subjects)
+            except NotFoundError:
+                found = None
+            if found is not None:
+                if self._stream is not None and found != self._stream:
+                    raise SinkUnavailableError(
+                        f"JetStream stream {found!r} captures {subjects}, not {self._stream!r}: "
+                        "pass its name, or give a subject prefix no other stream captures"
+                    )
+                return found
+            if self._stream_setup == "check":
+                raise SinkUnavailableError(
+                    f"no JetStream stream captures {subjects}: create one "
+                    f"(`nats stream add EVENTS --subjects '{subjects}'`) or let the relay "
+                    "create it (`safeship outbox relay --stream EVENTS`)"
+                )
+            name = self._stream or DEFAULT_STREAM
+            await js.add_stream(name=name, subjects=[subjects])
+        except SinkUnavailableError:
+            raise
+        except Exception as exc:
+            raise SinkUnavailableError(
+                f"JetStream stream setup for {subjects} failed: {error_text(exc)}"
+            ) from exc
+        log.info("outbox.nats.stream_created", extra={"stream": name, "subjects": subjects})
+        return name
 
     async def _connect(self) -> Any:
         """Connect once within ``connect_timeout`` (nats-py's own deadlines: one try, no
