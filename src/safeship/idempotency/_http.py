@@ -61,8 +61,11 @@ MiB = 1024 * 1024
 class ResponseLike(Protocol):
     """What a handler or a ``reconcile`` hook hands back (a Starlette ``Response`` fits)."""
 
-    status_code: int
-    body: bytes
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def body(self) -> bytes | memoryview: ...
 
     @property
     def raw_headers(self) -> list[tuple[bytes, bytes]]: ...
