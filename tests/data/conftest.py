@@ -2,16 +2,37 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
+from tests.conftest import need_service
+
+
+@pytest.fixture(scope="session")
+def data_pg_url() -> Iterator[str]:
+    """One PostgreSQL database per test worker; each test makes tables of its own names."""
+    need_service("PostgreSQL", "127.0.0.1", 5432)
+    admin = sa.create_engine(
+        "postgresql+psycopg://postgres@127.0.0.1:5432/postgres", isolation_level="AUTOCOMMIT"
+    )
+    name = f"safeship_data_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
 
 def events_table(metadata: sa.MetaData) -> sa.Table:
     return sa.Table(
-        "events",
+        f"events_{uuid.uuid4().hex[:10]}",
         metadata,
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
         sa.Column("kind", sa.String(20), nullable=False),
@@ -25,7 +46,7 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sa.Engine
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'data.db'}"
     else:
-        url = request.getfixturevalue("postgres_url")
+        url = request.getfixturevalue("data_pg_url")
     created = sa.create_engine(url)
     yield created
     created.dispose()

@@ -19,9 +19,9 @@ pytestmark = pytest.mark.postgres
 
 @pytest.fixture(params=["asyncpg", "psycopg", "asyncpg-pool"])
 async def setup(
-    request: pytest.FixtureRequest, postgres_url: str
+    request: pytest.FixtureRequest, data_pg_url: str
 ) -> AsyncIterator[tuple[Any, sa.Table, sa.Engine]]:
-    sync = sa.create_engine(postgres_url)
+    sync = sa.create_engine(data_pg_url)
     metadata = sa.MetaData()
     table = events_table(metadata)
     metadata.create_all(sync)
@@ -29,12 +29,12 @@ async def setup(
         import asyncpg
 
         pool = await asyncpg.create_pool(
-            postgres_url.replace("postgresql+psycopg", "postgresql"), min_size=1, max_size=2
+            data_pg_url.replace("postgresql+psycopg", "postgresql"), min_size=1, max_size=2
         )
         yield pool, table, sync
         await pool.close()
     else:
-        engine = create_async_engine(postgres_url.replace("+psycopg", f"+{request.param}"))
+        engine = create_async_engine(data_pg_url.replace("+psycopg", f"+{request.param}"))
         yield engine, table, sync
         await engine.dispose()
     sync.dispose()

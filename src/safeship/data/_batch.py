@@ -45,6 +45,12 @@ class _Counters:
 
     def __init__(self) -> None:
         self.buffered = self.flushed = self.failed = self.dropped = self.flushes = 0
+        self.reported = 0
+
+    def unreported(self) -> int:
+        """Rows buffered since the last call: the metric is counted once per flush."""
+        delta, self.reported = self.buffered - self.reported, self.buffered
+        return delta
 
     def snapshot(self, pending: int) -> BatchStats:
         return BatchStats(
@@ -115,7 +121,6 @@ class BatchWriter:
             self._counters.buffered += 1
             if len(self._rows) >= self.settings.max_rows:
                 self._lock.notify_all()
-        metrics.rows(self.name, "buffered", 1)
         return True
 
     def put_many(self, rows: Iterable[Mapping[str, Any] | Sequence[Any]]) -> int:
@@ -212,6 +217,7 @@ class BatchWriter:
         metrics.rows(self.name, "flushed", written)
         metrics.rows(self.name, "failed", failed)
         with self._lock:
+            metrics.rows(self.name, "buffered", self._counters.unreported())
             self._counters.flushed += written
             self._counters.failed += failed
             self._counters.flushes += 1

@@ -112,16 +112,39 @@ class AsyncBatchWriter:
             raise BatchWriterClosedError(f"batch writer {self.name!r} is closed")
         self._rows.append((time.monotonic(), value))
         self._counters.buffered += 1
-        metrics.rows(self.name, "buffered", 1)
         if len(self._rows) == 1 or len(self._rows) >= self.settings.max_rows:
             self._wake.set()
         return True
 
     async def put_many(self, rows: Iterable[Mapping[str, Any] | Sequence[Any]]) -> int:
-        count = 0
-        for row in rows:
-            count += await self.put(row)
-        return count
+        """Buffer rows in order, as much at a time as there is room for; the number buffered.
+
+        Every row is checked before any is buffered, so a bad one leaves none of them in.
+        """
+        values = [normalise_row(row, self.target.columns) for row in rows]
+        if self._task is None:
+            await self.start()
+        done = 0
+        while done < len(values):
+            room = self.settings.capacity - len(self._rows)
+            if self._closing:
+                raise BatchWriterClosedError(f"batch writer {self.name!r} is closed")
+            if room <= 0:
+                if self.mode == "drop":
+                    dropped = len(values) - done
+                    self._counters.dropped += dropped
+                    metrics.rows(self.name, "dropped", dropped)
+                    return done
+                self._room.clear()
+                await self._room.wait()
+                continue
+            now = time.monotonic()
+            chunk = values[done : done + room]
+            self._rows.extend((now, value) for value in chunk)
+            self._counters.buffered += len(chunk)
+            done += len(chunk)
+            self._wake.set()
+        return done
 
     @property
     def stats(self) -> BatchStats:
@@ -183,6 +206,7 @@ class AsyncBatchWriter:
         metrics.flushed(self.name, len(batch), time.perf_counter() - started)
         metrics.rows(self.name, "flushed", written)
         metrics.rows(self.name, "failed", failed)
+        metrics.rows(self.name, "buffered", self._counters.unreported())
         self._counters.flushed += written
         self._counters.failed += failed
         self._counters.flushes += 1

@@ -89,6 +89,8 @@ class BatchStats:
 
 def normalise_row(row: Mapping[str, Any] | Sequence[Any], columns: Sequence[str]) -> Row:
     """``row`` as a tuple in column order, or :class:`BatchRowError` saying what is off."""
+    if type(row) is tuple and len(row) == len(columns):
+        return row  # the common case, checked without the cost of the ABC checks below
     if isinstance(row, Mapping):
         unknown = set(row) - set(columns)
         if unknown:

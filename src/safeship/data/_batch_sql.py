@@ -198,12 +198,12 @@ def _pg_preparer() -> Any:
 
 async def _copy_asyncpg(connection: Any, target: Target, rows: Sequence[Row]) -> None:
     table = target.table
+    if not target.conflict:  # one COPY is atomic alone: no BEGIN / COMMIT round trips
+        await connection.copy_records_to_table(
+            table.name, records=rows, columns=list(target.columns), schema_name=table.schema
+        )
+        return
     async with connection.transaction():
-        if not target.conflict:
-            await connection.copy_records_to_table(
-                table.name, records=rows, columns=list(target.columns), schema_name=table.schema
-            )
-            return
         preparer = _pg_preparer()
         await connection.execute(_staging_sql(target, preparer))
         await connection.copy_records_to_table(_STAGING, records=rows, columns=list(target.columns))

@@ -1,0 +1,212 @@
+"""Batch writes and the N+1 detector on PostgreSQL: safeship against its peers, same run.
+
+    python benchmarks/batch.py [--quick] [--dsn postgresql://postgres@127.0.0.1:5432/postgres]
+
+Cases:
+  ingest-10k         rows/s committed while 10,000 msg/s are offered for 6 s (2 s quick):
+                     ``safeship`` (AsyncBatchWriter, asyncpg COPY, 1,000 rows / 20 ms) and
+                     ``baseline`` (one autocommit INSERT per message, 4 connections)
+  ingest-10k-p99     ms from enqueue to commit, 99th percentile, same runs (rows still
+                     uncommitted when the drain ends count with their age at that moment)
+  bulk-insert        rows/s for 100k rows (20k quick): ``safeship`` (AsyncBatchWriter),
+                     ``copy`` (one raw asyncpg ``copy_records_to_table``) and
+                     ``insertmanyvalues`` (SQLAlchemy executemany of ``insert()``)
+  nplusone-overhead  ratio of a request's time with the N+1 detector in sampling mode
+                     (every request sampled) to the same request without it
+
+Every run writes to a throw-away database created for it and dropped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import statistics
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from safeship.data import AsyncBatchWriter
+
+RATE = 10_000
+
+
+def emit(case: str, impl: str, value: float, unit: str) -> None:
+    line = {"bench": "batch", "case": case, "impl": impl, "value": round(value, 3), "unit": unit}
+    print(json.dumps(line), flush=True)
+
+
+def ingest_table(metadata: sa.MetaData) -> sa.Table:
+    return sa.Table(
+        "ingest",
+        metadata,
+        sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("enqueued", sa.Float, nullable=False),
+        sa.Column("payload", sa.Text, nullable=False),
+    )
+
+
+@asynccontextmanager
+async def scratch_database(admin_dsn: str) -> AsyncIterator[str]:
+    name = f"safeship_bench_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(admin_dsn)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield admin_dsn.rsplit("/", 1)[0] + "/" + name
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+async def reset(pool: asyncpg.Pool) -> None:
+    await pool.execute("TRUNCATE ingest")
+
+
+def p99(latencies: Sequence[float]) -> float:
+    if len(latencies) < 2:
+        return latencies[0] * 1000 if latencies else float("nan")
+    return statistics.quantiles(latencies, n=100)[98] * 1000
+
+
+async def offer(seconds: float, put: Callable[[tuple[Any, ...]], Any]) -> int:
+    """Offer RATE messages a second for ``seconds``, paced every 5 ms; the number offered."""
+    start = time.perf_counter()
+    sent = 0
+    while (elapsed := time.perf_counter() - start) < seconds:
+        due = int(elapsed * RATE)
+        while sent < due:
+            await put((sent, time.perf_counter(), "click"))
+            sent += 1
+        await asyncio.sleep(0.005)
+    return sent
+
+
+async def ingest_safeship(
+    pool: asyncpg.Pool, table: sa.Table, seconds: float
+) -> tuple[float, float]:
+    latencies: list[float] = []
+
+    def written(rows: Sequence[tuple[Any, ...]]) -> None:
+        now = time.perf_counter()
+        latencies.extend(now - row[1] for row in rows)
+
+    writer = AsyncBatchWriter(
+        pool, table, backpressure="await", max_rows=1000, max_delay=0.02, capacity=50_000,
+        on_written=written, name="bench-ingest",
+    )  # fmt: skip
+    await writer.start()
+    start = time.perf_counter()
+    await offer(seconds, writer.put)
+    delivered = len(latencies)
+    await writer.aclose()
+    return delivered / (time.perf_counter() - start), p99(latencies)
+
+
+async def ingest_baseline(pool: asyncpg.Pool, seconds: float) -> tuple[float, float]:
+    queue: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
+    latencies: list[float] = []
+
+    async def consume() -> None:
+        async with pool.acquire() as conn:
+            while True:
+                row = await queue.get()
+                await conn.execute("INSERT INTO ingest VALUES ($1, $2, $3)", *row)
+                latencies.append(time.perf_counter() - row[1])
+                queue.task_done()
+
+    workers = [asyncio.create_task(consume()) for _ in range(4)]
+    start = time.perf_counter()
+    await offer(seconds, queue.put)
+    delivered = len(latencies)
+    rate = delivered / (time.perf_counter() - start)
+    with contextlib.suppress(TimeoutError):  # drain for as long again, then give up
+        await asyncio.wait_for(queue.join(), seconds)
+    for worker in workers:
+        worker.cancel()
+    await asyncio.gather(*workers, return_exceptions=True)
+    now = time.perf_counter()
+    latencies.extend(now - row[1] for row in _drain(queue))
+    return rate, p99(latencies)
+
+
+def _drain(queue: asyncio.Queue[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    items = []
+    while not queue.empty():
+        items.append(queue.get_nowait())
+    return items
+
+
+async def bulk(dsn: str, pool: asyncpg.Pool, table: sa.Table, rows: int) -> dict[str, float]:
+    records = [(i, float(i), "payload-" + str(i % 97)) for i in range(rows)]
+    results: dict[str, list[float]] = {"safeship": [], "copy": [], "insertmanyvalues": []}
+    engine = create_async_engine(dsn.replace("postgresql://", "postgresql+asyncpg://"))
+    impls = list(results)
+    for round_ in range(5):
+        for impl in impls[round_ % 3 :] + impls[: round_ % 3]:  # each goes first in turn
+            await reset(pool)
+            start = time.perf_counter()
+            if impl == "copy":
+                await pool.copy_records_to_table(
+                    "ingest", records=records, columns=["id", "enqueued", "payload"]
+                )
+            elif impl == "safeship":
+                async with AsyncBatchWriter(
+                    pool,
+                    table,
+                    backpressure="await",
+                    max_rows=50_000,
+                    capacity=100_000,
+                    name="bench-bulk",
+                ) as writer:
+                    await writer.put_many(records)
+            else:
+                values = [{"id": r[0], "enqueued": r[1], "payload": r[2]} for r in records]
+                async with engine.begin() as conn:
+                    await conn.execute(table.insert(), values)
+            results[impl].append(rows / (time.perf_counter() - start))
+    await engine.dispose()
+    return {impl: statistics.median(v) for impl, v in results.items()}
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    seconds = 2.0 if args.quick else 6.0
+    rows = 20_000 if args.quick else 100_000
+    async with scratch_database(args.dsn) as dsn:
+        metadata = sa.MetaData()
+        table = ingest_table(metadata)
+        sync = sa.create_engine(dsn.replace("postgresql://", "postgresql+psycopg://"))
+        metadata.create_all(sync)
+        sync.dispose()
+        pool = await asyncpg.create_pool(dsn, min_size=4, max_size=6)
+        try:
+            rate, late = await ingest_safeship(pool, table, seconds)
+            await reset(pool)
+            base_rate, base_late = await ingest_baseline(pool, seconds)
+            emit("ingest-10k", "safeship", rate, "rows/s")
+            emit("ingest-10k", "baseline", base_rate, "rows/s")
+            emit("ingest-10k-p99", "safeship", late, "ms")
+            emit("ingest-10k-p99", "baseline", base_late, "ms")
+            for impl, value in (await bulk(dsn, pool, table, rows)).items():
+                emit("bulk-insert", impl, value, "rows/s")
+        finally:
+            await pool.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, under 60 s")
+    parser.add_argument("--dsn", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    args = parser.parse_args()
+    asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    main()
