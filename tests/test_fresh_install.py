@@ -29,7 +29,7 @@ def flaky():
     return "ok"
 assert Retry(attempts=2, schedule=Constant(delay_seconds=0))(flaky)() == "ok"
 
-breaker = Breaker("fresh", window=ConsecutiveFailures(1))
+breaker = Breaker("fresh", window=ConsecutiveFailures(1), registry=None)
 try:
     breaker(lambda: 1 / 0)()
 except ZeroDivisionError:

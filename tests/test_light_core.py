@@ -96,7 +96,7 @@ def flaky():
         raise ConnectionError("down")
     return "ok"
 assert Retry(attempts=3, schedule=Constant(delay_seconds=0))(flaky)() == "ok"
-breaker = Breaker("light-core")
+breaker = Breaker("light-core", registry=None)
 assert breaker(lambda: 2)() == 2
 assert PiiMasker().mask_text("mail jane@example.com") == "mail ***"
 flags = FlagSet.from_unleash({"version": 1, "features": [

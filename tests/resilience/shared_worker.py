@@ -13,14 +13,22 @@ import time
 
 import redis
 
-from safeship.resilience import Breaker, BreakerOpen, ConsecutiveFailures, CountWindow
+from safeship.resilience import (
+    Breaker,
+    BreakerOpen,
+    ConsecutiveFailures,
+    CountWindow,
+    default_registry,
+)
 from safeship.resilience.redis_shared import share_breaker
 
 
 def main() -> None:
     url, name, window = sys.argv[1], sys.argv[2], sys.argv[3]
     spec = ConsecutiveFailures(3) if window == "consecutive" else CountWindow(10, minimum_calls=6)
-    breaker = Breaker(name, window=spec, open_duration=1.0, half_open_calls=2)
+    breaker = Breaker(
+        name, window=spec, open_duration=1.0, half_open_calls=2, registry=default_registry
+    )
     client = redis.Redis.from_url(url, socket_timeout=1)
     shared = share_breaker(breaker, client, interval=0.02, probe_ttl=5)
     trials = 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import warnings
 from typing import Any
 
 import pytest
@@ -13,11 +14,13 @@ from prometheus_client import CollectorRegistry, generate_latest
 from safeship.resilience import (
     Breaker,
     BreakerOpen,
+    BreakerRegistry,
     CountWindow,
     RateLimited,
     State,
     TimeWindow,
     all_breakers,
+    default_registry,
     get_breaker,
 )
 from safeship.resilience._metrics import BreakerCollector
@@ -45,7 +48,7 @@ def trip(breaker: Breaker, times: int = 5) -> None:
 def test_defaults_open_after_five_failures_for_sixty_seconds_and_close_after_two_trials(
     clock: FakeClock, name: str
 ) -> None:
-    breaker = Breaker(name, clock=clock)
+    breaker = Breaker(name, clock=clock, registry=default_registry)
     trip(breaker, 4)
     assert breaker.state is State.CLOSED
     trip(breaker, 1)
@@ -267,7 +270,7 @@ def test_opening_logs_at_the_alert_level(
     clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="safeship.resilience")
-    breaker = Breaker("payments-alert", clock=clock)
+    breaker = Breaker("payments-alert", clock=clock, registry=default_registry)
     trip(breaker)
     alerts = [r for r in caplog.records if r.levelno == 45]
     assert [r.getMessage() for r in alerts] == ["resilience.breaker.opened"]
@@ -276,7 +279,9 @@ def test_opening_logs_at_the_alert_level(
 
 
 def test_snapshot_is_json_and_describes_the_window(clock: FakeClock, name: str) -> None:
-    breaker = Breaker(name, clock=clock, window=TimeWindow(10, minimum_calls=4))
+    breaker = Breaker(
+        name, clock=clock, window=TimeWindow(10, minimum_calls=4), registry=default_registry
+    )
     breaker.call(ok)
     trip(breaker, 3)
     snapshot = breaker.snapshot()
@@ -297,17 +302,17 @@ def test_snapshot_is_json_and_describes_the_window(clock: FakeClock, name: str) 
 
 
 def test_registry_lists_breakers_and_refuses_duplicates(name: str) -> None:
-    breaker = Breaker(name)
+    breaker = Breaker(name, registry=default_registry)
     assert get_breaker(name) is breaker
     assert breaker in all_breakers()
     with pytest.raises(ValueError, match="already exists"):
-        Breaker(name)
+        Breaker(name, registry=default_registry)
     with pytest.raises(KeyError, match="no circuit breaker named"):
         get_breaker(name + "-missing")
 
 
 def test_metrics_are_exported_at_scrape_time(clock: FakeClock, name: str) -> None:
-    breaker = Breaker(name, clock=clock)
+    breaker = Breaker(name, clock=clock, registry=default_registry)
     breaker.call(ok)
     trip(breaker)
     for _ in range(3):
@@ -404,7 +409,7 @@ def test_a_breaker_nothing_uses_leaves_the_registry_without_waiting_for_the_coll
 
     gc.disable()
     try:
-        breaker = Breaker(name)
+        breaker = Breaker(name, registry=default_registry)
         guarded = breaker(ok)
         guarded()
         with breaker:
@@ -428,3 +433,26 @@ def test_a_breaker_joins_the_registry_it_is_given_and_none_when_told(name: str) 
     assert Breaker(name, registry=None) not in all_breakers()
     with pytest.raises(ValueError, match="register=False"):
         Breaker(name, register=False, registry=own)
+
+
+def test_a_breaker_built_without_a_registry_warns_and_still_joins_the_default_one(
+    name: str,
+) -> None:
+    with pytest.warns(DeprecationWarning, match="registry=default_registry"):
+        breaker = Breaker(name)
+    assert get_breaker(name) is breaker
+
+
+def test_registry_none_joins_nothing_and_says_nothing(name: str) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Breaker(name, registry=None)
+    assert default_registry.find(name) is None
+
+
+def test_get_or_create_registers_the_built_breaker_in_its_own_registry_only(name: str) -> None:
+    own = BreakerRegistry()
+    built = own.get_or_create(name, lambda: Breaker(name, registry=None))
+    assert own.get(name) is built
+    assert own.get_or_create(name, lambda: Breaker(name, registry=None)) is built
+    assert default_registry.find(name) is None

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY, generate_latest
 
-from safeship.resilience import Breaker, BreakerOpen, State
+from safeship.resilience import Breaker, BreakerOpen, State, default_registry
 from safeship.resilience.presets.cache import AsyncResilientCache, ResilientCache, cache_breaker
 from safeship.resilience.presets.failover import (
     AsyncFailover,
@@ -60,7 +60,7 @@ async def test_the_async_cache_degrades_and_recovers(redis_url: str, name: str) 
     from redis.backoff import NoBackoff
 
     dead = aioredis.Redis(host="127.0.0.1", port=1, retry=RedisRetry(NoBackoff(), 0))
-    breaker = Breaker(name, open_duration=0.05, half_open_calls=1)
+    breaker = Breaker(name, open_duration=0.05, half_open_calls=1, registry=default_registry)
     cache = AsyncResilientCache(dead, breaker=breaker)
     for _ in range(5):
         assert await cache.get("k") is None

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from safeship.resilience import Breaker, BreakerOpen, State
+from safeship.resilience import Breaker, BreakerOpen, State, default_registry
 from safeship.resilience.redis_shared import SharedBreakerState, share_breaker
 
 WORKER = Path(__file__).with_name("shared_worker.py")
@@ -110,7 +110,7 @@ def test_manual_overrides_reach_every_process(workers: list[Worker]) -> None:
 def test_an_unreachable_redis_leaves_the_breaker_deciding_alone(
     dead_redis: Any, name: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    breaker = Breaker(name, open_duration=0.05, half_open_calls=1)
+    breaker = Breaker(name, open_duration=0.05, half_open_calls=1, registry=default_registry)
     with share_breaker(breaker, dead_redis, interval=0.01) as shared:
         assert isinstance(shared, SharedBreakerState)
         while shared.errors < 3:
@@ -133,7 +133,7 @@ def test_the_exchange_recovers_when_redis_answers(redis_url: str, name: str) -> 
     import redis
 
     client = redis.Redis.from_url(redis_url)
-    breaker = Breaker(name)
+    breaker = Breaker(name, registry=default_registry)
     shared = SharedBreakerState(breaker, client, prefix=f"safeship:test:{uuid.uuid4().hex}:")
     try:
         assert shared.exchange_once()

@@ -7,7 +7,7 @@ from pathlib import Path
 SAMPLE = """
 from safeship.resilience import Breaker, Retry, pipeline
 
-pipe = pipeline(retry=Retry(), breaker=Breaker("typing-sample"))
+pipe = pipeline(retry=Retry(), breaker=Breaker("typing-sample", registry=None))
 
 
 @pipe

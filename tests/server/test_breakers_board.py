@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from safeship.resilience import Breaker
+from safeship.resilience import Breaker, default_registry
 from safeship.resilience.board import BreakerBoard, BreakerReporter
 from tests.server.support import ADMIN_KEY, admin_headers, read_headers
 
@@ -16,7 +16,7 @@ from tests.server.support import ADMIN_KEY, admin_headers, read_headers
 def test_reports_are_listed_and_modes_reach_the_breaker(
     client: TestClient, engine: sa.Engine
 ) -> None:
-    breaker = Breaker("board-payments", register=True)
+    breaker = Breaker("board-payments", registry=default_registry)
     reporter = BreakerReporter(engine, service="orders", instance="pod-1", start=False)
     try:
         reporter.report_once()
@@ -73,7 +73,7 @@ def test_bad_modes_are_refused(client: TestClient) -> None:
 def test_dashboard_page_shows_breakers_and_admin_can_force_open(
     client: TestClient, engine: sa.Engine
 ) -> None:
-    breaker = Breaker("board-inventory")
+    breaker = Breaker("board-inventory", registry=default_registry)
     reporter = BreakerReporter(engine, service="orders", instance="pod-2", start=False)
     reporter.report_once()
     client.post("/login", data={"key": ADMIN_KEY})
@@ -98,7 +98,7 @@ def test_dashboard_page_shows_breakers_and_admin_can_force_open(
 
 def test_reporter_survives_a_database_outage() -> None:
     engine = sa.create_engine("postgresql+psycopg://nobody@127.0.0.1:1/none")
-    Breaker("board-offline")
+    Breaker("board-offline", registry=default_registry)
     reporter = BreakerReporter(engine, service="orders", start=False)
     reporter.report_once()
     assert reporter.last_error is not None

@@ -23,7 +23,7 @@ from safeship.flags.live import FlagClient
 from safeship.observe.scrape import DatabaseCollector, ScrapeSource
 from safeship.outbox import CallbackSink, Event, Relay, RelayConfig, stage
 from safeship.outbox.admin import stats
-from safeship.resilience import Breaker, Constant
+from safeship.resilience import Breaker, Constant, default_registry
 from safeship.resilience.board import BreakerBoard, BreakerReporter
 from safeship.rollouts._monitor import ArmWindow
 from safeship.rollouts._plan import Plan
@@ -120,7 +120,7 @@ def _fill_outbox(engine: sa.Engine) -> Iterator[None]:
 
 
 def _fill_breakers(engine: sa.Engine) -> Breaker:
-    breaker = Breaker("scrape-payments", register=True)  # registered weakly: keep it
+    breaker = Breaker("scrape-payments", registry=default_registry)  # registered weakly: keep it
     reporter = BreakerReporter(engine, service="orders", instance="pod-1", start=False)
     reporter.report_once()
     BreakerBoard(engine).set_mode("orders", "scrape-payments", "forced_open", actor="cli:test")

@@ -12,7 +12,14 @@ import time
 from collections.abc import Callable
 
 from safeship.flags.live import FlagClient
-from safeship.resilience import Breaker, ConsecutiveFailures, Fallback, Pipeline, pipeline
+from safeship.resilience import (
+    Breaker,
+    ConsecutiveFailures,
+    Fallback,
+    Pipeline,
+    default_registry,
+    pipeline,
+)
 
 OUTAGE_FLAG = "demo.inventory-outage"
 
@@ -51,6 +58,10 @@ class FlakyInventory:
 def inventory_policy() -> Pipeline:
     """Breaker (3 failures in a row, open 5 s) with a fallback that accepts the order."""
     breaker = Breaker(
-        "inventory", window=ConsecutiveFailures(3), open_duration=5.0, half_open_calls=1
+        "inventory",
+        window=ConsecutiveFailures(3),
+        open_duration=5.0,
+        half_open_calls=1,
+        registry=default_registry,
     )
     return pipeline(fallback=Fallback("stock check pending"), breaker=breaker)

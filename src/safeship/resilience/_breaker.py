@@ -26,6 +26,7 @@ and joins a :class:`~safeship.resilience._default_registry.BreakerRegistry`.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, ParamSpec, TypeVar
 
@@ -76,9 +77,11 @@ class Breaker(GuardedPolicy):
     defaults follow what services commonly hand-write: open after 5 consecutive failures,
     stay open 60 s, close after 2 successful trial calls.
 
-    A breaker joins ``registry`` (by default the process-wide registry that dashboards,
-    the control plane and the Prometheus collector read); ``registry=None`` or
-    ``register=False`` keeps it out of every registry.
+    A breaker joins the registry given as ``registry=``: ``default_registry`` is the
+    process-wide one that dashboards, the control plane and the Prometheus collector read;
+    ``registry=None`` keeps it out of every registry. Built without ``registry=``, it still
+    joins the process-wide registry but warns (``DeprecationWarning``): that implicit,
+    global registration ends in a later release.
     """
 
     __slots__ = (
@@ -110,7 +113,7 @@ class Breaker(GuardedPolicy):
         fallback: Any = _NO_FALLBACK,
         listeners: Iterable[Listener] = (),
         clock: Clock | None = None,
-        register: bool = True,
+        register: bool | None = None,
         registry: BreakerRegistry | None = _DEFAULT,
     ) -> None:
         self.name = check_name(name)
@@ -351,10 +354,21 @@ class Breaker(GuardedPolicy):
         return BlockGuard(self)
 
 
-def _registry_to_join(register: bool, registry: BreakerRegistry | None) -> BreakerRegistry | None:
+def _registry_to_join(
+    register: bool | None, registry: BreakerRegistry | None
+) -> BreakerRegistry | None:
     if registry is _DEFAULT:
-        return DEFAULT_REGISTRY if register else None
-    if not register and registry is not None:
+        if register is False:
+            return None
+        warnings.warn(
+            "Breaker(...) without registry= joins the process-wide registry implicitly; "
+            "this default ends in a later release: pass registry=default_registry (from "
+            "safeship.resilience) to stay on dashboards and metrics, or registry=None",
+            DeprecationWarning,
+            stacklevel=4,
+        )
+        return DEFAULT_REGISTRY
+    if register is False and registry is not None:
         raise ValueError(
             "Breaker: pass registry=None or register=False, not register=False "
             "with a registry to join"

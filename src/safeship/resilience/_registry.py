@@ -59,7 +59,7 @@ class BreakerRegistry:
                 raise ValueError(
                     f"a circuit breaker named {breaker.name!r} already exists in this "
                     f"process; reuse it with get_breaker({breaker.name!r}), choose another "
-                    "name, or build it with register=False"
+                    "name, or build it with registry=None"
                 )
             self._members[breaker.name] = breaker
         for listener in self._listeners:
@@ -86,14 +86,18 @@ class BreakerRegistry:
             return found
 
     def get_or_create(self, name: str, factory: Callable[[], B]) -> B:
-        """The breaker ``name``, built with ``factory()`` (which registers it) if absent."""
+        """The breaker ``name``, built with ``factory()`` and registered here if absent."""
         with self._create_lock:
             current = self.find(name)
             if current is not None:
                 return current  # type: ignore[no-any-return]
             created = factory()
-        if created.name != name:
-            raise ValueError(f"factory built a breaker named {created.name!r}, expected {name!r}")
+            if created.name != name:
+                raise ValueError(
+                    f"factory built a breaker named {created.name!r}, expected {name!r}"
+                )
+            if self.find(name) is not created:
+                self.register(created)
         return created
 
     def all(self) -> list[Any]:

@@ -45,7 +45,9 @@ def cache_breaker(name: str = "cache:redis", **options: Any) -> Breaker:
     options.setdefault("window", ConsecutiveFailures(3))
     options.setdefault("open_duration", 10.0)
     options.setdefault("half_open_calls", 1)
-    return DEFAULT_REGISTRY.get_or_create(name, lambda: Breaker(name, **options))
+    return DEFAULT_REGISTRY.get_or_create(
+        name, lambda: Breaker(name, **{**options, "registry": None})
+    )
 
 
 class _Degrading:

@@ -212,7 +212,7 @@ class AsyncFailover(_Failover[P, R]):
 
 
 def _provider_breaker(name: str, options: dict[str, Any]) -> Breaker:
-    return registry.get_or_create(name, lambda: Breaker(name, **options))
+    return registry.get_or_create(name, lambda: Breaker(name, **{**options, "registry": None}))
 
 
 _FAILOVERS: weakref.WeakSet[_Core[Any, Any]] = weakref.WeakSet()

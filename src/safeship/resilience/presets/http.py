@@ -119,7 +119,9 @@ class _HostPolicies:
     def breaker_for(self, host: str) -> Breaker:
         """The process-wide breaker of ``host`` (created on first use)."""
         name = f"http:{host}"
-        return registry.get_or_create(name, lambda: Breaker(name, **self.breaker_options))
+        return registry.get_or_create(
+            name, lambda: Breaker(name, **{**self.breaker_options, "registry": None})
+        )
 
     def handler(self, request: httpx.Request, send: Callable[..., Any]) -> Callable[..., Any]:
         host = _host_of(request)
