@@ -39,7 +39,8 @@ ENV_PREFIX = "SAFESHIP_"
 #: Variables with the prefix that are not settings fields but are read elsewhere.
 _FOREIGN_PREFIXES = ("SAFESHIP_FLAG_",)
 
-SCOPES = ("read", "admin")
+#: ``frontend`` keys only reach the browser-facing flag API (``/api/frontend``).
+SCOPES = ("read", "admin", "frontend")
 
 
 class SettingsError(SafeshipError):
@@ -56,7 +57,7 @@ class ApiKeySpec:
     """An admin API key as configured: its name, scope and secret value."""
 
     name: str
-    scope: Literal["read", "admin"]
+    scope: Literal["read", "admin", "frontend"]
     secret: SecretStr
 
 
@@ -77,7 +78,7 @@ class Settings(BaseSettings):
     broker_url: str | None = None
     admin_keys: SecretStr | None = Field(
         default=None,
-        description="Comma-separated 'name:scope:key' entries; scope is read or admin.",
+        description="Comma-separated 'name:scope:key' entries; scope is read, admin or frontend.",
     )
     session_secret: SecretStr | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -205,7 +206,9 @@ def parse_api_keys(raw: str) -> list[ApiKeySpec]:
             raise ValueError(f"entry {position} must look like name:scope:key")
         name, scope, key = parts
         if scope not in SCOPES:
-            raise ValueError(f"entry {position} ({name}) has scope {scope!r}; use read or admin")
+            raise ValueError(
+                f"entry {position} ({name}) has scope {scope!r}; use read, admin or frontend"
+            )
         if name in seen:
             raise ValueError(f"entry {position}: key name {name!r} is used twice")
         seen.add(name)

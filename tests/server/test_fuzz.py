@@ -27,7 +27,17 @@ from tests.server.support import ADMIN_KEY, READ_KEY, make_settings
 
 OPEN_PATHS = {"/health", "/health/ready", "/metrics"}
 #: Operations a read key may call although they are not GETs: they change nothing.
-READ_ONLY_POSTS = {("POST", "/api/v1/flags/evaluate")}
+READ_ONLY_POSTS = {
+    ("POST", "/api/v1/flags/evaluate"),
+    # Flag-server routes SDKs call with read keys: evaluations, and their own reports.
+    ("POST", "/ofrep/v1/evaluate/flags"),
+    ("POST", "/ofrep/v1/evaluate/flags/{key}"),
+    ("POST", "/api/client/register"),
+    ("POST", "/api/client/metrics"),
+    ("POST", "/api/frontend"),
+    ("POST", "/api/frontend/client/register"),
+    ("POST", "/api/frontend/client/metrics"),
+}
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 #: What a request without a valid key may get: refused for its key, or for its shape
 #: (unparseable, too large, wrong media type) before the key is looked at; never 403, 404

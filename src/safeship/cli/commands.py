@@ -192,15 +192,15 @@ def db_current(database_url: DatabaseOption = None) -> None:
 @keys_app.command("create")
 def keys_create(
     name: Annotated[str, typer.Argument(help="A name for the key, e.g. ops-alice.")],
-    scope: Annotated[str, typer.Option(help="read or admin.")] = "read",
+    scope: Annotated[str, typer.Option(help="read, admin or frontend.")] = "read",
     reason: Annotated[str | None, typer.Option(help="Why, for the audit trail.")] = None,
     database_url: DatabaseOption = None,
 ) -> None:
     """Create an API key; it is printed once and stored only as a digest."""
     from safeship.server.keys import create_key
 
-    if scope not in ("read", "admin"):
-        fail(f"--scope must be read or admin, got {scope!r}")
+    if scope not in ("read", "admin", "frontend"):
+        fail(f"--scope must be read, admin or frontend, got {scope!r}")
     with opened(database_url) as engine:
 
         def run() -> str:
@@ -208,7 +208,7 @@ def keys_create(
                 return create_key(
                     conn,
                     name=name,
-                    scope=scope,  # type: ignore[arg-type]  # checked above: read or admin
+                    scope=scope,  # type: ignore[arg-type]  # checked above
                     actor=actor(),
                     reason=reason,
                 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -19,7 +20,9 @@ from safeship.observe.health import HealthRegistry, schema_check, sql_check
 from safeship.observe.scrape import DatabaseCollector, ScrapeSource
 from safeship.resilience.board import BreakerBoard
 from safeship.rollouts._guard import RolloutGuard
+from safeship.server._samples import plane_sampler, run_until_cancelled
 from safeship.server.errors import install_error_handlers
+from safeship.server.flag_feed import FlagFeed
 from safeship.server.keys import KeyRing
 from safeship.server.routes import (
     api,
@@ -28,8 +31,11 @@ from safeship.server.routes import (
     flags_api,
     flags_pages,
     health,
+    ofrep,
     outbox,
+    overview,
     rollouts,
+    unleash_api,
 )
 from safeship.server.session import SessionSigner, SessionStore
 from safeship.server.state import ControlPlane, NavItem
@@ -104,6 +110,7 @@ def build_plane(settings: Settings, engine: sa.Engine) -> ControlPlane:
         breakers=BreakerBoard(engine),
         rollouts=RolloutGuard(engine, flag_store),
         nav=[
+            NavItem("/", "Overview"),
             NavItem("/flags", "Flags"),
             NavItem("/breakers", "Breakers"),
             NavItem("/rollouts", "Rollouts"),
@@ -150,20 +157,34 @@ def create_app(
     *,
     engine: sa.Engine | None = None,
     migrate: bool = True,
+    sample_interval: float | None = 30.0,
 ) -> FastAPI:
-    """The control plane app; migrates the database first unless ``migrate=False``."""
+    """The control plane app; migrates the database first unless ``migrate=False``.
+
+    While it runs it samples the charts' history every ``sample_interval`` seconds
+    (``None``: no sampling; see docs/dashboard.md)."""
     settings = settings or load_settings()
     owns_engine = engine is None
     engine = engine or create_engine(settings=settings)
     if migrate:
         upgrade(engine)
     cp = build_plane(settings, engine)
+    # What Unleash SDKs and OFREP providers are served from (no database read per request).
+    feed = FlagFeed(cp.flags, redis_url=settings.redis_url)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        sampling = None
+        if sample_interval is not None:
+            sampler = plane_sampler(cp, interval=sample_interval)
+            sampling = asyncio.create_task(run_until_cancelled(sampler))
         yield
+        if sampling is not None:
+            sampling.cancel()
+            await asyncio.gather(sampling, return_exceptions=True)
         if isinstance(cp.auth_failures, RedisFailureStore):
             await cp.auth_failures.aclose()  # its connections belong to this event loop
+        feed.close()  # the SDK routes' snapshot refresher (started on first use)
         if owns_engine:
             engine.dispose()
 
@@ -178,6 +199,8 @@ def create_app(
     )
     app.state.plane = cp
     app.state.scrape = stored_metrics(engine)
+    app.state.flag_feed = feed
+    app.state.sdk_clients = unleash_api.SdkClients()
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(api.router)
@@ -190,6 +213,10 @@ def create_app(
     app.include_router(rollouts.pages)
     app.include_router(outbox.api)
     app.include_router(outbox.pages)
+    app.include_router(overview.api)
+    app.include_router(overview.pages)
+    app.include_router(unleash_api.router)
+    app.include_router(ofrep.router)
     app.mount("/static", StaticFiles(directory=str(_STATIC)), name="static")
     # Innermost pure ASGI layer: an unhandled exception is logged with the request id.
     app.add_middleware(UnhandledErrorMiddleware)

@@ -24,7 +24,7 @@ from safeship.db._schema import api_keys, sessions
 from safeship.settings import Settings
 from safeship.web._keys import hash_key
 
-Scope = Literal["read", "admin"]
+Scope = Literal["read", "admin", "frontend"]
 KEY_PREFIX = "ss_"
 MAX_KEY_LENGTH = 512
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
@@ -38,7 +38,11 @@ class Principal:
     scope: Scope
 
     def can(self, scope: Scope) -> bool:
-        return scope == "read" or self.scope == "admin"
+        """Admin implies read; read and admin imply frontend; a frontend key holds only
+        the browser-facing flag API, so it is refused everywhere else."""
+        if self.scope == "frontend":
+            return scope == "frontend"
+        return scope in ("read", "frontend") or self.scope == "admin"
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,8 +161,8 @@ def create_key(
 ) -> str:
     """Store a new key's digest (audited, in the caller's transaction); return the key once."""
     check_key_name(name)
-    if scope not in ("read", "admin"):
-        raise ValueError(f"scope must be read or admin, got {scope!r}")
+    if scope not in ("read", "admin", "frontend"):
+        raise ValueError(f"scope must be read, admin or frontend, got {scope!r}")
     existing = conn.execute(sa.select(api_keys.c.name).where(api_keys.c.name == name)).first()
     if existing is not None:
         raise KeyError(f"a key named {name!r} exists; revoke it or choose another name")

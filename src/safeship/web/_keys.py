@@ -92,7 +92,10 @@ class DigestSet:
 
 
 def presented_key(
-    headers: Iterable[tuple[bytes, bytes]], header: bytes = API_KEY_HEADER
+    headers: Iterable[tuple[bytes, bytes]],
+    header: bytes = API_KEY_HEADER,
+    *,
+    raw_authorization: bool = False,
 ) -> str | None:
     """The API key a request presents: its first ``header`` (``X-API-Key``) when that is
     non-empty, else the token of its first ``Authorization: Bearer`` header; None when it
@@ -101,6 +104,8 @@ def presented_key(
 
     The one place safeship reads a presented API key: the `ApiKeyAuth` layer, the
     decision `protect` takes without it (`ApiKeyAuth.passes`) and the control plane.
+    With ``raw_authorization`` a non-Bearer ``Authorization`` value is the key itself, as
+    Unleash SDKs send their token.
     """
     name: bytes | None = header
     authorization: bytes | None = None
@@ -113,6 +118,8 @@ def presented_key(
             authorization = bytes(value)
     if authorization and authorization[:7].lower() == b"bearer ":
         return authorization[7:].decode("latin-1").strip() or None
+    if authorization and raw_authorization:
+        return authorization.decode("latin-1").strip() or None
     return None
 
 

@@ -50,7 +50,7 @@ class KeyInfo(BaseModel):
 
 class NewKey(Body):
     name: Annotated[Text, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$")]
-    scope: Literal["read", "admin"]
+    scope: Literal["read", "admin", "frontend"]
     reason: Reason = None
 
 

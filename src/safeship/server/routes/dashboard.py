@@ -1,4 +1,5 @@
-"""Server-rendered dashboard: sign in with an API key, then see health and the audit trail."""
+"""Server-rendered dashboard: sign-in, sign-out and the page rendering every page shares
+(navigation, session, CSRF token, the ``when`` filter for timestamps)."""
 
 from __future__ import annotations
 
@@ -7,19 +8,19 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
-from safeship.db._audit import list_audit
+from safeship.server._when import when
 from safeship.server.deps import authenticate_key, request_session
 from safeship.server.session import COOKIE_NAME, Session, csrf_matches
 from safeship.server.state import plane
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=str(Path(__file__).resolve().parent.parent / "templates"))
+templates.env.filters["when"] = when
 
 
 def page_session(request: Request) -> Session | None:
@@ -63,7 +64,12 @@ def render(
     """Render a dashboard page with the navigation and the session's CSRF token."""
     cp = plane(request)
     session = _session(request)
-    context.update(nav=cp.nav, session=session, environment=cp.settings.environment)
+    context.update(
+        nav=cp.nav,
+        session=session,
+        environment=cp.settings.environment,
+        current_path=request.url.path,
+    )
     return templates.TemplateResponse(
         request,
         template,
@@ -93,6 +99,8 @@ async def login(request: Request, key: Annotated[str, Form(max_length=512)] = ""
         )
     if principal is None:
         return render(request, "login.html", 401, error="That key is not valid.")
+    if not principal.can("read"):  # a frontend key reaches only /api/frontend
+        return render(request, "login.html", 403, error="A frontend key cannot sign in.")
     try:
         cookie, _ = await run_in_threadpool(cp.sessions.issue, principal)
     except LookupError:  # the key was revoked between the check and the session
@@ -121,24 +129,3 @@ def logout(request: Request, csrf_token: Annotated[str, Form(max_length=200)] = 
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(COOKIE_NAME, path="/")
     return response
-
-
-def _recent_audit(engine: sa.Engine) -> list[dict[str, object]]:
-    with engine.connect() as conn:
-        return [r.to_dict() for r in list_audit(conn, limit=25)]
-
-
-@router.get("/", response_class=HTMLResponse)
-async def overview(request: Request) -> Response:
-    if await run_in_threadpool(request_session, request) is None:
-        return RedirectResponse("/login", status_code=303)
-    cp = plane(request)
-    report = await cp.health.run("readiness")
-    try:
-        audit = await run_in_threadpool(_recent_audit, cp.engine)
-        audit_error = None
-    except Exception:  # noqa: BLE001 - the page must still show health when the DB is down
-        audit, audit_error = [], "The audit trail is unavailable: the database does not answer."
-    return render(
-        request, "overview.html", health=report.to_dict(), audit=audit, audit_error=audit_error
-    )
