@@ -6,8 +6,9 @@ in another thread, in a ``__del__``). `capture_process_output` routes each to a 
 of the ``safeship.process`` logger, so it is one masked JSON line like every other.
 
 `uvicorn_log_config` is the same for a server safeship does not start: the ``log_config``
-that makes uvicorn's own loggers (``uvicorn.error``, ``uvicorn.access``) and everything
-else in the process write through safeship's pipeline.
+that makes uvicorn's own loggers (``uvicorn.error``) and everything else in the process
+write through safeship's pipeline, and drops uvicorn's access line (safeship's
+``http.request`` line is the access log; ``access_log=True`` keeps uvicorn's too).
 """
 
 from __future__ import annotations
@@ -92,13 +93,17 @@ def uvicorn_log_config(
     fmt: str = "json",
     mask: bool = True,
     capture_process: bool = True,
+    access_log: bool = False,
 ) -> dict[str, Any]:
     """A ``log_config`` for uvicorn that routes all of its logging through safeship's.
 
     ``uvicorn.run(app, log_config=uvicorn_log_config())`` (or ``--log-config`` with this
-    dict saved as JSON) makes uvicorn's error and access loggers, uncaught exceptions and
-    warnings one masked JSON line each, as `configure_logging` renders them; without it,
-    uvicorn installs plain-text handlers of its own. The dict is plain JSON data.
+    dict saved as JSON) makes uvicorn's error logger, uncaught exceptions and warnings one
+    masked JSON line each, as `configure_logging` renders them; without it, uvicorn
+    installs plain-text handlers of its own. uvicorn's access logger is dropped (no
+    handler, no propagation: uvicorn then does not even format the line), since
+    ``protect()`` writes one ``http.request`` line per request; ``access_log=True`` keeps
+    it as a second line. The dict is plain JSON data.
     """
     if fmt not in ("auto", "json", "console"):
         raise ValueError(
@@ -116,7 +121,10 @@ def uvicorn_log_config(
                 "capture_process": capture_process,
             }
         },
-        "loggers": {name: {"handlers": [], "propagate": True} for name in _UVICORN_LOGGERS},
+        "loggers": {
+            name: {"handlers": [], "propagate": access_log or name != "uvicorn.access"}
+            for name in _UVICORN_LOGGERS
+        },
         "root": {"handlers": ["safeship"], "level": level},
     }
 

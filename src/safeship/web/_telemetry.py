@@ -20,11 +20,32 @@ _access_log = get_logger(_ACCESS_LOGGER)
 _perf_counter = time.perf_counter
 
 
+#: The ASGI servers' own access loggers: safeship's ``http.request`` line replaces them.
+SERVER_ACCESS_LOGGERS = ("uvicorn.access",)
+
+
+def silence_server_access_logs() -> None:
+    """Switch the server's own access logger off, so a request has one access line.
+
+    uvicorn's ``--no-access-log`` alone is not enough: `configure_logging` (which
+    ``protect()`` runs when the app is imported, after uvicorn set its loggers up) makes
+    every uvicorn logger propagate again. A disabled logger stays off whatever later
+    configuration does, and uvicorn then skips formatting its line.
+    """
+    for name in SERVER_ACCESS_LOGGERS:
+        server_log = logging.getLogger(name)
+        server_log.handlers.clear()
+        server_log.propagate = False
+        server_log.disabled = True
+
+
 class ObserveMiddleware:
     """Record every HTTP request: one access-log event and the ``safeship_http_*`` metrics.
 
     Requests under ``quiet_paths`` (probes, scrapes) are logged at DEBUG. The route label
     comes from ``route_label`` (default: the matched route template, bounded fallback).
+    With ``access_log`` on, the server's own access logger (``uvicorn.access``) is switched
+    off (`silence_server_access_logs`): one access line per request, safeship's.
     """
 
     def __init__(
@@ -39,6 +60,8 @@ class ObserveMiddleware:
         self.app = app
         self.access_log = access_log
         self.metrics = metrics
+        if access_log:
+            silence_server_access_logs()
         self.quiet_paths = tuple(quiet_paths)
         quiet = PathPrefixes(self.quiet_paths).parts
         self._quiet_all, self._quiet_bases, self._quiet_starts = quiet
