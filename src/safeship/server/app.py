@@ -14,7 +14,7 @@ from fastapi.staticfiles import StaticFiles
 
 from safeship._version import __version__
 from safeship.db._engine import create_engine
-from safeship.db._migrate import upgrade
+from safeship.db._migrate import current_revision, upgrade
 from safeship.flags.store import FlagStore
 from safeship.observe.health import HealthRegistry, schema_check, sql_check
 from safeship.observe.scrape import DatabaseCollector, ScrapeSource
@@ -136,6 +136,22 @@ def stored_metrics(engine: sa.Engine, *, timeout: float = 2.0) -> DatabaseCollec
     return DatabaseCollector(engine, sources, timeout=timeout)
 
 
+def _migrate_loudly(engine: sa.Engine) -> None:
+    """``upgrade(engine)``, logging ``db.migrated`` (from/to revisions) when it did anything."""
+    before = current_revision(engine)
+    reached = upgrade(engine)
+    if reached != before:
+        logger.warning(
+            "db.migrated",
+            extra={
+                "database": engine.url.render_as_string(hide_password=True),
+                "from_revision": before,
+                "to_revision": reached,
+                "by": "create_app(migrate=True)",
+            },
+        )
+
+
 def _failure_store(settings: Settings) -> FailureStore:
     """Where failed sign-ins are counted: Redis when configured (shared by every replica)."""
     if settings.redis_url:
@@ -161,13 +177,17 @@ def create_app(
 ) -> FastAPI:
     """The control plane app; migrates the database first unless ``migrate=False``.
 
+    Migrating is never silent: when it changed the schema it logs ``db.migrated`` (WARNING,
+    with ``database``, ``from_revision`` and ``to_revision``). ``safeship serve`` passes
+    ``migrate=False``: there a stale schema fails readiness ("run `safeship db upgrade`").
+
     While it runs it samples the charts' history every ``sample_interval`` seconds
     (``None``: no sampling; see docs/dashboard.md)."""
     settings = settings or load_settings()
     owns_engine = engine is None
     engine = engine or create_engine(settings=settings)
     if migrate:
-        upgrade(engine)
+        _migrate_loudly(engine)
     cp = build_plane(settings, engine)
     # What Unleash SDKs and OFREP providers are served from (no database read per request).
     feed = FlagFeed(cp.flags, redis_url=settings.redis_url)
