@@ -20,6 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.pool import StaticPool
 
+from safeship.data._nplusone import detect_n_plus_one
 from safeship.flags.testing import fixed_flags, force_flags
 from safeship.resilience.testing import (
     FakeClock,
@@ -33,6 +34,7 @@ __all__ = [
     "FakeClock",
     "TransitionRecorder",
     "capture_logs",
+    "detect_n_plus_one",
     "fixed_flags",
     "force_flags",
     "instant_retries",

@@ -123,6 +123,7 @@ def test_a_full_buffer_in_block_mode_times_out_when_asked(
         engine, events, backpressure="block", max_rows=5, capacity=5, max_delay=0.01,
         block_timeout=0.2, on_written=lambda rows: gate.wait(10),
     )  # fmt: skip
+
     def fill() -> None:
         for i in range(100):
             writer.put((i, "x", 1))

@@ -20,13 +20,25 @@ from safeship.data._errors import (  # noqa: E402
     BatchWriterClosedError,
     NPlusOneError,
 )
+from safeship.data._nplusone import (  # noqa: E402
+    AllowEntry,
+    Finding,
+    NPlusOneDetector,
+    NPlusOneMiddleware,
+    detect_n_plus_one,
+)
 
 __all__ = [
+    "AllowEntry",
     "AsyncBatchWriter",
     "BatchConfigError",
     "BatchRowError",
     "BatchStats",
     "BatchWriter",
     "BatchWriterClosedError",
+    "Finding",
+    "NPlusOneDetector",
     "NPlusOneError",
+    "NPlusOneMiddleware",
+    "detect_n_plus_one",
 ]
