@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench soak clean
+.PHONY: demo test lint bench soak clean reach-node
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	scripts/ensure-system-deps
+	$(MAKE) reach-node
 	$(BIN)/python -m pytest -n auto --dist loadgroup
 
 lint: $(STAMP)
@@ -27,6 +28,12 @@ lint: $(STAMP)
 bench: $(STAMP)
 	scripts/ensure-system-deps
 	@for script in benchmarks/*.py; do echo "# $$script" >&2; $(BIN)/python $$script || exit 1; done
+
+# The stock Node SDKs the reach tests run (tests/reach/node, pinned by its package-lock.json).
+NODE_REACH := tests/reach/node
+reach-node: $(NODE_REACH)/node_modules/.package-lock.json
+$(NODE_REACH)/node_modules/.package-lock.json: $(NODE_REACH)/package-lock.json
+	cd $(NODE_REACH) && npm ci --no-audit --no-fund --loglevel=error
 
 soak: $(STAMP)
 	SAFESHIP_SOAK=1 $(BIN)/python -m pytest -m slow tests/outbox tests/rollouts
