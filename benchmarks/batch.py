@@ -33,8 +33,9 @@ from typing import Any
 import asyncpg
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
-from safeship.data import AsyncBatchWriter
+from safeship.data import AsyncBatchWriter, NPlusOneDetector
 
 RATE = 10_000
 
@@ -149,7 +150,7 @@ async def bulk(dsn: str, pool: asyncpg.Pool, table: sa.Table, rows: int) -> dict
     results: dict[str, list[float]] = {"safeship": [], "copy": [], "insertmanyvalues": []}
     engine = create_async_engine(dsn.replace("postgresql://", "postgresql+asyncpg://"))
     impls = list(results)
-    for round_ in range(5):
+    for round_ in range(3 if rows < 100_000 else 5):
         for impl in impls[round_ % 3 :] + impls[: round_ % 3]:  # each goes first in turn
             await reset(pool)
             start = time.perf_counter()
@@ -176,6 +177,53 @@ async def bulk(dsn: str, pool: asyncpg.Pool, table: sa.Table, rows: int) -> dict
     return {impl: statistics.median(v) for impl, v in results.items()}
 
 
+def nplusone_overhead(dsn: str, quick: bool) -> float:
+    """Median ratio, over interleaved rounds, of a request's time with the detector watching
+    every request (sampling mode, rate 1) to the same request unwatched.  The request is an
+    ORM listing of 20 flags whose rules load lazily: 21 statements, the detector's worst case."""
+
+    class Base(DeclarativeBase):
+        pass
+
+    class Flag(Base):
+        __tablename__ = "bench_flag"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        rules: Mapped[list[Rule]] = relationship()
+
+    class Rule(Base):
+        __tablename__ = "bench_rule"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        flag_id: Mapped[int] = mapped_column(sa.ForeignKey("bench_flag.id"))
+
+    engine = sa.create_engine(dsn.replace("postgresql://", "postgresql+psycopg://"))
+    Base.metadata.create_all(engine)
+    with Session(engine) as session:
+        session.add_all(Flag(id=i, rules=[Rule() for _ in range(4)]) for i in range(20))
+        session.commit()
+    detector = NPlusOneDetector(mode="log", sample_rate=1.0, threshold=10_000)
+
+    def request() -> int:
+        with Session(engine) as session:
+            return sum(len(flag.rules) for flag in session.scalars(sa.select(Flag)))
+
+    def watched() -> int:
+        with detector.unit("GET /flags"):
+            return request()
+
+    ratios = []
+    per_round = 20 if quick else 100
+    for _ in range(6 if quick else 20):
+        timings = []
+        for fn in (request, watched):
+            start = time.perf_counter()
+            for _ in range(per_round):
+                fn()
+            timings.append(time.perf_counter() - start)
+        ratios.append(timings[1] / timings[0])
+    engine.dispose()
+    return statistics.median(ratios)
+
+
 async def main_async(args: argparse.Namespace) -> None:
     seconds = 2.0 if args.quick else 6.0
     rows = 20_000 if args.quick else 100_000
@@ -196,6 +244,8 @@ async def main_async(args: argparse.Namespace) -> None:
             emit("ingest-10k-p99", "baseline", base_late, "ms")
             for impl, value in (await bulk(dsn, pool, table, rows)).items():
                 emit("bulk-insert", impl, value, "rows/s")
+            ratio = await asyncio.to_thread(nplusone_overhead, dsn, args.quick)
+            emit("nplusone-overhead", "safeship", ratio, "ratio")
         finally:
             await pool.close()
 
