@@ -37,6 +37,7 @@ ALLOWED = {
     "safeship.web": (),
     "safeship.outbox": ("sqlalchemy",),
     "safeship.db": ("sqlalchemy",),
+    "safeship.idempotency": ("sqlalchemy",),  # the SQL store and the in-transaction claim
     "safeship.data": ("sqlalchemy",),  # batch writes and the N+1 detector work on SQLAlchemy
     "safeship.flags.live": ("sqlalchemy",),  # the live client reads safeship's flag tables
 }

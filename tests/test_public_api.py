@@ -24,6 +24,7 @@ SLICES = [
     "safeship.web",
     "safeship.db",
     "safeship.data",
+    "safeship.idempotency",
 ]
 FACADES = ["safeship", *SLICES]
 #: Slices whose documented public submodules are listed (``web`` and ``db`` have none).
