@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -24,6 +24,11 @@ from safeship.cli._common import (
     typer_app,
 )
 from safeship.observe._logging import configure_logging
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from safeship.settings import Settings
 
 app = typer_app(
     name="safeship",
@@ -80,8 +85,13 @@ def serve(
     configure_logging(level=settings.log_level, fmt=fmt, capture_process=True)
     # Says which database (as a log line: the process logs JSON in production) and
     # refuses a missing or stale one: `safeship db upgrade` migrates, serve never does.
-    open_engine(settings.database_url, announce=_log_database).dispose()
+    engine = open_engine(settings.database_url, announce=_log_database)
+    try:
+        stored_keys = or_fail(lambda: _active_key_count(engine))
+    finally:
+        engine.dispose()
     application = or_fail(lambda: create_app(settings, migrate=False))
+    _announce(settings.host, settings.port, settings, stored_keys)
     uvicorn.run(
         application,
         host=settings.host,
@@ -96,6 +106,37 @@ def serve(
         # host choose their client address.
         proxy_headers=False,
     )
+
+
+def _active_key_count(engine: sa.Engine) -> int:
+    from safeship.server.keys import list_keys
+
+    with engine.connect() as conn:
+        return sum(1 for key in list_keys(conn) if not key["revoked"])
+
+
+def _announce(host: str, port: int, settings: Settings, stored_keys: int) -> None:
+    """Log where the control plane answers and, in development, how to sign in."""
+    shown_host = f"[{host}]" if ":" in host else host
+    url = f"http://{shown_host}:{port}/"
+    server_log = logging.getLogger("safeship.server")
+    server_log.info(
+        "server.url",
+        extra={"url": url, "login": url + "login", "api_docs": url + "api/docs"},
+    )
+    if settings.is_production:
+        return
+    if settings.admin_keys is None and stored_keys == 0:
+        hint = (
+            "no API key yet: run `safeship keys create ops --scope admin`, "
+            f"then sign in at {url}login with the key it prints"
+        )
+    else:
+        hint = (
+            f"sign in at {url}login with an admin key "
+            "(SAFESHIP_ADMIN_KEYS, or one from `safeship keys create NAME --scope admin`)"
+        )
+    server_log.info("server.sign_in", extra={"hint": hint, "stored_keys": stored_keys})
 
 
 @app.command()
