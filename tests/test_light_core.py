@@ -36,6 +36,7 @@ ALLOWED = {
     "safeship.observe": (),
     "safeship.web": (),
     "safeship.outbox": ("sqlalchemy",),
+    "safeship.jobs": ("sqlalchemy",),  # enqueueing writes through SQLAlchemy
     "safeship.db": ("sqlalchemy",),
     "safeship.idempotency": ("sqlalchemy",),  # the SQL store and the in-transaction claim
     "safeship.data": ("sqlalchemy",),  # batch writes and the N+1 detector work on SQLAlchemy

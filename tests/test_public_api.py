@@ -25,6 +25,7 @@ SLICES = [
     "safeship.db",
     "safeship.data",
     "safeship.idempotency",
+    "safeship.jobs",
 ]
 FACADES = ["safeship", *SLICES]
 #: Slices whose documented public submodules are listed (``web`` and ``db`` have none).

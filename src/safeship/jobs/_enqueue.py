@@ -1,0 +1,286 @@
+"""Write jobs inside the caller's transaction: ``write_sync`` / ``write_async``.
+
+The caller's connection or session is used as is (never a second connection), so a job
+exists if and only if the business write beside it commits.  Sync and async connections
+each have their own entry point and each refuses the other kind at once, so a forgotten
+``await`` can never enqueue nothing.  Many jobs go in one statement (``unnest`` on
+PostgreSQL).  Unique jobs: a row whose ``unique_key`` is already pending or running is not
+inserted, and the existing job's id is returned in its place.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, NamedTuple
+
+import sqlalchemy as sa
+
+from safeship.jobs._model import JobConnectionError
+
+__all__ = ["Row", "sqlite_time", "write_async", "write_sync"]
+
+
+class Row(NamedTuple):
+    """One job to insert, in column order (``delay`` in seconds from the database's now)."""
+
+    id: uuid.UUID
+    task: str
+    queue: str
+    args: str
+    priority: int
+    max_attempts: int
+    unique_key: str | None
+    delay: float
+
+
+_COLUMNS = "id, task, queue, args, priority, max_attempts, unique_key, state, created_at, run_at"
+_ON_CONFLICT = " ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING"
+_PG_ONE = (
+    f"INSERT INTO safeship_jobs ({_COLUMNS}) VALUES ({{0}}, {{1}}, {{2}}, CAST({{3}} AS jsonb), "  # noqa: S608 - constant SQL
+    "{4}, {5}, {6}, 'pending', now(), now() + {7} * interval '1 second')"
+)
+_PG_MANY = (
+    f"INSERT INTO safeship_jobs ({_COLUMNS}) SELECT u.i, u.t, u.q, CAST(u.a AS jsonb), u.p, u.m, "  # noqa: S608 - constant SQL
+    "u.k, 'pending', now(), now() + u.d * interval '1 second' FROM unnest(CAST({0} AS uuid[]), "
+    "CAST({1} AS text[]), CAST({2} AS text[]), CAST({3} AS text[]), CAST({4} AS smallint[]), "
+    "CAST({5} AS int[]), CAST({6} AS text[]), CAST({7} AS float8[])) AS u(i, t, q, a, p, m, k, d)"
+)
+_SQLITE = sa.text(
+    f"INSERT INTO safeship_jobs ({_COLUMNS}) VALUES (:id, :task, :queue, :args, :priority, "  # noqa: S608 - constant SQL
+    ":max_attempts, :unique_key, 'pending', :created_at, :run_at)" + _ON_CONFLICT
+)
+_STYLES = {
+    "sa": tuple(f":p{i}" for i in range(8)),
+    "psycopg": ("%s",) * 8,
+    "asyncpg": tuple(f"${i}" for i in range(1, 9)),
+}
+
+
+def _sql(style: str, many: bool, unique: bool) -> str:
+    template = _PG_MANY if many else _PG_ONE
+    text = template.format(*_STYLES[style])
+    return text + (_ON_CONFLICT + " RETURNING id" if unique else "")
+
+
+def sqlite_time(moment: datetime) -> str:
+    """How SQLAlchemy stores a timestamp on SQLite (UTC, naive ISO text), so text
+    comparisons in SQL order times correctly."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+_SYNC = frozenset({"sa", "psycopg"})
+
+
+def kind(conn: Any) -> str:
+    """Which API ``conn`` speaks: sa, sa-async, psycopg, psycopg-async or asyncpg."""
+    if isinstance(conn, sa.Connection):
+        return "sa"
+    module = type(conn).__module__
+    if module.startswith("sqlalchemy.ext.asyncio"):
+        return "sa-async"
+    if module.startswith("sqlalchemy.orm"):
+        return "sa"
+    if module.startswith("psycopg"):
+        return "psycopg-async" if hasattr(conn, "__aenter__") else "psycopg"
+    if module.startswith("asyncpg"):
+        return "asyncpg"
+    raise JobConnectionError(
+        f"conn: cannot enqueue through a {type(conn).__name__}; give a SQLAlchemy "
+        "Connection/Session, a psycopg 3 connection or (aenqueue) an asyncpg connection"
+    )
+
+
+def sync_kind(conn: Any, function: str) -> str:
+    found = kind(conn)
+    if found not in _SYNC:
+        raise JobConnectionError(
+            f"conn: {function}() takes a sync connection, got the async "
+            f"{type(conn).__name__}; use `await a{function}(conn, ...)` instead"
+        )
+    return found
+
+
+def async_kind(conn: Any, function: str) -> str:
+    found = kind(conn)
+    if found in _SYNC:
+        raise JobConnectionError(
+            f"conn: a{function}() takes an async connection, got the sync "
+            f"{type(conn).__name__}; use `{function}(conn, ...)` (no await) instead"
+        )
+    return found
+
+
+def _dialect(conn: Any) -> str:
+    bind = conn.get_bind() if hasattr(conn, "get_bind") else conn
+    return str(bind.dialect.name)
+
+
+def _params(style: str, rows: Sequence[Row]) -> Any:
+    values: Sequence[Any] = (
+        rows[0] if len(rows) == 1 else [list(c) for c in zip(*rows, strict=True)]
+    )
+    if style == "sa":
+        return {f"p{i}": value for i, value in enumerate(values)}
+    return list(values)
+
+
+def _resolved(
+    rows: Sequence[Row], inserted: set[uuid.UUID], existing: dict[str, uuid.UUID]
+) -> list[uuid.UUID]:
+    ids = []
+    for row in rows:
+        if row.id in inserted or row.unique_key is None:
+            ids.append(row.id)
+        else:
+            ids.append(existing[row.unique_key])
+    return ids
+
+
+def _dedupe(rows: Sequence[Row]) -> tuple[list[Row], list[Row]]:
+    """Rows to insert (one per unique key) and all rows, each repeat pointed at the first."""
+    first: dict[str, Row] = {}
+    unique: list[Row] = []
+    every: list[Row] = []
+    for row in rows:
+        if row.unique_key is not None and row.unique_key in first:
+            every.append(first[row.unique_key])
+            continue
+        if row.unique_key is not None:
+            first[row.unique_key] = row
+        unique.append(row)
+        every.append(row)
+    return unique, every
+
+
+_LOOKUP = "SELECT id, unique_key FROM safeship_jobs WHERE unique_key = ANY({0})"
+_LOOKUP_SQLITE = sa.text(
+    "SELECT id, unique_key FROM safeship_jobs WHERE unique_key IN :keys"
+).bindparams(sa.bindparam("keys", expanding=True))
+
+
+def write_sync(conn: Any, conn_kind: str, rows: Sequence[Row]) -> list[uuid.UUID]:
+    """Insert ``rows`` through a sync connection; the ids to report, in order."""
+    if not rows:
+        return []
+    todo, every = _dedupe(rows)
+    inserted: set[uuid.UUID] = set()
+    existing: dict[str, uuid.UUID] = {}
+    for _ in range(5):
+        new, missing = _insert_sync(conn, conn_kind, todo)
+        inserted |= new
+        if missing:
+            existing.update(_lookup_sync(conn, conn_kind, missing))
+        todo = [r for r in todo if r.unique_key in missing and r.unique_key not in existing]
+        if not todo:
+            return _resolved(every, inserted, existing)
+    raise JobConnectionError("enqueue: a unique key kept finishing between insert and lookup")
+
+
+def _insert_sync(
+    conn: Any, conn_kind: str, rows: Sequence[Row]
+) -> tuple[set[uuid.UUID], list[str]]:
+    unique = any(row.unique_key is not None for row in rows)
+    if conn_kind == "sa" and _dialect(conn) == "sqlite":
+        now = datetime.now(UTC)
+        params = [_sqlite_params(row, now) for row in rows]
+        conn.execute(_SQLITE, params)
+        return _inserted_sqlite(conn, rows) if unique else ({r.id for r in rows}, [])
+    style = "sa" if conn_kind == "sa" else "psycopg"
+    statement: Any = _sql(style, len(rows) > 1, unique)
+    params = _params(style, rows)
+    if conn_kind == "sa":
+        result = conn.execute(sa.text(statement), params)
+        ids = {uuid.UUID(str(r[0])) for r in result} if unique else None
+    else:
+        cursor = conn.execute(statement, params)
+        ids = {uuid.UUID(str(r[0])) for r in cursor.fetchall()} if unique else None
+    return _split(rows, ids)
+
+
+def _split(rows: Sequence[Row], ids: set[uuid.UUID] | None) -> tuple[set[uuid.UUID], list[str]]:
+    if ids is None:
+        return {row.id for row in rows}, []
+    missing = [r.unique_key for r in rows if r.id not in ids and r.unique_key is not None]
+    return ids, missing
+
+
+def _inserted_sqlite(conn: Any, rows: Sequence[Row]) -> tuple[set[uuid.UUID], list[str]]:
+    keys = [row.unique_key for row in rows if row.unique_key is not None]
+    found = _lookup_sync(conn, "sa", keys)
+    inserted = {r.id for r in rows if r.unique_key is None or found.get(r.unique_key) == r.id}
+    missing = [r.unique_key for r in rows if r.unique_key is not None and r.id not in inserted]
+    return inserted, missing
+
+
+def _sqlite_params(row: Row, now: datetime) -> dict[str, Any]:
+    params = row._asdict()
+    params["id"] = row.id.hex
+    params["created_at"] = sqlite_time(now)
+    params["run_at"] = sqlite_time(now + timedelta(seconds=row.delay))
+    del params["delay"]
+    return params
+
+
+def _lookup_sync(conn: Any, conn_kind: str, keys: Sequence[str]) -> dict[str, uuid.UUID]:
+    if conn_kind == "sa" and _dialect(conn) == "sqlite":
+        result = conn.execute(_LOOKUP_SQLITE, {"keys": list(keys)})
+    elif conn_kind == "sa":
+        result = conn.execute(sa.text(_LOOKUP.format("CAST(:k AS text[])")), {"k": list(keys)})
+    else:
+        result = conn.execute(_LOOKUP.format("%s"), [list(keys)]).fetchall()
+    return {str(key): uuid.UUID(str(value)) for value, key in result}
+
+
+async def write_async(conn: Any, conn_kind: str, rows: Sequence[Row]) -> list[uuid.UUID]:
+    """Insert ``rows`` through an async connection; the ids to report, in order."""
+    if not rows:
+        return []
+    if conn_kind == "sa-async":
+        ids: list[uuid.UUID] = await conn.run_sync(_sa_sync, rows)
+        return ids
+    todo, every = _dedupe(rows)
+    inserted: set[uuid.UUID] = set()
+    existing: dict[str, uuid.UUID] = {}
+    for _ in range(5):
+        new, missing = await _insert_async(conn, conn_kind, todo)
+        inserted |= new
+        if missing:
+            existing.update(await _lookup_async(conn, conn_kind, missing))
+        todo = [r for r in todo if r.unique_key in missing and r.unique_key not in existing]
+        if not todo:
+            return _resolved(every, inserted, existing)
+    raise JobConnectionError("enqueue: a unique key kept finishing between insert and lookup")
+
+
+def _sa_sync(conn: Any, rows: Sequence[Row]) -> list[uuid.UUID]:
+    return write_sync(conn, "sa", rows)
+
+
+async def _insert_async(
+    conn: Any, conn_kind: str, rows: Sequence[Row]
+) -> tuple[set[uuid.UUID], list[str]]:
+    unique = any(row.unique_key is not None for row in rows)
+    style = "asyncpg" if conn_kind == "asyncpg" else "psycopg"
+    statement = _sql(style, len(rows) > 1, unique)
+    params = _params(style, rows)
+    if conn_kind == "asyncpg":
+        if unique:
+            records = await conn.fetch(statement, *params)
+            return _split(rows, {r[0] for r in records})
+        await conn.execute(statement, *params)
+        return _split(rows, None)
+    cursor = await conn.execute(statement, params)
+    if unique:
+        return _split(rows, {uuid.UUID(str(r[0])) for r in await cursor.fetchall()})
+    return _split(rows, None)
+
+
+async def _lookup_async(conn: Any, conn_kind: str, keys: Sequence[str]) -> dict[str, uuid.UUID]:
+    if conn_kind == "asyncpg":
+        records = await conn.fetch(_LOOKUP.format("$1::text[]"), list(keys))
+    else:
+        cursor = await conn.execute(_LOOKUP.format("%s"), [list(keys)])
+        records = await cursor.fetchall()
+    return {str(key): uuid.UUID(str(value)) for value, key in records}
