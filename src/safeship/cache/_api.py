@@ -263,6 +263,7 @@ class Cache(CacheCore):
         if self.redis is not None and self.redis.aclient is not None:
             with contextlib.suppress(Exception):
                 await self.redis.aclient.aclose()
+                await self.redis.aclient.connection_pool.disconnect()
 
     def close(self) -> None:
         """Stop the sync subscription thread and close the sync Redis client."""
@@ -272,3 +273,4 @@ class Cache(CacheCore):
         if self.redis is not None and self.redis.client is not None:
             with contextlib.suppress(Exception):
                 self.redis.client.close()
+                self.redis.client.connection_pool.disconnect()

@@ -391,7 +391,10 @@ class CacheCore:
         assert self.redis is not None
         deadline = time.monotonic() + self.lock_timeout
         listener = self._slistener()
-        if not listener.wait_ready(min(1.0, self.lease_ttl)):
+        if not listener.ready.is_set() and (
+            listener.ever_ready or not listener.wait_ready(min(1.0, self.lease_ttl))
+        ):
+            self.stats.degraded += 1  # no subscription: waiters could not be woken
             raise _Degraded("no pub/sub subscription")
         while True:
             event = listener.waiter(key)
@@ -509,7 +512,10 @@ class CacheCore:
         assert self.redis is not None
         deadline = time.monotonic() + self.lock_timeout
         listener = self._alistener()
-        if not await listener.wait_ready(min(1.0, self.lease_ttl)):
+        if not listener.ready.is_set() and (
+            listener.ever_ready or not await listener.wait_ready(min(1.0, self.lease_ttl))
+        ):
+            self.stats.degraded += 1  # no subscription: waiters could not be woken
             raise _Degraded("no pub/sub subscription")
         while True:
             future = listener.waiter(key)

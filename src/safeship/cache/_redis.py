@@ -182,6 +182,7 @@ class AsyncListener:
         self.on_message = on_message
         self.on_gap = on_gap
         self.ready = asyncio.Event()
+        self.ever_ready = False
         self.waiters: dict[str, set[asyncio.Future[None]]] = {}
         self.task: asyncio.Task[None] | None = None
 
@@ -232,6 +233,7 @@ class AsyncListener:
                         continue
                     if message["type"] == "subscribe":
                         self.ready.set()
+                        self.ever_ready = True
                         delay = 0.05
                     elif message["type"] == "message":
                         self._dispatch(message["data"])
@@ -263,6 +265,7 @@ class SyncListener:
         self.on_message = on_message
         self.on_gap = on_gap
         self.ready = threading.Event()
+        self.ever_ready = False
         self.waiters: dict[str, set[threading.Event]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -320,6 +323,7 @@ class SyncListener:
                         continue
                     if message["type"] == "subscribe":
                         self.ready.set()
+                        self.ever_ready = True
                         delay = 0.05
                     elif message["type"] == "message":
                         self._dispatch(message["data"])

@@ -1,0 +1,101 @@
+"""Redis cut off through a TCP proxy the test owns (the shared Redis keeps running):
+callers are still served, from the loader or the memory tier; the breaker stops trying;
+once Redis is back the cache uses it again."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from safeship.cache import Cache
+from safeship.resilience import Breaker, BreakerRegistry, ConsecutiveFailures
+from tests.conftest import need_service
+from tests.support.tcp_proxy import TcpProxy
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+def proxy() -> Iterator[TcpProxy]:
+    need_service("Redis", "127.0.0.1", 6379)
+    proxied = TcpProxy("127.0.0.1", 6379)
+    try:
+        yield proxied
+    finally:
+        proxied.close()
+
+
+def _breaker() -> Breaker:
+    return Breaker(
+        "cache-cut-" + uuid.uuid4().hex[:8], window=ConsecutiveFailures(2),
+        open_duration=0.3, half_open_calls=1, registry=BreakerRegistry(),
+    )  # fmt: skip
+
+
+async def test_async_callers_are_served_while_redis_is_cut(proxy: TcpProxy) -> None:
+    breaker = _breaker()
+    cache = Cache(
+        "cut" + uuid.uuid4().hex[:8], redis_url=f"redis://127.0.0.1:{proxy.port}/0",
+        memory=False, breaker=breaker,
+    )  # fmt: skip
+    loads = 0
+
+    @cache(ttl=60)
+    async def lookup(pk: int) -> int:
+        nonlocal loads
+        loads += 1
+        return pk * 2
+
+    try:
+        assert await lookup(1) == 2
+        assert await lookup(1) == 2
+        assert loads == 1
+        proxy.cut()
+        answers = [await lookup(1) for _ in range(10)]
+        assert answers == [2] * 10
+        figures = cache.snapshot()
+        assert figures["degraded"] >= 10
+        assert figures["redis"] == "open"
+        proxy.restore()
+        for _ in range(300):
+            await lookup(2)
+            if cache.breaker.state.value == "closed":
+                break
+            await asyncio.sleep(0.01)
+        assert cache.breaker.state.value == "closed"
+        before = loads
+        assert await lookup(2) == 4
+        assert loads == before  # served from Redis again
+    finally:
+        await cache.aclose()
+
+
+def test_sync_callers_keep_their_memory_hits_and_load_misses_while_redis_is_cut(
+    proxy: TcpProxy,
+) -> None:
+    cache = Cache(
+        "cut" + uuid.uuid4().hex[:8], redis_url=f"redis://127.0.0.1:{proxy.port}/0",
+        breaker=_breaker(),
+    )  # fmt: skip
+    cache.start_sync()
+    loads: list[int] = []
+
+    @cache(ttl=60)
+    def lookup(pk: int) -> int:
+        loads.append(pk)
+        return pk * 2
+
+    try:
+        assert lookup(1) == 2
+        proxy.cut()
+        assert [lookup(3), lookup(3)] == [6, 6]
+        assert cache.snapshot()["degraded"] >= 1
+        cache.set("k", 1)
+        cache.delete("k")
+        cache.invalidate_tags("anything")
+        assert 3 in loads
+    finally:
+        cache.close()
