@@ -14,12 +14,15 @@ require("db", "sqlalchemy", feature="safeship.data")
 from safeship.data._batch import BatchWriter  # noqa: E402
 from safeship.data._batch_async import AsyncBatchWriter  # noqa: E402
 from safeship.data._batch_core import BatchStats  # noqa: E402
+from safeship.data._doctor import DoctorReport, diagnose  # noqa: E402
 from safeship.data._errors import (  # noqa: E402
     BatchConfigError,
     BatchRowError,
     BatchWriterClosedError,
+    HeadroomError,
     NPlusOneError,
 )
+from safeship.data._indexes import IndexHealth, index_health  # noqa: E402
 from safeship.data._nplusone import (  # noqa: E402
     AllowEntry,
     Finding,
@@ -27,8 +30,23 @@ from safeship.data._nplusone import (  # noqa: E402
     NPlusOneMiddleware,
     detect_n_plus_one,
 )
+from safeship.data._pools import (  # noqa: E402
+    PoolCollector,
+    PoolStats,
+    check_headroom,
+    pool_stats,
+    watch_pool,
+)
+from safeship.data._roles import API_ROLE, BATCH_ROLE, DatabaseRole  # noqa: E402
+from safeship.resilience.presets.db import (  # noqa: E402
+    is_transaction_conflict,
+    run_transaction,
+    run_transaction_async,
+)
 
 __all__ = [
+    "API_ROLE",
+    "BATCH_ROLE",
     "AllowEntry",
     "AsyncBatchWriter",
     "BatchConfigError",
@@ -36,9 +54,23 @@ __all__ = [
     "BatchStats",
     "BatchWriter",
     "BatchWriterClosedError",
+    "DatabaseRole",
+    "DoctorReport",
     "Finding",
+    "HeadroomError",
+    "IndexHealth",
     "NPlusOneDetector",
     "NPlusOneError",
     "NPlusOneMiddleware",
+    "PoolCollector",
+    "PoolStats",
+    "check_headroom",
     "detect_n_plus_one",
+    "diagnose",
+    "index_health",
+    "is_transaction_conflict",
+    "pool_stats",
+    "run_transaction",
+    "run_transaction_async",
+    "watch_pool",
 ]

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from safeship.errors import SafeshipError
 
-__all__ = ["BatchConfigError", "BatchRowError", "BatchWriterClosedError", "NPlusOneError"]
+__all__ = [
+    "BatchConfigError",
+    "BatchRowError",
+    "BatchWriterClosedError",
+    "HeadroomError",
+    "NPlusOneError",
+]
 
 
 class BatchConfigError(SafeshipError, ValueError):
@@ -25,3 +31,7 @@ class NPlusOneError(SafeshipError, AssertionError):
     def __init__(self, report: str) -> None:
         super().__init__(report)
         self.report = report
+
+
+class HeadroomError(SafeshipError, RuntimeError):
+    """The fleet's pools may open more connections than the database server allows."""

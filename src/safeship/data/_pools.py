@@ -1,0 +1,226 @@
+"""One vocabulary for connection pools: SQLAlchemy's, psycopg_pool's and asyncpg's.
+
+``pool_stats(pool)`` reads any of them as :class:`PoolStats` (size, in use, idle,
+waiting, wait time, exhaustion events); ``PoolCollector`` exports the registered pools
+as Prometheus gauges at scrape time.  SQLAlchemy's pool does not say who waits, so
+``watch_pool(engine)`` counts checkouts that found every connection taken (an exhaustion
+event) and the time they waited.  ``check_headroom`` applies the rule
+processes x (size + overflow) <= max_connections - reserved.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from safeship.data._errors import HeadroomError
+from safeship.db._pool import PoolReport, pool_report
+
+__all__ = [
+    "PoolCollector",
+    "PoolStats",
+    "check_headroom",
+    "pool_stats",
+    "watch_pool",
+]
+
+log = logging.getLogger("safeship.data.pool")
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStats:
+    """A pool at one moment; ``None`` where the pool cannot know the figure."""
+
+    kind: str
+    size: int
+    max_size: int
+    in_use: int
+    idle: int
+    waiting: int | None = None
+    wait_seconds_total: float | None = None
+    exhausted_total: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _Watch:
+    """Exhaustion events and wait time of one SQLAlchemy pool, counted by its events."""
+
+    def __init__(self) -> None:
+        self.exhausted = 0
+        self.wait_seconds = 0.0
+        self.waiting = 0
+        self.lock = threading.Lock()
+
+
+_WATCHES: weakref.WeakKeyDictionary[sa.pool.Pool, _Watch] = weakref.WeakKeyDictionary()
+
+
+def watch_pool(engine: sa.Engine) -> None:
+    """Count, for ``engine``'s pool, checkouts that had to wait and how long they waited."""
+    pool = engine.pool
+    if pool in _WATCHES:
+        return
+    watch = _WATCHES[pool] = _Watch()
+    original = pool._do_get  # the one place a checkout waits: SQLAlchemy has no event for it
+
+    def timed_get() -> Any:
+        full = _in_use(pool) >= _max_size(pool)
+        if not full:
+            return original()
+        started = time.perf_counter()
+        with watch.lock:
+            watch.exhausted += 1
+            watch.waiting += 1
+        try:
+            return original()
+        finally:
+            with watch.lock:
+                watch.waiting -= 1
+                watch.wait_seconds += time.perf_counter() - started
+
+    pool._do_get = timed_get  # type: ignore[method-assign]
+
+
+def _in_use(pool: Any) -> int:
+    return int(pool.checkedout()) if hasattr(pool, "checkedout") else 0
+
+
+def _max_size(pool: Any) -> int:
+    size = int(pool.size()) if hasattr(pool, "size") else 1
+    overflow = getattr(pool, "_max_overflow", 0)
+    return size + max(int(overflow), 0)
+
+
+def pool_stats(pool: Any) -> PoolStats:
+    """Read a SQLAlchemy pool (or engine), a psycopg_pool pool, or an asyncpg pool."""
+    if isinstance(pool, sa.Engine):
+        pool = pool.pool
+    elif hasattr(pool, "sync_engine"):
+        pool = pool.sync_engine.pool
+    if hasattr(pool, "get_stats") and hasattr(pool, "max_size"):
+        return _psycopg_stats(pool)
+    if hasattr(pool, "get_idle_size"):
+        size = int(pool.get_size())
+        idle = int(pool.get_idle_size())
+        return PoolStats("asyncpg", size, int(pool.get_max_size()), size - idle, idle)
+    if isinstance(pool, sa.pool.Pool):
+        return _sqlalchemy_stats(pool)
+    raise TypeError(f"pool_stats reads SQLAlchemy, psycopg_pool or asyncpg pools, not {pool!r}")
+
+
+def _psycopg_stats(pool: Any) -> PoolStats:
+    stats = pool.get_stats()
+    size = int(stats.get("pool_size", 0))
+    idle = int(stats.get("pool_available", 0))
+    return PoolStats(
+        "psycopg_pool",
+        size,
+        int(pool.max_size),
+        size - idle,
+        idle,
+        waiting=int(stats.get("requests_waiting", 0)),
+        wait_seconds_total=float(stats.get("requests_wait_ms", 0)) / 1000,
+        exhausted_total=int(stats.get("requests_queued", 0)),
+    )
+
+
+def _sqlalchemy_stats(pool: sa.pool.Pool) -> PoolStats:
+    watch = _WATCHES.get(pool)
+    in_use = _in_use(pool)
+    idle = int(pool.checkedin()) if hasattr(pool, "checkedin") else 0
+    return PoolStats(
+        f"sqlalchemy.{type(pool).__name__}",
+        in_use + idle,
+        _max_size(pool),
+        in_use,
+        idle,
+        waiting=None if watch is None else watch.waiting,
+        wait_seconds_total=None if watch is None else watch.wait_seconds,
+        exhausted_total=None if watch is None else watch.exhausted,
+    )
+
+
+class PoolCollector:
+    """Prometheus collector of named pools: ``safeship_db_pool_*{pool=...}`` at scrape time."""
+
+    def __init__(self, pools: dict[str, Any] | None = None) -> None:
+        self.pools: dict[str, Any] = dict(pools or {})
+
+    def add(self, name: str, pool: Any) -> None:
+        if len(self.pools) >= 50 and name not in self.pools:
+            raise ValueError("a PoolCollector exports at most 50 pools")
+        self.pools[name] = pool
+
+    def collect(self) -> Iterator[Metric]:
+        gauges = {
+            field: GaugeMetricFamily(f"safeship_db_pool_{field}", help_, labels=["pool"])
+            for field, help_ in (
+                ("size", "Connections open in the pool."),
+                ("max_size", "The most connections the pool may open (size + overflow)."),
+                ("in_use", "Connections checked out."),
+                ("idle", "Connections open and free."),
+                ("waiting", "Callers waiting for a connection."),
+            )
+        }
+        wait = CounterMetricFamily(
+            "safeship_db_pool_wait_seconds",
+            "Time callers waited for a connection.",
+            labels=["pool"],
+        )
+        exhausted = CounterMetricFamily(
+            "safeship_db_pool_exhausted",
+            "Checkouts that found every connection taken.",
+            labels=["pool"],
+        )
+        for name, pool in self.pools.items():
+            stats = pool_stats(pool)
+            for field, family in gauges.items():
+                value = getattr(stats, field)
+                if value is not None:
+                    family.add_metric([name], value)
+            if stats.wait_seconds_total is not None:
+                wait.add_metric([name], stats.wait_seconds_total)
+            if stats.exhausted_total is not None:
+                exhausted.add_metric([name], stats.exhausted_total)
+        yield from gauges.values()
+        yield wait
+        yield exhausted
+
+
+def check_headroom(
+    engine: sa.Engine,
+    *,
+    processes: int,
+    pool_size: int,
+    max_overflow: int,
+    reserve: int = 3,
+    strict: bool = True,
+) -> PoolReport:
+    """At start-up: does processes x (size + overflow) fit max_connections - reserved?
+
+    With ``strict`` a fleet that does not fit raises :class:`HeadroomError`; otherwise the
+    verdict is logged (``data.pool.headroom``) and returned.
+    """
+    with engine.connect() as conn:
+        report = pool_report(
+            conn,
+            pool_size=pool_size,
+            max_overflow=max_overflow,
+            processes=processes,
+            reserve=reserve,
+        )
+    if not report.fits:
+        if strict:
+            raise HeadroomError(report.describe())
+        log.error("data.pool.headroom", extra={"verdict": report.describe()})
+    return report
