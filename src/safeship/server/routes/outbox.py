@@ -18,6 +18,7 @@ from safeship.server.deps import AdminPrincipal, ReadPrincipal
 from safeship.server.errors import invalid
 from safeship.server.inputs import Body, Flag, Reason, Text, Whole, clean_param
 from safeship.server.routes.dashboard import admin_form_session, page_session, render
+from safeship.server.routes.overview import stored_backlog_chart
 from safeship.server.state import plane
 
 api = APIRouter(prefix="/api/v1/outbox", tags=["outbox"])
@@ -189,6 +190,7 @@ def outbox_page(request: Request) -> Response:
             "dead": chart_points(samples, "dead", width=CHART_WIDTH, height=CHART_HEIGHT, top=top),
             "samples": len(samples),
         },
+        history_chart=stored_backlog_chart(plane(request)),
         dead=[r.to_dict() for r in admin.peek(engine, where="dead", limit=50)],
         pending=[r.to_dict() for r in admin.peek(engine, where="pending", limit=20)],
         message=request.query_params.get("m"),

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 from fastapi import APIRouter, Form, HTTPException, Path, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import AfterValidator, BaseModel, Field, field_validator
 
 from safeship.db._audit import MAX_REASON
@@ -26,6 +26,7 @@ from safeship.rollouts._guard import (
     RolloutRecord,
 )
 from safeship.rollouts._plan import Plan
+from safeship.server._explain import ACTION_RULES, available_actions, explain_verdict
 from safeship.server.deps import AdminPrincipal, ReadPrincipal
 from safeship.server.inputs import Body, Number, Text, Whole
 from safeship.server.routes.dashboard import admin_form_session, page_session, render
@@ -388,11 +389,38 @@ def rollouts_page(request: Request) -> Response:
 def rollout_page(request: Request, name: RolloutName) -> Response:
     if page_session(request) is None:
         return RedirectResponse("/login", status_code=303)
+    cp = plane(request)
     try:
-        detail = rollout_detail(plane(request), name)
+        detail = rollout_detail(cp, name)
     except HTTPException:
         return render(request, "error.html", 404, message=f"No rollout named {name!r}.")
-    return render(request, "rollout.html", r=detail.model_dump(), actions=list(Action))
+    return render(
+        request,
+        "rollout.html",
+        r=detail.model_dump(),
+        actions=list(Action),
+        available=available_actions(detail.status, detail.mode),
+        rules=ACTION_RULES,
+        explain=_explanation(cp, detail),
+    )
+
+
+def _explanation(cp: ControlPlane, detail: RolloutDetail) -> list[str]:
+    alpha = cp.rollouts.get(detail.name).settings.alpha
+    return explain_verdict(detail.verdict, alpha=alpha, status=detail.status)
+
+
+@pages.get("/rollouts/{name}/explanation")
+def explanation_page_data(request: Request, name: RolloutName) -> Response:
+    """The page script's refresh of "What this means" (session cookie, no API key)."""
+    if page_session(request) is None:
+        return JSONResponse({"detail": "sign in"}, status_code=401)
+    cp = plane(request)
+    try:
+        detail = rollout_detail(cp, name)
+    except HTTPException as exc:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+    return JSONResponse({"sentences": _explanation(cp, detail)})
 
 
 @pages.post("/rollouts/emergency")

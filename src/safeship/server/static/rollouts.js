@@ -39,11 +39,43 @@
     setText("step", (r.step + 1) + " / " + r.plan.steps.length);
     setText("percent", pct(r.percent));
     setText("flag", flagText(r));
-    var live = r.status === "running" || r.status === "paused";
+    // Each form says which statuses and modes it fits (the server's table, as data).
+    var shown = 0;
     document.querySelectorAll("#actions form").forEach(function (form) {
-      var promote = form.dataset.action === "promote";
-      form.querySelector("button").disabled = !live || (promote && r.mode !== "shadow");
+      var fits = (form.dataset.statuses || "").split(" ").indexOf(r.status) >= 0 &&
+        (form.dataset.modes || "").split(" ").indexOf(r.mode) >= 0;
+      form.hidden = !fits;
+      form.querySelector("button").disabled = !fits;
+      if (fits) { shown += 1; }
     });
+    var none = document.getElementById("no-actions");
+    if (none) { none.hidden = shown > 0; }
+  }
+
+  function when(iso) {
+    if (window.safeshipTime) { return window.safeshipTime(iso); }
+    return document.createTextNode(iso.slice(0, 19).replace("T", " ") + " UTC");
+  }
+
+  var explained = null;
+  function refreshExplanation(r) {
+    var key = r.status + "|" + r.mode + "|" + r.verdict.combined + "|" + r.verdict.promotable;
+    if (key === explained) { return; }
+    explained = key;
+    fetch("/rollouts/" + encodeURIComponent(name) + "/explanation",
+      {credentials: "same-origin", headers: {Accept: "application/json"}})
+      .then(function (resp) { return resp.ok ? resp.json() : null; })
+      .then(function (body) {
+        if (!body) { return; }
+        var list = document.getElementById("explain-list");
+        while (list.firstChild) { list.removeChild(list.firstChild); }
+        body.sentences.forEach(function (line) {
+          var li = document.createElement("li");
+          li.textContent = line;
+          list.appendChild(li);
+        });
+      })
+      .catch(function () { explained = null; });
   }
 
   function renderArms(r) {
@@ -125,10 +157,11 @@
       li.appendChild(badge);
       li.appendChild(document.createTextNode(" step " + (d.step + 1) + " at " + pct(d.percent) +
         "% by " + d.actor + " "));
-      var when = document.createElement("span");
-      when.className = "muted";
-      when.textContent = d.at.slice(0, 19).replace("T", " ") + (d.reason ? " · " + d.reason : "");
-      li.appendChild(when);
+      var muted = document.createElement("span");
+      muted.className = "muted";
+      muted.appendChild(when(d.at));
+      if (d.reason) { muted.appendChild(document.createTextNode(" · " + d.reason)); }
+      li.appendChild(muted);
       if (d.evidence) {
         var details = document.createElement("details");
         var summary = document.createElement("summary");
@@ -179,7 +212,9 @@
     sh.samples.forEach(function (s) {
       var tr = document.createElement("tr");
       tr.dataset.id = String(s.id);
-      tr.appendChild(cell(s.at.slice(0, 19).replace("T", " ")));
+      var at = document.createElement("td");
+      at.appendChild(when(s.at));
+      tr.appendChild(at);
       tr.appendChild(cell(s.kind));
       tr.appendChild(codeCell(s.kind === "mismatch" ? s.diff : s.candidate_error));
       tr.appendChild(codeCell(s.context));
@@ -195,6 +230,7 @@
     renderCharts(r);
     renderShadow(r);
     renderTimeline(r);
+    if (initialised) { refreshExplanation(r); }
     root.dataset.version = String(r.version);
     root.dataset.windows = String(r.arms.control.requests + r.arms.candidate.requests);
   }
@@ -238,7 +274,15 @@
     });
   });
 
+  var initialised = false;
   var initial = document.getElementById("rollout-data");
-  if (initial) { render(JSON.parse(initial.textContent)); }
+  if (initial) {
+    var first = JSON.parse(initial.textContent);
+    render(first);
+    // The server rendered the words for this state: fetch them again only once it moves.
+    explained = first.status + "|" + first.mode + "|" + first.verdict.combined + "|" +
+      first.verdict.promotable;
+  }
+  initialised = true;
   setInterval(refresh, 2000);
 })();

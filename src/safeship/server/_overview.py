@@ -1,0 +1,219 @@
+"""Gathering the overview: read flags, rollouts, breakers, the outbox, recent alerts and
+the database into :class:`~safeship.server._health_summary.Readings`, then judge them.
+
+Each section is read on its own, so a failing one shows as unreadable (and fails the
+verdict) while the others still show.  The rules themselves live in ``_health_summary``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+
+from safeship.db._schema import audit
+from safeship.flags import _authoring as authoring
+from safeship.outbox import admin
+from safeship.server._health_summary import (
+    AlertView,
+    ArmView,
+    BreakerView,
+    DatabaseView,
+    FlagView,
+    OutboxView,
+    Readings,
+    RolloutView,
+    Summary,
+    summarize,
+)
+from safeship.server.state import ControlPlane
+
+logger = logging.getLogger("safeship.server")
+T = TypeVar("T")
+#: Rollout decisions that an operator should see on the overview.
+ALERT_DECISIONS = ("rolled_back", "aborted", "paused")
+#: Audited actions that are alerts in themselves.
+ALERT_ACTIONS = ("flags.kill", "rollouts.emergency", "outbox.purge")
+ALERT_HISTORY = timedelta(hours=24)
+MAX_ALERTS = 20
+
+
+def _read(section: str, read: Callable[[], T]) -> T | None:
+    try:
+        return read()
+    except Exception as exc:  # noqa: BLE001 - one unreadable section must not hide the rest
+        logger.warning(
+            "server.overview_section_failed", extra={"section": section, "error": repr(exc)}
+        )
+        return None
+
+
+def read_flags(cp: ControlPlane) -> list[FlagView]:
+    return [
+        FlagView(
+            name=f.name,
+            enabled=f.enabled,
+            rollout_percent=authoring.rollout_percent(f.definition),
+            updated_at=f.updated_at,
+            updated_by=f.updated_by,
+        )
+        for f in cp.flags.all()
+    ]
+
+
+def _arm(figures: object) -> ArmView:
+    d = figures if isinstance(figures, dict) else {}
+    rate, p95 = d.get("error_rate"), d.get("p95")
+    return ArmView(
+        requests=int(d.get("requests") or 0),
+        error_rate=float(rate) if isinstance(rate, int | float) else None,
+        p95=float(p95) if isinstance(p95, int | float) else None,
+    )
+
+
+def read_rollouts(cp: ControlPlane) -> list[RolloutView]:
+    out = []
+    for record in cp.rollouts.all():
+        monitor, _ = cp.rollouts.monitor(record)
+        arms = monitor.summary()
+        out.append(
+            RolloutView(
+                name=record.name,
+                status=record.status,
+                mode=record.mode,
+                percent=float(record.to_dict()["percent"]),
+                control=_arm(arms.get("control")),
+                candidate=_arm(arms.get("candidate")),
+                breach=monitor.verdict().breach,
+            )
+        )
+    return out
+
+
+def _since(snapshot: dict[str, Any]) -> datetime | None:
+    transitions = snapshot.get("transitions") or []
+    if not transitions:
+        return None
+    at = transitions[-1].get("at")
+    return datetime.fromtimestamp(at, tz=UTC) if isinstance(at, int | float) else None
+
+
+def read_breakers(cp: ControlPlane, now: datetime) -> list[BreakerView]:
+    return [
+        BreakerView(
+            service=b.service,
+            name=b.name,
+            instance=b.instance,
+            state=b.state,
+            mode=b.mode,
+            since=_since(b.snapshot),
+            stale=bool(b.to_dict(now)["stale"]),
+        )
+        for b in cp.breakers.all()
+    ]
+
+
+def read_alerts(cp: ControlPlane, now: datetime) -> list[AlertView]:
+    since = now - ALERT_HISTORY
+    alerts = [
+        AlertView(d.at, d.kind, f"rollout {d.rollout}", d.actor, d.reason)
+        for d in cp.rollouts.recent_decisions(limit=100)
+        if d.kind in ALERT_DECISIONS and d.at >= since
+    ]
+    query = (
+        sa.select(audit.c.at, audit.c.action, audit.c.target, audit.c.actor, audit.c.reason)
+        .where(audit.c.action.in_(ALERT_ACTIONS), audit.c.at >= since)
+        .order_by(audit.c.id.desc())
+        .limit(MAX_ALERTS)
+    )
+    with cp.engine.connect() as conn:
+        for row in conn.execute(query):
+            at = row.at if row.at.tzinfo else row.at.replace(tzinfo=UTC)
+            alerts.append(AlertView(at, row.action, row.target, row.actor, row.reason))
+    alerts.sort(key=lambda a: a.at, reverse=True)
+    return alerts[:MAX_ALERTS]
+
+
+def read_database(cp: ControlPlane) -> DatabaseView:
+    """Reachable or not, the control plane's own pool, and lock waits on PostgreSQL."""
+    pool = cp.engine.pool
+    in_use, idle, capacity = _pool_figures(pool)
+    try:
+        with cp.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+            waiting = None
+            if conn.dialect.name == "postgresql":
+                waiting = int(
+                    conn.execute(
+                        sa.text(
+                            "SELECT count(*) FROM pg_stat_activity "
+                            "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                        )
+                    ).scalar_one()
+                )
+    except Exception as exc:  # noqa: BLE001 - an outage is a reading, not an error here
+        return DatabaseView(reachable=False, detail=type(exc).__name__)
+    return DatabaseView(True, in_use, idle, capacity, waiting, cp.engine.dialect.name)
+
+
+def _pool_figures(pool: Any) -> tuple[int | None, int | None, int | None]:
+    checkedout, checkedin = getattr(pool, "checkedout", None), getattr(pool, "checkedin", None)
+    if not callable(checkedout) or not callable(checkedin):
+        return None, None, None
+    size, overflow = getattr(pool, "size", None), getattr(pool, "_max_overflow", None)
+    capacity = None
+    if callable(size) and isinstance(overflow, int) and overflow >= 0:
+        capacity = int(size()) + overflow
+    return int(checkedout()), int(checkedin()), capacity
+
+
+def gather(cp: ControlPlane, now: datetime | None = None) -> Readings:
+    now = now or datetime.now(UTC)
+    stats = _read("outbox", lambda: admin.stats(cp.engine))
+    outbox = None
+    if stats is not None:
+        outbox = OutboxView(
+            pending=stats.pending,
+            dead=stats.dead,
+            oldest_age_seconds=stats.oldest_age_seconds,
+            relays=stats.relays,
+            in_flight=stats.in_flight,
+        )
+    return Readings(
+        now=now,
+        database=read_database(cp),
+        flags=_read("flags", lambda: read_flags(cp)),
+        killed_at=_read("flags", cp.flags.killed_at),
+        rollouts=_read("rollouts", lambda: read_rollouts(cp)),
+        breakers=_read("breakers", lambda: read_breakers(cp, now)),
+        outbox=outbox,
+        alerts=_read("alerts", lambda: read_alerts(cp, now)),
+    )
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def overview(cp: ControlPlane, now: datetime | None = None) -> dict[str, Any]:
+    """The overview as JSON-able data: the verdict, each section's status and findings,
+    and the readings behind them (ISO 8601 times)."""
+    readings = gather(cp, now)
+    summary: Summary = summarize(readings)
+    body = _plain(dataclasses.asdict(readings))
+    return {
+        "verdict": summary.verdict,
+        "generated_at": body.pop("now"),
+        "sections": summary.to_dict()["sections"],
+        **body,
+    }
