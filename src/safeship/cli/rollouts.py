@@ -19,7 +19,13 @@ from safeship.cli._common import (
     out,
     typer_app,
 )
-from safeship.rollouts._guard import RolloutGuard, RolloutNotFoundError
+from safeship.rollouts._guard import (
+    MigrationPhase,
+    RollbackRefusedError,
+    RolloutGuard,
+    RolloutNotFoundError,
+    RolloutRecord,
+)
 
 rollouts_app = typer_app(
     help="Guarded rollouts: state, control vs candidate, pause, advance, roll back."
@@ -39,7 +45,7 @@ def _run(fn: Callable[[], T]) -> T:
     def translated() -> T:
         try:
             return fn()
-        except RolloutNotFoundError as exc:
+        except (RolloutNotFoundError, RollbackRefusedError) as exc:
             fail(str(exc), code=1)
 
     return or_fail(translated)
@@ -58,13 +64,18 @@ def list_rollouts(database_url: DatabaseOption = None) -> None:
     """Every rollout with its status, mode, step and candidate traffic."""
     guard = _guard(database_url)
     table = Table()
-    for column in ("rollout", "status", "mode", "step", "candidate %", "since"):
+    for column in ("rollout", "status", "mode", "step", "candidate %", "migration", "since"):
         table.add_column(column)
     for r in _run(guard.all):
         step = f"{r.step + 1}/{len(r.plan.steps)}"
         since = r.step_started_at.isoformat()[:19]
-        table.add_row(r.name, r.status, r.mode, step, f"{r.percent:g}%", since)
+        table.add_row(r.name, r.status, r.mode, step, f"{r.percent:g}%", _phase(r), since)
     out.print(table)
+
+
+def _phase(record: RolloutRecord) -> str:
+    revision = f" {record.migration_revision}" if record.migration_revision else ""
+    return f"{record.migration_phase.value}{revision}"
 
 
 def _detail(guard: RolloutGuard, name: str) -> dict[str, Any]:
@@ -96,6 +107,10 @@ def show(
         f"{len(detail['plan']['steps'])} ({detail['percent']:g}% candidate)",
         highlight=False,
     )
+    revision = detail["migration_revision"]
+    phase = detail["migration_phase"] + (f" ({revision})" if revision else "")
+    safe = "safe" if detail["rollback_safe"] else "REFUSED: a contract migration has run"
+    out.print(f"migration phase {phase}; rollback {safe}", highlight=False)
     table = Table("", "control", "candidate")
     arms = detail["arms"]
     table.add_row("requests", *(str(arms[a]["requests"]) for a in ("control", "candidate")))
@@ -152,6 +167,38 @@ def abort(name: str, reason: Reason = None, database_url: DatabaseOption = None)
 def promote(name: str, reason: Reason = None, database_url: DatabaseOption = None) -> None:
     """Move a rollout from shadow to canary at its plan's first step."""
     _operate(name, "promote", reason, database_url)
+
+
+@rollouts_app.command("phase")
+def phase(
+    name: str,
+    migration_phase: Annotated[
+        MigrationPhase,
+        typer.Argument(
+            metavar="PHASE",
+            help="none, expand (rollback stays safe) or contract (rollback refused).",
+        ),
+    ],
+    revision: Annotated[
+        str | None, typer.Option(help="The migration's revision id, e.g. 0042_drop_total.")
+    ] = None,
+    reason: Reason = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Record which migration the rollout's candidate depends on.
+
+    After ``contract`` the guard, the rollback and abort commands and the emergency
+    rollback refuse to send traffic back to the legacy path, and the kill switch leaves
+    the flag on.
+    """
+    guard = _guard(database_url)
+    record = _run(
+        lambda: guard.set_migration_phase(
+            name, migration_phase, actor=actor(), revision=revision, reason=reason
+        )
+    )
+    safe = "safe" if record.rollback_safe else "refused"
+    out.print(f"{name}: migration phase {_phase(record)}; rollback {safe}", highlight=False)
 
 
 INCOMPLETE_EXIT = 3

@@ -16,6 +16,8 @@ from safeship.rollouts._agent import GuardAgent
 from safeship.rollouts._emergency import EmergencyReport, RolloutOutcome, emergency_rollback
 from safeship.rollouts._guard import (
     Decision,
+    MigrationPhase,
+    RollbackRefusedError,
     RolloutConflictError,
     RolloutExistsError,
     RolloutFinishedError,
@@ -37,9 +39,11 @@ __all__ = [
     "GuardAgent",
     "GuardMonitor",
     "GuardSettings",
+    "MigrationPhase",
     "MismatchError",
     "Mode",
     "Plan",
+    "RollbackRefusedError",
     "Rollout",
     "RolloutConflictError",
     "RolloutExistsError",

@@ -3,7 +3,9 @@
 An emergency action is never skipped in silence.  Each rollout is rolled back on its own
 (one failing rollout stops neither the others nor the kill switch), the kill switch is
 thrown whatever happened before it, and the report says, per rollout, whether it was
-rolled back, had already finished, or failed and why.  The control plane answers 207
+rolled back, had already finished, was refused (its candidate depends on a contract
+migration: the legacy path no longer matches the schema, and the kill switch leaves its
+flag on), or failed and why.  The control plane answers 207
 and the CLI exits 3 when the report is not complete.
 """
 
@@ -17,6 +19,7 @@ from typing import Any, Literal
 from safeship.db._audit import record_audit
 from safeship.observe._logging import ALERT
 from safeship.rollouts._guard import (
+    RollbackRefusedError,
     RolloutFinishedError,
     RolloutGuard,
     RolloutNotFoundError,
@@ -26,7 +29,7 @@ __all__ = ["EmergencyReport", "RolloutOutcome", "emergency_rollback"]
 
 logger = logging.getLogger("safeship.rollouts")
 
-Outcome = Literal["rolled_back", "already_finished", "failed"]
+Outcome = Literal["rolled_back", "already_finished", "refused", "failed"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,10 +89,19 @@ def roll_back_one(guard: RolloutGuard, name: str, *, actor: str, reason: str) ->
         return RolloutOutcome(name, "already_finished", status=exc.status)
     except RolloutNotFoundError:
         return RolloutOutcome(name, "already_finished", error="no longer exists")
+    except RollbackRefusedError as exc:  # audited and logged by operate()
+        return RolloutOutcome(name, "refused", status=_status(guard, name), error=str(exc))
     except Exception as exc:  # reported per rollout, the others go on
         logger.exception("rollout.emergency_rollback_failed", extra={"rollout": name})
         return RolloutOutcome(name, "failed", error=_describe(exc))
     return RolloutOutcome(name, "rolled_back", status="rolled_back")
+
+
+def _status(guard: RolloutGuard, name: str) -> str | None:
+    try:
+        return guard.get(name).status
+    except Exception:  # noqa: BLE001 - the outcome is reported without its status
+        return None
 
 
 def _live_names(guard: RolloutGuard, problems: list[str]) -> list[str]:
@@ -122,7 +134,7 @@ def emergency_rollback(
         roll_back_one(guard, name, actor=actor, reason=why) for name in _live_names(guard, problems)
     )
     problems += [f"rollout {o.name!r} not rolled back: {o.error}" for o in outcomes
-                 if o.outcome == "failed"]  # fmt: skip
+                 if o.outcome in ("failed", "refused")]  # fmt: skip
     changed, kill_error = _kill_switch(guard, actor, why)
     if kill_error is not None:
         problems.append(f"kill switch not thrown: {kill_error}")

@@ -35,12 +35,15 @@ from safeship.rollouts._plan import Plan, next_action
 from safeship.rollouts._records import (
     ArmSlot,
     Decision,
+    MigrationPhase,
+    RollbackRefusedError,
     RolloutConflictError,
     RolloutExistsError,
     RolloutFinishedError,
     RolloutNotFoundError,
     RolloutRecord,
     aware,
+    check_revision,
     record_from_row,
     settings_dict,
     transition_lock,
@@ -51,6 +54,8 @@ from safeship.rollouts._stats import GuardSettings, Verdict
 
 __all__ = [
     "Decision",
+    "MigrationPhase",
+    "RollbackRefusedError",
     "RolloutConflictError",
     "RolloutExistsError",
     "RolloutFinishedError",
@@ -207,17 +212,27 @@ class RolloutGuard:
         settings: GuardSettings | None = None,
         mode: str = "canary",
         reason: str | None = None,
+        migration_phase: MigrationPhase | str = MigrationPhase.NONE,
+        migration_revision: str | None = None,
     ) -> RolloutRecord:
-        """Start a guarded rollout of flag ``name`` (created off if missing) at its first step."""
+        """Start a guarded rollout of flag ``name`` (created off if missing) at its first step.
+
+        ``migration_phase`` says which schema change the candidate depends on (see
+        ``MigrationPhase``); after a ``contract`` one the guard refuses to roll back.
+        """
         plan = plan or Plan()
         settings = settings or GuardSettings()
         if mode not in ("off", "shadow", "canary", "on"):
             raise ValueError(f"mode must be off, shadow, canary or on, got {mode!r}")
+        phase = MigrationPhase.parse(migration_phase)
+        revision = check_revision(migration_revision)
         now = self._now()
         try:
             with self._transaction() as conn:
                 self._ensure_flag(conn, name, actor)
-                self._insert(conn, name, actor, plan, settings, mode, reason, now)
+                self._insert(conn, name, actor, plan, settings, mode, reason, now, phase, revision)
+                if phase is MigrationPhase.CONTRACT:
+                    self._flag_safe_value(conn, name, True, actor=actor)
                 if mode == "canary":
                     self.flags.rollout(
                         name, plan.steps[0], actor=actor, reason="rollout step 1", conn=conn
@@ -240,7 +255,8 @@ class RolloutGuard:
 
     def _insert(
         self, conn: sa.Connection, name: str, actor: str, plan: Plan, settings: GuardSettings,
-        mode: str, reason: str | None, now: datetime,
+        mode: str, reason: str | None, now: datetime, phase: MigrationPhase = MigrationPhase.NONE,
+        revision: str | None = None,
     ) -> None:  # fmt: skip
         if conn.execute(sa.select(rollouts.c.name).where(rollouts.c.name == name)).first():
             raise RolloutExistsError(f"a rollout named {name!r} exists already")
@@ -249,7 +265,7 @@ class RolloutGuard:
             "name": name, "mode": mode, "status": "running", "plan": plan.to_dict(),
             "step": 0, "step_started_at": now, "step_first_window": last,
             "threshold_bucket": None, "settings": settings_dict(settings), "version": 1,
-            "updated_at": now,
+            "updated_at": now, "migration_phase": phase.value, "migration_revision": revision,
         }  # fmt: skip
         conn.execute(sa.insert(rollouts).values(**row))
         record_audit(
@@ -335,7 +351,9 @@ class RolloutGuard:
         decision = None
         if action is not None:
             evidence = {"verdict": verdict.to_dict(), "arms": monitor.summary()}
-            if action == "rollback":
+            if action == "rollback" and not record.rollback_safe:
+                decision = self._refuse_rollback(conn, record, evidence, verdict, now)
+            elif action == "rollback":
                 decision = self._roll_back(conn, record, "guard", evidence, verdict, now)
             else:
                 decision = self._advance(conn, record, "guard", evidence, now, action)
@@ -352,16 +370,49 @@ class RolloutGuard:
                 .values(threshold_bucket=bucket)
             )
 
+    @staticmethod
+    def _breach_reason(record: RolloutRecord, verdict: Verdict) -> str:
+        return (
+            f"{verdict.breached_metric} regressed (e-value {verdict.combined:.1f} >= "
+            f"{1 / record.settings.alpha:.0f})"
+        )
+
+    def _refuse_rollback(
+        self, conn: sa.Connection, record: RolloutRecord, evidence: Any, verdict: Verdict,
+        now: datetime,
+    ) -> Decision | None:  # fmt: skip
+        """A breach on a rollout past a contract migration: hold it (paused, so it never
+        advances) and alert, once per hold, instead of sending traffic back to a legacy
+        path that no longer matches the schema."""
+        if record.status == "paused" and self._last_kind(conn, record.name) == "rollback_refused":
+            return None  # refused and alerted already; an operator resuming re-arms it
+        refusal = RollbackRefusedError(record.name, record.migration_revision, "rolling back")
+        why = f"{self._breach_reason(record, verdict)}; automatic rollback refused: {refusal}"
+        self._set(
+            conn, record, status="paused", actor="guard", reason=why, now=now,
+            audit_action="rollout.rollback_refused",
+        )  # fmt: skip
+        percent = record.plan.steps[record.step]
+        return self._decide(
+            conn, record.name, "rollback_refused", "guard", record.step, percent, evidence, why,
+            now,
+        )  # fmt: skip
+
+    @staticmethod
+    def _last_kind(conn: sa.Connection, name: str) -> str | None:
+        query = (
+            sa.select(rollout_decisions.c.kind)
+            .where(rollout_decisions.c.rollout == name)
+            .order_by(rollout_decisions.c.id.desc())
+            .limit(1)
+        )
+        return conn.execute(query).scalar()
+
     def _roll_back(
         self, conn: sa.Connection, record: RolloutRecord, actor: str, evidence: Any,
         verdict: Verdict | None, now: datetime, reason: str | None = None,
     ) -> Decision:  # fmt: skip
-        why = reason or (
-            f"{verdict.breached_metric} regressed (e-value {verdict.combined:.1f} >= "
-            f"{1 / record.settings.alpha:.0f})"
-            if verdict
-            else "manual rollback"
-        )
+        why = reason or (self._breach_reason(record, verdict) if verdict else "manual rollback")
         self._flag_off(conn, record.name, actor=actor, reason=f"rollback: {why}")
         self._set(conn, record, status="rolled_back", actor=actor, reason=why, now=now)
         return self._decide(
@@ -418,7 +469,11 @@ class RolloutGuard:
         before: dict[str, Any] = {"status": record.status, "step": record.step}
         if "mode" in values:
             before["mode"] = record.mode
-        after = {k: v for k, v in values.items() if k in ("status", "step", "mode")}
+        if "migration_phase" in values:
+            before["migration_phase"] = record.migration_phase.value
+            before["migration_revision"] = record.migration_revision
+        audited = ("status", "step", "mode", "migration_phase", "migration_revision")
+        after = {k: v for k, v in values.items() if k in audited}
         record_audit(
             conn, actor=actor,
             action=audit_action or f"rollout.{values.get('status', record.status)}",
@@ -443,6 +498,10 @@ class RolloutGuard:
         fields = {"rollout": decision.rollout, "actor": decision.actor, "step": decision.step}
         if decision.kind == "rolled_back":
             logger.log(ALERT, "rollout.rolled_back", extra={**fields, "reason": decision.reason})
+        elif decision.kind == "rollback_refused":
+            logger.log(
+                ALERT, "rollout.rollback_refused", extra={**fields, "reason": decision.reason}
+            )
         else:
             logger.info("rollout.decided", extra={**fields, "kind": decision.kind})
         if self._notify is not None:
@@ -476,6 +535,9 @@ class RolloutGuard:
         while True:
             try:
                 decision = self._operate_once(name, action, actor, reason, expected_version)
+            except RollbackRefusedError as refused:
+                self._record_refusal(refused, actor=actor, reason=reason)
+                raise
             except RolloutConflictError:
                 attempts -= 1
                 if attempts == 0:
@@ -505,7 +567,81 @@ class RolloutGuard:
             )
         if action == "advance" and record.mode == "shadow":
             raise ValueError(f"rollout {name!r} is in shadow mode: promote it to canary first")
+        if action in UNDO and not record.rollback_safe:
+            verb = "rolling back" if action == "rollback" else "aborting"
+            raise RollbackRefusedError(name, record.migration_revision, verb)
         return record
+
+    def _record_refusal(
+        self, refused: RollbackRefusedError, *, actor: str, reason: str | None
+    ) -> None:
+        """Audit and log a refused operator undo (nothing else changed)."""
+        fields = {"rollout": refused.name, "actor": actor, "action": refused.action,
+                  "migration_revision": refused.revision}  # fmt: skip
+        logger.warning("rollout.rollback_refused", extra=fields)
+        try:
+            with self.engine.begin() as conn:
+                record_audit(
+                    conn, actor=actor, action="rollout.rollback_refused",
+                    target=f"rollout:{refused.name}", before=None,
+                    after={"refused": refused.action, "migration_phase": "contract",
+                           "migration_revision": refused.revision},
+                    reason=reason or str(refused), at=self._now(),
+                )  # fmt: skip
+        except Exception:  # the refusal stands and is raised; the log line above records it
+            logger.exception("rollout.refusal_audit_failed", extra=fields)
+
+    # -- migration phase ---------------------------------------------------------------
+
+    def set_migration_phase(
+        self,
+        name: str,
+        phase: MigrationPhase | str,
+        *,
+        actor: str,
+        revision: str | None = None,
+        reason: str | None = None,
+        expected_version: int | None = None,
+    ) -> RolloutRecord:
+        """Record which migration the rollout's candidate now depends on (audited, and in
+        its decision timeline).
+
+        Moving to ``contract`` also makes the flag's safe value *on*, so the kill switch of
+        an emergency leaves the candidate serving; leaving ``contract`` makes it off again.
+        """
+        new_phase = MigrationPhase.parse(phase)
+        new_revision = check_revision(revision)
+        with self._locked(name, wait=True) as (conn, record):
+            record = self._operable(name, record, "change", expected_version)
+            now = self._now()
+            was_contract = not record.rollback_safe
+            if (new_phase is MigrationPhase.CONTRACT) != was_contract:
+                self._flag_safe_value(conn, name, not was_contract, actor=actor)
+            self._set(
+                conn, record, actor=actor, reason=reason, now=now,
+                audit_action="rollout.migration_phase", migration_phase=new_phase.value,
+                migration_revision=new_revision,
+            )  # fmt: skip
+            what = f"migration phase {record.migration_phase.value} -> {new_phase.value}"
+            if new_revision:
+                what += f" ({new_revision})"
+            decision = self._decide(
+                conn, name, "migration_phase", actor, record.step, record.percent,
+                {"from": record.migration_phase.value, "to": new_phase.value,
+                 "revision": new_revision},
+                f"{what}: {reason}" if reason else what, now,
+            )  # fmt: skip
+        self._after(decision)
+        return self.get(name)
+
+    def _flag_safe_value(self, conn: sa.Connection, name: str, value: bool, *, actor: str) -> None:
+        """The value the kill switch gives the rollout's flag (one audited flag change)."""
+        self.flags.change(
+            name, lambda feature: feature, actor=actor, action="flag.safe_value",
+            reason="contract migration: the candidate is the safe path" if value
+            else "no contract migration: the legacy path is safe again",
+            metadata={"safe_value": value}, conn=conn,
+        )  # fmt: skip
 
     def _operate(
         self, conn: sa.Connection, record: RolloutRecord, action: str, actor: str,

@@ -7,6 +7,7 @@ import threading
 import weakref
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
@@ -18,6 +19,8 @@ from safeship.rollouts._stats import GuardSettings, LatencyHistogram
 
 __all__ = [
     "Decision",
+    "MigrationPhase",
+    "RollbackRefusedError",
     "RolloutConflictError",
     "RolloutExistsError",
     "RolloutFinishedError",
@@ -49,6 +52,61 @@ class RolloutConflictError(SafeshipError, ValueError):
     moved it first): re-read it and decide again."""
 
 
+class MigrationPhase(StrEnum):
+    """Which schema change the guarded code path depends on.
+
+    ``none``: no migration.  ``expand``: an expand-only migration (added tables, columns,
+    indexes): the legacy path still works on the new schema, so rolling back is safe.
+    ``contract``: a contract migration (dropped or renamed columns, tightened
+    constraints) has run: the legacy path no longer matches the schema, so turning the
+    candidate off would itself be an outage and safeship refuses to do it.
+    """
+
+    NONE = "none"
+    EXPAND = "expand"
+    CONTRACT = "contract"
+
+    @classmethod
+    def parse(cls, value: object) -> MigrationPhase:
+        try:
+            return cls(str(value))
+        except ValueError:
+            allowed = ", ".join(p.value for p in cls)
+            raise ValueError(f"migration_phase must be one of {allowed}, got {value!r}") from None
+
+
+MAX_REVISION = 200
+
+
+def check_revision(revision: str | None) -> str | None:
+    """A migration revision id is optional, at most 200 printable characters."""
+    if revision is None:
+        return None
+    if not revision or len(revision) > MAX_REVISION or not revision.isprintable():
+        raise ValueError(
+            f"migration_revision: 1 to {MAX_REVISION} printable characters (an Alembic "
+            f"revision id such as '0042_drop_legacy_total'), got {revision[:50]!r}"
+        )
+    return revision
+
+
+class RollbackRefusedError(SafeshipError, ValueError):
+    """Rolling the code path back is refused: the rollout depends on a contract migration,
+    and the legacy path no longer matches the schema."""
+
+    def __init__(self, name: str, revision: str | None, action: str) -> None:
+        migration = f"contract migration {revision!r}" if revision else "a contract migration"
+        super().__init__(
+            f"rollout {name!r} depends on {migration}: {action} would send traffic back to "
+            "the legacy code path, which no longer matches the contracted schema (an outage "
+            "of its own). Roll forward with a fixed candidate instead; if the schema was "
+            f"restored, set the phase back first (safeship rollouts phase {name} expand)"
+        )
+        self.name = name
+        self.revision = revision
+        self.action = action
+
+
 @dataclass(frozen=True, slots=True)
 class RolloutRecord:
     name: str
@@ -61,6 +119,13 @@ class RolloutRecord:
     threshold_bucket: int | None
     settings: GuardSettings
     version: int
+    migration_phase: MigrationPhase = MigrationPhase.NONE
+    migration_revision: str | None = None
+
+    @property
+    def rollback_safe(self) -> bool:
+        """False once a contract migration the code path depends on has run."""
+        return self.migration_phase is not MigrationPhase.CONTRACT
 
     @property
     def percent(self) -> float:
@@ -76,6 +141,9 @@ class RolloutRecord:
             "percent": self.percent,
             "step_started_at": self.step_started_at.isoformat(),
             "version": self.version,
+            "migration_phase": self.migration_phase.value,
+            "migration_revision": self.migration_revision,
+            "rollback_safe": self.rollback_safe,
         }
 
 
@@ -124,6 +192,8 @@ def record_from_row(row: sa.RowMapping) -> RolloutRecord:
         threshold_bucket=row["threshold_bucket"],
         settings=GuardSettings(**row["settings"]),
         version=row["version"],
+        migration_phase=MigrationPhase.parse(row["migration_phase"] or "none"),
+        migration_revision=row["migration_revision"],
     )
 
 

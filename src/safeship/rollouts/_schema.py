@@ -1,7 +1,8 @@
 """Tables of the guard: rollouts and their plans, shared observation windows, decisions,
 and the fleet's shadow comparisons (running totals and the newest mismatch samples).
 
-Defined on safeship's shared metadata; migration ``0005_rollouts`` creates them.
+Defined on safeship's shared metadata; migration ``0005_rollouts`` creates them and
+``0010_rollout_phase`` adds a rollout's migration phase.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ rollouts = sa.Table(
     sa.Column("settings", sa.JSON(), nullable=False),
     sa.Column("version", sa.BigInteger(), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    # 0010_rollout_phase: the schema change the guarded code path depends on.
+    sa.Column("migration_phase", sa.String(20), nullable=False, server_default="none"),
+    sa.Column("migration_revision", sa.String(200), nullable=True),
 )
 
 rollout_windows = sa.Table(

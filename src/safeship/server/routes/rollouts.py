@@ -21,6 +21,7 @@ from safeship.flags.store import FlagNotFoundError
 from safeship.rollouts._emergency import EmergencyReport, emergency_rollback
 from safeship.rollouts._guard import (
     Decision,
+    MigrationPhase,
     RolloutExistsError,
     RolloutNotFoundError,
     RolloutRecord,
@@ -81,11 +82,28 @@ class PlanIn(Body):
         return Plan(steps=tuple(self.steps), min_hold=self.min_hold, min_sample=self.min_sample)
 
 
+Revision = Annotated[
+    str | None,
+    Field(
+        min_length=1,
+        max_length=200,
+        pattern="^[\\x20-\\x7e]+$",
+        description="The migration's revision id, e.g. an Alembic revision.",
+    ),
+]
+PHASE_HELP = (
+    "The schema change the candidate depends on: none, expand (expand-only: rolling back "
+    "stays safe) or contract (the legacy path no longer matches the schema: rollback refused)."
+)
+
+
 class NewRollout(Body):
     name: Text = Field(min_length=1, max_length=200, description="The rollout's flag name.")
     mode: Literal["off", "shadow", "canary", "on"] = "canary"
     plan: PlanIn = Field(default_factory=PlanIn)
     reason: Reason = None
+    migration_phase: MigrationPhase = Field(default=MigrationPhase.NONE, description=PHASE_HELP)
+    migration_revision: Revision = None
 
     @field_validator("name")
     @classmethod
@@ -94,6 +112,18 @@ class NewRollout(Body):
 
 
 class ActionBody(Body):
+    reason: Reason = None
+    version: Whole | None = Field(
+        default=None,
+        ge=1,
+        le=2**62,
+        description="The rollout's version you decided on: 409 if it moved since.",
+    )
+
+
+class PhaseBody(Body):
+    phase: MigrationPhase = Field(description=PHASE_HELP)
+    revision: Revision = None
     reason: Reason = None
     version: Whole | None = Field(
         default=None,
@@ -152,6 +182,9 @@ class RolloutOut(BaseModel):
     plan: dict[str, Any]
     step_started_at: str
     version: int
+    migration_phase: MigrationPhase = Field(description=PHASE_HELP)
+    migration_revision: str | None
+    rollback_safe: bool = Field(description="False after a contract migration.")
     flag_enabled: bool | None = Field(description="The flag in the store (None if deleted).")
     flag_percent: float | None
 
@@ -197,9 +230,12 @@ class RolloutDetail(RolloutOut):
 
 class RolloutOutcomeOut(BaseModel):
     name: str
-    outcome: Literal["rolled_back", "already_finished", "failed"]
+    outcome: Literal["rolled_back", "already_finished", "refused", "failed"]
     status: str | None = Field(description="The rollout's status after the emergency.")
-    error: str | None = Field(description="Why it could not be rolled back (failed).")
+    error: str | None = Field(
+        description="Why it could not be rolled back (failed), or why it was refused "
+        "(a contract migration: the candidate stays on)."
+    )
 
 
 class KillSwitchOut(BaseModel):
@@ -288,8 +324,10 @@ def create_rollout(request: Request, body: NewRollout, who: AdminPrincipal) -> R
     cp = plane(request)
     try:
         record = cp.rollouts.create(
-            body.name, actor=who.name, plan=body.plan.to_plan(), mode=body.mode, reason=body.reason
-        )
+            body.name, actor=who.name, plan=body.plan.to_plan(), mode=body.mode,
+            reason=body.reason, migration_phase=body.migration_phase,
+            migration_revision=body.migration_revision,
+        )  # fmt: skip
     except RolloutExistsError as exc:
         raise HTTPException(409, str(exc)) from None
     return RolloutOut(**_summary(record, _flag_states(cp).get(record.name)))
@@ -317,6 +355,33 @@ def apply_action(
         raise HTTPException(409, str(exc)) from None
 
 
+@api.put(
+    "/{name}/migration-phase",
+    response_model=RolloutOut,
+    summary="Record the migration the rollout's candidate depends on (admin, audited)",
+    responses={
+        404: {"description": "no rollout has that name"},
+        409: {"description": "the rollout is finished, or changed since `version`"},
+    },
+)
+def set_migration_phase(
+    request: Request, name: RolloutName, body: PhaseBody, who: AdminPrincipal
+) -> RolloutOut:
+    cp = plane(request)
+    try:
+        record = cp.rollouts.set_migration_phase(
+            name, body.phase, actor=who.name, revision=body.revision, reason=body.reason,
+            expected_version=body.version,
+        )  # fmt: skip
+    except RolloutNotFoundError as exc:
+        raise HTTPException(404, str(exc)) from None
+    except FlagNotFoundError as exc:
+        raise HTTPException(409, f"{exc}: the rollout's flag was deleted") from None
+    except ValueError as exc:
+        raise HTTPException(409, str(exc)) from None
+    return RolloutOut(**_summary(record, _flag_states(cp).get(record.name)))
+
+
 @api.post(
     "/{name}/{action}",
     response_model=DecisionOut,
@@ -326,7 +391,8 @@ def apply_action(
         404: {"description": "no rollout has that name"},
         409: {
             "description": "the rollout is finished (rolled back, aborted or completed), "
-            "changed since `version` (or meanwhile), or promote on a rollout not in shadow mode"
+            "changed since `version` (or meanwhile), promote on a rollout not in shadow mode, "
+            "or rollback/abort refused after a contract migration"
         },
     },
 )
