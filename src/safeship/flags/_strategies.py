@@ -147,7 +147,10 @@ def _variants(
     raw: Mapping[str, Any], parameters: Mapping[str, Any], flag: str, env: Environment
 ) -> VariantPlan | None:
     try:
-        table = compile_variants(raw.get("variants"))
+        inherited = parameters.get("stickiness")
+        table = compile_variants(
+            raw.get("variants"), inherited=as_text(inherited) if inherited else None
+        )
     except RuleError as problem:
         raise RuleError(_join("variants", problem.field), problem.message) from None
     if table is None:

@@ -4,8 +4,10 @@ A list of variants compiles to a selector ``context -> Variant`` over pre-built 
 objects, so choosing one allocates nothing: an override match wins (the first variant in
 list order whose override lists the context's value), otherwise the stickiness value is
 hashed with seed 86028157 into ``1..total weight`` and the cumulative weights are searched.
-Stickiness comes from the first variant (``default``: ``userId``, then ``sessionId``, then
-random). A context without the stickiness field gets a random variant, as in Unleash.
+Stickiness comes from the first variant; a strategy's variants that name none inherit the
+strategy's own ``stickiness`` parameter (as Unleash does); else ``default``: ``userId``,
+then ``sessionId``, then random. A context without the stickiness field gets a random
+variant, as in Unleash.
 """
 
 from __future__ import annotations
@@ -46,8 +48,11 @@ class VariantTable(NamedTuple):
         return self.cumulative[-1] if self.cumulative else 0
 
 
-def compile_variants(raw: object) -> VariantTable | None:
-    """Compile a ``variants`` list; ``None`` when there is none (or every weight is 0)."""
+def compile_variants(raw: object, *, inherited: str | None = None) -> VariantTable | None:
+    """Compile a ``variants`` list; ``None`` when there is none (or every weight is 0).
+
+    ``inherited`` is the stickiness used when the first variant names none (a strategy's
+    ``stickiness`` parameter, for the strategy's variants)."""
     if raw is None:
         return None
     if isinstance(raw, str) or not isinstance(raw, Sequence):
@@ -62,7 +67,7 @@ def compile_variants(raw: object) -> VariantTable | None:
         overrides.extend(_overrides(item, index, variant))
     if running <= 0:
         return None
-    stickiness = raw[0].get("stickiness") or "default"
+    stickiness = raw[0].get("stickiness") or inherited or "default"
     if not isinstance(stickiness, str):
         raise RuleError("[0].stickiness", "must be a context field name or 'default'")
     return VariantTable(tuple(variants), tuple(cumulative), stickiness, tuple(overrides))
