@@ -16,6 +16,7 @@ require("server", "pydantic_settings", "sqlalchemy", feature="the safeship comma
 
 from safeship.cli.breakers import breakers_app  # noqa: E402
 from safeship.cli.commands import app  # noqa: E402
+from safeship.cli.doctor import db_doctor  # noqa: E402, F401 - registers `safeship db doctor`
 from safeship.cli.flags import flags_app  # noqa: E402
 from safeship.cli.outbox import outbox_app  # noqa: E402
 from safeship.cli.rollouts import rollouts_app  # noqa: E402

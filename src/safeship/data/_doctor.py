@@ -61,9 +61,10 @@ def diagnose(
     pools: dict[str, Any] | None = None,
 ) -> DoctorReport:
     """Read everything the doctor knows about ``engine``'s database; changes nothing."""
-    stats = {name: pool_stats(p) for name, p in (pools or {"engine": engine}).items()}
+    watched = pools or {"engine": engine}
     if engine.dialect.name != "postgresql":
         note = "index health and connection headroom need PostgreSQL"
+        stats = {name: pool_stats(p) for name, p in watched.items()}
         return DoctorReport(engine.dialect.name, stats, notes=[note])
     size = pool_size if pool_size is not None else getattr(engine.pool, "size", lambda: 5)()
     overflow = (
@@ -79,6 +80,7 @@ def diagnose(
             reserve=reserve,
         )
         health = index_health(conn)
+    stats = {name: pool_stats(p) for name, p in watched.items()}
     if health.slow_queries is None:
         notes.append("pg_stat_statements is not installed: no slow-query list")
     return DoctorReport("postgresql", stats, headroom, health, notes)

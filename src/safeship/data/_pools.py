@@ -139,7 +139,7 @@ def _sqlalchemy_stats(pool: sa.pool.Pool) -> PoolStats:
     in_use = _in_use(pool)
     idle = int(pool.checkedin()) if hasattr(pool, "checkedin") else 0
     return PoolStats(
-        f"sqlalchemy.{type(pool).__name__}",
+        "sqlalchemy",
         in_use + idle,
         _max_size(pool),
         in_use,

@@ -28,6 +28,7 @@ from safeship.server.routes import (
     api,
     breakers,
     dashboard,
+    database,
     flags_api,
     flags_pages,
     health,
@@ -115,6 +116,7 @@ def build_plane(settings: Settings, engine: sa.Engine) -> ControlPlane:
             NavItem("/breakers", "Breakers"),
             NavItem("/rollouts", "Rollouts"),
             NavItem("/outbox", "Outbox"),
+            NavItem("/database", "Database"),
         ],
     )
 
@@ -233,6 +235,8 @@ def create_app(
     app.include_router(rollouts.pages)
     app.include_router(outbox.api)
     app.include_router(outbox.pages)
+    app.include_router(database.api)
+    app.include_router(database.pages)
     app.include_router(overview.api)
     app.include_router(overview.pages)
     app.include_router(unleash_api.router)
