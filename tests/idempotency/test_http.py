@@ -257,3 +257,28 @@ async def test_concurrent_identical_requests_with_one_key_run_the_handler_once(
     assert all(a.content == created[0].content for a in created)
     for refused in (a for a in answers if a.status_code == 409):
         assert json.loads(refused.content)["type"] == "urn:safeship:idempotency:in-flight"
+
+
+async def test_a_202_job_created_under_a_key_returns_the_same_job_id(store: Store) -> None:
+    from fastapi.responses import JSONResponse as Json
+
+    from safeship.idempotency import IdempotencyMiddleware as Middleware
+    from safeship.idempotency import idempotent, principal_from_header
+
+    app, jobs = FastAPI(), []
+
+    @app.post("/exports")
+    @idempotent()
+    async def start_export() -> Json:
+        jobs.append(str(uuid.uuid4()))
+        return Json({"job": jobs[-1]}, status_code=202, headers={"location": f"/jobs/{jobs[-1]}"})
+
+    app.add_middleware(Middleware, store=store, principal=principal_from_header("x-api-key"))
+    transport = httpx.ASGITransport(app=app)
+    headers = {"x-api-key": "alice", **_key()}
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        first = await client.post("/exports", headers=headers)
+        again = await client.post("/exports", headers=headers)
+    assert first.status_code == again.status_code == 202
+    assert again.json() == first.json() == {"job": jobs[0]} and len(jobs) == 1
+    assert again.headers["location"] == f"/jobs/{jobs[0]}"

@@ -406,7 +406,7 @@ class _Request:
             tee.see(message)
             await self.send(message)
 
-        renewer = asyncio.create_task(self._renew(stored_key, token))
+        renewer = _Renewer(self.store, stored_key, token, self.options.lease)
         metrics.in_flight(1)
         try:
             await self.mw.app(self.scope, _replaying(body, self.receive), send)
@@ -414,24 +414,9 @@ class _Request:
             await self._settle_unknown(stored_key, token, "raised")
             raise
         finally:
-            renewer.cancel()
+            renewer.stop()
             metrics.in_flight(-1)
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewer
         await self._settle(handle, tee)
-
-    async def _renew(self, stored_key: str, token: str) -> None:
-        interval = self.options.lease / 3
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                alive = await self.store.renew(stored_key, token, lease=self.options.lease)
-            except IdempotencyStoreError as exc:
-                _log.warning("idempotency.renew_failed", extra={"error": str(exc)})
-                continue
-            if not alive:
-                _log.warning("idempotency.lease_lost", extra={"key_hash": stored_key})
-                return
 
     async def _settle_unknown(self, stored_key: str, token: str, why: str) -> None:
         metrics.unknown_outcome()
@@ -460,6 +445,44 @@ class _Request:
         except IdempotencyStoreError as exc:
             # The response went out; the key stays in flight until its lease ends, then unknown.
             _log.warning("idempotency.store_error", extra={"error": str(exc), "step": "settle"})
+
+
+class _Renewer:
+    """Renews a running request's lease every third of it, on a timer (no task until a
+    renewal is due, so a short request pays one timer and its cancellation)."""
+
+    __slots__ = ("_handle", "_key", "_lease", "_store", "_task", "_token")
+
+    def __init__(self, store: Store, key: str, token: str, lease: float) -> None:
+        self._store, self._key, self._token, self._lease = store, key, token, lease
+        self._task: asyncio.Task[None] | None = None
+        self._handle: asyncio.TimerHandle | None = self._schedule()
+
+    def _schedule(self) -> asyncio.TimerHandle:
+        return asyncio.get_running_loop().call_later(self._lease / 3, self._due)
+
+    def _due(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._renew())
+
+    async def _renew(self) -> None:
+        try:
+            alive = await self._store.renew(self._key, self._token, lease=self._lease)
+        except IdempotencyStoreError as exc:
+            _log.warning("idempotency.renew_failed", extra={"error": str(exc)})
+            alive = True  # try again at the next tick; the lease may still hold
+        if not alive:
+            _log.warning("idempotency.lease_lost", extra={"key_hash": self._key})
+            self._handle = None
+            return
+        if self._handle is not None:
+            self._handle = self._schedule()
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        if self._task is not None:
+            self._task.cancel()
 
 
 def _replaying(body: list[bytes], receive: Receive) -> Receive:

@@ -1,0 +1,77 @@
+"""Pure pieces: key parsing, payload fingerprints, per-caller scoping (property tests)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from safeship.idempotency._model import MAX_KEY_LENGTH, fingerprint, parse_key, scoped_key
+
+JSON = "application/json"
+values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@given(st.dictionaries(st.text(max_size=8), values, max_size=6), st.randoms())
+def test_a_json_body_in_any_key_order_or_spacing_has_one_fingerprint(
+    body: dict[str, Any], rng: Any
+) -> None:
+    items = list(body.items())
+    rng.shuffle(items)
+    compact = json.dumps(body).encode()
+    spaced = json.dumps(dict(items), indent=2).encode()
+    assert fingerprint("POST", "/o", JSON, [compact]) == fingerprint("POST", "/o", JSON, [spaced])
+
+
+@given(values, values)
+def test_different_json_payloads_have_different_fingerprints(a: Any, b: Any) -> None:
+    same = json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+    fa = fingerprint("POST", "/o", JSON, [json.dumps(a).encode()])
+    fb = fingerprint("POST", "/o", JSON, [json.dumps(b).encode()])
+    assert (fa == fb) == same
+
+
+def test_method_target_and_raw_bodies_are_part_of_the_fingerprint() -> None:
+    base = fingerprint("POST", "/orders", "text/plain", [b"a"])
+    assert base == fingerprint("post", "/orders", "text/plain", [b"", b"a"])
+    assert base != fingerprint("PUT", "/orders", "text/plain", [b"a"])
+    assert base != fingerprint("POST", "/orders?x=1", "text/plain", [b"a"])
+    assert base != fingerprint("POST", "/orders", "text/plain", [b"a "])
+
+
+@given(
+    st.text(min_size=1, max_size=40),
+    st.text(min_size=1, max_size=40),
+    st.text(min_size=1, max_size=40),
+    st.text(min_size=1, max_size=40),
+)
+def test_scoped_keys_of_different_callers_or_keys_never_collide(
+    p1: str, k1: str, p2: str, k2: str
+) -> None:
+    assert (scoped_key(p1, k1) == scoped_key(p2, k2)) == ((p1, k1) == (p2, k2))
+
+
+def test_keys_follow_the_draft_and_bad_ones_say_why() -> None:
+    assert (
+        parse_key('"8e03978e-40d5-43e8-bc93-6894a57f9324"')
+        == "8e03978e-40d5-43e8-bc93-6894a57f9324"
+    )
+    assert parse_key("bare-token") == "bare-token"
+    assert parse_key(r'"a\"b"') == 'a"b'
+    for bad, reason in [
+        ("", "empty"),
+        ('""', "empty"),
+        ("k" * (MAX_KEY_LENGTH + 1), "longer"),
+        ("caf\u00e9", "printable"),
+    ]:
+        with pytest.raises(ValueError, match=reason):
+            parse_key(bad)
