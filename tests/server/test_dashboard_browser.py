@@ -155,6 +155,9 @@ def test_every_page_loads_clean_with_a_favicon_and_a_screenshot(
             form = page.locator(f"#actions form[data-action={action}]")
             expect(form).to_be_visible() if shown else expect(form).to_be_hidden()
         expect(page.locator("#explain")).to_contain_text("the rollback threshold")
+        ticks = page.locator("#chart-errors text[data-time]")  # time axis, viewer's zone
+        expect(ticks).to_have_count(3)
+        expect(ticks.first).not_to_contain_text("UTC")
         page.click("#actions form[data-action=rollback] button")
         expect(page.locator("#status")).to_have_text("rolled_back", timeout=8000)
         expect(page.locator("#actions form:visible")).to_have_count(0)

@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from safeship.db._audit import list_audit
 from safeship.server import _charts as charts
 from safeship.server import _samples
-from safeship.server._health_summary import Readings, Summary, summarize
+from safeship.server._health_summary import Readings, summarize
 from safeship.server._overview import gather, overview
 from safeship.server.deps import ReadPrincipal, request_session
 from safeship.server.inputs import clean_param
@@ -168,9 +168,9 @@ def stored_backlog_chart(cp: ControlPlane) -> dict[str, Any] | None:
     return charts.line_chart(lines, start=start, end=now, unit="events")
 
 
-def _page_data(cp: ControlPlane) -> tuple[Readings, Summary, dict[str, Any], Any, str | None]:
+def _page_data(cp: ControlPlane) -> dict[str, Any]:
+    """What the overview page renders besides the readiness checks."""
     readings = gather(cp)
-    summary = summarize(readings)
     try:
         drawn = overview_charts(cp, readings)
     except Exception:  # noqa: BLE001 - the page must still show the verdict without history
@@ -181,7 +181,13 @@ def _page_data(cp: ControlPlane) -> tuple[Readings, Summary, dict[str, Any], Any
         audit_error = None
     except Exception:  # noqa: BLE001 - the page must still show health when the DB is down
         audit, audit_error = [], "The audit trail is unavailable: the database does not answer."
-    return readings, summary, {"audit": audit}, drawn, audit_error
+    return {
+        "r": readings,
+        "summary": summarize(readings),
+        "charts": drawn,
+        "audit": audit,
+        "audit_error": audit_error,
+    }
 
 
 @pages.get("/", response_class=HTMLResponse)
@@ -190,14 +196,5 @@ async def overview_page(request: Request) -> Response:
         return RedirectResponse("/login", status_code=303)
     cp = plane(request)
     report = await cp.health.run("readiness")
-    readings, summary, extra, drawn, audit_error = await run_in_threadpool(_page_data, cp)
-    return render(
-        request,
-        "overview.html",
-        health=report.to_dict(),
-        r=readings,
-        summary=summary,
-        charts=drawn,
-        audit=extra["audit"],
-        audit_error=audit_error,
-    )
+    data = await run_in_threadpool(_page_data, cp)
+    return render(request, "overview.html", health=report.to_dict(), **data)

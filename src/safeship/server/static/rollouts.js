@@ -110,9 +110,19 @@
     });
     var top = Math.max.apply(null, values.concat([scale === 100 ? 1 : 0.001]));
     svg.appendChild(el("line", {x1: PAD, y1: H - PAD, x2: W - 4, y2: H - PAD, class: "axis"}));
+    svg.appendChild(el("line", {x1: PAD, y1: 16, x2: PAD, y2: H - PAD, class: "axis"}));
     svg.appendChild(el("text", {x: 2, y: 12, class: "tick"}, top.toPrecision(3)));
     svg.appendChild(el("text", {x: 2, y: H - PAD, class: "tick"}, "0"));
     var n = series.length;
+    // Time ticks: the first, middle and last window, shown in the viewer's zone.
+    [0, Math.floor((n - 1) / 2), n - 1].forEach(function (i, k, all) {
+      if (n === 0 || (k > 0 && i === all[k - 1])) { return; }
+      var x = n > 1 ? PAD + (i * (W - PAD - 8)) / (n - 1) : W / 2;
+      var anchor = k === 0 ? "start" : (k === 2 ? "end" : "middle");
+      svg.appendChild(el("text", {x: x, y: H - 8, class: "tick", "text-anchor": anchor,
+        "data-time": series[i].at}, series[i].at.slice(11, 16) + " UTC"));
+    });
+    if (window.safeshipLocalise) { window.safeshipLocalise(svg); }
     ["control", "candidate"].forEach(function (arm) {
       var pts = [];
       series.forEach(function (p, i) {
