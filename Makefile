@@ -36,7 +36,7 @@ $(NODE_REACH)/node_modules/.package-lock.json: $(NODE_REACH)/package-lock.json
 	cd $(NODE_REACH) && npm ci --no-audit --no-fund --loglevel=error
 
 soak: $(STAMP)
-	SAFESHIP_SOAK=1 $(BIN)/python -m pytest -m slow tests/outbox tests/rollouts
+	SAFESHIP_SOAK=1 $(BIN)/python -m pytest -m slow tests/outbox tests/rollouts tests/jobs
 
 clean:
 	rm -rf $(VENV) dist build .pytest_cache .mypy_cache .ruff_cache
