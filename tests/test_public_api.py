@@ -26,6 +26,7 @@ SLICES = [
     "safeship.data",
     "safeship.idempotency",
     "safeship.jobs",
+    "safeship.integrations",
 ]
 FACADES = ["safeship", *SLICES]
 #: Slices whose documented public submodules are listed (``web`` and ``db`` have none).
@@ -35,6 +36,7 @@ WITH_MODULES = [
     "safeship.flags",
     "safeship.rollouts",
     "safeship.observe",
+    "safeship.integrations",
 ]
 SRC = Path(__file__).resolve().parents[1] / "src"
 

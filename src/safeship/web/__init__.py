@@ -27,6 +27,7 @@ from safeship.web._pagination import Page, PageResult, page_params
 from safeship.web._protect import protect
 from safeship.web._request_id import RequestIdMiddleware
 from safeship.web._telemetry import AccessLogMiddleware, MetricsMiddleware, ObserveMiddleware
+from safeship.web._wsgi import ProtectedWSGI, protect_wsgi
 
 if TYPE_CHECKING:
     from safeship.web._debug import DebugAccess, require_debug_access
@@ -49,6 +50,7 @@ __all__ = [
     "OriginCheckMiddleware",
     "Page",
     "PageResult",
+    "ProtectedWSGI",
     "RedisFailureStore",
     "RequestIdMiddleware",
     "TimeoutMiddleware",
@@ -59,6 +61,7 @@ __all__ = [
     "hash_key",
     "page_params",
     "protect",
+    "protect_wsgi",
     "require_debug_access",
     "safe_filename",
     "verify_key",
