@@ -214,17 +214,23 @@ def _sink(
     url: str,
     route: str | None,
     *,
+    subject_prefix: str = "events.",
     stream: str | None = None,
     stream_setup: str = "off",
     secret_file: Path | None = None,
 ) -> Sink:
     if broker == "nats":
-        from safeship.outbox.sinks.nats import NatsSink
+        from safeship.outbox.sinks.nats import DefaultSubject, NatsSink
 
+        if not subject_prefix.endswith(".") or subject_prefix.strip(".") == "":
+            fail(
+                "--subject-prefix must be tokens ending in '.', e.g. 'events.', "
+                f"got {subject_prefix!r}"
+            )
         return or_fail(
             lambda: NatsSink(
                 url,
-                subject=route,
+                subject=route if route is not None else DefaultSubject(subject_prefix),
                 stream=stream,
                 stream_setup=stream_setup,  # type: ignore[arg-type]  # one of the three
             )
@@ -295,6 +301,13 @@ def relay_command(
         ),
     ] = None,
     route: Annotated[str | None, typer.Option(help="Subject/routing key/stream template.")] = None,
+    subject_prefix: Annotated[
+        str,
+        typer.Option(
+            help="NATS, without --route: subjects are <prefix><type> when the type names its "
+            "aggregate (order.created), else <prefix><aggregate_type>.<type>."
+        ),
+    ] = "events.",
     stream: Annotated[
         str | None,
         typer.Option(
@@ -353,7 +366,15 @@ def relay_command(
         setup = "create" if creating else "check"
     # The relay reports outages and its backlog as log lines: show them.
     configure_logging(level=settings.log_level, fmt=settings.log_format)
-    sink = _sink(kind, url, route, stream=stream, stream_setup=setup, secret_file=secret_file)
+    sink = _sink(
+        kind,
+        url,
+        route,
+        subject_prefix=subject_prefix,
+        stream=stream,
+        stream_setup=setup,
+        secret_file=secret_file,
+    )
     engine = _engine(database_url)
     config = RelayConfig(batch_size=batch_size, backlog_log_interval=backlog_every)
     relay = Relay(engine, sink, config=config)
