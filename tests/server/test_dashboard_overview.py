@@ -242,3 +242,36 @@ def test_a_rolled_back_rollout_offers_no_forward_buttons_and_explains_itself(
     words = quiet.get("/rollouts/checkout/explanation").json()["sentences"]
     assert words[0] == "The rollout is rolled back: the guard no longer acts on it."
     assert words[1].startswith("No verdict yet")
+
+
+def test_a_failing_sample_is_logged_and_the_next_one_still_runs(
+    engine: sa.Engine, quiet: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    import asyncio
+
+    calls: list[int] = []
+    third = threading.Event()
+
+    def read() -> list[Point]:
+        calls.append(1)
+        if len(calls) >= 3:
+            third.set()
+        if len(calls) == 1:
+            raise RuntimeError("database went away")
+        return [Point("outbox", "", "pending", float(len(calls)))]
+
+    moments = iter(range(1_800_000_000, 1_800_010_000, 30))
+    sampler = Sampler(engine, read, clock=lambda: float(next(moments)) + 29.99)
+
+    async def until_two_written() -> None:
+        task = asyncio.create_task(sampler.run())
+        assert await asyncio.to_thread(third.wait, 10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    with caplog.at_level("WARNING", logger="safeship.server"):
+        asyncio.run(asyncio.wait_for(until_two_written(), 10))
+    assert [r.getMessage() for r in caplog.records] == ["server.sample_failed"]
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(samples)).scalar_one() >= 1

@@ -186,8 +186,14 @@ class Sampler:
     async def run(self) -> None:
         """Sample now and then every ``interval`` seconds until cancelled."""
         while True:
+            write = asyncio.ensure_future(asyncio.to_thread(self.sample_once))
             try:
-                await asyncio.to_thread(self.sample_once)
+                await asyncio.shield(write)
+            except asyncio.CancelledError:
+                # Shutting down: let a write in progress end before the engine is disposed.
+                with contextlib.suppress(Exception):
+                    await write
+                raise
             except Exception as exc:  # noqa: BLE001 - a database outage pauses the history
                 logger.warning("server.sample_failed", extra={"error": repr(exc)})
             await asyncio.sleep(self._until_next_bucket())
