@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench soak clean reach-node
+.PHONY: demo test lint bench soak clean reach-node screenshots
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,12 @@ $(NODE_REACH)/node_modules/.package-lock.json: $(NODE_REACH)/package-lock.json
 
 soak: $(STAMP)
 	SAFESHIP_SOAK=1 $(BIN)/python -m pytest -m slow tests/outbox tests/rollouts tests/jobs
+
+# Chromium screenshots of every dashboard page into artifacts/; the README's overview copy.
+screenshots: $(STAMP)
+	scripts/ensure-system-deps
+	$(BIN)/python -m pytest -q tests/server/test_dashboard_browser.py
+	cp artifacts/overview.png docs/images/overview.png
 
 clean:
 	rm -rf $(VENV) dist build .pytest_cache .mypy_cache .ruff_cache
