@@ -64,7 +64,6 @@ def make_app(decorate: Callable[[Any], Any] = lambda f: f) -> FastAPI:
 
 
 async def _safeship(app_store: str, db_url: str, client: redis.asyncio.Redis) -> FastAPI:
-    from safeship.db import create_engine
     from safeship.idempotency import (
         IdempotencyMiddleware,
         RedisStore,
@@ -78,7 +77,9 @@ async def _safeship(app_store: str, db_url: str, client: redis.asyncio.Redis) ->
     if app_store == "redis":
         store: Any = RedisStore(client, prefix=f"bench:{uuid.uuid4().hex}:")
     else:
-        engine = create_engine(db_url)
+        # The store's own engine, as docs/idempotency.md recommends: a pool as large as
+        # the requests in flight, no pre-ping (a stale connection fails one request closed).
+        engine = sa.create_engine(db_url, pool_size=CONCURRENCY, pool_pre_ping=False)
         idempotency.create(engine, checkfirst=True)
         store = SqlStore(engine)
     app.add_middleware(

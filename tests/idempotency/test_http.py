@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from typing import Literal
 
 import httpx
 import pytest
@@ -282,3 +283,37 @@ async def test_a_202_job_created_under_a_key_returns_the_same_job_id(store: Stor
     assert first.status_code == again.status_code == 202
     assert again.json() == first.json() == {"job": jobs[0]} and len(jobs) == 1
     assert again.headers["location"] == f"/jobs/{jobs[0]}"
+
+
+@pytest.mark.parametrize("on_store_error", ["closed", "open"])
+async def test_with_the_store_down_nothing_runs_unless_told_to_fail_open(
+    on_store_error: Literal["closed", "open"],
+) -> None:
+    import redis.asyncio
+
+    from safeship.idempotency import RedisStore, idempotent, principal_from_header
+
+    dead = redis.asyncio.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)
+    app, runs = FastAPI(), []
+
+    @app.post("/pay")
+    @idempotent()
+    async def pay() -> dict[str, bool]:
+        runs.append(1)
+        return {"paid": True}
+
+    app.add_middleware(
+        IdempotencyMiddleware,
+        store=RedisStore(dead),
+        principal=principal_from_header("x-api-key"),
+        on_store_error=on_store_error,
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        answer = await client.post("/pay", headers={"x-api-key": "a", **_key()})
+    await dead.aclose()
+    if on_store_error == "closed":
+        _problem(answer, 503, "store-unavailable")
+        assert answer.headers["retry-after"] == "1" and runs == []
+    else:
+        assert answer.status_code == 200 and runs == [1]

@@ -292,26 +292,33 @@ class _Request:
         content_type = (_header(self.scope, b"content-type") or b"").decode("latin-1")
         return fingerprint(self.scope["method"], target, content_type, body)
 
-    async def _with_key(self, key: str, stored_key: str, body: list[bytes]) -> None:
+    async def _with_key(
+        self, key: str, stored_key: str, body: list[bytes], *, again: bool = True
+    ) -> None:
         fp = self._fingerprint(body)
-        try:
+        try:  # only the store's own calls: an error the handler raises is never "store down"
             claim = await self.store.claim(
                 stored_key, fp, lease=self.options.lease, ttl=self.options.ttl
             )
-            if claim.token is not None:
-                metrics.claimed("http")
-                await self._run(key, stored_key, claim.token, body)
-                return
-            await self._answer_existing(key, stored_key, fp, claim.existing, body)
         except IdempotencyStoreError as exc:
             await self._store_down(exc, body)
+            return
+        if claim.token is not None:
+            metrics.claimed("http")
+            await self._run(key, stored_key, claim.token, body)
+        elif claim.existing is None and again:  # expired between claim and read: once more
+            await self._with_key(key, stored_key, body, again=False)
+        else:
+            await self._answer_existing(key, stored_key, fp, claim.existing, body)
 
-    async def _store_down(self, exc: Exception, body: list[bytes]) -> None:
+    async def _store_down(self, exc: Exception, body: list[bytes], *, may_run: bool = True) -> None:
+        """503, or with ``on_store_error="open"`` the handler without a key -- but never
+        for a key whose first run may have acted (``may_run=False``)."""
         metrics.store_error("http")
         _log.warning(
             "idempotency.store_error", extra={"error": str(exc), "fail_open": self.mw.fail_open}
         )
-        if self.mw.fail_open:
+        if self.mw.fail_open and may_run:
             await self.mw.app(self.scope, _replaying(body, self.receive), self.send)
             return
         await send_problem(
@@ -326,8 +333,8 @@ class _Request:
     async def _answer_existing(
         self, key: str, stored_key: str, fp: str, record: Record | None, body: list[bytes]
     ) -> None:
-        if record is None:  # expired between the claim and the read: claim again
-            await self._with_key(key, stored_key, body)
+        if record is None:  # it expired twice in a row under us: let the client come back
+            await self._in_flight(None)
             return
         metrics.duplicate("http")
         if record.fingerprint != fp:
@@ -373,14 +380,18 @@ class _Request:
                 "a new key.",
             )
             return
-        token = await self.store.take_over(stored_key, lease=self.options.lease)
+        try:
+            token = await self.store.take_over(stored_key, lease=self.options.lease)
+        except IdempotencyStoreError as exc:
+            await self._store_down(exc, body, may_run=False)
+            return
         if token is None:  # another retry is reconciling it right now
             await self._in_flight(self.options.lease)
             return
         try:
             found = await reconcile(key, self.scope)
         except BaseException:
-            await self.store.mark_unknown(stored_key, token)
+            await self._settle_unknown(stored_key, token, "reconcile_raised")
             raise
         _log.info("idempotency.reconciled", extra={"rerun": found is None})
         if found is None:
@@ -393,7 +404,10 @@ class _Request:
             body_kept=len(found.body) <= self.options.max_response_bytes,
             keep=self.options.replay_headers,
         )
-        await self.store.complete(stored_key, token, stored, ttl=self.options.ttl)
+        try:
+            await self.store.complete(stored_key, token, stored, ttl=self.options.ttl)
+        except IdempotencyStoreError as exc:  # the caller still gets the outcome found
+            _log.warning("idempotency.store_error", extra={"error": str(exc), "step": "reconcile"})
         metrics.replayed()
         await send_replay(self.send, stored)
 
