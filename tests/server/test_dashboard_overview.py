@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -275,3 +276,22 @@ def test_a_failing_sample_is_logged_and_the_next_one_still_runs(
     assert [r.getMessage() for r in caplog.records] == ["server.sample_failed"]
     with engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(samples)).scalar_one() >= 1
+
+
+def test_with_the_database_down_the_overview_fails_fast_and_says_why(tmp_path: Path) -> None:
+    from safeship.db import create_engine
+    from safeship.server._overview import overview
+    from safeship.server.app import build_plane
+
+    dead = create_engine(f"sqlite:///{tmp_path / 'missing' / 'nowhere.db'}")  # no such folder
+    cp = build_plane(make_settings(str(dead.url)), dead)
+    started = time.monotonic()
+    body = overview(cp)
+    assert time.monotonic() - started < 5
+    assert body["verdict"] == "fail" and body["database"]["reachable"] is False
+    assert body["sections"]["database"]["findings"][0].startswith("the database does not answer")
+    assert body["sections"]["outbox"] == {
+        "status": "fail",
+        "findings": ["the outbox could not be read: the database does not answer"],
+    }
+    dead.dispose()

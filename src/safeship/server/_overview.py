@@ -40,6 +40,8 @@ ALERT_DECISIONS = ("rolled_back", "aborted", "paused")
 ALERT_ACTIONS = ("flags.kill", "rollouts.emergency", "outbox.purge")
 ALERT_HISTORY = timedelta(hours=24)
 MAX_ALERTS = 20
+#: The most rollouts the overview judges and shows (each reads its observation windows).
+MAX_ROLLOUTS = 50
 
 
 def _read(section: str, read: Callable[[], T]) -> T | None:
@@ -76,8 +78,12 @@ def _arm(figures: object) -> ArmView:
 
 
 def read_rollouts(cp: ControlPlane) -> list[RolloutView]:
+    """Live rollouts first, then the finished ones, at most ``MAX_ROLLOUTS`` in all."""
+    records = cp.rollouts.all()
+    live = [r for r in records if r.status in ("running", "paused")]
+    done = [r for r in records if r.status not in ("running", "paused")]
     out = []
-    for record in cp.rollouts.all():
+    for record in (live + done)[:MAX_ROLLOUTS]:
         monitor, _ = cp.rollouts.monitor(record)
         arms = monitor.summary()
         out.append(
@@ -173,6 +179,9 @@ def _pool_figures(pool: Any) -> tuple[int | None, int | None, int | None]:
 
 def gather(cp: ControlPlane, now: datetime | None = None) -> Readings:
     now = now or datetime.now(UTC)
+    database = read_database(cp)
+    if not database.reachable:  # every other section would wait out its own timeout
+        return Readings(now, database, None, None, None, None, None, None)
     stats = _read("outbox", lambda: admin.stats(cp.engine))
     outbox = None
     if stats is not None:
@@ -185,7 +194,7 @@ def gather(cp: ControlPlane, now: datetime | None = None) -> Readings:
         )
     return Readings(
         now=now,
-        database=read_database(cp),
+        database=database,
         flags=_read("flags", lambda: read_flags(cp)),
         killed_at=_read("flags", cp.flags.killed_at),
         rollouts=_read("rollouts", lambda: read_rollouts(cp)),
