@@ -81,3 +81,16 @@ def test_the_database_page_shows_pools_and_index_use(client: TestClient, url: st
     if url.startswith("postgresql"):
         assert 'id="database-indexes"' in page.text and 'data-index="item_pkey"' in page.text
         assert "has no index" in page.text
+
+
+def test_db_lint_exits_1_on_findings_and_0_when_clean(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.sql"
+    bad.write_text("SET lock_timeout = '2s';\nCREATE INDEX i ON t (a);\n")
+    result = runner.invoke(cli, ["db", "lint", str(bad)])
+    assert result.exit_code == 1 and "bad.sql:2: create-index-not-concurrently" in result.output
+    good = tmp_path / "good.sql"
+    good.write_text("CREATE INDEX CONCURRENTLY i ON t (a);\n")
+    clean = runner.invoke(cli, ["db", "lint", "--runner-sets-lock-timeout", str(good)])
+    assert clean.exit_code == 0 and "0 finding(s)" in clean.output
+    missing = runner.invoke(cli, ["db", "lint", str(tmp_path / "nope.txt")])
+    assert missing.exit_code == 2

@@ -1,4 +1,5 @@
-"""``safeship db doctor``: pools, connection headroom and index health of a database."""
+"""``safeship db doctor`` (pools, connection headroom and index health of a database) and
+``safeship db lint`` (the migration linter)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from safeship.cli._common import DatabaseOption, opened, or_fail, out
+from safeship.cli._common import DatabaseOption, err, opened, or_fail, out
 from safeship.cli.commands import db_app
 
 
@@ -74,3 +75,31 @@ def _print(report: object) -> None:
             out.print(f"  - {line}", soft_wrap=True, highlight=False)
     else:
         out.print("no findings")
+
+
+@db_app.command("lint")
+def db_lint(
+    paths: Annotated[
+        list[str], typer.Argument(help="Alembic versions folders, revision files or .sql files.")
+    ],
+    runner_sets_lock_timeout: Annotated[
+        bool,
+        typer.Option(
+            "--runner-sets-lock-timeout",
+            help="The migrations run through safe_upgrade, which sets lock_timeout.",
+        ),
+    ] = False,
+) -> None:
+    """Lint migrations for long locks and table rewrites; exit 1 on any finding."""
+    from safeship.data import lint_migrations
+
+    try:
+        findings = lint_migrations(paths, runner_sets_lock_timeout=runner_sets_lock_timeout)
+    except (FileNotFoundError, SyntaxError) as exc:
+        err.print(f"error: {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    for finding in findings:
+        out.print(finding.describe(), highlight=False, soft_wrap=True)
+    out.print(f"{len(findings)} finding(s)")
+    if findings:
+        raise typer.Exit(1)

@@ -20,9 +20,18 @@ from safeship.data._errors import (  # noqa: E402
     BatchRowError,
     BatchWriterClosedError,
     HeadroomError,
+    MigrationFailedError,
     NPlusOneError,
 )
 from safeship.data._indexes import IndexHealth, index_health  # noqa: E402
+from safeship.data._lint import lint_alembic, lint_migrations, lint_sql  # noqa: E402
+from safeship.data._lint_sql import RULES as LINT_RULES  # noqa: E402
+from safeship.data._lint_sql import LintFinding  # noqa: E402
+from safeship.data._migrate_runner import (  # noqa: E402
+    UpgradeResult,
+    configure_lock_timeout,
+    safe_upgrade,
+)
 from safeship.data._nplusone import (  # noqa: E402
     AllowEntry,
     Finding,
@@ -47,6 +56,7 @@ from safeship.resilience.presets.db import (  # noqa: E402
 __all__ = [
     "API_ROLE",
     "BATCH_ROLE",
+    "LINT_RULES",
     "AllowEntry",
     "AsyncBatchWriter",
     "BatchConfigError",
@@ -59,18 +69,26 @@ __all__ = [
     "Finding",
     "HeadroomError",
     "IndexHealth",
+    "LintFinding",
+    "MigrationFailedError",
     "NPlusOneDetector",
     "NPlusOneError",
     "NPlusOneMiddleware",
     "PoolCollector",
     "PoolStats",
+    "UpgradeResult",
     "check_headroom",
+    "configure_lock_timeout",
     "detect_n_plus_one",
     "diagnose",
     "index_health",
     "is_transaction_conflict",
+    "lint_alembic",
+    "lint_migrations",
+    "lint_sql",
     "pool_stats",
     "run_transaction",
     "run_transaction_async",
+    "safe_upgrade",
     "watch_pool",
 ]

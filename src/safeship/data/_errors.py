@@ -9,6 +9,7 @@ __all__ = [
     "BatchRowError",
     "BatchWriterClosedError",
     "HeadroomError",
+    "MigrationFailedError",
     "NPlusOneError",
 ]
 
@@ -35,3 +36,11 @@ class NPlusOneError(SafeshipError, AssertionError):
 
 class HeadroomError(SafeshipError, RuntimeError):
     """The fleet's pools may open more connections than the database server allows."""
+
+
+class MigrationFailedError(SafeshipError, RuntimeError):
+    """A migration run failed; ``invalid_indexes`` lists the INVALID indexes it left behind."""
+
+    def __init__(self, message: str, *, invalid_indexes: list[str]) -> None:
+        super().__init__(message)
+        self.invalid_indexes = invalid_indexes
