@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from safeship.server import _charts as charts
@@ -232,3 +232,45 @@ def test_the_verdict_is_explained_in_words() -> None:
     assert calm[0] == "The rollout is rolled back: the guard no longer acts on it."
     assert "0.02×" in calm[1]
     assert times(2.54) == "2.5×" and times(0.5) == "0.5×"
+
+
+# -- the sampler's bucket and retention rules (SQLite in memory) -------------------------
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 2), st.floats(0, 600, allow_nan=False)), min_size=1, max_size=30
+    )
+)
+def test_samplers_store_one_row_per_bucket_within_retention(
+    moments: list[tuple[int, float]],
+) -> None:
+    import sqlalchemy as sa
+
+    from safeship.server._samples import Point, Sampler, bucket_of, samples
+
+    engine = sa.create_engine("sqlite://")
+    samples.metadata.create_all(engine, tables=[samples])
+    clock = [0.0]
+    base = 1_800_000_000.0
+    fleet = [
+        Sampler(
+            engine,
+            lambda: [Point("outbox", "", "pending", 1.0)],
+            interval=10.0,
+            retention=timedelta(seconds=60),
+            clock=lambda: clock[0],
+        )
+        for _ in range(3)
+    ]
+    latest = base
+    for who, offset in sorted(moments, key=lambda m: m[1]):  # time only moves forward
+        clock[0] = latest = base + offset
+        fleet[who].sample_once()
+    with engine.connect() as conn:
+        stored = sorted(conn.execute(sa.select(samples.c.bucket)).scalars())
+    seen = {bucket_of(base + o, 10.0) for _, o in moments}
+    cutoff = bucket_of(latest - 60, 10.0)
+    assert stored == sorted(b for b in seen if b >= cutoff)
+    engine.dispose()
