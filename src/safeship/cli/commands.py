@@ -65,15 +65,34 @@ def _log_database(shown: str) -> None:
     logging.getLogger("safeship.server").info("server.database", extra={"database": shown})
 
 
+SERVE_SHUTDOWN_SECONDS = 10
+"""How long ``safeship serve`` lets in-flight requests finish once its listener closed."""
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Interface to bind (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 8700).")] = None,
     database_url: DatabaseOption = None,
+    drain_delay: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            max=60,
+            help="Seconds readiness answers 503 after SIGTERM before the listener closes "
+            "(default 5 in production, 0 in development).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Run the control plane (API, dashboard, probes, metrics)."""
+    """Run the control plane (API, dashboard, probes, metrics).
+
+    On SIGTERM readiness fails at once, the listener keeps serving for --drain-delay
+    seconds, then closes and in-flight requests get up to 10 s to finish.
+    """
     import uvicorn
 
+    from safeship.lifecycle import Lifecycle
     from safeship.server import create_app
 
     settings = settings_or_exit(host=host, port=port, database_url=database_url)
@@ -92,15 +111,21 @@ def serve(
         engine.dispose()
     application = or_fail(lambda: create_app(settings, migrate=False))
     _announce(settings.host, settings.port, settings, stored_keys)
+    delay = drain_delay if drain_delay is not None else (5.0 if settings.is_production else 0.0)
+    lifecycle = Lifecycle(
+        health=application.state.plane.health,
+        drain_delay=delay,
+        shutdown_timeout=SERVE_SHUTDOWN_SECONDS,
+    )
     uvicorn.run(
-        application,
+        lifecycle.wrap(application),
         host=settings.host,
         port=settings.port,
         log_level="warning",
         # None: keep the logging configured above (uvicorn's default config would give
         # its own loggers plain-text handlers again).
         log_config=None,
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=SERVE_SHUTDOWN_SECONDS,
         # The app reads proxy headers itself, only from SAFESHIP_TRUSTED_PROXIES:
         # uvicorn's own rewrite (on by default for 127.0.0.1) would let anyone on the
         # host choose their client address.

@@ -170,14 +170,11 @@ def promote(name: str, reason: Reason = None, database_url: DatabaseOption = Non
 
 
 @rollouts_app.command("phase")
-def phase(
+def set_phase(
     name: str,
-    migration_phase: Annotated[
+    phase: Annotated[
         MigrationPhase,
-        typer.Argument(
-            metavar="PHASE",
-            help="none, expand (rollback stays safe) or contract (rollback refused).",
-        ),
+        typer.Argument(help="none, expand (rollback stays safe) or contract (rollback refused)."),
     ],
     revision: Annotated[
         str | None, typer.Option(help="The migration's revision id, e.g. 0042_drop_total.")
@@ -194,7 +191,7 @@ def phase(
     guard = _guard(database_url)
     record = _run(
         lambda: guard.set_migration_phase(
-            name, migration_phase, actor=actor(), revision=revision, reason=reason
+            name, phase, actor=actor(), revision=revision, reason=reason
         )
     )
     safe = "safe" if record.rollback_safe else "refused"
