@@ -79,6 +79,8 @@ def decorate(
             if not all(t in _SCALARS for t in types) or len(fast) >= _MAX_SIGNATURES:
                 return full, full
             fast.add(types)
+        if len(args) == 1:  # the same shapes the wrappers build (a 1-tuple's is cheaper)
+            return full, (slot, args[0], types[0])
         return full, (slot, args, types)
 
     if inspect.iscoroutinefunction(fn):
@@ -86,17 +88,22 @@ def decorate(
         @functools.wraps(fn)
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
             if not kwargs:
+                if len(args) == 1:
+                    only = args[0]
+                    local: Any = (slot, only, type(only))
+                else:
+                    local = (slot, args, (*map(type, args),))
                 try:
-                    entry = data.get((slot, args, (*map(type, args),)))
+                    entry = data.get(local)
                 except TypeError:  # an unhashable argument: the canonical key serves it
                     entry = None
                 if entry is not None and clock() < entry.early_from:
                     stats.hits += 1
                     entry.used = True
                     return entry.value
-            full, local = locate(args, kwargs)
+            full, located = locate(args, kwargs)
             return await cache.lookup_async(
-                full, local, lambda: fn(*args, **kwargs), policy,
+                full, located, lambda: fn(*args, **kwargs), policy,
                 lambda: tags_for(*args, **kwargs),
             )  # fmt: skip
 
@@ -106,17 +113,22 @@ def decorate(
         @functools.wraps(fn)
         def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
             if not kwargs:
+                if len(args) == 1:
+                    only = args[0]
+                    local: Any = (slot, only, type(only))
+                else:
+                    local = (slot, args, (*map(type, args),))
                 try:
-                    entry = data.get((slot, args, (*map(type, args),)))
+                    entry = data.get(local)
                 except TypeError:  # an unhashable argument: the canonical key serves it
                     entry = None
                 if entry is not None and clock() < entry.early_from:
                     stats.hits += 1
                     entry.used = True
                     return entry.value
-            full, local = locate(args, kwargs)
+            full, located = locate(args, kwargs)
             return cache.lookup_sync(
-                full, local, lambda: fn(*args, **kwargs), policy,
+                full, located, lambda: fn(*args, **kwargs), policy,
                 lambda: tags_for(*args, **kwargs),
             )  # fmt: skip
 
