@@ -45,7 +45,7 @@ class _Counters:
 
     def __init__(self) -> None:
         self.buffered = self.flushed = self.failed = self.dropped = self.flushes = 0
-        self.reported = 0
+        self.retries = self.reported = 0
 
     def unreported(self) -> int:
         """Rows buffered since the last call: the metric is counted once per flush."""
@@ -54,7 +54,13 @@ class _Counters:
 
     def snapshot(self, pending: int) -> BatchStats:
         return BatchStats(
-            self.buffered, self.flushed, self.failed, self.dropped, self.flushes, pending
+            self.buffered,
+            self.flushed,
+            self.failed,
+            self.dropped,
+            self.flushes,
+            pending,
+            self.retries,
         )
 
 
@@ -250,6 +256,8 @@ class BatchWriter:
                     "data.batch.retry",
                     extra={"writer": self.name, "attempt": attempt, "error": repr(exc)},
                 )
+                with self._lock:
+                    self._counters.retries += 1
                 time.sleep(self.settings.backoff(attempt))
                 continue
             if self._on_written is not None:

@@ -247,6 +247,7 @@ class AsyncBatchWriter:
                     "data.batch.retry",
                     extra={"writer": self.name, "attempt": attempt, "error": repr(exc)},
                 )
+                self._counters.retries += 1
                 await asyncio.sleep(self.settings.backoff(attempt))
                 continue
             _call(self._on_written, rows)

@@ -85,6 +85,7 @@ class BatchStats:
     dropped: int = 0
     flushes: int = 0
     pending: int = 0
+    retries: int = 0
 
 
 def normalise_row(row: Mapping[str, Any] | Sequence[Any], columns: Sequence[str]) -> Row:
