@@ -13,7 +13,7 @@ from safeship.db._engine import create_engine
 from safeship.flags.store import FlagStore
 from safeship.server import create_app
 from tests.reach.conftest import FRONTEND_KEY, plane_settings
-from tests.server.support import READ_KEY
+from tests.server.support import ADMIN_KEY, READ_KEY
 
 SEGMENT = {
     "id": 7,
@@ -278,3 +278,35 @@ def test_ofrep_bulk_evaluation_has_an_etag(http: tuple[TestClient, FlagStore]) -
     )
     assert other.status_code == 200  # another context, another answer
     assert ofrep(client, "", b"nope").json()["errorCode"] == "PARSE_ERROR"
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/api/client/features"), ("POST", "/ofrep/v1/evaluate/flags/search")],
+)
+def test_sdk_routes_share_the_brute_force_limit(
+    http: tuple[TestClient, FlagStore], method: str, path: str
+) -> None:
+    """Bad keys on the SDK routes count like anywhere else: after 5 a minute, 429."""
+    client, _ = http
+    statuses = [
+        client.request(method, path, headers={"Authorization": f"ss_guess_{n}"}).status_code
+        for n in range(7)
+    ]
+    assert statuses[:5] == [401] * 5 and statuses[5:] == [429, 429]
+    refused = client.request(method, path, headers={"Authorization": READ_KEY})
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 0
+
+
+def test_a_frontend_key_created_through_the_api_reaches_the_frontend_api(
+    http: tuple[TestClient, FlagStore],
+) -> None:
+    client, _ = http
+    admin = {"X-API-Key": ADMIN_KEY}
+    created = client.post("/api/v1/keys", headers=admin, json={"name": "web", "scope": "frontend"})
+    assert created.status_code == 201, created.text
+    key = {"Authorization": created.json()["key"]}
+    assert client.get("/api/frontend", headers=key).status_code == 200
+    assert client.get("/api/client/features", headers=key).status_code == 403
+    bearer = {"Authorization": f"Bearer {created.json()['key']}"}
+    assert client.post("/api/v1/flags/dark/enable", headers=bearer, json={}).status_code == 403
