@@ -41,6 +41,7 @@ ALLOWED = {
     "safeship.idempotency": ("sqlalchemy",),  # the SQL store and the in-transaction claim
     "safeship.data": ("sqlalchemy",),  # batch writes and the N+1 detector work on SQLAlchemy
     "safeship.flags.live": ("sqlalchemy",),  # the live client reads safeship's flag tables
+    "safeship.cache": (),  # SQLAlchemy only when an after-commit hook is installed
 }
 
 BLOCKER = """

@@ -27,6 +27,7 @@ SLICES = [
     "safeship.idempotency",
     "safeship.jobs",
     "safeship.integrations",
+    "safeship.cache",
 ]
 FACADES = ["safeship", *SLICES]
 #: Slices whose documented public submodules are listed (``web`` and ``db`` have none).
