@@ -184,3 +184,15 @@ def test_a_deadlock_is_retried_after_a_rollback(postgres_url: str) -> None:
     assert balances == {1: 100, 2: 100}  # both transfers landed once each, nothing half-done
     assert len(attempts) == 3  # one of them was chosen as the deadlock victim and rerun
     engine.dispose()
+
+
+@pytest.mark.postgres
+def test_psycopg_pool_speaks_the_same_vocabulary(postgres_url: str) -> None:
+    psycopg_pool = pytest.importorskip("psycopg_pool")
+    conninfo = postgres_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg_pool.ConnectionPool(conninfo, min_size=2, max_size=3, open=True) as pool:
+        pool.wait(10)
+        with pool.connection():
+            stats = pool_stats(pool)
+    assert (stats.kind, stats.size, stats.max_size, stats.in_use) == ("psycopg_pool", 2, 3, 1)
+    assert stats.waiting == 0 and stats.wait_seconds_total is not None
