@@ -103,8 +103,8 @@ def test_created_key_works_is_audited_and_revocation_ends_it(client: TestClient)
 
     trail = client.get("/api/v1/audit", headers=read_headers()).json()["items"]
     assert [(e["action"], e["actor"], e["reason"]) for e in trail] == [
-        ("key.revoke", "operator", "rotated"),
-        ("key.create", "operator", "for the pipeline"),
+        ("key.revoke", "key:operator", "rotated"),
+        ("key.create", "key:operator", "for the pipeline"),
     ]
 
 

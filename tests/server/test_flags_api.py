@@ -55,7 +55,7 @@ def test_create_enable_rollout_target_and_history(client: TestClient) -> None:
         "flag.enable",
         "flag.create",
     ]
-    assert history[2]["reason"] == "launch" and history[2]["actor"] == "operator"
+    assert history[2]["reason"] == "launch" and history[2]["actor"] == "key:operator"
 
 
 def test_reads_need_read_scope_and_writes_need_admin(client: TestClient) -> None:

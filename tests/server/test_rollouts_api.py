@@ -116,7 +116,7 @@ def test_operator_actions_move_the_state_and_the_flag(client: TestClient) -> Non
     detail = client.get("/api/v1/rollouts/orders", headers=read_headers()).json()
     kinds = [d["kind"] for d in detail["decisions"]]
     assert kinds == ["rolled_back", "advanced", "resumed", "paused", "started"]
-    assert all(d["actor"] == "operator" for d in detail["decisions"][:4])
+    assert all(d["actor"] == "key:operator" for d in detail["decisions"][:4])
 
 
 def test_advance_past_the_last_step_completes(client: TestClient) -> None:
@@ -209,7 +209,7 @@ def test_session_posts_need_the_csrf_header(client: TestClient) -> None:
     forged = client.post("/api/v1/rollouts/orders/pause", headers={"X-CSRF-Token": "forged"})
     assert forged.status_code == 403
     response = client.post("/api/v1/rollouts/orders/pause", headers={"X-CSRF-Token": token})
-    assert response.status_code == 200 and response.json()["actor"] == "operator"
+    assert response.status_code == 200 and response.json()["actor"] == "key:operator"
 
 
 def test_emergency_button_needs_admin_and_the_typed_word(client: TestClient) -> None:

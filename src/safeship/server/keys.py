@@ -37,6 +37,11 @@ class Principal:
     name: str
     scope: Scope
 
+    @property
+    def actor(self) -> str:
+        """The audit actor of this key's changes: ``key:<name>`` (the CLI's is ``cli:<user>``)."""
+        return f"key:{self.name}"
+
     def can(self, scope: Scope) -> bool:
         """Admin implies read; read and admin imply frontend; a frontend key holds only
         the browser-facing flag API, so it is refused everywhere else."""

@@ -42,6 +42,11 @@ class Session:
     def principal(self) -> Principal:
         return Principal(self.name, self.scope)
 
+    @property
+    def actor(self) -> str:
+        """The audit actor of a change made in this session: its key's, ``key:<name>``."""
+        return self.principal.actor
+
 
 @dataclass(frozen=True, slots=True)
 class SessionCookie:

@@ -108,7 +108,7 @@ def add_key(request: Request, body: NewKey, principal: AdminPrincipal) -> Create
     try:
         with cp.engine.begin() as conn:
             key = create_key(
-                conn, name=body.name, scope=body.scope, actor=principal.name, reason=body.reason
+                conn, name=body.name, scope=body.scope, actor=principal.actor, reason=body.reason
             )
     except KeyError as exc:
         raise HTTPException(409, str(exc.args[0])) from None
@@ -135,7 +135,7 @@ def remove_key(
         revoked = revoke_key(
             conn,
             name=name,
-            actor=principal.name,
+            actor=principal.actor,
             reason=body.reason,
             settings_key=cp.keys.settings_key(name),
         )

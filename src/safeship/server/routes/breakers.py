@@ -52,7 +52,7 @@ def set_mode(
     request: Request, service: Service, name: Name, body: ModeBody, who: AdminPrincipal
 ) -> ModeSet:
     version = plane(request).breakers.set_mode(
-        service, name, body.mode, actor=who.name, reason=body.reason
+        service, name, body.mode, actor=who.actor, reason=body.reason
     )
     return ModeSet(service=service, name=name, mode=body.mode, version=version)
 
@@ -87,7 +87,7 @@ def set_mode_form(
         service,
         name,
         mode,
-        actor=session.name,
+        actor=session.actor,
         reason="dashboard",
     )
     return RedirectResponse(f"/breakers?m={name}: {mode}", status_code=303)

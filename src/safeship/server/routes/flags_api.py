@@ -230,7 +230,7 @@ def create_flag(request: Request, body: NewFlag, who: AdminPrincipal) -> FlagOut
         request,
         lambda cp: cp.flags.create(
             body.name,
-            actor=who.name,
+            actor=who.actor,
             definition=body.definition,
             description=body.description,
             owner=body.owner,
@@ -262,13 +262,13 @@ def import_state(
 ) -> dict[str, list[str]]:
     with translated_errors():
         return {
-            "imported": plane(request).flags.import_unleash(state, actor=who.name, reason=reason)
+            "imported": plane(request).flags.import_unleash(state, actor=who.actor, reason=reason)
         }
 
 
 @router.post("/kill", response_model=KillResult, summary="Kill switch: every flag to safe value")
 def kill(request: Request, body: ReasonBody, who: AdminPrincipal) -> KillResult:
-    return KillResult(changed=plane(request).flags.kill(actor=who.name, reason=body.reason))
+    return KillResult(changed=plane(request).flags.kill(actor=who.actor, reason=body.reason))
 
 
 @router.post(
@@ -279,7 +279,7 @@ def kill(request: Request, body: ReasonBody, who: AdminPrincipal) -> KillResult:
 )
 def restore(request: Request, body: ReasonBody, who: AdminPrincipal) -> KillResult:
     try:
-        changed = plane(request).flags.restore(actor=who.name, reason=body.reason)
+        changed = plane(request).flags.restore(actor=who.actor, reason=body.reason)
     except ValueError as exc:
         raise HTTPException(409, str(exc)) from None
     return KillResult(changed=changed)
@@ -363,7 +363,7 @@ def update_flag(
         lambda cp: cp.flags.change(
             name,
             edit,
-            actor=who.name,
+            actor=who.actor,
             action="flag.update",
             reason=body.reason,
             metadata=metadata,
@@ -392,7 +392,7 @@ def delete_flag(
     with translated_errors(if_match=if_match is not None):
         plane(request).flags.delete(
             name,
-            actor=who.name,
+            actor=who.actor,
             reason=(body.reason if body and body.reason else reason),
             expected_version=version,
         )
@@ -426,7 +426,7 @@ def enable(
         if_match,
         body,
         lambda cp, v: cp.flags.set_enabled(
-            name, True, actor=who.name, reason=body.reason, expected_version=v
+            name, True, actor=who.actor, reason=body.reason, expected_version=v
         ),
     )
 
@@ -446,7 +446,7 @@ def disable(
         if_match,
         body,
         lambda cp, v: cp.flags.set_enabled(
-            name, False, actor=who.name, reason=body.reason, expected_version=v
+            name, False, actor=who.actor, reason=body.reason, expected_version=v
         ),
     )
 
@@ -473,7 +473,7 @@ def rollout(
         lambda cp, v: cp.flags.rollout(
             name,
             body.percent,
-            actor=who.name,
+            actor=who.actor,
             stickiness=body.stickiness,
             reason=body.reason,
             expected_version=v,
@@ -503,7 +503,7 @@ def target(
         lambda cp, v: cp.flags.target(
             name,
             body.values,
-            actor=who.name,
+            actor=who.actor,
             field=body.field,
             reason=body.reason,
             expected_version=v,
@@ -532,7 +532,7 @@ def schedule(
         body,
         lambda cp, v: cp.flags.schedule(
             name,
-            actor=who.name,
+            actor=who.actor,
             enable_at=body.enable_at,
             disable_at=body.disable_at,
             reason=body.reason,

@@ -81,7 +81,7 @@ def toggle(
         cp.flags.set_enabled(
             name,
             not record.enabled,
-            actor=session.name,
+            actor=session.actor,
             reason=reason or "dashboard toggle",
             expected_version=version,
         )
@@ -108,7 +108,7 @@ def rollout(
         plane(request).flags.rollout(
             name,
             percent,
-            actor=session.name,
+            actor=session.actor,
             reason=reason or "dashboard rollout",
             expected_version=version,
         )
@@ -133,7 +133,7 @@ def kill(
         return session
     if confirm != "KILL":
         return render(request, "error.html", 400, message="Type KILL to confirm the kill switch.")
-    changed = plane(request).flags.kill(actor=session.name, reason=reason or "dashboard")
+    changed = plane(request).flags.kill(actor=session.actor, reason=reason or "dashboard")
     return _done(f"kill switch engaged: {len(changed)} flag(s) changed")
 
 
@@ -143,7 +143,7 @@ def restore(request: Request, csrf_token: Csrf = "", reason: ReasonField = "") -
     if isinstance(session, Response):
         return session
     try:
-        restored = plane(request).flags.restore(actor=session.name, reason=reason or "dashboard")
+        restored = plane(request).flags.restore(actor=session.actor, reason=reason or "dashboard")
     except ValueError as exc:
         return render(request, "error.html", 409, message=str(exc))
     return _done(f"restored {len(restored)} flag(s)")

@@ -148,7 +148,7 @@ def _purge(request: Request, body: PurgeBody, actor: str) -> int:
 @api.post("/dead/retry", response_model=Count, summary="Move dead letters back (audited)")
 def retry_dead(request: Request, body: RetryBody, who: AdminPrincipal) -> Count:
     try:
-        return Count(count=_retry(request, body, who.name))
+        return Count(count=_retry(request, body, who.actor))
     except ValueError as exc:
         raise invalid("everything", str(exc)) from exc
 
@@ -161,7 +161,7 @@ def retry_dead(request: Request, body: RetryBody, who: AdminPrincipal) -> Count:
 )
 def purge_dead(request: Request, body: PurgeBody, who: AdminPrincipal) -> Count:
     try:
-        return Count(count=_purge(request, body, who.name))
+        return Count(count=_purge(request, body, who.actor))
     except admin.PurgeMismatchError as exc:
         raise HTTPException(409, str(exc)) from exc
 
@@ -214,7 +214,7 @@ def retry_form(
         )
     except ValueError as exc:
         raise invalid("event_id", str(exc)) from exc
-    count = _retry(request, body, session.name)
+    count = _retry(request, body, session.actor)
     return RedirectResponse(f"/outbox?m=retried {count}", status_code=303)
 
 
@@ -228,7 +228,7 @@ def purge_form(
     if isinstance(session, Response):
         return session
     try:
-        count = _purge(request, PurgeBody(expected=expected, reason="dashboard"), session.name)
+        count = _purge(request, PurgeBody(expected=expected, reason="dashboard"), session.actor)
     except admin.PurgeMismatchError as exc:
         return RedirectResponse(f"/outbox?m={exc}", status_code=303)
     return RedirectResponse(f"/outbox?m=purged {count}", status_code=303)

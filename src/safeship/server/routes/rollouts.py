@@ -324,7 +324,7 @@ def create_rollout(request: Request, body: NewRollout, who: AdminPrincipal) -> R
     cp = plane(request)
     try:
         record = cp.rollouts.create(
-            body.name, actor=who.name, plan=body.plan.to_plan(), mode=body.mode,
+            body.name, actor=who.actor, plan=body.plan.to_plan(), mode=body.mode,
             reason=body.reason, migration_phase=body.migration_phase,
             migration_revision=body.migration_revision,
         )  # fmt: skip
@@ -370,7 +370,7 @@ def set_migration_phase(
     cp = plane(request)
     try:
         record = cp.rollouts.set_migration_phase(
-            name, body.phase, actor=who.name, revision=body.revision, reason=body.reason,
+            name, body.phase, actor=who.actor, revision=body.revision, reason=body.reason,
             expected_version=body.version,
         )  # fmt: skip
     except RolloutNotFoundError as exc:
@@ -404,7 +404,7 @@ def operate(
     body: ActionBody | None = None,
 ) -> DecisionOut:
     reason, version = (body.reason, body.version) if body else (None, None)
-    return _decision(apply_action(plane(request), name, action, who.name, reason, version))
+    return _decision(apply_action(plane(request), name, action, who.actor, reason, version))
 
 
 def run_emergency(cp: ControlPlane, actor: str, reason: str | None) -> EmergencyReport:
@@ -427,7 +427,7 @@ def run_emergency(cp: ControlPlane, actor: str, reason: str | None) -> Emergency
 def emergency(
     request: Request, response: Response, body: EmergencyBody, who: AdminPrincipal
 ) -> EmergencyOut:
-    report = run_emergency(plane(request), who.name, body.reason)
+    report = run_emergency(plane(request), who.actor, body.reason)
     if not report.complete:
         response.status_code = 207
     return EmergencyOut.model_validate(report.to_dict())
@@ -502,7 +502,7 @@ def emergency_form(
         return render(
             request, "error.html", 422, message=f"Type {CONFIRM_WORD} to confirm the rollback."
         )
-    done = run_emergency(plane(request), session.name, "dashboard")
+    done = run_emergency(plane(request), session.actor, "dashboard")
     message = (
         f"Emergency rollback: {len(done.rolled_back)} rollout(s), {len(done.flags_changed)} flag(s)"
     )
@@ -529,7 +529,7 @@ def action_form(
     # holding apply to whatever state the rollout is in now.
     pinned = version if action in (Action.ADVANCE, Action.PROMOTE) else None
     try:
-        apply_action(plane(request), name, Action(action), session.name, "dashboard", pinned)
+        apply_action(plane(request), name, Action(action), session.actor, "dashboard", pinned)
     except HTTPException as exc:
         return render(request, "error.html", exc.status_code, message=str(exc.detail))
     return RedirectResponse(f"/rollouts/{quote(name, safe='')}", status_code=303)
