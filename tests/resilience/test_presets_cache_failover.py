@@ -27,7 +27,8 @@ def test_the_cache_reads_and_writes_through_a_healthy_redis(redis_url: str, name
     client = redis.Redis.from_url(redis_url)
     key = f"safeship:test:{uuid.uuid4().hex}"
     try:
-        cache = ResilientCache(client, breaker=cache_breaker(name))
+        with pytest.warns(DeprecationWarning, match=r"safeship\.cache\.Cache"):
+            cache = ResilientCache(client, breaker=cache_breaker(name))
         assert cache.get(key) is None
         assert cache.set(key, "v", ex=30)
         assert cache.get(key) == b"v"
@@ -40,7 +41,8 @@ def test_the_cache_reads_and_writes_through_a_healthy_redis(redis_url: str, name
 
 
 def test_a_dead_redis_reads_as_misses_and_stops_being_dialled(dead_redis: Any, name: str) -> None:
-    cache = ResilientCache(dead_redis, breaker=cache_breaker(name, open_duration=60))
+    with pytest.warns(DeprecationWarning, match="deprecated"):
+        cache = ResilientCache(dead_redis, breaker=cache_breaker(name, open_duration=60))
     computed = [cache.get_or_compute("product:42", lambda: "from the database") for _ in range(3)]
     assert computed == ["from the database"] * 3
     assert cache.breaker.state is State.OPEN
@@ -61,14 +63,16 @@ async def test_the_async_cache_degrades_and_recovers(redis_url: str, name: str) 
 
     dead = aioredis.Redis(host="127.0.0.1", port=1, retry=RedisRetry(NoBackoff(), 0))
     breaker = Breaker(name, open_duration=0.05, half_open_calls=1, registry=default_registry)
-    cache = AsyncResilientCache(dead, breaker=breaker)
+    with pytest.warns(DeprecationWarning, match="AsyncResilientCache is deprecated"):
+        cache = AsyncResilientCache(dead, breaker=breaker)
     for _ in range(5):
         assert await cache.get("k") is None
     assert breaker.state is State.OPEN
     await dead.aclose()
     live = aioredis.Redis.from_url(redis_url)
     try:
-        cache = AsyncResilientCache(live, breaker=breaker)
+        with pytest.warns(DeprecationWarning, match="docs/cache.md"):
+            cache = AsyncResilientCache(live, breaker=breaker)
         await asyncio.sleep(0.06)
         key = f"safeship:test:{uuid.uuid4().hex}"
         assert await cache.set(key, "v", ex=10)

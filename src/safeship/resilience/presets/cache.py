@@ -1,5 +1,11 @@
 """A Redis cache that degrades to a miss instead of failing the request.
 
+.. deprecated::
+    Use :class:`safeship.cache.Cache` (``Cache("ns", redis_url=url, memory=False)``): the
+    same breaker-guarded degradation, plus collision-free keys, single-flight and a
+    cross-process lease, tags, invalidation after commit and metrics. These classes keep
+    working (their keys and values stay raw, as before) and warn when built.
+
 A cache is an optimisation: when Redis is down or slow the service should answer from
 the source of truth, not return errors. :class:`ResilientCache` (sync ``redis.Redis``)
 and :class:`AsyncResilientCache` (``redis.asyncio.Redis``) wrap the client's ``get``,
@@ -16,6 +22,7 @@ short socket timeouts (``socket_timeout=0.1``, ``socket_connect_timeout=0.1``).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -92,6 +99,13 @@ class _Cache:
     """The attributes both caches expose."""
 
     def __init__(self, client: Any, *, breaker: Breaker | None = None) -> None:
+        warnings.warn(
+            f"{type(self).__name__} is deprecated: use safeship.cache.Cache(namespace, "
+            "redis_url=..., memory=False), which adds single-flight, a cross-process lease, "
+            "canonical keys, tags and metrics (see docs/cache.md)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         self._core = _Degrading(client, breaker)
         self.client = client
         self.breaker = self._core.breaker
