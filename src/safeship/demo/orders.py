@@ -15,6 +15,7 @@ from fastapi import FastAPI, HTTPException, Query
 from pydantic import BaseModel, Field
 from starlette.types import ASGIApp
 
+from safeship.data import NPlusOneDetector, NPlusOneMiddleware
 from safeship.demo.inventory import OUTAGE_FLAG, FlakyInventory, inventory_policy
 from safeship.flags.live import FlagClient, flags_check
 from safeship.flags.store import FlagExistsError, FlagStore
@@ -139,6 +140,9 @@ def create_orders_app(
         with engine.connect() as conn:
             return [Order(**row) for row in conn.execute(query).mappings()]
 
+    # Each request is a unit of work of the N+1 detector: for a sample of requests the
+    # legacy listing's loop is logged (data.n_plus_one) with its call site and the fix.
+    app.add_middleware(NPlusOneMiddleware, detector=NPlusOneDetector(sample_rate=0.05))
     # One call adds request ids, access logs, HTTP metrics, probes and request limits.
     return protect(
         app,
