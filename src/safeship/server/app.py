@@ -38,6 +38,7 @@ from safeship.server.routes import (
     rollouts,
     unleash_api,
 )
+from safeship.server.sdk_clients import SdkClientStore
 from safeship.server.session import SessionSigner, SessionStore
 from safeship.server.state import ControlPlane, NavItem
 from safeship.server.unhandled import UnhandledErrorMiddleware
@@ -222,7 +223,7 @@ def create_app(
     app.state.plane = cp
     app.state.scrape = stored_metrics(engine)
     app.state.flag_feed = feed
-    app.state.sdk_clients = unleash_api.SdkClients()
+    app.state.sdk_clients = SdkClientStore(engine)
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(api.router)

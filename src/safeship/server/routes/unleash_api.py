@@ -19,9 +19,6 @@ request. Keys are checked as everywhere else, brute-force limit included.
 from __future__ import annotations
 
 import logging
-import threading
-from collections import OrderedDict
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, Security
@@ -34,6 +31,7 @@ from safeship.server.deps import authenticate_key, client_ip
 from safeship.server.flag_feed import FeatureQuery, FlagFeed, ServedSnapshot
 from safeship.server.inputs import JsonObject, Text
 from safeship.server.keys import Principal, Scope
+from safeship.server.sdk_clients import Registration, SdkClientStore
 from safeship.web._keys import presented_key
 
 logger = logging.getLogger("safeship.server")
@@ -43,8 +41,6 @@ _token = APIKeyHeader(
     auto_error=False,
     description="A safeship key as Unleash SDKs send it (also X-API-Key or Bearer).",
 )
-#: Clients remembered by ``POST /api/client/register`` (oldest forgotten first).
-MAX_REGISTERED_CLIENTS = 1000
 MAX_TOGGLES_PER_REPORT = 10_000
 SDK_EVALUATIONS = Counter(
     "safeship_sdk_flag_evaluations",
@@ -189,7 +185,7 @@ class ClientMetrics(BaseModel):
 
 class SdkClient(BaseModel):
     app_name: str
-    instance_id: str | None
+    instance_id: str
     sdk_version: str | None
     environment: str | None
     strategies: list[str]
@@ -200,68 +196,21 @@ class SdkClient(BaseModel):
     evaluations: int
 
 
-class SdkClients:
-    """The SDK instances that announced themselves or reported, newest last (bounded)."""
-
-    def __init__(self, limit: int = MAX_REGISTERED_CLIENTS) -> None:
-        self._limit = limit
-        self._clients: OrderedDict[tuple[str, str | None], SdkClient] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def register(self, body: ClientRegistration) -> None:
-        now = datetime.now(UTC).isoformat()
-        key = (body.appName, body.instanceId)
-        with self._lock:
-            known = self._clients.pop(key, None)
-            self._clients[key] = SdkClient(
-                app_name=body.appName,
-                instance_id=body.instanceId,
-                sdk_version=body.sdkVersion,
-                environment=body.environment,
-                strategies=list(body.strategies),
-                started=body.started,
-                interval_ms=body.interval,
-                registered_at=known.registered_at if known else now,
-                last_seen_at=now,
-                evaluations=known.evaluations if known else 0,
-            )
-            self._trim()
-
-    def reported(self, app_name: str, instance_id: str | None, evaluations: int) -> None:
-        now = datetime.now(UTC).isoformat()
-        key = (app_name, instance_id)
-        with self._lock:
-            known = self._clients.pop(key, None)
-            if known is None:
-                known = SdkClient(
-                    app_name=app_name,
-                    instance_id=instance_id,
-                    sdk_version=None,
-                    environment=None,
-                    strategies=[],
-                    started=None,
-                    interval_ms=None,
-                    registered_at=now,
-                    last_seen_at=now,
-                    evaluations=0,
-                )
-            self._clients[key] = known.model_copy(
-                update={"last_seen_at": now, "evaluations": known.evaluations + evaluations}
-            )
-            self._trim()
-
-    def _trim(self) -> None:
-        while len(self._clients) > self._limit:
-            self._clients.popitem(last=False)
-
-    def all(self) -> list[SdkClient]:
-        with self._lock:
-            return list(reversed(self._clients.values()))
-
-
-def sdk_clients(request: Request) -> SdkClients:
-    clients: SdkClients = request.app.state.sdk_clients
+def sdk_clients(request: Request) -> SdkClientStore:
+    clients: SdkClientStore = request.app.state.sdk_clients
     return clients
+
+
+def _registration(body: ClientRegistration) -> Registration:
+    return Registration(
+        app_name=body.appName,
+        instance_id=body.instanceId or "",
+        sdk_version=body.sdkVersion,
+        environment=body.environment,
+        strategies=tuple(body.strategies),
+        started=body.started,
+        interval_ms=body.interval,
+    )
 
 
 @router.post(
@@ -271,7 +220,7 @@ def sdk_clients(request: Request) -> SdkClients:
     summary="An Unleash SDK announces itself (app, instance, SDK version, strategies)",
 )
 async def client_register(request: Request, body: ClientRegistration, _: SdkReader) -> Response:
-    sdk_clients(request).register(body)
+    await run_in_threadpool(sdk_clients(request).register, _registration(body))
     logger.info(
         "unleash.client_registered",
         extra={
@@ -299,7 +248,9 @@ async def _record_metrics(request: Request, body: ClientMetrics) -> None:
             SDK_EVALUATIONS.labels(name, "off").inc(counts.no)
         if counts.yes or counts.no:
             used.append(name)
-    sdk_clients(request).reported(body.appName, body.instanceId, total)
+    await run_in_threadpool(
+        sdk_clients(request).reported, body.appName, body.instanceId or "", total
+    )
     if used:
         store = flag_feed(request).store
         await run_in_threadpool(store.mark_evaluated, used)
@@ -319,10 +270,21 @@ async def client_metrics(request: Request, body: ClientMetrics, _: SdkReader) ->
 @router.get(
     "/api/v1/sdk/clients",
     response_model=list[SdkClient],
-    summary="The SDK instances that registered or reported (newest first, this process)",
+    summary="The SDK instances that registered or reported, seen most recently first",
 )
 async def list_sdk_clients(request: Request, _: SdkReader) -> list[SdkClient]:
-    return sdk_clients(request).all()
+    rows = await run_in_threadpool(sdk_clients(request).newest)
+    return [
+        SdkClient(
+            **{
+                **row,
+                "strategies": [str(s) for s in row["strategies"] or []],
+                "registered_at": row["registered_at"].isoformat(),
+                "last_seen_at": row["last_seen_at"].isoformat(),
+            }
+        )
+        for row in rows
+    ]
 
 
 # -- frontend API -----------------------------------------------------------------------
@@ -454,5 +416,5 @@ async def frontend_metrics(request: Request, body: ClientMetrics, _: FrontendRea
 async def frontend_register(
     request: Request, body: ClientRegistration, _: FrontendReader
 ) -> Response:
-    sdk_clients(request).register(body)
+    await run_in_threadpool(sdk_clients(request).register, _registration(body))
     return Response(status_code=202)
