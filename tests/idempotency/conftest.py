@@ -13,7 +13,7 @@ from safeship.db import create_engine
 from safeship.idempotency import RedisStore, SqlStore, Store
 from safeship.idempotency._schema import idempotency
 
-STORES = ["redis", "postgres", "sqlite"]
+STORES = ["redis", "postgres", "sqlite", "postgres-asyncpg"]
 
 
 def sql_engine(url: str) -> sa.Engine:
@@ -38,6 +38,15 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         client = redis.asyncio.Redis.from_url(url)
         yield RedisStore(client, prefix=f"test:idem:{uuid.uuid4().hex}:")
         await client.aclose()
+        return
+    if kind == "postgres-asyncpg":
+        from safeship.db._engine import create_async_engine
+
+        url = request.getfixturevalue("postgres_url")
+        sql_engine(url).dispose()
+        async_engine = create_async_engine(url)
+        yield SqlStore(async_engine)
+        await async_engine.dispose()
         return
     url = (
         request.getfixturevalue("postgres_url")

@@ -94,3 +94,15 @@ async def test_concurrent_claims_of_one_key_have_one_winner(store: Store) -> Non
 async def test_bad_durations_are_refused(store: Store) -> None:
     with pytest.raises(ValueError, match="lease"):
         await store.claim("k", "fp", lease=0, ttl=60)
+
+
+async def test_prune_deletes_expired_sql_keys_only(store: Store) -> None:
+    from safeship.idempotency import SqlStore
+
+    if not isinstance(store, SqlStore):
+        pytest.skip("Redis expires keys itself")
+    await store.claim("old", "fp", lease=0.1, ttl=0.1)
+    await store.claim("live", "fp", lease=5, ttl=60)
+    await asyncio.sleep(0.3)
+    assert await store.prune() == 1
+    assert await store.get("live") is not None

@@ -111,11 +111,11 @@ class KeyHandle:
 
     def record(self, conn: Any, response: ResponseLike) -> None:
         """Store ``response`` for this key in ``conn``'s (sync) transaction."""
-        self._done(conn.execute(self._statement(conn, response)).rowcount)
+        self._done(conn.execute(*self._statement(conn, response)).rowcount)
 
     async def arecord(self, conn: Any, response: ResponseLike) -> None:
         """:meth:`record` for an ``AsyncConnection`` / ``AsyncSession``."""
-        self._done((await conn.execute(self._statement(conn, response))).rowcount)
+        self._done((await conn.execute(*self._statement(conn, response))).rowcount)
 
 
 def key_of(request_or_scope: Any) -> KeyHandle | None:

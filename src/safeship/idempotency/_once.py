@@ -65,7 +65,7 @@ def _dialect(target: Any) -> str:
     return str(bind.dialect.name)
 
 
-def _sql_claim(target: Any, key: str, scope: str, ttl_ms: int) -> Any:
+def _sql_claim(target: Any, key: str, scope: str, ttl_ms: int) -> tuple[Any, dict[str, Any]]:
     name = scoped_key(f"once:{scope}", key)
     return claim_statement(_dialect(target), name, "-", "once", None, ttl_ms)
 
@@ -123,7 +123,7 @@ def once(
         if kind == "redis":
             first = bool(target.set(f"{_REDIS_PREFIX}{scope}:{key}", b"1", nx=True, px=ttl_ms))
         else:
-            first = target.execute(_sql_claim(target, key, scope, ttl_ms)).first() is not None
+            first = target.execute(*_sql_claim(target, key, scope, ttl_ms)).first() is not None
     except _store_errors() as exc:
         return _store_down(exc, scope, on_store_error)
     return _outcome(first, scope)
@@ -148,7 +148,7 @@ async def aonce(
             name = f"{_REDIS_PREFIX}{scope}:{key}"
             first = bool(await target.set(name, b"1", nx=True, px=ttl_ms))
         else:
-            result = await target.execute(_sql_claim(target, key, scope, ttl_ms))
+            result = await target.execute(*_sql_claim(target, key, scope, ttl_ms))
             first = result.first() is not None
     except _store_errors() as exc:
         return _store_down(exc, scope, on_store_error)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 
@@ -19,6 +19,9 @@ from safeship.idempotency import _schema as schema
 from safeship.idempotency._errors import IdempotencyStoreError
 from safeship.idempotency._model import Claim, Record, State, StoredResponse
 from safeship.idempotency._store import new_token, to_ms
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 __all__ = ["SqlStore", "complete_statement", "now_ms"]
 
@@ -51,19 +54,24 @@ def _insert(dialect: str) -> Any:
     return sqlite.insert
 
 
-def claim_statement(
-    dialect: str, key: str, fingerprint: str, token: str, lease_ms: int | None, ttl_ms: int
-) -> Any:
-    """Insert the key in flight (or, with ``lease_ms=None``, done at once), taking it over
-    only when the stored one has expired; RETURNING yields a row when the caller owns it."""
+B = sa.bindparam
+_IN_FLIGHT, _DONE, _UNKNOWN = State.IN_FLIGHT.value, State.DONE.value, State.UNKNOWN.value
+Statement = tuple[Any, dict[str, Any]]
+
+
+@functools.cache
+def _statements(dialect: str) -> dict[str, Any]:
+    """Every statement of the store, built once per dialect with bound parameters (so a
+    request pays for executing them, never for building them)."""
     now = now_ms(dialect)
+    big = sa.BigInteger()
     values: dict[str, Any] = {
-        "key": key,
-        "fingerprint": fingerprint,
-        "state": State.IN_FLIGHT.value if lease_ms is not None else State.DONE.value,
-        "token": token,
-        "lease_until": None if lease_ms is None else now + lease_ms,
-        "expires_at": now + ttl_ms,
+        "key": B("p_key"),
+        "fingerprint": B("p_fingerprint"),
+        "state": B("p_state"),
+        "token": B("p_token"),
+        "lease_until": now + B("p_lease_ms", type_=big),
+        "expires_at": now + B("p_ttl_ms", type_=big),
         "created_at": now,
         "status": None,
         "headers": None,
@@ -72,29 +80,65 @@ def claim_statement(
     }
     insert = _insert(dialect)(t).values(values)
     update = {name: insert.excluded[name] for name in values if name != "key"}
-    return insert.on_conflict_do_update(
-        index_elements=[t.c.key], set_=update, where=t.c.expires_at <= now
-    ).returning(t.c.token)
+    ours = (t.c.key == B("p_key"), t.c.token == B("p_token"), t.c.state == _IN_FLIGHT)
+    free = sa.or_(t.c.state == _UNKNOWN, sa.and_(t.c.state == _IN_FLIGHT, t.c.lease_until <= now))
+    return {
+        "claim": insert.on_conflict_do_update(
+            index_elements=[t.c.key], set_=update, where=t.c.expires_at <= now
+        ).returning(t.c.token),
+        "complete": sa.update(t)
+        .where(*ours)
+        .values(
+            state=_DONE,
+            token=None,
+            lease_until=None,
+            expires_at=now + B("p_ttl_ms", type_=big),
+            status=B("p_status"),
+            headers=B("p_headers", type_=t.c.headers.type),
+            body=B("p_body", type_=t.c.body.type),
+            body_kept=B("p_body_kept"),
+        ),
+        "renew": sa.update(t).where(*ours).values(lease_until=now + B("p_lease_ms", type_=big)),
+        "unknown": sa.update(t).where(*ours).values(state=_UNKNOWN, token=None, lease_until=None),
+        "release": sa.delete(t).where(t.c.key == B("p_key"), t.c.token == B("p_token")),
+        "take_over": sa.update(t)
+        .where(t.c.key == B("p_key"), t.c.expires_at > now, free)
+        .values(state=_IN_FLIGHT, token=B("p_token"), lease_until=now + B("p_lease_ms", type_=big)),
+        "get": sa.select(t, now.label("now")).where(t.c.key == B("p_key")),
+        "prune": sa.delete(t).where(t.c.expires_at <= now),
+    }
+
+
+def claim_statement(
+    dialect: str, key: str, fingerprint: str, token: str, lease_ms: int | None, ttl_ms: int
+) -> Statement:
+    """Insert the key in flight (or, with ``lease_ms=None``, done at once), taking it over
+    only when the stored one has expired; RETURNING yields a row when the caller owns it."""
+    params = {
+        "p_key": key,
+        "p_fingerprint": fingerprint,
+        "p_state": _IN_FLIGHT if lease_ms is not None else _DONE,
+        "p_token": token,
+        "p_lease_ms": lease_ms,  # NULL: now() + NULL is NULL, no lease
+        "p_ttl_ms": ttl_ms,
+    }
+    return _statements(dialect)["claim"], params
 
 
 def complete_statement(
     dialect: str, key: str, token: str, response: StoredResponse, ttl_ms: int
-) -> Any:
+) -> Statement:
     """Store ``response`` for the claim ``token`` holds (0 rows when it no longer does)."""
-    return (
-        sa.update(t)
-        .where(t.c.key == key, t.c.token == token, t.c.state == State.IN_FLIGHT.value)
-        .values(
-            state=State.DONE.value,
-            token=None,
-            lease_until=None,
-            expires_at=now_ms(dialect) + ttl_ms,
-            status=response.status,
-            headers=[[k.decode("latin-1"), v.decode("latin-1")] for k, v in response.headers],
-            body=response.body,
-            body_kept=response.body_kept,
-        )
-    )
+    params = {
+        "p_key": key,
+        "p_token": token,
+        "p_ttl_ms": ttl_ms,
+        "p_status": response.status,
+        "p_headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in response.headers],
+        "p_body": response.body,
+        "p_body_kept": response.body_kept,
+    }
+    return _statements(dialect)["complete"], params
 
 
 def _record(row: Any, now: int) -> Record:
@@ -118,27 +162,36 @@ def _record(row: Any, now: int) -> Record:
 
 def read_record(conn: sa.Connection, key: str) -> Record | None:
     """What ``key`` holds now on ``conn``, or None when it is free or expired."""
-    now = now_ms(conn.dialect.name)
-    row = conn.execute(sa.select(t, now.label("now")).where(t.c.key == key)).first()
+    row = conn.execute(_statements(conn.dialect.name)["get"], {"p_key": key}).first()
     if row is None or row.expires_at <= row.now:
         return None
     return _record(row, row.now)
 
 
 class SqlStore:
-    """Keys in safeship's ``safeship_idempotency`` table, through a sync SQLAlchemy engine.
+    """Keys in safeship's ``safeship_idempotency`` table, through a SQLAlchemy engine
+    (sync, or an ``AsyncEngine`` such as asyncpg's, which needs no worker thread).
 
-    Each call is one statement in autocommit mode (atomic alone), run in a worker thread
-    so the event loop never waits on the database.  The engine's pool bounds how many run at once.
+    Each call is one statement in autocommit mode (atomic alone); with a sync engine it
+    runs in a worker thread so the event loop never waits on the database.  The engine's
+    pool bounds how many run at once.
     """
 
-    def __init__(self, engine: sa.Engine) -> None:
+    def __init__(self, engine: sa.Engine | AsyncEngine) -> None:
         now_ms(engine.dialect.name)  # refuses an unsupported database at construction
         self.engine = engine
         self.dialect = engine.dialect.name
-        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._async = type(engine).__module__.startswith("sqlalchemy.ext.asyncio")
+        self._autocommit: Any = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     async def _run(self, work: Callable[[sa.Connection], T]) -> T:
+        if self._async:  # an AsyncEngine (asyncpg): the same statements, no thread
+            try:
+                async with self._autocommit.connect() as conn:
+                    result: T = await conn.run_sync(work)
+                    return result
+            except (sa.exc.OperationalError, sa.exc.InterfaceError, OSError) as exc:
+                raise IdempotencyStoreError(f"the SQL key store did not answer: {exc}") from exc
         import anyio.to_thread
 
         return await anyio.to_thread.run_sync(functools.partial(self._in_transaction, work))
@@ -152,66 +205,50 @@ class SqlStore:
         except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
             raise IdempotencyStoreError(f"the SQL key store did not answer: {exc}") from exc
 
-    def _changed(self, statement: Any) -> Callable[[sa.Connection], bool]:
-        return lambda conn: conn.execute(statement).rowcount == 1
+    def _changed(self, name: str, **params: Any) -> Callable[[sa.Connection], bool]:
+        statement = _statements(self.dialect)[name]
+        return lambda conn: conn.execute(statement, params).rowcount == 1
 
     async def claim(self, key: str, fingerprint: str, *, lease: float, ttl: float) -> Claim:
         token = new_token()
-        statement = claim_statement(
+        statement, params = claim_statement(
             self.dialect, key, fingerprint, token, to_ms(lease, "lease"), to_ms(ttl, "ttl")
         )
 
         def work(conn: sa.Connection) -> Claim:
-            if conn.execute(statement).first() is not None:
+            if conn.execute(statement, params).first() is not None:
                 return Claim(token)
             return Claim(None, read_record(conn, key))
 
         return await self._run(work)
 
     async def renew(self, key: str, token: str, *, lease: float) -> bool:
-        statement = (
-            sa.update(t)
-            .where(t.c.key == key, t.c.token == token, t.c.state == State.IN_FLIGHT.value)
-            .values(lease_until=now_ms(self.dialect) + to_ms(lease, "lease"))
+        lease_ms = to_ms(lease, "lease")
+        return await self._run(
+            self._changed("renew", p_key=key, p_token=token, p_lease_ms=lease_ms)
         )
-        return await self._run(self._changed(statement))
 
     async def complete(self, key: str, token: str, response: StoredResponse, *, ttl: float) -> bool:
-        statement = complete_statement(self.dialect, key, token, response, to_ms(ttl, "ttl"))
-        return await self._run(self._changed(statement))
+        statement, params = complete_statement(
+            self.dialect, key, token, response, to_ms(ttl, "ttl")
+        )
+        return await self._run(lambda conn: conn.execute(statement, params).rowcount == 1)
 
     async def mark_unknown(self, key: str, token: str) -> bool:
-        statement = (
-            sa.update(t)
-            .where(t.c.key == key, t.c.token == token, t.c.state == State.IN_FLIGHT.value)
-            .values(state=State.UNKNOWN.value, token=None, lease_until=None)
-        )
-        return await self._run(self._changed(statement))
+        return await self._run(self._changed("unknown", p_key=key, p_token=token))
 
     async def release(self, key: str, token: str) -> bool:
-        statement = sa.delete(t).where(t.c.key == key, t.c.token == token)
-        return await self._run(self._changed(statement))
+        return await self._run(self._changed("release", p_key=key, p_token=token))
 
     async def take_over(self, key: str, *, lease: float) -> str | None:
-        token = new_token()
-        now = now_ms(self.dialect)
-        free = sa.or_(
-            t.c.state == State.UNKNOWN.value,
-            sa.and_(t.c.state == State.IN_FLIGHT.value, t.c.lease_until <= now),
-        )
-        statement = (
-            sa.update(t)
-            .where(t.c.key == key, t.c.expires_at > now, free)
-            .values(
-                state=State.IN_FLIGHT.value, token=token, lease_until=now + to_ms(lease, "lease")
-            )
-        )
-        return token if await self._run(self._changed(statement)) else None
+        token, lease_ms = new_token(), to_ms(lease, "lease")
+        taken = self._changed("take_over", p_key=key, p_token=token, p_lease_ms=lease_ms)
+        return token if await self._run(taken) else None
 
     async def get(self, key: str) -> Record | None:
         return await self._run(lambda conn: read_record(conn, key))
 
-    def prune(self) -> int:
+    async def prune(self) -> int:
         """Delete expired keys (run it now and then; expired keys are already ignored)."""
-        statement = sa.delete(t).where(t.c.expires_at <= now_ms(self.dialect))
-        return self._in_transaction(lambda conn: int(conn.execute(statement).rowcount))
+        statement = _statements(self.dialect)["prune"]
+        return await self._run(lambda conn: int(conn.execute(statement).rowcount))
