@@ -33,8 +33,10 @@ _CLAIM = (
     "AND run_at <= :now ORDER BY priority DESC, run_at, seq LIMIT {limit})" + _RETURNING
 )
 _ROOM = (
-    "max(0, min(:n, coalesce((SELECT concurrency FROM safeship_jobs_queues WHERE queue = :q0), :n)"
-    " - (SELECT count(*) FROM safeship_jobs WHERE queue = :q0 AND state = 'running')))"
+    "(SELECT CASE WHEN q.concurrency IS NULL THEN :n ELSE max(0, min(:n, q.concurrency - "
+    "(SELECT count(*) FROM safeship_jobs WHERE queue = :q0 AND state = 'running'))) END "
+    "FROM (SELECT (SELECT concurrency FROM safeship_jobs_queues WHERE queue = :q0) "
+    "AS concurrency) q)"
 )
 _HISTORY = sa.text(
     "INSERT INTO safeship_jobs_history (id, task, queue, args, priority, attempts, max_attempts, "
