@@ -79,13 +79,9 @@ async def _safeship(app_store: str, db_url: str, client: redis.asyncio.Redis) ->
     else:
         # The store's own engine, as docs/idempotency.md recommends: a pool as large as
         # the requests in flight, no pre-ping (a stale connection fails one request closed).
-        from sqlalchemy.ext.asyncio import create_async_engine
-
-        sync_engine = sa.create_engine(db_url)
-        idempotency.create(sync_engine, checkfirst=True)
-        sync_engine.dispose()
-        async_url = db_url.replace("+psycopg", "+asyncpg")
-        store = SqlStore(create_async_engine(async_url, pool_size=CONCURRENCY, pool_pre_ping=False))
+        engine = sa.create_engine(db_url, pool_size=CONCURRENCY, pool_pre_ping=False)
+        idempotency.create(engine, checkfirst=True)
+        store = SqlStore(engine)
     app.add_middleware(
         IdempotencyMiddleware, store=store, principal=principal_from_header("x-api-key")
     )
