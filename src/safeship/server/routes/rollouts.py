@@ -7,6 +7,7 @@ answering 200 when all of it was done and 207 with what could not be done otherw
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
@@ -26,7 +27,7 @@ from safeship.rollouts._guard import (
     RolloutNotFoundError,
     RolloutRecord,
 )
-from safeship.rollouts._plan import Plan
+from safeship.rollouts._plan import Plan, next_action
 from safeship.server._explain import ACTION_RULES, available_actions, explain_verdict
 from safeship.server.deps import AdminPrincipal, ReadPrincipal
 from safeship.server.inputs import Body, Number, Text, Whole
@@ -353,6 +354,83 @@ def apply_action(
         raise HTTPException(409, f"{exc}: the rollout's flag was deleted") from None
     except ValueError as exc:
         raise HTTPException(409, str(exc)) from None
+
+
+GateResult = Literal["promote", "wait", "fail"]
+
+
+class GateOut(BaseModel):
+    rollout: str
+    result: GateResult = Field(
+        description="promote: the guard has the evidence to go on; wait: no regression, not "
+        "enough evidence yet; fail: a regression, or the guard rolled it back."
+    )
+    passed: bool = Field(description="False exactly when result is fail.")
+    reason: str
+    status: str
+    step: int
+    percent: float
+    migration_phase: MigrationPhase
+    verdict: dict[str, Any]
+
+
+def rollout_gate(cp: ControlPlane, name: str) -> GateOut:
+    """The guard's reading of ``name`` as a deploy tool's analysis step reads it."""
+    record = _lookup(cp, name)
+    monitor, in_step = cp.rollouts.monitor(record)
+    verdict = monitor.verdict()
+    # The guard's own step rule: promote exactly when the guard would advance or complete.
+    held = (datetime.now(UTC) - record.step_started_at).total_seconds()
+    action = next_action(
+        plan=record.plan, status=record.status, step=record.step, verdict=verdict,
+        held_seconds=held, step_candidate_requests=in_step,
+    )  # fmt: skip
+    result: GateResult
+    if record.status in ("rolled_back", "aborted"):
+        result, reason = "fail", f"the rollout is {record.status}"
+    elif verdict.breach:
+        result, reason = "fail", f"{verdict.breached_metric} regressed on the candidate"
+    elif record.status == "completed":
+        result, reason = "promote", "the rollout is completed"
+    elif action in ("advance", "complete"):
+        result, reason = "promote", "the candidate is no worse on every metric, on evidence"
+    else:
+        result, reason = "wait", "no regression; the step's hold, sample or evidence not met yet"
+    return GateOut(
+        rollout=name, result=result, passed=result != "fail", reason=reason,
+        status=record.status, step=record.step, percent=record.percent,
+        migration_phase=record.migration_phase, verdict=verdict.to_dict(),
+    )  # fmt: skip
+
+
+@api.get(
+    "/{name}/gate",
+    response_model=GateOut,
+    summary="The guard as a deploy gate: promote, wait or fail (Argo Rollouts web metric)",
+    responses={404: {"description": "no rollout has that name"}},
+)
+def gate(request: Request, name: RolloutName, _: ReadPrincipal) -> GateOut:
+    return rollout_gate(plane(request), name)
+
+
+@api.post(
+    "/{name}/gate",
+    response_model=GateOut,
+    summary="The guard as a deploy gate for webhooks (Flagger): 412 when the result is fail",
+    responses={
+        404: {"description": "no rollout has that name"},
+        412: {"model": GateOut, "description": "the result is fail: halt or roll back"},
+    },
+)
+def gate_webhook(
+    request: Request, response: Response, name: RolloutName, _: ReadPrincipal
+) -> GateOut:
+    # The webhook's own payload (Flagger sends its canary's name and phase) is not read:
+    # the rollout in the path decides.
+    reading = rollout_gate(plane(request), name)
+    if not reading.passed:
+        response.status_code = 412
+    return reading
 
 
 @api.put(
