@@ -310,6 +310,8 @@ def test_the_collector_exports_events_by_namespace() -> None:
 
 def test_the_health_check_reports_the_figures() -> None:
     cache = Cache("mem-health")
+    double, _ = _counting(cache)
+    double(1)
+    double(1)
     report = cache.health_check()()
-    assert report["status"] == "pass"
-    assert report["redis"] is None
+    assert (report.status, report.observed_value, report.output) == ("pass", 0.5, None)

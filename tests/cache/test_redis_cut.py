@@ -59,6 +59,7 @@ async def test_async_callers_are_served_while_redis_is_cut(proxy: TcpProxy) -> N
         figures = cache.snapshot()
         assert figures["degraded"] >= 10
         assert figures["redis"] == "open"
+        assert cache.health_check()().status == "warn"
         proxy.restore()
         for _ in range(300):
             await lookup(2)

@@ -11,6 +11,7 @@ from safeship.cache._commit import invalidate_after_commit
 from safeship.cache._core import _MISSING, CacheCore, _Degraded, check_tags
 from safeship.cache._decorate import TagSpec, decorate
 from safeship.cache._policy import Policy
+from safeship.observe.health import CheckResult
 
 __all__ = ["Cache"]
 
@@ -231,15 +232,22 @@ class Cache(CacheCore):
         figures["redis"] = None if self.redis is None else self.breaker.state.value
         return figures
 
-    def health_check(self) -> Callable[[], dict[str, Any]]:
+    def health_check(self) -> Callable[[], CheckResult]:
         """A check for :class:`safeship.observe.health.HealthRegistry` (which caches each
-        result for the check's ``cache_ttl``, 5 s by default): degraded when the Redis
-        breaker is not closed, with the cache's figures as details."""
+        result for the check's ``cache_ttl``, 5 s by default): ``warn`` while the Redis
+        breaker is not closed (the cache serves without Redis), the hit ratio observed."""
 
-        def check() -> dict[str, Any]:
+        def check() -> CheckResult:
             figures = self.snapshot()
-            status = "pass" if figures["redis"] in (None, "closed") else "warn"
-            return {"status": status, **figures}
+            state, ratio = figures["redis"], figures["hit_ratio"]
+            healthy = state in (None, "closed")
+            return CheckResult(
+                status="pass" if healthy else "warn",
+                output=None if healthy else f"Redis breaker {state}: serving without Redis",
+                observed_value=None if ratio is None else round(ratio, 4),
+                observed_unit="hit ratio",
+                component_type="datastore",
+            )
 
         return check
 
