@@ -38,6 +38,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, rela
 from safeship.data import AsyncBatchWriter, NPlusOneDetector
 
 RATE = 10_000
+CASES = ("ingest-10k", "ingest-10k-p99", "bulk-insert", "nplusone-overhead")
 
 
 def emit(case: str, impl: str, value: float, unit: str) -> None:
@@ -211,8 +212,8 @@ def nplusone_overhead(dsn: str, quick: bool) -> float:
             return request()
 
     ratios = []
-    per_round = 20 if quick else 100
-    for _ in range(6 if quick else 20):
+    per_round = 20 if quick else 50
+    for _ in range(6 if quick else 15):
         timings = []
         for fn in (request, watched):
             start = time.perf_counter()
@@ -234,18 +235,22 @@ async def main_async(args: argparse.Namespace) -> None:
         metadata.create_all(sync)
         sync.dispose()
         pool = await asyncpg.create_pool(dsn, min_size=4, max_size=6)
+        cases = set(args.case or CASES)
         try:
-            rate, late = await ingest_safeship(pool, table, seconds)
-            await reset(pool)
-            base_rate, base_late = await ingest_baseline(pool, seconds)
-            emit("ingest-10k", "safeship", rate, "rows/s")
-            emit("ingest-10k", "baseline", base_rate, "rows/s")
-            emit("ingest-10k-p99", "safeship", late, "ms")
-            emit("ingest-10k-p99", "baseline", base_late, "ms")
-            for impl, value in (await bulk(dsn, pool, table, rows)).items():
-                emit("bulk-insert", impl, value, "rows/s")
-            ratio = await asyncio.to_thread(nplusone_overhead, dsn, args.quick)
-            emit("nplusone-overhead", "safeship", ratio, "ratio")
+            if cases & {"ingest-10k", "ingest-10k-p99"}:
+                rate, late = await ingest_safeship(pool, table, seconds)
+                await reset(pool)
+                base_rate, base_late = await ingest_baseline(pool, seconds)
+                emit("ingest-10k", "safeship", rate, "rows/s")
+                emit("ingest-10k", "baseline", base_rate, "rows/s")
+                emit("ingest-10k-p99", "safeship", late, "ms")
+                emit("ingest-10k-p99", "baseline", base_late, "ms")
+            if "bulk-insert" in cases:
+                for impl, value in (await bulk(dsn, pool, table, rows)).items():
+                    emit("bulk-insert", impl, value, "rows/s")
+            if "nplusone-overhead" in cases:
+                ratio = await asyncio.to_thread(nplusone_overhead, dsn, args.quick)
+                emit("nplusone-overhead", "safeship", ratio, "ratio")
         finally:
             await pool.close()
 
@@ -254,6 +259,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, under 60 s")
     parser.add_argument("--dsn", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--case", action="append", choices=CASES, help="run only this case")
     args = parser.parse_args()
     asyncio.run(main_async(args))
 
