@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy as copy_module
 import datetime as dt
 import decimal
 import enum
@@ -47,6 +48,8 @@ def _same_call(a: Any, b: Any) -> bool:
         return False
     if isinstance(a, float):
         return bool(a.hex() == b.hex())
+    if isinstance(a, decimal.Decimal):  # 1.0 and 1.00 are equal but keyed apart: a miss
+        return str(a) == str(b)
     if isinstance(a, list | tuple):
         return len(a) == len(b) and all(_same_call(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, dict):
@@ -65,10 +68,12 @@ def _canonical_key(k: Any) -> bytes:
     return encode(k)
 
 
-@settings(max_examples=400, deadline=None)
-@given(calls, calls)
-def test_no_two_distinct_argument_tuples_share_a_key(one: Any, two: Any) -> None:
+@settings(max_examples=250, deadline=None)
+@given(calls, calls, st.booleans())
+def test_no_two_distinct_argument_tuples_share_a_key(one: Any, other: Any, copy: bool) -> None:
+    two = copy_module.deepcopy(one) if copy else other  # equal calls half of the time
     same = _same_call(one[0], two[0]) and _same_call(one[1], two[1])
+    assert same or not copy
     assert (args_digest("f", *one) == args_digest("f", *two)) == same
 
 
