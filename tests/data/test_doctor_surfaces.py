@@ -94,3 +94,24 @@ def test_db_lint_exits_1_on_findings_and_0_when_clean(tmp_path: Path) -> None:
     assert clean.exit_code == 0 and "0 finding(s)" in clean.output
     missing = runner.invoke(cli, ["db", "lint", str(tmp_path / "nope.txt")])
     assert missing.exit_code == 2
+
+
+@pytest.mark.postgres
+def test_the_control_plane_logs_a_fleet_that_outgrows_the_server(postgres_url: str) -> None:
+    from safeship.settings import load_settings
+    from safeship.testing import capture_logs
+
+    settings = load_settings(
+        {
+            "SAFESHIP_DATABASE_URL": postgres_url,
+            "SAFESHIP_ADMIN_KEYS": f"reader:read:{READ_KEY}",
+            "SAFESHIP_SESSION_SECRET": "test-session-secret-Zq8Wv3Nr7Tb2Lk9Mx4",
+            "SAFESHIP_DB_EXPECTED_PROCESSES": "10000",
+        }
+    )
+    engine = create_engine(postgres_url)
+    with capture_logs() as logs, TestClient(create_app(settings, engine=engine)):
+        pass
+    engine.dispose()
+    (record,) = logs.events("data.pool.headroom")
+    assert "EXCEEDS" in record.verdict  # type: ignore[attr-defined]

@@ -44,6 +44,7 @@ from safeship.data._pools import (  # noqa: E402
     PoolStats,
     check_headroom,
     pool_stats,
+    startup_headroom,
     watch_pool,
 )
 from safeship.data._roles import API_ROLE, BATCH_ROLE, DatabaseRole  # noqa: E402
@@ -90,5 +91,6 @@ __all__ = [
     "run_transaction",
     "run_transaction_async",
     "safe_upgrade",
+    "startup_headroom",
     "watch_pool",
 ]

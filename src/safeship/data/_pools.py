@@ -29,6 +29,7 @@ __all__ = [
     "PoolStats",
     "check_headroom",
     "pool_stats",
+    "startup_headroom",
     "watch_pool",
 ]
 
@@ -224,3 +225,21 @@ def check_headroom(
             raise HeadroomError(report.describe())
         log.error("data.pool.headroom", extra={"verdict": report.describe()})
     return report
+
+
+def startup_headroom(
+    engine: sa.Engine, *, processes: int, pool_size: int, max_overflow: int, reserve: int = 3
+) -> PoolReport | None:
+    """:func:`check_headroom` for a service's start: logs the verdict, never raises.
+
+    ``None`` on SQLite or when the server cannot be asked (readiness reports that)."""
+    if engine.dialect.name != "postgresql":
+        return None
+    try:
+        return check_headroom(
+            engine, processes=processes, pool_size=pool_size, max_overflow=max_overflow,
+            reserve=reserve, strict=False,
+        )  # fmt: skip
+    except sa.exc.SQLAlchemyError as exc:
+        log.warning("data.pool.headroom_unknown", extra={"error": repr(exc)})
+        return None

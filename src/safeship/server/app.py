@@ -171,6 +171,19 @@ def _flag_publisher(settings: Settings) -> Callable[[int], None] | None:
     return redis_publisher(settings.redis_url)
 
 
+def _headroom_at_start(engine: sa.Engine, settings: Settings) -> None:
+    """Log (``data.pool.headroom``) when the fleet's pools may outgrow the server."""
+    from safeship.data import startup_headroom
+
+    startup_headroom(
+        engine,
+        processes=settings.db_expected_processes,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        reserve=settings.db_connection_reserve,
+    )
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -201,6 +214,7 @@ def create_app(
         if sample_interval is not None:
             sampler = plane_sampler(cp, interval=sample_interval)
             sampling = asyncio.create_task(run_until_cancelled(sampler))
+        await asyncio.to_thread(_headroom_at_start, engine, settings)
         yield
         if sampling is not None:
             sampling.cancel()
