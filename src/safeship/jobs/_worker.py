@@ -73,7 +73,7 @@ class Worker:
         database: str | sa.Engine,
         *,
         queues: Sequence[str] | None = None,
-        concurrency: int = 10,
+        concurrency: int = 100,
         lease: float = 5.0,
         heartbeat: float = 1.0,
         poll: float = 1.0,
