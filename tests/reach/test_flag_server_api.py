@@ -158,6 +158,11 @@ def test_frontend_api_lists_the_flags_on_for_the_context(
     assert sorted(t["name"] for t in beta["toggles"]) == ["pay.child", "pay.parent", "search"]
     posted = client.post("/api/frontend", headers=key, json={"context": {"plan": "beta"}}).json()
     assert posted == beta
+    etag = client.get("/api/frontend", headers=key).headers["ETag"]
+    cached = client.get("/api/frontend", headers={**key, "If-None-Match": etag})
+    assert cached.status_code == 304
+    other = client.get("/api/frontend?userId=9", headers={**key, "If-None-Match": etag})
+    assert other.status_code == 200  # another context, another answer
     search = next(t for t in plain if t["name"] == "search")
     assert search["variant"]["name"] == "big" and search["variant"]["payload"]["type"] == "json"
 

@@ -15,7 +15,6 @@ default). Errors use the protocol's shapes and codes: ``FLAG_NOT_FOUND`` (404),
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Annotated, Any
 
@@ -27,7 +26,7 @@ from safeship.errors import SafeshipError
 from safeship.flags._flagset import FlagSet
 from safeship.flags._model import Variant
 from safeship.server.flag_feed import ServedSnapshot
-from safeship.server.routes.unleash_api import SdkReader, etag_matches, served
+from safeship.server.routes.unleash_api import SdkReader, context_etag, etag_matches, served
 
 router = APIRouter(prefix="/ofrep/v1", tags=["ofrep"])
 _STANDARD = ("sessionId", "remoteAddress", "environment", "appName", "currentTime", "userId")
@@ -259,8 +258,7 @@ async def evaluate_flags(request: Request, _: SdkReader) -> Response:
     except OfrepError as exc:
         return _failure(exc, None)
     snapshot = await served(request)
-    digest = hashlib.sha256(json.dumps(context, sort_keys=True, default=str).encode()).hexdigest()
-    etag = f'"{snapshot.version}-{digest[:16]}"'
+    etag = context_etag(snapshot.version, context)
     if etag_matches(request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers={"ETag": etag})
     results: list[dict[str, Any]] = []

@@ -18,6 +18,8 @@ request. Keys are checked as everywhere else, brute-force limit included.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from typing import Annotated, Any
 
@@ -370,20 +372,37 @@ def _with_address(request: Request, context: dict[str, Any]) -> dict[str, Any]:
     return context
 
 
+def context_etag(version: int, context: dict[str, Any]) -> str:
+    """An ETag for the answers to one context at one store version."""
+    canonical = json.dumps(context, sort_keys=True, default=str, separators=(",", ":"))
+    return f'"{version}-{hashlib.sha256(canonical.encode()).hexdigest()[:16]}"'
+
+
 @router.get(
     "/api/frontend",
-    response_model=FrontendToggles,
+    response_model=None,
     summary="The flags on for a context (query: userId, sessionId, properties[x]...)",
+    responses={
+        200: {"model": FrontendToggles},
+        304: {"description": "Unchanged since the ETag sent in If-None-Match."},
+    },
 )
 async def frontend_get(
     request: Request,
     _: FrontendReader,
     userId: Annotated[str | None, Query(max_length=1000)] = None,  # noqa: N803
     sessionId: Annotated[str | None, Query(max_length=1000)] = None,  # noqa: N803
-) -> FrontendToggles:
+) -> Response:
     del userId, sessionId  # read with the other fields by _query_context
     context = _with_address(request, _query_context(request))
-    return frontend_toggles(await served(request), context)
+    snapshot = await served(request)
+    etag = context_etag(snapshot.version, context)
+    if etag_matches(request.headers.get("if-none-match"), etag):
+        return Response(status_code=304, headers={"ETag": etag})
+    toggles = frontend_toggles(snapshot, context)
+    return Response(
+        toggles.model_dump_json().encode(), media_type="application/json", headers={"ETag": etag}
+    )
 
 
 @router.post(
