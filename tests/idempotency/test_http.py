@@ -317,3 +317,17 @@ async def test_with_the_store_down_nothing_runs_unless_told_to_fail_open(
         assert answer.headers["retry-after"] == "1" and runs == []
     else:
         assert answer.status_code == 200 and runs == [1]
+
+
+async def test_default_options_cover_every_unmarked_unsafe_route(store: Store) -> None:
+    from safeship.idempotency import RouteOptions
+
+    service = make_service(store, default=RouteOptions())
+    key = _key()
+    async with service.client() as client:
+        missing = await client.post("/plain")
+        first = await client.post("/plain", headers=key)
+        again = await client.post("/plain", headers=key)
+    _problem(missing, 400, "key-missing")
+    assert again.content == first.content and again.headers["idempotent-replayed"] == "true"
+    assert service.runs["plain"] == 1

@@ -86,7 +86,7 @@ async def test_the_response_the_order_and_its_event_commit_together(engine: sa.E
     assert _counts(engine) == (1, 1)
     principal = principal_from_header("x-key")({"headers": [(b"x-key", b"alice")]})
     assert principal is not None
-    record = await SqlStore(engine).get(scoped_key(principal, key))
+    record = await SqlStore(engine).get(scoped_key("http:" + principal, key))
     assert record is not None and record.state is State.DONE
 
 

@@ -265,7 +265,8 @@ class _Request:
                 f"Idempotent requests are limited to {self.options.max_body_bytes} bytes.",
             )
             return
-        await self._with_key(key, scoped_key(principal, key), body)
+        # The "http:" namespace keeps a principal from ever meeting a `once` scope's keys.
+        await self._with_key(key, scoped_key("http:" + principal, key), body)
 
     async def _read_body(self) -> list[bytes]:
         cap = self.options.max_body_bytes
