@@ -132,7 +132,7 @@ class CacheCore:
             import redis as sync_redis
             import redis.asyncio as async_redis
 
-            common = {"socket_timeout": 1.0, "socket_connect_timeout": 0.5}
+            common = {"socket_timeout": 2.0, "socket_connect_timeout": 1.0}
             if client is None:
                 pool = sync_redis.BlockingConnectionPool.from_url(
                     url, max_connections=64, timeout=self.lock_timeout, **common
@@ -197,8 +197,18 @@ class CacheCore:
         loop = asyncio.get_running_loop()
         gate = self._gates.get(loop)
         if gate is None:
-            gate = self._gates[loop] = asyncio.Semaphore(_COMMANDS_IN_FLIGHT)
+            gate = self._gates[loop] = asyncio.Semaphore(self._slots())
         return gate
+
+    def _slots(self) -> int:
+        """Commands in flight per loop: 64, or fewer than the client pool holds (one
+        connection stays free for the pub/sub subscription)."""
+        assert self.redis is not None
+        pool = getattr(self.redis.aclient, "connection_pool", None)
+        size = getattr(pool, "max_connections", None)
+        if not isinstance(size, int) or size <= 0:
+            return _COMMANDS_IN_FLIGHT
+        return max(1, min(_COMMANDS_IN_FLIGHT, size - 1))
 
     async def _async(self, command: Callable[..., Awaitable[Any]], *args: Any) -> Any:
         call = self._begin()
