@@ -4,6 +4,7 @@ code, and the fix to suggest.  No database and no global state."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
@@ -48,20 +49,19 @@ def _is_library(frame: FrameType) -> bool:
     return isinstance(name, str) and name.startswith(LIBRARY_PREFIXES)
 
 
-def _frames(frame: FrameType | None) -> list[FrameType]:
-    """The frames from ``frame`` outwards, following an async engine's greenlet to its parent."""
-    out: list[FrameType] = []
+def _frames(frame: FrameType | None) -> Iterator[FrameType]:
+    """The frames from ``frame`` outwards, following an async engine's greenlet to its parent
+    (lazily: the call site is usually a few frames out)."""
     current = frame
     parent = _greenlet_parent()
-    while len(out) < 200:
+    for _ in range(400):
         if current is None:
             if parent is None:
-                break
+                return
             current, parent = parent.gr_frame, parent.parent
             continue
-        out.append(current)
+        yield current
         current = current.f_back
-    return out
 
 
 def _greenlet_parent() -> Any:
