@@ -128,7 +128,10 @@ def test_client_features_answer_304_until_a_flag_changes(
     assert {f["name"]: f["enabled"] for f in changed.json()["features"]}["dark"] is True
 
 
-@pytest.mark.parametrize("path", ["/api/client/features", "/api/frontend", "/api/v1/sdk/clients"])
+@pytest.mark.parametrize(
+    "path",
+    ["/api/client/features", "/api/client/streaming", "/api/frontend", "/api/v1/sdk/clients"],
+)
 def test_sdk_routes_refuse_missing_and_wrong_keys(
     http: tuple[TestClient, FlagStore], path: str
 ) -> None:
@@ -142,6 +145,7 @@ def test_a_frontend_key_reaches_only_the_frontend_api(http: tuple[TestClient, Fl
     key = {"Authorization": FRONTEND_KEY}
     assert client.get("/api/frontend", headers=key).status_code == 200
     assert client.get("/api/client/features", headers=key).status_code == 403
+    assert client.get("/api/client/streaming", headers=key).status_code == 403
     assert client.post("/ofrep/v1/evaluate/flags", headers=key, json={}).status_code == 403
     assert client.get("/api/v1/flags", headers={"X-API-Key": FRONTEND_KEY}).status_code == 403
     assert client.get("/api/v1/me", headers={"X-API-Key": FRONTEND_KEY}).status_code == 403

@@ -59,7 +59,7 @@ def run_reader(kind: str, plane: Plane, change: tuple[str, bool]) -> tuple[dict[
     return first, seen
 
 
-@pytest.mark.parametrize("kind", ["unleash", "ofrep"])
+@pytest.mark.parametrize("kind", ["unleash", "unleash-streaming", "ofrep"])
 def test_node_sdk_matches_safeship_and_sees_a_live_change(kind: str, plane: Plane) -> None:
     seed(plane.store)
     own = own_answers(plane.store)
@@ -71,7 +71,7 @@ def test_node_sdk_matches_safeship_and_sees_a_live_change(kind: str, plane: Plan
     expected = [own.variant(COLOURS, {"userId": u}).name for u in users]
     assert [v["name"] for v in first["variants"]] == expected
     payloads = [v["payload"] for v in first["variants"]]
-    if kind == "unleash":
+    if kind.startswith("unleash"):
         assert payloads == [{"type": "string", "value": name.upper()} for name in expected]
     else:
         assert payloads == [name.upper() for name in expected]

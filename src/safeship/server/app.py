@@ -37,6 +37,7 @@ from safeship.server.routes import (
     overview,
     rollouts,
     unleash_api,
+    unleash_stream,
 )
 from safeship.server.sdk_clients import SdkClientStore
 from safeship.server.session import SessionSigner, SessionStore
@@ -255,6 +256,7 @@ def create_app(
     app.include_router(overview.api)
     app.include_router(overview.pages)
     app.include_router(unleash_api.router)
+    app.include_router(unleash_stream.router)
     app.include_router(ofrep.router)
     app.mount("/static", StaticFiles(directory=str(_STATIC)), name="static")
     # Innermost pure ASGI layer: an unhandled exception is logged with the request id.
