@@ -315,3 +315,20 @@ def test_the_health_check_reports_the_figures() -> None:
     double(1)
     report = cache.health_check()()
     assert (report.status, report.observed_value, report.output) == ("pass", 0.5, None)
+
+
+def test_a_load_overtaken_by_an_invalidation_is_returned_but_not_cached() -> None:
+    cache = Cache("mem-overtaken")
+    seen: list[int] = []
+
+    @cache(tags=["stock:{pk}"])
+    def stock(pk: int) -> int:
+        seen.append(pk)
+        if len(seen) == 1:
+            cache.invalidate_tags("stock:1")  # a write committed while this load ran
+        return len(seen)
+
+    assert stock(1) == 1
+    assert stock(1) == 2  # the first result was not kept
+    assert stock(1) == 2
+    assert seen == [1, 1]

@@ -136,6 +136,7 @@ class Cache(CacheCore):
 
     def delete_keys(self, keys: list[str]) -> None:
         """Remove these full keys (``fn.key(...)`` gives one) everywhere."""
+        self.mark_invalidated(keys=keys)
         if self.memory is not None:
             self.memory.drop_keys(keys)
         if keys and self.redis is not None and self.redis.client is not None:
@@ -145,6 +146,7 @@ class Cache(CacheCore):
     def invalidate_tags(self, *tags: str) -> None:
         """Remove every value carrying one of ``tags``, here, in Redis and in every process."""
         checked = list(check_tags(tags))
+        self.mark_invalidated(tags=checked)
         if self.memory is not None:
             self.memory.drop_tags(checked)
         if checked and self.redis is not None and self.redis.client is not None:
@@ -208,6 +210,7 @@ class Cache(CacheCore):
 
     async def adelete_keys(self, keys: list[str]) -> None:
         """The async twin of :meth:`delete_keys`."""
+        self.mark_invalidated(keys=keys)
         if self.memory is not None:
             self.memory.drop_keys(keys)
         if keys and self.redis is not None and self.redis.aclient is not None:
@@ -217,6 +220,7 @@ class Cache(CacheCore):
     async def ainvalidate_tags(self, *tags: str) -> None:
         """The async twin of :meth:`invalidate_tags`."""
         checked = list(check_tags(tags))
+        self.mark_invalidated(tags=checked)
         if self.memory is not None:
             self.memory.drop_tags(checked)
         if checked and self.redis is not None and self.redis.aclient is not None:

@@ -38,6 +38,7 @@ def _invalidate(cache: Cache, tags: tuple[str, ...], keys: list[str]) -> None:
     except RuntimeError:
         loop = None
     if loop is not None and cache.redis is not None and cache.redis.aclient is not None:
+        cache.mark_invalidated(keys=keys, tags=tags)
         if cache.memory is not None:  # this process at once; Redis and the others next
             cache.memory.drop_tags(tags)
             cache.memory.drop_keys(keys)

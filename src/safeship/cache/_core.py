@@ -36,6 +36,8 @@ logger = logging.getLogger("safeship.cache")
 _MISSING: Any = object()
 #: Async Redis commands in flight per event loop; more wait for a free slot, never raise.
 _COMMANDS_IN_FLIGHT = 64
+#: Names of recent invalidations remembered for loads in flight.
+_MAX_MARKS = 10_000
 
 
 class _Degraded(Exception):  # noqa: N818 - internal signal, never escapes the cache
@@ -112,6 +114,8 @@ class CacheCore:
         self._flights: dict[str, _Flight] = {}
         self._aflights: dict[str, asyncio.Task[Any]] = {}
         self._areads: dict[str, asyncio.Future[Any]] = {}
+        self._epoch = self._floor = 0
+        self._marks: dict[str, int] = {}
         self._gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
             weakref.WeakKeyDictionary()
         )
@@ -223,12 +227,32 @@ class CacheCore:
 
     # -- invalidation messages from any process ---------------------------------------
     def _on_message(self, op: str, items: list[str]) -> None:
-        if self.memory is None:
-            return
         if op == "keys":
-            self.memory.drop_keys(items)
+            self.mark_invalidated(keys=items)
+            if self.memory is not None:
+                self.memory.drop_keys(items)
         elif op == "tags":
-            self.memory.drop_tags(items)
+            self.mark_invalidated(tags=items)
+            if self.memory is not None:
+                self.memory.drop_tags(items)
+
+    def mark_invalidated(self, *, keys: Iterable[str] = (), tags: Iterable[str] = ()) -> None:
+        """Note an invalidation, so a load that started before it does not store its
+        (possibly older) result afterwards."""
+        self._epoch += 1
+        if len(self._marks) > _MAX_MARKS:  # forget names: every running load counts as hit
+            self._marks.clear()
+            self._floor = self._epoch
+        for key in keys:
+            self._marks[key] = self._epoch
+        for tag in tags:
+            self._marks["tag:" + tag] = self._epoch
+
+    def _invalidated_since(self, epoch: int, key: str, tags: tuple[str, ...]) -> bool:
+        if self._floor > epoch:
+            return True
+        marks = self._marks
+        return marks.get(key, 0) > epoch or any(marks.get("tag:" + t, 0) > epoch for t in tags)
 
     def _on_gap(self) -> None:
         if self.memory is not None:
@@ -452,7 +476,7 @@ class CacheCore:
     ) -> Any:  # fmt: skip
         self.stats.misses += 1
         self.stats.loads += 1
-        started = time.monotonic()
+        started, epoch = time.monotonic(), self._epoch
         try:
             value = load()
         except Exception:
@@ -461,7 +485,7 @@ class CacheCore:
                 return stale.value
             raise
         entry = self._entry(key, value, policy, time.monotonic() - started, tags())
-        if entry is not None:
+        if entry is not None and not self._invalidated_since(epoch, key, entry.tags):
             self._remember(local, entry, policy)
             if use_redis:
                 self._store_sync(entry)
@@ -601,7 +625,7 @@ class CacheCore:
     ) -> Any:  # fmt: skip
         self.stats.misses += 1
         self.stats.loads += 1
-        started = time.monotonic()
+        started, epoch = time.monotonic(), self._epoch
         try:
             value = await load()
         except Exception:
@@ -610,7 +634,7 @@ class CacheCore:
                 return stale.value
             raise
         entry = self._entry(key, value, policy, time.monotonic() - started, tags())
-        if entry is not None:
+        if entry is not None and not self._invalidated_since(epoch, key, entry.tags):
             self._remember(local, entry, policy)
             if use_redis:
                 await self._store_async(entry)
