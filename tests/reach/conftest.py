@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -42,10 +43,9 @@ def plane_settings(database_url: str) -> object:
     )
 
 
-@pytest.fixture
-def plane(tmp_path: Path) -> Iterator[Plane]:
-    """The control plane on a fresh SQLite file, listening on 127.0.0.1."""
-    url = f"sqlite:///{tmp_path / 'plane.db'}"
+@contextlib.contextmanager
+def served_plane(url: str) -> Iterator[Plane]:
+    """The control plane on the database at ``url``, listening on 127.0.0.1."""
     engine = create_engine(url)
     app = create_app(plane_settings(url), engine=engine)  # type: ignore[arg-type]
     port = free_port()
@@ -64,3 +64,17 @@ def plane(tmp_path: Path) -> Iterator[Plane]:
         server.should_exit = True
         thread.join(20)
         engine.dispose()
+
+
+@pytest.fixture
+def plane(tmp_path: Path) -> Iterator[Plane]:
+    """The control plane on a fresh SQLite file (its feed polls the version every second)."""
+    with served_plane(f"sqlite:///{tmp_path / 'plane.db'}") as served:
+        yield served
+
+
+@pytest.fixture
+def postgres_plane(postgres_url: str) -> Iterator[Plane]:
+    """The control plane on a fresh PostgreSQL database (its feed LISTENs for changes)."""
+    with served_plane(postgres_url) as served:
+        yield served

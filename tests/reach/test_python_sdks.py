@@ -142,3 +142,31 @@ def test_a_change_in_the_store_reaches_the_ofrep_provider(
     assert openfeature.get_boolean_value(OFF, True) is False
     plane.store.set_enabled(OFF, True, actor="test")
     assert eventually(lambda: openfeature.get_boolean_value(OFF, False) is True, timeout=5)
+
+
+@pytest.mark.postgres
+def test_a_change_reaches_the_unleash_python_sdk_through_postgres_notify(
+    postgres_plane: Plane, tmp_path: Path
+) -> None:
+    """On PostgreSQL the control plane's snapshot follows LISTEN/NOTIFY, not a poll."""
+    seed(postgres_plane.store)
+    client = UnleashClient(
+        url=f"{postgres_plane.url}/api",
+        app_name="reach-test-pg",
+        instance_id=uuid.uuid4().hex,
+        refresh_interval=1,
+        disable_metrics=True,
+        custom_headers={"Authorization": READ_KEY},
+        cache_directory=str(tmp_path / "unleash-cache"),
+    )
+    client.initialize_client()
+    try:
+        assert client.is_enabled(ON)
+        own = own_answers(postgres_plane.store)
+        assert [client.is_enabled(ROLLOUT, {"userId": u}) for u in USERS] == [
+            own.is_enabled(ROLLOUT, {"userId": u}) for u in USERS
+        ]
+        postgres_plane.store.set_enabled(ON, False, actor="test")
+        assert eventually(lambda: not client.is_enabled(ON))
+    finally:
+        client.destroy()
