@@ -227,7 +227,7 @@ async def scratch_database() -> AsyncIterator[str]:
 
 
 async def main(quick: bool) -> None:
-    requests, rounds = (150, 3) if quick else (1000, 5)
+    requests, rounds = (96, 3) if quick else (1600, 5)
     async with scratch_database() as db_url:
         await _case("first-request-redis", "redis", db_url, requests, rounds)
         await _case("first-request-postgres", "postgres", db_url, requests, rounds)

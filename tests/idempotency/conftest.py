@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from safeship.db import create_engine
 from safeship.idempotency import RedisStore, SqlStore, Store
 from safeship.idempotency._schema import idempotency
 
-STORES = ["redis", "postgres", "sqlite", "postgres-asyncpg"]
+STORES = ["redis", "postgres", "sqlite"]
 
 
 def sql_engine(url: str) -> sa.Engine:
@@ -27,10 +28,11 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'idem.db'}"
 
 
-@pytest.fixture(params=STORES)
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    """A fresh store of each kind (a unique Redis prefix, a fresh database)."""
-    kind: str = request.param
+@contextlib.asynccontextmanager
+async def open_store(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[Store]:
+    """A fresh store of ``kind`` (a unique Redis prefix, a fresh database)."""
     if kind == "redis":
         import redis.asyncio
 
@@ -58,4 +60,8 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     engine.dispose()
 
 
-StoreFactory = Callable[[], Store]
+@pytest.fixture(params=STORES)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    """The same store on real Redis, PostgreSQL (psycopg) and SQLite."""
+    async with open_store(request.param, request, tmp_path) as opened:
+        yield opened

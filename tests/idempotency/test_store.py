@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
 from safeship.idempotency import State, Store, StoredResponse
+from tests.idempotency.conftest import STORES, open_store
+
+
+@pytest.fixture(params=[*STORES, "postgres-asyncpg"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    """The contract holds on an asyncpg AsyncEngine too."""
+    async with open_store(request.param, request, tmp_path) as opened:
+        yield opened
+
 
 RESPONSE = StoredResponse(201, ((b"content-type", b"application/json"),), b'{"id": 7}')
 
