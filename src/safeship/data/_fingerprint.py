@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from types import FrameType
+from types import CodeType, FrameType
 from typing import Any
 
 try:
@@ -44,9 +44,20 @@ def fingerprint(statement: str) -> str:
     return _SPACE.sub(" ", _LISTS.sub("?", text)).strip()
 
 
+_LIBRARY_CODE: dict[CodeType, bool] = {}
+_MAX_CODES = 20_000
+
+
 def _is_library(frame: FrameType) -> bool:
-    name = frame.f_globals.get("__name__", "")
-    return isinstance(name, str) and name.startswith(LIBRARY_PREFIXES)
+    """Whether ``frame`` runs library code, remembered per code object (the hot path)."""
+    code = frame.f_code
+    known = _LIBRARY_CODE.get(code)
+    if known is None:
+        name = frame.f_globals.get("__name__", "")
+        known = isinstance(name, str) and name.startswith(LIBRARY_PREFIXES)
+        if len(_LIBRARY_CODE) < _MAX_CODES:
+            _LIBRARY_CODE[code] = known
+    return known
 
 
 def _frames(frame: FrameType | None) -> Iterator[FrameType]:
@@ -71,7 +82,16 @@ def _greenlet_parent() -> Any:
 
 def call_site(frame: FrameType | None) -> str:
     """``path:line in function`` of the first frame outside the library modules."""
-    for each in _frames(frame):
+    current, codes = frame, _LIBRARY_CODE
+    while current is not None:  # the plain stack first: no greenlet, no generator
+        code = current.f_code
+        library = codes.get(code)
+        if library is None:
+            library = _is_library(current)
+        if not library:
+            return f"{code.co_filename}:{current.f_lineno} in {code.co_name}"
+        current = current.f_back
+    for each in _frames(frame):  # an async engine: continue in the awaiting greenlet
         if not _is_library(each):
             return f"{each.f_code.co_filename}:{each.f_lineno} in {each.f_code.co_name}"
     return "unknown"
