@@ -23,6 +23,7 @@ from safeship.jobs._admin import (  # noqa: E402
     stats,
     status,
 )
+from safeship.jobs._http import accepted, status_response  # noqa: E402
 from safeship.jobs._metrics import JobMetrics  # noqa: E402
 from safeship.jobs._model import (  # noqa: E402
     Cancelled,
@@ -62,6 +63,7 @@ __all__ = [
     "UnknownJobError",
     "UnknownTaskError",
     "Worker",
+    "accepted",
     "cancel",
     "dead_letters",
     "interrupted",
@@ -69,4 +71,5 @@ __all__ = [
     "retry_dead",
     "stats",
     "status",
+    "status_response",
 ]
