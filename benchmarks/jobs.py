@@ -200,6 +200,7 @@ async def bench_enqueue(impl: str, dsn: str, single: int, batches: int) -> None:
         for i in range(single):
             await one(i)
         emit("enqueue-single", impl, round(single / (time.perf_counter() - start), 1), "jobs/s")
+        await bulk(1000)  # warm-up: statement preparation and first-touch costs
         start = time.perf_counter()
         for _ in range(batches):
             await bulk(1000)
@@ -404,7 +405,7 @@ def sizes_for(impl: str, quick: bool) -> dict[str, Any]:
     slow_peer = impl == "procrastinate"
     return {
         "single": 200 if quick else 3000,
-        "batches": 2 if quick else 20,
+        "batches": 3 if quick else 20,
         "process": (200 if slow_peer else 2000) if quick else (2000 if slow_peer else 30000),
         "latency": 10 if quick else 100,
         "orphan_wait": 6.5 if quick else 40.0,
