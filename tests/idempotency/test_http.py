@@ -331,3 +331,44 @@ async def test_default_options_cover_every_unmarked_unsafe_route(store: Store) -
     _problem(missing, 400, "key-missing")
     assert again.content == first.content and again.headers["idempotent-replayed"] == "true"
     assert service.runs["plain"] == 1
+
+
+async def test_starlettes_authenticated_user_scopes_keys_and_anonymous_is_refused(
+    store: Store,
+) -> None:
+    from starlette.authentication import (
+        AuthCredentials,
+        AuthenticationBackend,
+        SimpleUser,
+    )
+    from starlette.middleware.authentication import AuthenticationMiddleware
+    from starlette.requests import HTTPConnection
+
+    from safeship.idempotency import idempotent, principal_from_user
+
+    class HeaderUser(AuthenticationBackend):
+        async def authenticate(
+            self, conn: HTTPConnection
+        ) -> tuple[AuthCredentials, SimpleUser] | None:
+            name = conn.headers.get("x-user")
+            return (AuthCredentials(["authenticated"]), SimpleUser(name)) if name else None
+
+    app, runs = FastAPI(), []
+
+    @app.post("/notes")
+    @idempotent()
+    async def note() -> dict[str, int]:
+        runs.append(1)
+        return {"n": len(runs)}
+
+    app.add_middleware(IdempotencyMiddleware, store=store, principal=principal_from_user)
+    app.add_middleware(AuthenticationMiddleware, backend=HeaderUser())
+    key = _key()
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        ann = await client.post("/notes", headers={"x-user": "ann", **key})
+        ann_again = await client.post("/notes", headers={"x-user": "ann", **key})
+        bob = await client.post("/notes", headers={"x-user": "bob", **key})
+        nobody = await client.post("/notes", headers=key)
+    assert ann.json() == ann_again.json() == {"n": 1} and bob.json() == {"n": 2}
+    _problem(nobody, 401, "caller-unknown")

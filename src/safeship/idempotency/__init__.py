@@ -22,6 +22,7 @@ from safeship.idempotency._middleware import (  # noqa: E402
     Principal,
     key_of,
     principal_from_header,
+    principal_from_user,
 )
 from safeship.idempotency._model import Record, State, StoredResponse  # noqa: E402
 from safeship.idempotency._once import aonce, first_time, once  # noqa: E402
@@ -49,4 +50,5 @@ __all__ = [
     "key_of",
     "once",
     "principal_from_header",
+    "principal_from_user",
 ]

@@ -37,7 +37,14 @@ from safeship.idempotency._http import (
 from safeship.idempotency._model import Record, State, fingerprint, parse_key, scoped_key
 from safeship.idempotency._store import Store
 
-__all__ = ["IdempotencyMiddleware", "KeyHandle", "Principal", "key_of", "principal_from_header"]
+__all__ = [
+    "IdempotencyMiddleware",
+    "KeyHandle",
+    "Principal",
+    "key_of",
+    "principal_from_header",
+    "principal_from_user",
+]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -65,6 +72,16 @@ def principal_from_header(name: str) -> Principal:
         return None
 
     return principal
+
+
+def principal_from_user(scope: Scope) -> str | None:
+    """The caller is Starlette's authenticated user (``AuthenticationMiddleware`` sets
+    ``scope["user"]``): its ``identity``, or None when it is not authenticated."""
+    user = scope.get("user")
+    if user is None or not getattr(user, "is_authenticated", False):
+        return None
+    identity = str(getattr(user, "identity", "") or "")
+    return "u:" + identity if identity else None
 
 
 class KeyHandle:
