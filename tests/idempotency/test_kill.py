@@ -1,6 +1,6 @@
-"""kill -9 of a real uvicorn server mid-request: the retry never re-runs the handler
-silently and never waits a day -- 409 "outcome unknown" once the lease ends, or the
-route's reconcile hook decides."""
+"""kill -9 of a real uvicorn server mid-request (SQLite, Redis, PostgreSQL): the retry
+never re-runs the handler silently and never waits a day -- 409 "outcome unknown" once
+the lease ends, or the route's reconcile hook decides."""
 
 from __future__ import annotations
 
@@ -71,13 +71,13 @@ class Server:
             self.proc.stderr.close()
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "postgres"])
 def env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
-    store = (
-        request.getfixturevalue("redis_url")
-        if request.param == "redis"
-        else f"sqlite:///{tmp_path / 'keys.db'}"
-    )
+    store = {
+        "redis": lambda: request.getfixturevalue("redis_url"),
+        "postgres": lambda: request.getfixturevalue("postgres_url"),
+        "sqlite": lambda: f"sqlite:///{tmp_path / 'keys.db'}",
+    }[request.param]()
     return {
         **os.environ,
         "IDEM_TEST_MARKER": str(tmp_path / "charges.log"),
