@@ -64,6 +64,28 @@ def test_route_formats_template_and_rejects_unknown_fields() -> None:
         Route("ev.{tenant}")
 
 
+def test_a_type_qualified_by_its_aggregate_is_not_repeated_by_any_route() -> None:
+    def event(kind: str) -> Event:
+        return Event(
+            seq=1,
+            id=uuid7(),
+            aggregate_type="order",
+            aggregate_id="42",
+            type=kind,
+            payload=b"{}",
+            headers={},
+            created_at=__import__("datetime").datetime.now(),
+        )
+
+    assert Route()(event("order.created")) == "order.created"  # RabbitMQ's default key
+    assert Route()(event("created")) == "order.created"
+    assert (
+        Route("t.{aggregate_type}.{type}.{aggregate_id}")(event("order.paid")) == "t.order.paid.42"
+    )
+    assert Route("{type}")(event("order.paid")) == "order.paid"
+    assert Route("{aggregate_type}-{type}")(event("order.paid")) == "order-order.paid"  # as written
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
     [("batch_size", 0), ("pipeline_depth", 99), ("max_attempts", True), ("lease_ttl", 0.0)],

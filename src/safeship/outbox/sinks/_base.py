@@ -61,14 +61,20 @@ class Sink(Protocol):
 _FIELDS = frozenset({"aggregate_type", "type", "aggregate_id"})
 
 
+_QUALIFIED = "{aggregate_type}.{type}"
+
+
 @dataclass(frozen=True, slots=True)
 class Route:
     """A topic, subject or routing key from a template such as ``"events.{aggregate_type}"``.
 
-    Fields: ``aggregate_type``, ``type``, ``aggregate_id``.
+    Fields: ``aggregate_type``, ``type``, ``aggregate_id``. Where the template has
+    ``{aggregate_type}.{type}`` and the type already starts with its aggregate type
+    (``order.created`` of an ``order``), the type stands there alone: the default
+    ``{aggregate_type}.{type}`` gives ``order.created``, never ``order.order.created``.
     """
 
-    template: str = "{aggregate_type}.{type}"
+    template: str = _QUALIFIED
 
     def __post_init__(self) -> None:
         import string
@@ -82,9 +88,10 @@ class Route:
             )
 
     def __call__(self, event: Event) -> str:
-        return self.template.format(
-            aggregate_type=event.aggregate_type, type=event.type, aggregate_id=event.aggregate_id
-        )
+        template, aggregate, kind = self.template, event.aggregate_type, event.type
+        if kind.startswith(aggregate + ".") and _QUALIFIED in template:
+            template = template.replace(_QUALIFIED, "{type}")
+        return template.format(aggregate_type=aggregate, type=kind, aggregate_id=event.aggregate_id)
 
 
 async def publish_per_key(
