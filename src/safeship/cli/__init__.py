@@ -18,6 +18,7 @@ from safeship.cli.breakers import breakers_app  # noqa: E402
 from safeship.cli.commands import app  # noqa: E402
 from safeship.cli.doctor import db_doctor  # noqa: E402, F401 - registers `safeship db doctor`
 from safeship.cli.flags import flags_app  # noqa: E402
+from safeship.cli.jobs import jobs_app  # noqa: E402
 from safeship.cli.outbox import outbox_app  # noqa: E402
 from safeship.cli.rollouts import rollouts_app  # noqa: E402
 from safeship.cli.settings_cmd import settings_command  # noqa: E402
@@ -26,6 +27,7 @@ app.add_typer(flags_app, name="flags")
 app.add_typer(breakers_app, name="breakers")
 app.add_typer(rollouts_app, name="rollouts")
 app.add_typer(outbox_app, name="outbox")
+app.add_typer(jobs_app, name="jobs")
 app.command("settings")(settings_command)
 
 __all__ = ["app", "main"]
