@@ -17,7 +17,7 @@ SETTING_DOCS: dict[str, str] = {
     "environment": "development or production (production refuses unsafe settings)",
     "database_url": "sqlite:///path or postgresql://user@host:5432/db",
     "redis_url": "redis://host:6379/0; enables Redis push for flag changes",
-    "broker_url": "nats://, amqp://, redis:// or kafka://",
+    "broker_url": "nats://, amqp://, redis://, kafka:// or https:// (webhook)",
     "admin_keys": "control-plane keys: name:scope:key,... with scope read or admin",
     "session_secret": "signs dashboard session cookies; 32+ random characters "
     "(generated in development)",
