@@ -18,7 +18,7 @@ SETTING_DOCS: dict[str, str] = {
     "database_url": "sqlite:///path or postgresql://user@host:5432/db",
     "redis_url": "redis://host:6379/0; enables Redis push for flag changes",
     "broker_url": "nats://, amqp://, redis://, kafka:// or https:// (webhook)",
-    "admin_keys": "control-plane keys: name:scope:key,... with scope read or admin",
+    "admin_keys": "control-plane keys: name:scope:key,... with scope read, admin or frontend",
     "session_secret": "signs dashboard session cookies; 32+ random characters "
     "(generated in development)",
     "log_level": "DEBUG, INFO, WARNING or ERROR",
