@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.reach.conftest import Plane
@@ -59,7 +61,7 @@ def run_reader(kind: str, plane: Plane, change: tuple[str, bool]) -> tuple[dict[
     return first, seen
 
 
-@pytest.mark.parametrize("kind", ["unleash", "unleash-streaming", "ofrep"])
+@pytest.mark.parametrize("kind", ["unleash", "unleash-delta", "unleash-streaming", "ofrep"])
 def test_node_sdk_matches_safeship_and_sees_a_live_change(kind: str, plane: Plane) -> None:
     seed(plane.store)
     own = own_answers(plane.store)
@@ -76,3 +78,13 @@ def test_node_sdk_matches_safeship_and_sees_a_live_change(kind: str, plane: Plan
     else:
         assert payloads == [name.upper() for name in expected]
     assert saw_change
+    route = {"unleash": "/api/client/features", "unleash-delta": "/api/client/delta"}.get(kind)
+    if route is not None:  # the SDK really used the route its mode names
+        assert served_count(plane, route) > 0
+
+
+def served_count(plane: Plane, route: str) -> int:
+    """GET answers the control plane counted for ``route`` (its /metrics, this process)."""
+    text = httpx.get(plane.url + "/metrics").text
+    pattern = rf'safeship_http_requests_total{{[^}}]*route="{re.escape(route)}"[^}}]*}} (\S+)'
+    return int(sum(float(value) for value in re.findall(pattern, text)))

@@ -1,5 +1,5 @@
 // Reads flags from the control plane through stock Node SDKs and prints what they saw.
-// Usage: node check.mjs <unleash|unleash-streaming|ofrep> <control-plane url> <key> <flags json>
+// Usage: node check.mjs <unleash|unleash-delta|unleash-streaming|ofrep> <control-plane url> <key> <flags json>
 // Prints one JSON line with the first answers, then, after a line on stdin, one more
 // line once the change it names is seen (or after a 15 s timeout).
 import { createInterface } from "node:readline";
@@ -11,9 +11,12 @@ const [kind, url, key, flagsJson] = process.argv.slice(2);
 const flags = JSON.parse(flagsJson);
 const users = Array.from({ length: 200 }, (_, i) => `user-${i}`);
 
-async function unleashReader(streaming) {
+async function unleashReader(mode) {
+  const streaming = mode === "unleash-streaming";
   const client = initialize({
-    experimentalMode: streaming ? { type: "streaming" } : { type: "polling", format: "full" },
+    experimentalMode: streaming
+      ? { type: "streaming" }
+      : { type: "polling", format: mode === "unleash-delta" ? "delta" : "full" },
     url: `${url}/api`,
     appName: "reach-node",
     customHeaders: { Authorization: key },
@@ -51,7 +54,7 @@ async function ofrepReader() {
   };
 }
 
-const reader = kind === "ofrep" ? await ofrepReader() : await unleashReader(kind === "unleash-streaming");
+const reader = kind === "ofrep" ? await ofrepReader() : await unleashReader(kind);
 const first = {
   on: await reader.isOn(flags.on),
   off: await reader.isOn(flags.off),

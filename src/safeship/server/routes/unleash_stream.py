@@ -1,4 +1,8 @@
-"""Unleash's streaming endpoint: ``GET /api/client/streaming`` (server-sent events).
+"""Unleash's delta and streaming endpoints: ``GET /api/client/delta`` (polling in delta
+format) and ``GET /api/client/streaming`` (server-sent events).
+
+``/api/client/delta`` answers ``{"events": [hydration]}`` with the same ``ETag`` scheme as
+``/api/client/features`` (``If-None-Match`` answers 304), for SDKs polling in delta format.
 
 For SDKs in streaming mode (Node ``experimentalMode: {type: "streaming"}``). On connect the
 stream sends ``unleash-connected`` with a ``hydration`` event (every flag and segment);
@@ -18,11 +22,11 @@ import json
 import time
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import StreamingResponse
 
 from safeship.server.flag_feed import FeatureQuery, ServedSnapshot
-from safeship.server.routes.unleash_api import SdkReader, flag_feed, served
+from safeship.server.routes.unleash_api import SdkReader, etag_matches, flag_feed, served
 
 router = APIRouter(tags=["unleash"])
 MAX_STREAMS = 500
@@ -33,10 +37,10 @@ CHECK_SECONDS = 0.1
 _open = 0
 
 
-def hydration(snapshot: ServedSnapshot, event: str) -> bytes:
-    """One SSE message: ``event`` with a hydration of ``snapshot``."""
+def hydration_events(snapshot: ServedSnapshot) -> dict[str, object]:
+    """Every flag and segment of ``snapshot`` as one ``hydration`` delta event."""
     query = FeatureQuery()
-    data = {
+    return {
         "events": [
             {
                 "type": "hydration",
@@ -46,7 +50,11 @@ def hydration(snapshot: ServedSnapshot, event: str) -> bytes:
             }
         ]
     }
-    body = json.dumps(data, separators=(",", ":"))
+
+
+def hydration(snapshot: ServedSnapshot, event: str) -> bytes:
+    """One SSE message: ``event`` with a hydration of ``snapshot``."""
+    body = json.dumps(hydration_events(snapshot), separators=(",", ":"))
     return f"event: {event}\nid: {snapshot.version}\ndata: {body}\n\n".encode()
 
 
@@ -82,3 +90,21 @@ async def client_streaming(request: Request, _: SdkReader) -> StreamingResponse:
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+@router.get(
+    "/api/client/delta",
+    response_model=None,
+    summary="Every flag as one hydration event (Unleash's delta polling format)",
+    responses={
+        200: {"description": "{events: [{type: hydration, eventId, features, segments}]}"},
+        304: {"description": "Unchanged since the ETag sent in If-None-Match."},
+    },
+)
+async def client_delta(request: Request, _: SdkReader) -> Response:
+    snapshot = await served(request)
+    etag = f'"delta:{snapshot.version}"'
+    if etag_matches(request.headers.get("if-none-match"), etag):
+        return Response(status_code=304, headers={"ETag": etag})
+    body = json.dumps(hydration_events(snapshot), separators=(",", ":")).encode()
+    return Response(body, media_type="application/json", headers={"ETag": etag})
