@@ -319,3 +319,20 @@ def test_a_frontend_key_created_through_the_api_reaches_the_frontend_api(
     assert client.get("/api/client/features", headers=key).status_code == 403
     bearer = {"Authorization": f"Bearer {created.json()['key']}"}
     assert client.post("/api/v1/flags/dark/enable", headers=bearer, json={}).status_code == 403
+
+
+def test_sdk_routes_answer_503_not_an_empty_flag_set_before_flags_load(tmp_path: Path) -> None:
+    """With the store unreachable from the start, SDKs must keep their flags: 503."""
+    url = f"sqlite:///{tmp_path / 'plane.db'}"
+    engine = create_engine(url)
+    app = create_app(plane_settings(url), engine=engine)  # type: ignore[arg-type]
+    (tmp_path / "plane.db").unlink()  # the store is gone before the first SDK request
+    engine.dispose()
+    (tmp_path / "plane.db").mkdir()  # and cannot be recreated in its place
+    with TestClient(app) as client:
+        key = {"Authorization": READ_KEY}
+        answer = client.get("/api/client/features", headers=key)
+        assert answer.status_code == 503 and answer.headers["Retry-After"]
+        assert "flags not loaded yet" in answer.json()["detail"]
+        assert client.post("/ofrep/v1/evaluate/flags", headers=key, json={}).status_code == 503
+    app.state.flag_feed.close()

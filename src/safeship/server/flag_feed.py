@@ -17,6 +17,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from safeship.errors import SafeshipError
 from safeship.flags._flagset import FlagSet
 from safeship.flags.live import FlagClient
 from safeship.flags.store import FlagStore
@@ -117,6 +118,10 @@ class ServedSnapshot:
         return made
 
 
+class FeedUnavailableError(SafeshipError):
+    """No snapshot could be loaded yet (the store is unreachable or its state unusable)."""
+
+
 class FlagFeed:
     """Keeps the served snapshot current; started on first use, closed with the app."""
 
@@ -140,15 +145,18 @@ class FlagFeed:
         return self._current is not None
 
     def snapshot(self) -> ServedSnapshot:
-        """The newest snapshot; the first call loads it (blocks once, off the event loop)."""
+        """The newest snapshot; the first call loads it (blocks once, off the event loop).
+
+        Raises `FeedUnavailableError` while none could be loaded: an empty answer would
+        tell every SDK that no flag exists and turn them all off."""
         current = self._current
         if current is not None:
             return current
         with self._lock:
             if self._current is None:
                 self._client.start()
-                if self._current is None:  # the store could not be read: serve nothing yet
-                    return ServedSnapshot.of(-1, FlagSet.empty())
+                if self._current is None:
+                    raise FeedUnavailableError(self._client.last_error or "no flag snapshot yet")
             return self._current
 
     def close(self) -> None:

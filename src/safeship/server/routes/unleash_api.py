@@ -30,7 +30,12 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from starlette.concurrency import run_in_threadpool
 
 from safeship.server.deps import authenticate_key, client_ip
-from safeship.server.flag_feed import FeatureQuery, FlagFeed, ServedSnapshot
+from safeship.server.flag_feed import (
+    FeatureQuery,
+    FeedUnavailableError,
+    FlagFeed,
+    ServedSnapshot,
+)
 from safeship.server.inputs import JsonObject, Text
 from safeship.server.keys import Principal, Scope
 from safeship.server.sdk_clients import Registration, SdkClientStore
@@ -90,11 +95,17 @@ def flag_feed(request: Request) -> FlagFeed:
 
 
 async def served(request: Request) -> ServedSnapshot:
-    """The current snapshot; the very first request loads it off the event loop."""
+    """The current snapshot; the very first request loads it off the event loop. 503
+    while none could be loaded (never an empty flag set, which would turn SDKs' flags off)."""
     feed = flag_feed(request)
     if feed.ready:
         return feed.snapshot()
-    return await run_in_threadpool(feed.snapshot)
+    try:
+        return await run_in_threadpool(feed.snapshot)
+    except FeedUnavailableError as exc:
+        raise HTTPException(
+            503, f"flags not loaded yet: {exc}; retry shortly", headers={"Retry-After": "2"}
+        ) from None
 
 
 def etag_matches(if_none_match: str | None, etag: str) -> bool:
