@@ -23,6 +23,7 @@ from safeship.jobs._admin import (  # noqa: E402
     stats,
     status,
 )
+from safeship.jobs._health import jobs_check  # noqa: E402
 from safeship.jobs._http import accepted, status_response  # noqa: E402
 from safeship.jobs._metrics import JobMetrics  # noqa: E402
 from safeship.jobs._model import (  # noqa: E402
@@ -67,6 +68,7 @@ __all__ = [
     "cancel",
     "dead_letters",
     "interrupted",
+    "jobs_check",
     "purge_dead",
     "retry_dead",
     "stats",
