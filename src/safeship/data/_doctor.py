@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from safeship.data._indexes import IndexHealth, index_health
 from safeship.data._pools import PoolStats, pool_stats
-from safeship.db._pool import PoolReport, pool_report
+from safeship.db._pool import PoolReport, configured_overflow, pool_report
 
 __all__ = ["DoctorReport", "diagnose"]
 
@@ -67,9 +67,7 @@ def diagnose(
         stats = {name: pool_stats(p) for name, p in watched.items()}
         return DoctorReport(engine.dialect.name, stats, notes=[note])
     size = pool_size if pool_size is not None else getattr(engine.pool, "size", lambda: 5)()
-    overflow = (
-        max_overflow if max_overflow is not None else getattr(engine.pool, "_max_overflow", 0)
-    )
+    overflow = max_overflow if max_overflow is not None else configured_overflow(engine.pool) or 0
     notes = []
     with engine.connect() as conn:
         headroom = pool_report(

@@ -2,9 +2,9 @@
 
 ``pool_stats(pool)`` reads any of them as :class:`PoolStats` (size, in use, idle,
 waiting, wait time, exhaustion events); ``PoolCollector`` exports the registered pools
-as Prometheus gauges at scrape time.  SQLAlchemy's pool does not say who waits, so
-``watch_pool(engine)`` counts checkouts that found every connection taken (an exhaustion
-event) and the time they waited.  ``check_headroom`` applies the rule
+as Prometheus gauges at scrape time.  SQLAlchemy's public pool API does not say who
+waits; ``watch_pool(engine)`` counts, through its ``checkout`` event, checkouts that took
+the last free connection (an exhaustion event).  ``check_headroom`` applies the rule
 processes x (size + overflow) <= max_connections - reserved.
 """
 
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 import weakref
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -22,7 +21,7 @@ import sqlalchemy as sa
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from safeship.data._errors import HeadroomError
-from safeship.db._pool import PoolReport, pool_report
+from safeship.db._pool import PoolReport, configured_overflow, pool_report, remember_overflow
 
 __all__ = [
     "PoolCollector",
@@ -42,7 +41,7 @@ class PoolStats:
 
     kind: str
     size: int
-    max_size: int
+    max_size: int | None
     in_use: int
     idle: int
     waiting: int | None = None
@@ -54,52 +53,54 @@ class PoolStats:
 
 
 class _Watch:
-    """Exhaustion events and wait time of one SQLAlchemy pool, counted by its events."""
+    """Checkouts of one SQLAlchemy pool that took its last free connection."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
         self.exhausted = 0
-        self.wait_seconds = 0.0
-        self.waiting = 0
         self.lock = threading.Lock()
 
 
 _WATCHES: weakref.WeakKeyDictionary[sa.pool.Pool, _Watch] = weakref.WeakKeyDictionary()
 
 
-def watch_pool(engine: sa.Engine) -> None:
-    """Count, for ``engine``'s pool, checkouts that had to wait and how long they waited."""
+def watch_pool(engine: sa.Engine, *, max_overflow: int | None = None) -> None:
+    """Count, for ``engine``'s pool, checkouts that took its last free connection (the
+    next caller waits): an exhaustion event. SQLAlchemy's public events say nothing about
+    waiting callers, so wait time and the number waiting stay unknown (``None``).
+
+    The pool's limit is the ``max_overflow`` safeship's ``create_engine`` configured, or
+    the one given here for an engine built elsewhere."""
     pool = engine.pool
     if pool in _WATCHES:
         return
-    watch = _WATCHES[pool] = _Watch()
-    original = pool._do_get  # the one place a checkout waits: SQLAlchemy has no event for it
+    limit = _max_size(pool, max_overflow)
+    if limit is None:
+        raise ValueError(
+            "watch_pool: this engine's max_overflow is unknown; pass max_overflow= "
+            "(the value it was created with)"
+        )
+    if max_overflow is not None:
+        remember_overflow(engine, max_overflow)  # the doctor, overview and /metrics read it
+    watch = _WATCHES[pool] = _Watch(limit)
 
-    def timed_get() -> Any:
-        full = _in_use(pool) >= _max_size(pool)
-        if not full:
-            return original()
-        started = time.perf_counter()
-        with watch.lock:
-            watch.exhausted += 1
-            watch.waiting += 1
-        try:
-            return original()
-        finally:
+    def checked_out(*_: object) -> None:
+        if _in_use(pool) >= watch.limit:
             with watch.lock:
-                watch.waiting -= 1
-                watch.wait_seconds += time.perf_counter() - started
+                watch.exhausted += 1
 
-    pool._do_get = timed_get  # type: ignore[method-assign]
+    sa.event.listen(pool, "checkout", checked_out)
 
 
 def _in_use(pool: Any) -> int:
     return int(pool.checkedout()) if hasattr(pool, "checkedout") else 0
 
 
-def _max_size(pool: Any) -> int:
-    size = int(pool.size()) if hasattr(pool, "size") else 1
-    overflow = getattr(pool, "_max_overflow", 0)
-    return size + max(int(overflow), 0)
+def _max_size(pool: Any, max_overflow: int | None = None) -> int | None:
+    if not hasattr(pool, "size"):
+        return 1
+    overflow = configured_overflow(pool) if max_overflow is None else max_overflow
+    return None if overflow is None else int(pool.size()) + max(int(overflow), 0)
 
 
 def pool_stats(pool: Any) -> PoolStats:
@@ -142,11 +143,9 @@ def _sqlalchemy_stats(pool: sa.pool.Pool) -> PoolStats:
     return PoolStats(
         "sqlalchemy",
         in_use + idle,
-        _max_size(pool),
+        watch.limit if watch is not None else _max_size(pool),
         in_use,
         idle,
-        waiting=None if watch is None else watch.waiting,
-        wait_seconds_total=None if watch is None else watch.wait_seconds,
         exhausted_total=None if watch is None else watch.exhausted,
     )
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 
+from safeship.db._pool import remember_overflow
 from safeship.errors import SafeshipError
 
 if TYPE_CHECKING:
@@ -73,9 +74,14 @@ def create_engine(url: str | None = None, *, settings: Settings | None = None) -
     if backend == "sqlite":
         engine = sa.create_engine(full, connect_args={"timeout": 5.0}, hide_parameters=True)
         sa.event.listen(engine, "connect", _sqlite_pragmas)
+        if isinstance(engine.pool, sa.QueuePool):  # a file database: SQLAlchemy's default
+            remember_overflow(engine, 10)  # max_overflow, as documented for QueuePool
         return engine
     if backend == "postgresql":
-        return sa.create_engine(full, **_postgres_options(settings))
+        options = _postgres_options(settings)
+        engine = sa.create_engine(full, **options)
+        remember_overflow(engine, options["max_overflow"])
+        return engine
     raise ValueError(f"unsupported database {backend!r}: use sqlite:// or postgresql://")
 
 

@@ -7,9 +7,26 @@ server's ``max_connections`` minus a reserve, and lists connections by state.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
+
+#: ``max_overflow`` of the pools safeship's ``create_engine`` built (SQLAlchemy keeps it
+#: private, and a pool's limit is size + overflow).
+_OVERFLOW: weakref.WeakKeyDictionary[sa.pool.Pool, int] = weakref.WeakKeyDictionary()
+
+
+def remember_overflow(engine: sa.Engine, max_overflow: int) -> None:
+    """Note the ``max_overflow`` ``engine``'s pool was built with."""
+    _OVERFLOW[engine.pool] = max_overflow
+
+
+def configured_overflow(pool: sa.pool.Pool) -> int | None:
+    """The ``max_overflow`` the pool was built with, when safeship built it."""
+    if not isinstance(pool, sa.QueuePool):
+        return 0
+    return _OVERFLOW.get(pool)
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from safeship.db._pool import configured_overflow
 from safeship.observe._metrics import MetricsConfigError
 
 __all__ = ["DatabaseCollector", "PoolCollector", "ScrapeSource", "pool_families"]
@@ -216,7 +217,9 @@ def pool_families(engine: sa.Engine) -> list[Metric]:
     limit = GaugeMetricFamily(
         "safeship_db_pool_max_connections", "Most connections the pool may open (size + overflow)."
     )
-    limit.add_metric([], pool.size() + max(0, pool._max_overflow))
+    overflow_limit = configured_overflow(pool)
+    if overflow_limit is not None:  # known for the engines safeship's create_engine built
+        limit.add_metric([], pool.size() + max(0, overflow_limit))
     connections = GaugeMetricFamily(
         "safeship_db_pool_connections",
         "Connections of the pool by state: in_use (checked out) or idle (checked in).",

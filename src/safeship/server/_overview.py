@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
+from safeship.db._pool import configured_overflow
 from safeship.db._schema import audit
 from safeship.flags import _authoring as authoring
 from safeship.outbox import admin
@@ -170,7 +171,7 @@ def _pool_figures(pool: Any) -> tuple[int | None, int | None, int | None]:
     checkedout, checkedin = getattr(pool, "checkedout", None), getattr(pool, "checkedin", None)
     if not callable(checkedout) or not callable(checkedin):
         return None, None, None
-    size, overflow = getattr(pool, "size", None), getattr(pool, "_max_overflow", None)
+    size, overflow = getattr(pool, "size", None), configured_overflow(pool)
     capacity = None
     if callable(size) and isinstance(overflow, int) and overflow >= 0:
         capacity = int(size()) + overflow
