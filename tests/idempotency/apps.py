@@ -74,6 +74,12 @@ def make_service(store: Store, *, default: RouteOptions | None = None) -> Servic
         runs["boom"] += 1
         raise RuntimeError("the charge may or may not have gone through")
 
+    @app.post("/boom-briefly")
+    @idempotent(unknown_ttl=0.5)
+    async def boom_briefly() -> dict[str, str]:
+        runs["boom-briefly"] += 1
+        raise RuntimeError("the charge may or may not have gone through")
+
     @app.post("/reconciled")
     @idempotent(reconcile=reconcile)
     async def reconciled() -> dict[str, int]:

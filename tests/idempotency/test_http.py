@@ -133,6 +133,27 @@ async def test_after_the_handler_raised_the_outcome_is_unknown_and_it_never_runs
     assert service.runs["boom"] == 1
 
 
+async def test_an_unknown_outcome_is_released_after_unknown_ttl_not_after_a_day(
+    store: Store,
+) -> None:
+    service = make_service(store)  # /boom-briefly: unknown_ttl=0.5, ttl a day
+    key = _key()
+    loop = asyncio.get_running_loop()
+    async with service.client() as client:
+        assert (await client.post("/boom-briefly", headers=key)).status_code == 500
+        told = _problem(await client.post("/boom-briefly", headers=key), 409, "outcome-unknown")
+        assert "0.5 s" in str(told["detail"])
+        start, answer = loop.time(), None
+        while loop.time() - start < 10:  # the store's clock decides; poll its answer
+            answer = await client.post("/boom-briefly", headers=key)
+            if answer.status_code != 409:
+                break
+            _problem(answer, 409, "outcome-unknown")  # never anything else meanwhile
+            await asyncio.sleep(0.05)
+    assert answer is not None and answer.status_code == 500  # the released key ran again
+    assert service.runs["boom-briefly"] == 2
+
+
 async def test_a_reconcile_hook_decides_an_unknown_outcome(store: Store) -> None:
     service = make_service(store)
     key_rerun, key_found = _key(), _key()

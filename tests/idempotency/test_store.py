@@ -112,8 +112,63 @@ async def test_prune_deletes_expired_sql_keys_only(store: Store) -> None:
 
     if not isinstance(store, SqlStore):
         pytest.skip("Redis expires keys itself")
-    await store.claim("old", "fp", lease=0.1, ttl=0.1)
+    await store.claim("old", "fp", lease=0.1, ttl=0.1, unknown_ttl=0.1)
     await store.claim("live", "fp", lease=5, ttl=60)
     await asyncio.sleep(0.3)
     assert await store.prune() == 1
     assert await store.get("live") is not None
+
+
+async def _released(store: Store, key: str, within: float = 10.0) -> float:
+    """Poll the store's own state until ``key`` is free; the seconds it took."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    while await store.get(key) is not None:
+        assert loop.time() - start < within, f"{key} was never released"
+        await asyncio.sleep(0.02)
+    return loop.time() - start
+
+
+async def test_an_unknown_outcome_holds_its_key_for_unknown_ttl_only(store: Store) -> None:
+    claim = await store.claim("k", "fp", lease=5, ttl=60, unknown_ttl=0.4)
+    assert claim.token is not None
+    assert await store.mark_unknown("k", claim.token, unknown_ttl=0.4)
+    record = await store.get("k")
+    assert record is not None and record.state is State.UNKNOWN  # held at first, not free
+    waited = await _released(store, "k")
+    assert waited < 5  # released after unknown_ttl, long before the 60 s ttl
+    assert (await store.claim("k", "fp", lease=5, ttl=60)).claimed
+
+
+async def test_a_dead_claim_says_unknown_then_is_released(store: Store) -> None:
+    claim = await store.claim("k", "fp", lease=0.2, ttl=60, unknown_ttl=0.4)
+    assert claim.token is not None
+    seen = set()
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    while (record := await store.get("k")) is not None:
+        seen.add(record.state)
+        assert loop.time() - start < 10, "a dead claim was never released"
+        await asyncio.sleep(0.02)
+    assert State.UNKNOWN in seen  # a retry was told "unknown" before the key went free
+    assert (await store.claim("k", "fp", lease=5, ttl=60)).claimed  # the next request runs
+    assert not await store.complete("k", claim.token, RESPONSE, ttl=60)  # the dead one lost it
+
+
+async def test_renewing_keeps_a_claim_past_its_unknown_ttl(store: Store) -> None:
+    claim = await store.claim("k", "fp", lease=0.3, ttl=60, unknown_ttl=0.1)
+    assert claim.token is not None
+    for _ in range(6):  # 1.2 s: three times lease + unknown_ttl
+        await asyncio.sleep(0.2)
+        assert await store.renew("k", claim.token, lease=0.3, unknown_ttl=0.1)
+    record = await store.get("k")
+    assert record is not None and record.state is State.IN_FLIGHT
+
+
+async def test_a_finished_key_keeps_its_ttl_not_the_unknown_ttl(store: Store) -> None:
+    claim = await store.claim("k", "fp", lease=5, ttl=60, unknown_ttl=0.1)
+    assert claim.token is not None
+    assert await store.complete("k", claim.token, RESPONSE, ttl=60)
+    await asyncio.sleep(0.3)
+    record = await store.get("k")
+    assert record is not None and record.state is State.DONE

@@ -85,11 +85,15 @@ class RouteOptions:
     it renews every third of it while alive, so a long request keeps its key and a
     killed one frees it in at most ``lease``.  ``reconcile``: decides a key whose first
     run raised or died; without it the caller gets 409 "outcome unknown".
+    ``unknown_ttl``: seconds an unknown outcome holds the key (by the store's clock)
+    before it is released and the next request with it runs -- a retry is told
+    "outcome unknown" for that long, never blocked for the whole ``ttl``.
     """
 
     required: bool = True
     ttl: float = 86_400.0
     lease: float = 30.0
+    unknown_ttl: float = 300.0
     store_server_errors: bool = False
     reconcile: Reconcile | None = None
     max_body_bytes: int = MiB
@@ -97,7 +101,7 @@ class RouteOptions:
     replay_headers: frozenset[bytes] = field(default=REPLAY_HEADERS)
 
     def __post_init__(self) -> None:
-        for name in ("ttl", "lease"):
+        for name in ("ttl", "lease", "unknown_ttl"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
                 raise IdempotencyConfigError(f"{name} must be a positive number of seconds")
@@ -116,6 +120,7 @@ def idempotent(
     required: bool = True,
     ttl: float = 86_400.0,
     lease: float = 30.0,
+    unknown_ttl: float = 300.0,
     store_server_errors: bool = False,
     reconcile: Reconcile | None = None,
     max_body_bytes: int = MiB,
@@ -126,6 +131,7 @@ def idempotent(
         required=required,
         ttl=ttl,
         lease=lease,
+        unknown_ttl=unknown_ttl,
         store_server_errors=store_server_errors,
         reconcile=reconcile,
         max_body_bytes=max_body_bytes,

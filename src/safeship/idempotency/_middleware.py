@@ -316,7 +316,11 @@ class _Request:
         fp = self._fingerprint(body)
         try:  # only the store's own calls: an error the handler raises is never "store down"
             claim = await self.store.claim(
-                stored_key, fp, lease=self.options.lease, ttl=self.options.ttl
+                stored_key,
+                fp,
+                lease=self.options.lease,
+                ttl=self.options.ttl,
+                unknown_ttl=self.options.unknown_ttl,
             )
         except IdempotencyStoreError as exc:
             await self._store_down(exc, body)
@@ -394,12 +398,15 @@ class _Request:
                 "outcome-unknown",
                 "Outcome unknown",
                 "The first request with this key failed or was cut off and may "
-                "have acted; it will not run again. Check the resource, then use "
-                "a new key.",
+                "have acted. Check the resource; to act now, use a new key. This "
+                f"key is released {self.options.unknown_ttl:g} s after the failure, "
+                "then a request with it runs again.",
             )
             return
         try:
-            token = await self.store.take_over(stored_key, lease=self.options.lease)
+            token = await self.store.take_over(
+                stored_key, lease=self.options.lease, unknown_ttl=self.options.unknown_ttl
+            )
         except IdempotencyStoreError as exc:
             await self._store_down(exc, body, may_run=False)
             return
@@ -438,7 +445,9 @@ class _Request:
             tee.see(message)
             await self.send(message)
 
-        renewer = _Renewer(self.store, stored_key, token, self.options.lease)
+        renewer = _Renewer(
+            self.store, stored_key, token, self.options.lease, self.options.unknown_ttl
+        )
         metrics.in_flight(1)
         try:
             await self.mw.app(self.scope, _replaying(body, self.receive), send)
@@ -454,14 +463,18 @@ class _Request:
         metrics.unknown_outcome()
         _log.warning("idempotency.outcome_unknown", extra={"key_hash": stored_key, "why": why})
         with contextlib.suppress(IdempotencyStoreError):
-            await asyncio.shield(self.store.mark_unknown(stored_key, token))
+            await asyncio.shield(
+                self.store.mark_unknown(stored_key, token, unknown_ttl=self.options.unknown_ttl)
+            )
 
     async def _settle(self, handle: KeyHandle, tee: Tee) -> None:
         stored_key, token = handle._stored_key, handle._token
         if handle.recorded:
             # Committed with the handler's transaction (a no-op), or rolled back with it.
             with contextlib.suppress(IdempotencyStoreError):
-                if await self.store.mark_unknown(stored_key, token):
+                if await self.store.mark_unknown(
+                    stored_key, token, unknown_ttl=self.options.unknown_ttl
+                ):
                     metrics.unknown_outcome()
             return
         if tee.status is None or not tee.complete:
@@ -483,10 +496,13 @@ class _Renewer:
     """Renews a running request's lease every third of it, on a timer (no task until a
     renewal is due, so a short request pays one timer and its cancellation)."""
 
-    __slots__ = ("_handle", "_key", "_lease", "_store", "_task", "_token")
+    __slots__ = ("_handle", "_key", "_lease", "_store", "_task", "_token", "_unknown_ttl")
 
-    def __init__(self, store: Store, key: str, token: str, lease: float) -> None:
+    def __init__(
+        self, store: Store, key: str, token: str, lease: float, unknown_ttl: float
+    ) -> None:
         self._store, self._key, self._token, self._lease = store, key, token, lease
+        self._unknown_ttl = unknown_ttl
         self._task: asyncio.Task[None] | None = None
         self._handle: asyncio.TimerHandle | None = self._schedule()
 
@@ -498,7 +514,9 @@ class _Renewer:
 
     async def _renew(self) -> None:
         try:
-            alive = await self._store.renew(self._key, self._token, lease=self._lease)
+            alive = await self._store.renew(
+                self._key, self._token, lease=self._lease, unknown_ttl=self._unknown_ttl
+            )
         except IdempotencyStoreError as exc:
             _log.warning("idempotency.renew_failed", extra={"error": str(exc)})
             alive = True  # try again at the next tick; the lease may still hold

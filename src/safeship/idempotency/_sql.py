@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from safeship.idempotency import _schema as schema
 from safeship.idempotency._errors import IdempotencyStoreError
 from safeship.idempotency._model import Claim, Record, State, StoredResponse
-from safeship.idempotency._store import new_token, to_ms
+from safeship.idempotency._store import UNKNOWN_TTL, new_token, to_ms
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -81,6 +81,7 @@ def _statements(dialect: str) -> dict[str, Any]:
     insert = _insert(dialect)(t).values(values)
     update = {name: insert.excluded[name] for name in values if name != "key"}
     ours = (t.c.key == B("p_key"), t.c.token == B("p_token"), t.c.state == _IN_FLIGHT)
+    held = now + B("p_lease_ms", type_=big) + B("p_unknown_ms", type_=big)
     free = sa.or_(t.c.state == _UNKNOWN, sa.and_(t.c.state == _IN_FLIGHT, t.c.lease_until <= now))
     return {
         "claim": insert.on_conflict_do_update(
@@ -98,12 +99,26 @@ def _statements(dialect: str) -> dict[str, Any]:
             body=B("p_body", type_=t.c.body.type),
             body_kept=B("p_body_kept"),
         ),
-        "renew": sa.update(t).where(*ours).values(lease_until=now + B("p_lease_ms", type_=big)),
-        "unknown": sa.update(t).where(*ours).values(state=_UNKNOWN, token=None, lease_until=None),
+        "renew": sa.update(t)
+        .where(*ours)
+        .values(lease_until=now + B("p_lease_ms", type_=big), expires_at=held),
+        "unknown": sa.update(t)
+        .where(*ours)
+        .values(
+            state=_UNKNOWN,
+            token=None,
+            lease_until=None,
+            expires_at=now + B("p_unknown_ms", type_=big),
+        ),
         "release": sa.delete(t).where(t.c.key == B("p_key"), t.c.token == B("p_token")),
         "take_over": sa.update(t)
         .where(t.c.key == B("p_key"), t.c.expires_at > now, free)
-        .values(state=_IN_FLIGHT, token=B("p_token"), lease_until=now + B("p_lease_ms", type_=big)),
+        .values(
+            state=_IN_FLIGHT,
+            token=B("p_token"),
+            lease_until=now + B("p_lease_ms", type_=big),
+            expires_at=held,
+        ),
         "get": sa.select(t, now.label("now")).where(t.c.key == B("p_key")),
         "prune": sa.delete(t).where(t.c.expires_at <= now),
     }
@@ -209,10 +224,20 @@ class SqlStore:
         statement = _statements(self.dialect)[name]
         return lambda conn: conn.execute(statement, params).rowcount == 1
 
-    async def claim(self, key: str, fingerprint: str, *, lease: float, ttl: float) -> Claim:
+    async def claim(
+        self,
+        key: str,
+        fingerprint: str,
+        *,
+        lease: float,
+        ttl: float,
+        unknown_ttl: float = UNKNOWN_TTL,
+    ) -> Claim:
         token = new_token()
+        lease_ms, unknown_ms = to_ms(lease, "lease"), to_ms(unknown_ttl, "unknown_ttl")
+        to_ms(ttl, "ttl")  # checked here; it applies once the response is stored
         statement, params = claim_statement(
-            self.dialect, key, fingerprint, token, to_ms(lease, "lease"), to_ms(ttl, "ttl")
+            self.dialect, key, fingerprint, token, lease_ms, lease_ms + unknown_ms
         )
 
         def work(conn: sa.Connection) -> Claim:
@@ -222,10 +247,14 @@ class SqlStore:
 
         return await self._run(work)
 
-    async def renew(self, key: str, token: str, *, lease: float) -> bool:
-        lease_ms = to_ms(lease, "lease")
+    async def renew(
+        self, key: str, token: str, *, lease: float, unknown_ttl: float = UNKNOWN_TTL
+    ) -> bool:
+        lease_ms, unknown_ms = to_ms(lease, "lease"), to_ms(unknown_ttl, "unknown_ttl")
         return await self._run(
-            self._changed("renew", p_key=key, p_token=token, p_lease_ms=lease_ms)
+            self._changed(
+                "renew", p_key=key, p_token=token, p_lease_ms=lease_ms, p_unknown_ms=unknown_ms
+            )
         )
 
     async def complete(self, key: str, token: str, response: StoredResponse, *, ttl: float) -> bool:
@@ -234,15 +263,23 @@ class SqlStore:
         )
         return await self._run(lambda conn: conn.execute(statement, params).rowcount == 1)
 
-    async def mark_unknown(self, key: str, token: str) -> bool:
-        return await self._run(self._changed("unknown", p_key=key, p_token=token))
+    async def mark_unknown(self, key: str, token: str, *, unknown_ttl: float = UNKNOWN_TTL) -> bool:
+        unknown_ms = to_ms(unknown_ttl, "unknown_ttl")
+        return await self._run(
+            self._changed("unknown", p_key=key, p_token=token, p_unknown_ms=unknown_ms)
+        )
 
     async def release(self, key: str, token: str) -> bool:
         return await self._run(self._changed("release", p_key=key, p_token=token))
 
-    async def take_over(self, key: str, *, lease: float) -> str | None:
+    async def take_over(
+        self, key: str, *, lease: float, unknown_ttl: float = UNKNOWN_TTL
+    ) -> str | None:
         token, lease_ms = new_token(), to_ms(lease, "lease")
-        taken = self._changed("take_over", p_key=key, p_token=token, p_lease_ms=lease_ms)
+        unknown_ms = to_ms(unknown_ttl, "unknown_ttl")
+        taken = self._changed(
+            "take_over", p_key=key, p_token=token, p_lease_ms=lease_ms, p_unknown_ms=unknown_ms
+        )
         return token if await self._run(taken) else None
 
     async def get(self, key: str) -> Record | None:

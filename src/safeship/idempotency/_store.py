@@ -21,9 +21,12 @@ from safeship.idempotency._model import Claim, Record, State, StoredResponse
 if TYPE_CHECKING:
     import redis.asyncio
 
-__all__ = ["RedisStore", "Store", "new_token", "to_ms"]
+__all__ = ["UNKNOWN_TTL", "RedisStore", "Store", "new_token", "to_ms"]
 
 T = TypeVar("T")
+
+#: Seconds an unknown outcome holds its key before the key is released (default).
+UNKNOWN_TTL = 300.0
 
 
 def new_token() -> str:
@@ -39,13 +42,29 @@ def to_ms(seconds: float, what: str) -> int:
 
 
 class Store(Protocol):
-    """What the HTTP middleware needs from a key store (all calls atomic)."""
+    """What the HTTP middleware needs from a key store (all calls atomic).
 
-    async def claim(self, key: str, fingerprint: str, *, lease: float, ttl: float) -> Claim:
+    ``unknown_ttl``: how long an unknown outcome holds its key, by the store's clock.  A
+    record in flight expires ``lease + unknown_ttl`` after its last claim or renewal (so
+    a claim whose owner died says "unknown" for ``unknown_ttl``, then is released); a
+    record marked unknown expires ``unknown_ttl`` after the mark; a finished one ``ttl``.
+    """
+
+    async def claim(
+        self,
+        key: str,
+        fingerprint: str,
+        *,
+        lease: float,
+        ttl: float,
+        unknown_ttl: float = UNKNOWN_TTL,
+    ) -> Claim:
         """Own ``key`` now (``Claim.token``) or learn what it holds (``Claim.existing``)."""
         ...
 
-    async def renew(self, key: str, token: str, *, lease: float) -> bool:
+    async def renew(
+        self, key: str, token: str, *, lease: float, unknown_ttl: float = UNKNOWN_TTL
+    ) -> bool:
         """Extend a live claim's lease; False when the claim is no longer ours."""
         ...
 
@@ -53,7 +72,7 @@ class Store(Protocol):
         """Store the claim's response, kept ``ttl`` seconds from now."""
         ...
 
-    async def mark_unknown(self, key: str, token: str) -> bool:
+    async def mark_unknown(self, key: str, token: str, *, unknown_ttl: float = UNKNOWN_TTL) -> bool:
         """Record that the claim's outcome is unknown (it raised or was cut off)."""
         ...
 
@@ -61,7 +80,9 @@ class Store(Protocol):
         """Forget the claim, so a corrected request may run (validation errors, conflicts)."""
         ...
 
-    async def take_over(self, key: str, *, lease: float) -> str | None:
+    async def take_over(
+        self, key: str, *, lease: float, unknown_ttl: float = UNKNOWN_TTL
+    ) -> str | None:
         """Own a key whose outcome is unknown (to reconcile it); its new token, or None."""
         ...
 
@@ -87,7 +108,7 @@ def _decode(raw: bytes | str, lease_ms: int) -> Record:
     return Record(state, data["fp"], response, retry_after)
 
 
-# KEYS: record, lease.  ARGV: record json, ttl ms, token, lease ms.
+# KEYS: record, lease.  ARGV: record json, record ms (lease + unknown), token, lease ms.
 _CLAIM = """
 local rec = redis.call('GET', KEYS[1])
 if rec then return {0, rec, redis.call('PTTL', KEYS[2])} end
@@ -102,7 +123,14 @@ if not rec then return 0 end
 local d = cjson.decode(rec)
 if d.st ~= 'in_flight' or d.t ~= ARGV[1] then return 0 end
 """
-_RENEW = _OURS + "redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2]) return 1"
+_RENEW = (
+    _OURS
+    + """
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+)
 _COMPLETE = (
     _OURS
     + """
@@ -119,7 +147,7 @@ _UNKNOWN = (
     + """
 d.st = 'unknown'
 d.t = false
-redis.call('SET', KEYS[1], cjson.encode(d), 'KEEPTTL')
+redis.call('SET', KEYS[1], cjson.encode(d), 'PX', ARGV[2])
 redis.call('DEL', KEYS[2])
 return 1
 """
@@ -133,7 +161,7 @@ if d.st == 'done' then return 0 end
 if d.st == 'in_flight' and redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 d.st = 'in_flight'
 d.t = ARGV[1]
-redis.call('SET', KEYS[1], cjson.encode(d), 'KEEPTTL')
+redis.call('SET', KEYS[1], cjson.encode(d), 'PX', ARGV[3])
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 return 1
 """
@@ -172,31 +200,46 @@ class RedisStore:
     async def _run(self, name: str, key: str, *args: str | int) -> Any:
         return await _guarded(lambda: self._scripts[name](keys=self._keys(key), args=list(args)))
 
-    async def claim(self, key: str, fingerprint: str, *, lease: float, ttl: float) -> Claim:
+    async def claim(
+        self,
+        key: str,
+        fingerprint: str,
+        *,
+        lease: float,
+        ttl: float,
+        unknown_ttl: float = UNKNOWN_TTL,
+    ) -> Claim:
         token = new_token()
         record = _record_json(State.IN_FLIGHT, fingerprint, token, None)
-        lease_ms, ttl_ms = to_ms(lease, "lease"), to_ms(ttl, "ttl")
-        answer = await self._run("claim", key, record, ttl_ms, token, lease_ms)
+        lease_ms, unknown_ms = to_ms(lease, "lease"), to_ms(unknown_ttl, "unknown_ttl")
+        to_ms(ttl, "ttl")  # checked here; it applies once the response is stored
+        answer = await self._run("claim", key, record, lease_ms + unknown_ms, token, lease_ms)
         if int(answer[0]) == 1:
             return Claim(token)
         return Claim(None, _decode(answer[1], int(answer[2])))
 
-    async def renew(self, key: str, token: str, *, lease: float) -> bool:
-        return bool(await self._run("renew", key, token, to_ms(lease, "lease")))
+    async def renew(
+        self, key: str, token: str, *, lease: float, unknown_ttl: float = UNKNOWN_TTL
+    ) -> bool:
+        lease_ms, unknown_ms = to_ms(lease, "lease"), to_ms(unknown_ttl, "unknown_ttl")
+        return bool(await self._run("renew", key, token, lease_ms, lease_ms + unknown_ms))
 
     async def complete(self, key: str, token: str, response: StoredResponse, *, ttl: float) -> bool:
         encoded = json.dumps(response.encode())
         return bool(await self._run("complete", key, token, encoded, to_ms(ttl, "ttl")))
 
-    async def mark_unknown(self, key: str, token: str) -> bool:
-        return bool(await self._run("unknown", key, token))
+    async def mark_unknown(self, key: str, token: str, *, unknown_ttl: float = UNKNOWN_TTL) -> bool:
+        return bool(await self._run("unknown", key, token, to_ms(unknown_ttl, "unknown_ttl")))
 
     async def release(self, key: str, token: str) -> bool:
         return bool(await self._run("release", key, token))
 
-    async def take_over(self, key: str, *, lease: float) -> str | None:
+    async def take_over(
+        self, key: str, *, lease: float, unknown_ttl: float = UNKNOWN_TTL
+    ) -> str | None:
         token = new_token()
-        taken = await self._run("take_over", key, token, to_ms(lease, "lease"))
+        lease_ms, unknown_ms = to_ms(lease, "lease"), to_ms(unknown_ttl, "unknown_ttl")
+        taken = await self._run("take_over", key, token, lease_ms, lease_ms + unknown_ms)
         return token if int(taken) == 1 else None
 
     async def get(self, key: str) -> Record | None:
