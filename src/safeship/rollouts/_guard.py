@@ -29,6 +29,7 @@ from prometheus_client import Counter
 from safeship.db._audit import fit_text, record_audit
 from safeship.flags.store import FlagExistsError, FlagNotFoundError, FlagStore
 from safeship.observe._logging import ALERT
+from safeship.rollouts import _phase_rules as phase_rules
 from safeship.rollouts import _shadow_store as shadow_store
 from safeship.rollouts._monitor import ArmWindow, GuardMonitor
 from safeship.rollouts._plan import Plan, next_action
@@ -232,7 +233,7 @@ class RolloutGuard:
                 self._ensure_flag(conn, name, actor)
                 self._insert(conn, name, actor, plan, settings, mode, reason, now, phase, revision)
                 if phase is MigrationPhase.CONTRACT:
-                    self._flag_safe_value(conn, name, True, actor=actor)
+                    phase_rules.flag_safe_value(self, conn, name, True, actor=actor)
                 if mode == "canary":
                     self.flags.rollout(
                         name, plan.steps[0], actor=actor, reason="rollout step 1", conn=conn
@@ -352,7 +353,7 @@ class RolloutGuard:
         if action is not None:
             evidence = {"verdict": verdict.to_dict(), "arms": monitor.summary()}
             if action == "rollback" and not record.rollback_safe:
-                decision = self._refuse_rollback(conn, record, evidence, verdict, now)
+                decision = phase_rules.refuse_rollback(self, conn, record, evidence, verdict, now)
             elif action == "rollback":
                 decision = self._roll_back(conn, record, "guard", evidence, verdict, now)
             else:
@@ -376,37 +377,6 @@ class RolloutGuard:
             f"{verdict.breached_metric} regressed (e-value {verdict.combined:.1f} >= "
             f"{1 / record.settings.alpha:.0f})"
         )
-
-    def _refuse_rollback(
-        self, conn: sa.Connection, record: RolloutRecord, evidence: Any, verdict: Verdict,
-        now: datetime,
-    ) -> Decision | None:  # fmt: skip
-        """A breach on a rollout past a contract migration: hold it (paused, so it never
-        advances) and alert, once per hold, instead of sending traffic back to a legacy
-        path that no longer matches the schema."""
-        if record.status == "paused" and self._last_kind(conn, record.name) == "rollback_refused":
-            return None  # refused and alerted already; an operator resuming re-arms it
-        refusal = RollbackRefusedError(record.name, record.migration_revision, "rolling back")
-        why = f"{self._breach_reason(record, verdict)}; automatic rollback refused: {refusal}"
-        self._set(
-            conn, record, status="paused", actor="guard", reason=why, now=now,
-            audit_action="rollout.rollback_refused",
-        )  # fmt: skip
-        percent = record.plan.steps[record.step]
-        return self._decide(
-            conn, record.name, "rollback_refused", "guard", record.step, percent, evidence, why,
-            now,
-        )  # fmt: skip
-
-    @staticmethod
-    def _last_kind(conn: sa.Connection, name: str) -> str | None:
-        query = (
-            sa.select(rollout_decisions.c.kind)
-            .where(rollout_decisions.c.rollout == name)
-            .order_by(rollout_decisions.c.id.desc())
-            .limit(1)
-        )
-        return conn.execute(query).scalar()
 
     def _roll_back(
         self, conn: sa.Connection, record: RolloutRecord, actor: str, evidence: Any,
@@ -536,7 +506,7 @@ class RolloutGuard:
             try:
                 decision = self._operate_once(name, action, actor, reason, expected_version)
             except RollbackRefusedError as refused:
-                self._record_refusal(refused, actor=actor, reason=reason)
+                phase_rules.record_refusal(self, refused, actor=actor, reason=reason)
                 raise
             except RolloutConflictError:
                 attempts -= 1
@@ -572,27 +542,6 @@ class RolloutGuard:
             raise RollbackRefusedError(name, record.migration_revision, verb)
         return record
 
-    def _record_refusal(
-        self, refused: RollbackRefusedError, *, actor: str, reason: str | None
-    ) -> None:
-        """Audit and log a refused operator undo (nothing else changed)."""
-        fields = {"rollout": refused.name, "actor": actor, "action": refused.action,
-                  "migration_revision": refused.revision}  # fmt: skip
-        logger.warning("rollout.rollback_refused", extra=fields)
-        try:
-            with self.engine.begin() as conn:
-                record_audit(
-                    conn, actor=actor, action="rollout.rollback_refused",
-                    target=f"rollout:{refused.name}", before=None,
-                    after={"refused": refused.action, "migration_phase": "contract",
-                           "migration_revision": refused.revision},
-                    reason=reason or str(refused), at=self._now(),
-                )  # fmt: skip
-        except Exception:  # the refusal stands and is raised; the log line above records it
-            logger.exception("rollout.refusal_audit_failed", extra=fields)
-
-    # -- migration phase ---------------------------------------------------------------
-
     def set_migration_phase(
         self,
         name: str,
@@ -609,39 +558,12 @@ class RolloutGuard:
         Moving to ``contract`` also makes the flag's safe value *on*, so the kill switch of
         an emergency leaves the candidate serving; leaving ``contract`` makes it off again.
         """
-        new_phase = MigrationPhase.parse(phase)
-        new_revision = check_revision(revision)
-        with self._locked(name, wait=True) as (conn, record):
-            record = self._operable(name, record, "change", expected_version)
-            now = self._now()
-            was_contract = not record.rollback_safe
-            if (new_phase is MigrationPhase.CONTRACT) != was_contract:
-                self._flag_safe_value(conn, name, not was_contract, actor=actor)
-            self._set(
-                conn, record, actor=actor, reason=reason, now=now,
-                audit_action="rollout.migration_phase", migration_phase=new_phase.value,
-                migration_revision=new_revision,
-            )  # fmt: skip
-            what = f"migration phase {record.migration_phase.value} -> {new_phase.value}"
-            if new_revision:
-                what += f" ({new_revision})"
-            decision = self._decide(
-                conn, name, "migration_phase", actor, record.step, record.percent,
-                {"from": record.migration_phase.value, "to": new_phase.value,
-                 "revision": new_revision},
-                f"{what}: {reason}" if reason else what, now,
-            )  # fmt: skip
+        decision = phase_rules.set_migration_phase(
+            self, name, phase, actor=actor, revision=revision, reason=reason,
+            expected_version=expected_version,
+        )  # fmt: skip
         self._after(decision)
         return self.get(name)
-
-    def _flag_safe_value(self, conn: sa.Connection, name: str, value: bool, *, actor: str) -> None:
-        """The value the kill switch gives the rollout's flag (one audited flag change)."""
-        self.flags.change(
-            name, lambda feature: feature, actor=actor, action="flag.safe_value",
-            reason="contract migration: the candidate is the safe path" if value
-            else "no contract migration: the legacy path is safe again",
-            metadata={"safe_value": value}, conn=conn,
-        )  # fmt: skip
 
     def _operate(
         self, conn: sa.Connection, record: RolloutRecord, action: str, actor: str,
