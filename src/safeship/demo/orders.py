@@ -19,6 +19,7 @@ from safeship.data import NPlusOneDetector, NPlusOneMiddleware
 from safeship.demo.inventory import OUTAGE_FLAG, FlakyInventory, inventory_policy
 from safeship.flags.live import FlagClient, flags_check
 from safeship.flags.store import FlagExistsError, FlagStore
+from safeship.idempotency import IdempotencyMiddleware, SqlStore, idempotent, principal_from_header
 from safeship.observe.health import HealthRegistry, sql_check
 from safeship.outbox import stage
 from safeship.web import protect
@@ -91,6 +92,8 @@ def create_orders_app(
     guarded = inventory_policy()
 
     @app.post("/orders", response_model=Order, status_code=201)
+    # A retried POST with the same Idempotency-Key gets the first order back, not a second.
+    @idempotent(required=False, ttl=24 * 3600)
     def create_order(body: NewOrder) -> Order:
         now = datetime.now(UTC)
         who = {"userId": body.customer}
@@ -143,6 +146,11 @@ def create_orders_app(
     # Each request is a unit of work of the N+1 detector: for a sample of requests the
     # legacy listing's loop is logged (data.n_plus_one) with its call site and the fix.
     app.add_middleware(NPlusOneMiddleware, detector=NPlusOneDetector(sample_rate=0.05))
+    # Idempotency-Key on POST /orders, kept in safeship's table (migration 0009). Keys are
+    # per caller: the demo has no accounts, so a caller names itself with X-Api-Key.
+    app.add_middleware(
+        IdempotencyMiddleware, store=SqlStore(engine), principal=principal_from_header("x-api-key")
+    )
     # One call adds request ids, access logs, HTTP metrics, probes and request limits.
     return protect(
         app,
