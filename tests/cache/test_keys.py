@@ -153,3 +153,23 @@ def test_bad_settings_fail_at_construction_naming_the_field(
 ) -> None:
     with pytest.raises(CacheConfigError, match=field):
         Cache(**options)
+
+
+def test_an_envelope_keeps_key_times_tags_and_payload_and_refuses_garbage() -> None:
+    from safeship.cache._entry import Entry, decode_envelope, encode_envelope
+    from safeship.cache._errors import CacheError
+
+    entry = Entry("prod:ns:1:abc", None, expires=10.5, stale_until=20.0, delta=0.25, beta=1.0,
+                  tags=("product:42", "café"))  # fmt: skip
+    data = encode_envelope(entry, b'{"v":1}')
+    assert decode_envelope(data) == (
+        "prod:ns:1:abc",
+        10.5,
+        20.0,
+        0.25,
+        ("product:42", "café"),
+        b'{"v":1}',
+    )
+    for broken in (b"", b"ss2", data[:20], b"xx" + data):
+        with pytest.raises(CacheError):
+            decode_envelope(broken)

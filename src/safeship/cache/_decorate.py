@@ -26,6 +26,7 @@ __all__ = ["TagSpec", "decorate"]
 TagSpec = Iterable[str] | Callable[..., Iterable[str]] | None
 _SCALARS = frozenset({str, int, bool, bytes, type(None)})
 _MAX_SIGNATURES = 64
+_MAX_KNOWN = 4096
 _SLOTS = itertools.count()
 
 
@@ -65,9 +66,21 @@ def decorate(
     data: Any = cache.memory.data if cache.memory is not None else {}
     stats, clock, space = cache.stats, cache.clock, cache.space
     fast: set[tuple[type, ...]] = set()
+    known: dict[Any, str] = {}
     tags_for = _tag_resolver(fn, tags)
 
     def locate(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, Any]:
+        if key is None and not kwargs and len(args) == 1 and type(args[0]) in _SCALARS:
+            local = (slot, args[0], type(args[0]))
+            full = known.get(local)  # one-argument calls: the SHA-256 key is remembered
+            if full is None:
+                if len(known) >= _MAX_KNOWN:
+                    known.clear()
+                full = known[local] = canonical(args, kwargs)[0]
+            return full, local
+        return canonical(args, kwargs)
+
+    def canonical(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, Any]:
         if key is not None:
             full = space.call_key(name, (key(*args, **kwargs),), {})
             return full, full

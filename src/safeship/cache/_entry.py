@@ -7,8 +7,8 @@ it the hit path compares one float and returns.
 
 from __future__ import annotations
 
-import json
 import math
+import struct
 from typing import Any
 
 from safeship.cache._errors import CacheError
@@ -17,7 +17,9 @@ __all__ = ["Entry", "decode_envelope", "early_from", "encode_envelope", "xfetch_
 
 #: Past this many ``delta * beta`` before expiry, XFetch's probability is below e**-20.
 _HORIZON = 20.0
-_MAGIC = b"ss1\n"
+_MAGIC = b"ss2"
+_HEAD = struct.Struct(">dddHH")
+_LEN = struct.Struct(">H")
 
 
 class Entry:
@@ -69,21 +71,36 @@ def xfetch_due(now: float, expires: float, delta: float, beta: float, draw: floa
 
 
 def encode_envelope(entry: Entry, payload: bytes) -> bytes:
-    """The bytes stored in Redis: a header naming the full key, times and tags, then the
-    serialized value. Reading checks the key, so a foreign or colliding value is a miss."""
-    header = [entry.key, entry.expires, entry.stale_until, entry.delta, list(entry.tags)]
-    return _MAGIC + json.dumps(header, separators=(",", ":")).encode() + b"\n" + payload
+    """The bytes stored in Redis: a binary header (times, the full key, the tags, each
+    length-prefixed), then the serialized value. Reading checks the key, so a foreign or
+    colliding value is a miss."""
+    key = entry.key.encode()
+    tags = [tag.encode() for tag in entry.tags]
+    parts = [
+        _MAGIC,
+        _HEAD.pack(entry.expires, entry.stale_until, entry.delta, len(key), len(tags)),
+        key,
+    ]
+    for tag in tags:
+        parts += (_LEN.pack(len(tag)), tag)
+    parts.append(payload)
+    return b"".join(parts)
 
 
 def decode_envelope(data: bytes) -> tuple[str, float, float, float, tuple[str, ...], bytes]:
     """(key, expires, stale_until, delta, tags, payload); CacheError when it is not ours."""
     if not data.startswith(_MAGIC):
         raise CacheError("the Redis value is not a safeship cache envelope")
-    header, sep, payload = data[len(_MAGIC) :].partition(b"\n")
-    if not sep:
-        raise CacheError("the Redis cache envelope has no header end")
     try:
-        key, expires, stale_until, delta, tags = json.loads(header)
-    except (ValueError, TypeError) as exc:
+        expires, stale_until, delta, key_size, count = _HEAD.unpack_from(data, len(_MAGIC))
+        at = len(_MAGIC) + _HEAD.size
+        key = data[at : at + key_size].decode()
+        at += key_size
+        tags = []
+        for _ in range(count):
+            (size,) = _LEN.unpack_from(data, at)
+            tags.append(data[at + 2 : at + 2 + size].decode())
+            at += 2 + size
+    except (struct.error, UnicodeDecodeError) as exc:
         raise CacheError("the Redis cache envelope header is malformed") from exc
-    return str(key), float(expires), float(stale_until), float(delta), tuple(tags), payload
+    return key, expires, stale_until, delta, tuple(tags), data[at:]
