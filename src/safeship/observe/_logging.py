@@ -190,7 +190,8 @@ class _LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
         `logging.Handler.handle` holds the handler's lock.
         """
         try:
-            text = self.format(record) + self.terminator
+            formatter = self.formatter  # Handler.format without its call when set
+            text = (formatter or self).format(record) + self.terminator
             loop = None
             if self.batch and record.levelno < logging.WARNING:
                 asyncio = sys.modules.get("asyncio")  # no loop runs before it is imported

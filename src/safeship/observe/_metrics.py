@@ -140,7 +140,7 @@ def route_label(scope: Mapping[str, Any], status: int) -> str:
     route = scope.get("route")
     template = getattr(route, "path", None)
     if isinstance(template, str):
-        return _mount_prefix(scope) + template
+        return _mount_prefix(scope) + template if scope.get("root_path") else template
     return UNMATCHED_ROUTE if status in (404, 405) else UNKNOWN_ROUTE
 
 

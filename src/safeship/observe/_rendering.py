@@ -214,7 +214,8 @@ class JsonLineRenderer:
         parts: list[str] = []
         append = parts.append
         for key, value in ed.items():
-            if type(value) is str:
+            kind = type(value)
+            if kind is str:
                 cached = fields.get((key, value))
                 if cached is not None:
                     append(cached)
@@ -224,7 +225,18 @@ class JsonLineRenderer:
                 if type(key) is not str or key in _LATE_KEYS:
                     return None
                 info = self._key_info(key)
-            append(self._field_text(key, value, info))
+            # The commonest uncached fields of `_field_text` without its call: numbers
+            # (status, durations) and verbatim ids, under keys that are not sensitive.
+            if info[1]:
+                append(self._field_text(key, value, info))
+            elif kind is int:
+                append(info[0] + int.__repr__(value))
+            elif kind is float:
+                append(info[0] + _float_text(value))
+            elif kind is str and info[2]:
+                append(info[0] + _quote(value))
+            else:
+                append(self._field_text(key, value, info))
         return parts
 
     def _field_text(self, key: str, value: Any, info: tuple[str, bool, bool]) -> str:

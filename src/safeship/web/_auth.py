@@ -55,6 +55,8 @@ class ApiKeyAuth:
         ):
             raise ValueError("protected_prefixes must be non-empty paths starting with '/'")
         self._is_protected = PathPrefixes(self.protected_prefixes)
+        # What the PathPrefixes call checks, for `_applies` to check inline.
+        self._protected_parts = self._is_protected.parts
         self._header = header.lower().encode("latin-1")
         self.store: FailureStore = store or MemoryFailureStore()
         self.clients = ClientAddresses(trusted_proxies, header=proxy_header)
@@ -78,9 +80,11 @@ class ApiKeyAuth:
         return presented_key(scope.get("headers", ()), self._header)
 
     def _applies(self, scope: Scope) -> bool:
-        if scope["type"] not in ("http", "websocket") or not self._is_protected(
-            scope.get("path", "")
-        ):
+        if scope["type"] not in ("http", "websocket"):
+            return False
+        everything, bases, starts = self._protected_parts
+        path = scope.get("path", "")
+        if not (everything or path in bases or path.startswith(starts)):
             return False
         # CORS preflight carries no credentials
         return scope["type"] != "http" or scope.get("method") != "OPTIONS"
@@ -94,9 +98,10 @@ class ApiKeyAuth:
         store = self.store
         if type(store) is not MemoryFailureStore:
             return False
-        if not store.check_now(self.clients.address(scope)).allowed:
+        # A store with no failures counted allows every client: no address to work out.
+        if store.known_clients and not store.check_now(self.clients.address(scope)).allowed:
             return False
-        presented = self._presented(scope)
+        presented = presented_key(scope.get("headers", ()), self._header)
         return presented is not None and self._digests.matches(presented)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

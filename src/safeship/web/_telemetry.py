@@ -111,9 +111,7 @@ class ObserveMiddleware:
             level = logging.DEBUG
         else:
             level = logging.INFO
-        if not _access_log.is_enabled_for(level):
-            return
-        client = scope.get("client")
+        client = scope.get("client")  # the logger drops the event if level is off
         fields = {
             "method": method,
             "path": path,
