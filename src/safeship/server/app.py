@@ -32,6 +32,7 @@ from safeship.server.routes import (
     flags_api,
     flags_pages,
     health,
+    jobs,
     ofrep,
     outbox,
     overview,
@@ -251,6 +252,7 @@ def create_app(
     app.include_router(rollouts.pages)
     app.include_router(outbox.api)
     app.include_router(outbox.pages)
+    app.include_router(jobs.api)
     app.include_router(database.api)
     app.include_router(database.pages)
     app.include_router(overview.api)
