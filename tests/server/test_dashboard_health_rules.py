@@ -18,6 +18,7 @@ from safeship.server._health_summary import (
     BreakerView,
     DatabaseView,
     FlagView,
+    IdempotencyView,
     OutboxView,
     Readings,
     RolloutView,
@@ -52,6 +53,21 @@ def test_everything_healthy_passes_with_a_reason_per_section() -> None:
     assert summary.verdict == "pass"
     assert list(summary.sections) == list(SECTIONS)
     assert all(s.status == "pass" and s.findings for s in summary.sections.values())
+
+
+def test_idempotency_is_judged_only_when_its_table_is_there() -> None:
+    assert "idempotency" not in summarize(healthy()).sections
+    quiet = summarize(healthy(idempotency=IdempotencyView(in_flight=2, completed_last_hour=9)))
+    assert quiet.verdict == "pass"
+    assert quiet.sections["idempotency"].findings == ("2 in flight, 9 completed in the last hour",)
+
+
+def test_an_unknown_idempotency_outcome_is_a_warning_and_unreadable_keys_fail() -> None:
+    unknown = summarize(healthy(idempotency=IdempotencyView(unknown=3)))
+    assert unknown.verdict == "warn" and unknown.sections["idempotency"].status == "warn"
+    assert "3 key(s) with an unknown outcome" in unknown.sections["idempotency"].findings[0]
+    broken = summarize(healthy(idempotency=IdempotencyView(readable=False)))
+    assert broken.sections["idempotency"].status == "fail" and broken.verdict == "fail"
 
 
 @pytest.mark.parametrize("state", ["open", "forced_open", "half_open"])

@@ -63,6 +63,13 @@ def test_a_quiet_plane_passes(quiet: TestClient) -> None:
         "outbox",
         "alerts",
         "database",
+        "idempotency",  # the migrated plane holds the SQL key store's table
+    }
+    assert body["idempotency"] == {
+        "in_flight": 0,
+        "unknown": 0,
+        "completed_last_hour": 0,
+        "readable": True,
     }
     assert body["database"]["reachable"] is True and body["database"]["in_use"] is not None
     assert body["generated_at"].endswith("+00:00")
@@ -93,6 +100,52 @@ def test_an_open_breaker_and_a_backlog_without_relay_are_visible_warnings(
     assert 'data-section="outbox" data-status="warn"' in page
     assert "no relay for a backlog" in page and f"{name}" in page
     assert "Component health" in page  # the readiness checks stay on the overview
+
+
+def test_idempotency_keys_reach_the_overview_and_unknown_outcomes_warn(
+    quiet: TestClient, engine: sa.Engine
+) -> None:
+    import asyncio
+
+    from safeship.idempotency import SqlStore, StoredResponse
+
+    store = SqlStore(engine)
+
+    async def keys() -> None:
+        running = await store.claim("a" * 64, "fp", lease=30, ttl=60)
+        failed = await store.claim("b" * 64, "fp", lease=30, ttl=60)
+        done = await store.claim("c" * 64, "fp", lease=30, ttl=60)
+        assert running.token and failed.token and done.token
+        assert await store.mark_unknown("b" * 64, failed.token)
+        assert await store.complete("c" * 64, done.token, StoredResponse(201), ttl=60)
+
+    asyncio.run(keys())
+    body = quiet.get("/api/v1/overview", headers=read_headers()).json()
+    assert body["idempotency"]["in_flight"] == 1
+    assert body["idempotency"]["unknown"] == 1
+    assert body["idempotency"]["completed_last_hour"] == 1
+    section = body["sections"]["idempotency"]
+    assert section["status"] == "warn" and body["verdict"] == "warn"
+    assert "1 key(s) with an unknown outcome" in section["findings"][0]
+
+    sign_in(quiet, READ_KEY)
+    page = quiet.get("/").text
+    assert 'id="overview-idempotency"' in page
+    assert 'data-section="idempotency" data-status="warn"' in page
+    assert "may have acted: check before a retry" in page
+
+
+def test_without_the_idempotency_table_there_is_no_card(
+    quiet: TestClient, engine: sa.Engine
+) -> None:
+    from safeship.idempotency._schema import idempotency
+
+    idempotency.drop(engine)
+    body = quiet.get("/api/v1/overview", headers=read_headers()).json()
+    assert "idempotency" not in body["sections"] and body["idempotency"] is None
+    assert body["verdict"] == "pass", body["sections"]
+    sign_in(quiet, READ_KEY)
+    assert 'id="overview-idempotency"' not in quiet.get("/").text
 
 
 def test_flags_rollouts_and_alerts_reach_the_overview(quiet: TestClient) -> None:

@@ -17,6 +17,8 @@ from typing import Any, Literal
 Status = Literal["pass", "warn", "fail"]
 _RANK: dict[Status, int] = {"pass": 0, "warn": 1, "fail": 2}
 SECTIONS = ("flags", "rollouts", "breakers", "outbox", "alerts", "database")
+#: Sections judged only when their reading is there (the table is in this database).
+OPTIONAL_SECTIONS = ("idempotency",)
 #: Rollout statuses that still steer traffic.
 LIVE_ROLLOUTS = frozenset({"running", "paused"})
 #: Breaker states that turn calls away (all or most of them).
@@ -90,6 +92,19 @@ class OutboxView:
 
 
 @dataclass(frozen=True, slots=True)
+class IdempotencyView:
+    """Idempotency keys in ``safeship_idempotency`` (the SQL key store's table)."""
+
+    in_flight: int = 0
+    """First requests running now, their lease alive."""
+    unknown: int = 0
+    """Keys whose first run raised or died: it may have acted, nobody knows."""
+    completed_last_hour: int = 0
+    """Keys claimed in the last hour whose response is stored."""
+    readable: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class AlertView:
     at: datetime
     kind: str
@@ -122,6 +137,8 @@ class Readings:
     breakers: Sequence[BreakerView] | None = ()
     outbox: OutboxView | None = None
     alerts: Sequence[AlertView] | None = ()
+    idempotency: IdempotencyView | None = None
+    """None when the idempotency table is not in this database (no section then)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +228,20 @@ def judge_alerts(alerts: Sequence[AlertView], now: datetime, thresholds: Thresho
     return _section(found, "no alert in the last hour")
 
 
+def judge_idempotency(keys: IdempotencyView) -> Section:
+    if not keys.readable:
+        return _unreadable("idempotency keys")
+    found: list[tuple[Status, str]] = []
+    if keys.unknown:
+        found.append(
+            ("warn", f"{keys.unknown} key(s) with an unknown outcome: check they did not act")
+        )
+    return _section(
+        found,
+        f"{keys.in_flight} in flight, {keys.completed_last_hour} completed in the last hour",
+    )
+
+
 def judge_database(db: DatabaseView) -> Section:
     if not db.reachable:
         return Section("fail", (f"the database does not answer{_colon(db.detail)}",))
@@ -238,4 +269,6 @@ def summarize(readings: Readings, thresholds: Thresholds | None = None) -> Summa
         "alerts": _unreadable("alerts") if r.alerts is None else judge_alerts(r.alerts, r.now, t),
         "database": judge_database(r.database),
     }
+    if r.idempotency is not None:
+        sections["idempotency"] = judge_idempotency(r.idempotency)
     return Summary(worst([s.status for s in sections.values()]), sections)

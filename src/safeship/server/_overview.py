@@ -25,6 +25,7 @@ from safeship.server._health_summary import (
     BreakerView,
     DatabaseView,
     FlagView,
+    IdempotencyView,
     OutboxView,
     Readings,
     RolloutView,
@@ -145,6 +146,40 @@ def read_alerts(cp: ControlPlane, now: datetime) -> list[AlertView]:
     return alerts[:MAX_ALERTS]
 
 
+IDEMPOTENCY_TABLE = "safeship_idempotency"
+
+
+def read_idempotency(cp: ControlPlane) -> IdempotencyView | None:
+    """Counts of the SQL key store's table, by the database's clock; None when the table
+    is not in the control plane's database."""
+    try:
+        with cp.engine.connect() as conn:
+            if not sa.inspect(conn).has_table(IDEMPOTENCY_TABLE):
+                return None
+            from safeship.idempotency._schema import idempotency as t
+            from safeship.idempotency._sql import now_ms
+
+            now = now_ms(conn.dialect.name)
+            live = t.c.expires_at > now
+            lapsed = sa.and_(t.c.state == "in_flight", t.c.lease_until <= now)
+            running = sa.and_(t.c.state == "in_flight", t.c.lease_until > now)
+            unknown = sa.or_(t.c.state == "unknown", lapsed)
+            recent = sa.and_(t.c.state == "done", t.c.created_at > now - 3_600_000)
+
+            def count(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[int]:
+                return sa.func.coalesce(sa.func.sum(sa.case((condition, 1), else_=0)), 0)
+
+            row = conn.execute(
+                sa.select(count(running), count(unknown), count(recent)).where(live)
+            ).one()
+    except Exception as exc:  # noqa: BLE001 - one unreadable section must not hide the rest
+        logger.warning(
+            "server.overview_section_failed", extra={"section": "idempotency", "error": repr(exc)}
+        )
+        return IdempotencyView(readable=False)
+    return IdempotencyView(int(row[0]), int(row[1]), int(row[2]))
+
+
 def read_database(cp: ControlPlane) -> DatabaseView:
     """Reachable or not, the control plane's own pool, and lock waits on PostgreSQL."""
     pool = cp.engine.pool
@@ -202,6 +237,7 @@ def gather(cp: ControlPlane, now: datetime | None = None) -> Readings:
         breakers=_read("breakers", lambda: read_breakers(cp, now)),
         outbox=outbox,
         alerts=_read("alerts", lambda: read_alerts(cp, now)),
+        idempotency=read_idempotency(cp),
     )
 
 

@@ -53,6 +53,11 @@ class OverviewOut(BaseModel):
     breakers: list[dict[str, Any]] | None
     outbox: dict[str, Any] | None
     alerts: list[dict[str, Any]] | None
+    idempotency: dict[str, Any] | None = Field(
+        default=None,
+        description="Idempotency keys (in flight, unknown outcomes, completed in the last "
+        "hour) when the SQL key store's table is in this database; then also a section.",
+    )
 
 
 class PointOut(BaseModel):
