@@ -131,15 +131,12 @@ class PostgresStore:
                 return []
             outcomes = decide([Expired(r[0], r[1], r[2], r[3], r[4]) for r in rows])
             held = [o for o in outcomes if o.state == "interrupted"]
-            await _apply(self._write, [o for o in outcomes if o.state != "interrupted"])
+            done = await _apply(self._write, [o for o in outcomes if o.state != "interrupted"])
             if held:
-                ids, tokens, errors = (
-                    [o.id for o in held],
-                    [o.token for o in held],
-                    [o.error for o in held],
-                )
-                await self._write.fetch(_HOLD, ids, tokens, errors)
-        return outcomes
+                ids, tokens = [o.id for o in held], [o.token for o in held]
+                rows = await self._write.fetch(_HOLD, ids, tokens, [o.error for o in held])
+                done |= {r[0] for r in rows}
+        return [o for o in outcomes if o.id in done]
 
     async def prune(self) -> int:
         async with self._writing:
