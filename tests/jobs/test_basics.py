@@ -155,3 +155,23 @@ async def test_bulk_enqueue_and_unique_keys_return_existing_ids(engine: sa.Engin
         count = conn.execute(sa.text("SELECT count(*) FROM safeship_jobs")).scalar()
     assert count == 3
     assert isinstance(first, uuid.UUID)
+
+
+async def test_a_job_over_its_timeout_fails_with_a_timeout_entry(engine: sa.Engine) -> None:
+    jobs = Jobs()
+
+    @jobs.task(timeout=0.1, retry=Retry(attempts=2, base=0.0, cap=0.0))
+    async def stuck(ctx: JobContext) -> None:
+        await asyncio.sleep(30)
+
+    @jobs.task(timeout=0.1, retry=Retry(attempts=1))
+    def stuck_sync(ctx: JobContext) -> None:
+        ctx.cancelled.wait(30)  # the attempt is abandoned: its flag tells the thread to stop
+
+    with engine.begin() as conn:
+        ids = [jobs.enqueue(conn, name) for name in ("stuck", "stuck_sync")]
+    finished = lambda: all(status(engine, i).state.finished for i in ids)  # noqa: E731
+    await _run_until(jobs.worker(engine, **_fast()), finished)
+    a, b = (status(engine, i) for i in ids)
+    assert (a.state, a.attempts, b.state) == (JobState.DEAD, 2, JobState.DEAD)
+    assert [e["kind"] for e in a.errors + b.errors] == ["timeout"] * 3
