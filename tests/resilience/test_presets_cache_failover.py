@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from typing import Any
 
@@ -46,12 +45,10 @@ def test_a_dead_redis_reads_as_misses_and_stops_being_dialled(dead_redis: Any, n
     computed = [cache.get_or_compute("product:42", lambda: "from the database") for _ in range(3)]
     assert computed == ["from the database"] * 3
     assert cache.breaker.state is State.OPEN
-    started = time.perf_counter()
     for _ in range(1000):
         assert cache.get("product:42") is None
         assert cache.set("product:42", "x") is False
-    assert time.perf_counter() - started < 0.5  # no connection attempts while open
-    assert cache.breaker.counts()["failure"] == 3
+    assert cache.breaker.counts()["failure"] == 3  # no connection attempt while open
     assert cache.degraded >= 2000
 
 
