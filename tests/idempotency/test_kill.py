@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -73,11 +74,12 @@ class Server:
 
 @pytest.fixture(params=["sqlite", "redis", "postgres"])
 def env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
-    store = {
-        "redis": lambda: request.getfixturevalue("redis_url"),
-        "postgres": lambda: request.getfixturevalue("postgres_url"),
+    urls: dict[str, Callable[[], str]] = {
+        "redis": lambda: str(request.getfixturevalue("redis_url")),
+        "postgres": lambda: str(request.getfixturevalue("postgres_url")),
         "sqlite": lambda: f"sqlite:///{tmp_path / 'keys.db'}",
-    }[request.param]()
+    }
+    store = urls[request.param]()
     return {
         **os.environ,
         "IDEM_TEST_MARKER": str(tmp_path / "charges.log"),
