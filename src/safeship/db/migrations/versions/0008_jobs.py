@@ -6,17 +6,11 @@ Revises: 0007_samples
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0008_jobs"
-# The chain is 0007_samples -> 0008_jobs; until 0007 ships in this tree the jobs tables
-# sit directly on 0006_sessions, so the chain stays linear either way.
-down_revision = (
-    "0007_samples" if any(Path(__file__).parent.glob("0007_samples*.py")) else "0006_sessions"
-)
+down_revision = "0007_samples"
 branch_labels = None
 depends_on = None
 
