@@ -174,7 +174,7 @@ class Worker:
                     await self._rescue()
                     next_rescue = now + self.rescue_every
                 if now >= next_prune:
-                    await _quietly(self._store.prune(), "jobs.prune_failed")
+                    await _prune_quietly(self._store.prune(), self.worker_id)
                     next_prune = now + 60.0
                 if not claimed or len(self._running) >= self.concurrency:
                     await self._store.wait(min(self.poll, self.rescue_every))
@@ -487,11 +487,12 @@ def decide_expired(jobs: Jobs, job: Expired) -> Outcome:
     )
 
 
-async def _quietly(awaitable: Any, event: str) -> None:
+async def _prune_quietly(awaitable: Any, worker: str) -> None:
+    """Run a history prune; a failure is logged (``jobs.prune_failed``) and the loop goes on."""
     try:
         await awaitable
     except Exception as error:  # noqa: BLE001 - the database may fail any way; log and go on
-        log.warning(event, extra={"error": repr(error)})
+        log.warning("jobs.prune_failed", extra={"worker": worker, "error": repr(error)})
 
 
 def _store_for(database: str | sa.Engine, listen: bool) -> Store:
