@@ -212,6 +212,14 @@ def demo(
             "rollout's candidate and let the guard roll it back.",
         ),
     ] = False,
+    break_jobs: Annotated[
+        bool,
+        typer.Option(
+            "--break-jobs",
+            help="Make order confirmation jobs fail: they retry, then land in dead "
+            "letters (Jobs page); turn the demo.break-jobs flag off to heal.",
+        ),
+    ] = False,
 ) -> None:
     """Run the reference orders service, the control plane and a traffic generator."""
     from safeship.demo.run import run_demo
@@ -223,7 +231,12 @@ def demo(
     delay = 30.0 if break_candidate else None
     or_fail(
         lambda: run_demo(
-            settings, traffic=not no_traffic, out=out, break_candidate=delay, broker_url=broker
+            settings,
+            traffic=not no_traffic,
+            out=out,
+            break_candidate=delay,
+            broker_url=broker,
+            break_jobs=break_jobs,
         )
     )
 

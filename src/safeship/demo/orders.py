@@ -20,6 +20,7 @@ from safeship.demo.inventory import OUTAGE_FLAG, FlakyInventory, inventory_polic
 from safeship.flags.live import FlagClient, flags_check
 from safeship.flags.store import FlagExistsError, FlagStore
 from safeship.idempotency import IdempotencyMiddleware, SqlStore, idempotent, principal_from_header
+from safeship.jobs import JobContext, Jobs, Retry, accepted, status_response
 from safeship.observe.health import HealthRegistry, sql_check
 from safeship.outbox import stage
 from safeship.web import protect
@@ -30,7 +31,12 @@ DEMO_FLAGS = (
     ("orders.gift-wrap", "Offer gift wrapping on new orders", None),
     (OUTAGE_FLAG, "Demo switch: make the inventory dependency fail", None),
     ("demo.break-candidate", "Demo switch: inject a fault into the batched listing", None),
+    ("demo.break-jobs", "Demo switch: make order confirmation jobs fail", None),
 )
+
+#: While this flag is on, sending an order confirmation fails: the job retries, then goes
+#: to dead letters (the dashboard's Jobs page shows both).
+BREAK_JOBS_FLAG = "demo.break-jobs"
 
 orders_metadata = sa.MetaData()
 orders = sa.Table(
@@ -56,6 +62,31 @@ class Order(NewOrder):
     free_shipping: bool = False
     gift_wrap_offered: bool = False
     stock: str = "reserved"
+    #: The confirmation job enqueued with the order (its status: ``GET /jobs/{id}``).
+    confirmation_job: str | None = None
+
+
+class ConfirmationFailedError(RuntimeError):
+    """The demo's injected fault: the mail server "refused" the confirmation."""
+
+
+def demo_jobs(flags: FlagClient) -> Jobs:
+    """The orders service's background jobs: sending an order's confirmation."""
+    jobs = Jobs()
+
+    @jobs.task(
+        queue="emails",
+        retry=Retry(attempts=3, base=0.5, cap=2.0),
+        timeout=10.0,
+        unique=lambda order_id: f"confirm:{order_id}",
+        result_ttl=3600.0,
+    )
+    def send_confirmation(ctx: JobContext, order_id: int) -> dict[str, Any]:
+        if flags.is_enabled(BREAK_JOBS_FLAG, {}):
+            raise ConfirmationFailedError(f"mail server refused the confirmation of {order_id}")
+        return {"order_id": order_id, "sent_at": datetime.now(UTC).isoformat()}
+
+    return jobs
 
 
 def seed_flags(store: FlagStore) -> None:
@@ -81,8 +112,13 @@ def create_orders_app(
     flags: FlagClient,
     inventory: FlakyInventory | None = None,
     listing: Callable[..., list[dict[str, Any]]] | None = None,
+    jobs: Jobs | None = None,
 ) -> ASGIApp:
-    """The orders service on ``engine``; its switches are safeship flags read from ``flags``."""
+    """The orders service on ``engine``; its switches are safeship flags read from ``flags``.
+
+    With ``jobs`` (see :func:`demo_jobs`), a new order enqueues its confirmation in the
+    order's own transaction, ``POST /orders/{id}/confirmation`` answers ``202 Accepted``
+    with ``Location: /jobs/{job id}``, and ``GET /jobs/{id}`` is the job's status."""
     orders_metadata.create_all(engine)
     health = HealthRegistry()
     health.add("database", sql_check(engine), kinds=("readiness",))
@@ -110,6 +146,10 @@ def create_orders_app(
                 type="order.created",
                 payload={**body.model_dump(), "id": order_id},
             )
+            # Same transaction again: the confirmation job exists exactly when the order does.
+            job_id = None
+            if jobs is not None:
+                job_id = jobs.enqueue(conn, "send_confirmation", {"order_id": order_id})
         return Order(
             id=order_id,
             created_at=now,
@@ -117,7 +157,28 @@ def create_orders_app(
             free_shipping=flags.is_enabled("orders.free-shipping", who),
             gift_wrap_offered=flags.is_enabled("orders.gift-wrap", who),
             stock=stock,
+            confirmation_job=str(job_id) if job_id else None,
         )
+
+    @app.post("/orders/{order_id}/confirmation", status_code=202)
+    # A retried request with the same Idempotency-Key replays the first 202: the same job id.
+    @idempotent(required=False, ttl=24 * 3600)
+    def send_confirmation_again(order_id: int) -> Any:
+        """(Re)send an order's confirmation: ``202`` + ``Location`` of the job's status."""
+        if jobs is None:
+            raise HTTPException(404, "background jobs are not configured")
+        with engine.begin() as conn:
+            found = conn.execute(sa.select(orders.c.id).where(orders.c.id == order_id)).first()
+            if found is None:
+                raise HTTPException(404, f"no order {order_id}")
+            # A confirmation still pending or running is returned, not sent twice (unique key).
+            job_id = jobs.enqueue(conn, "send_confirmation", {"order_id": order_id})
+        return accepted(job_id, prefix="/jobs", retry_after=1)
+
+    @app.get("/jobs/{job_id}")
+    def job_status(job_id: str) -> Any:
+        """The status resource of a job: state, attempts, result or error history."""
+        return status_response(engine, job_id)
 
     @app.get("/orders/{order_id}", response_model=Order)
     def get_order(order_id: int) -> Order:

@@ -22,7 +22,7 @@ from rich.console import Console
 from safeship.db._engine import create_engine
 from safeship.db._migrate import upgrade
 from safeship.demo.events import DeliveredEvents, start_relay
-from safeship.demo.orders import create_orders_app, seed_flags
+from safeship.demo.orders import BREAK_JOBS_FLAG, create_orders_app, demo_jobs, seed_flags
 from safeship.demo.polling import BREAK_FLAG, ROLLOUT_NAME, polling_rollout
 from safeship.demo.traffic import generate_traffic
 from safeship.flags.live import FlagClient
@@ -62,9 +62,11 @@ def run_demo(
     out: Console,
     break_candidate: float | None = None,
     broker_url: str | None = None,
+    break_jobs: bool = False,
 ) -> None:
     """Run until interrupted; ``break_candidate`` seconds after start (and not before the
-    listing reached canary), break the candidate."""
+    listing reached canary), break the candidate; with ``break_jobs``, order confirmation
+    jobs fail (retries, then dead letters) until the ``demo.break-jobs`` flag is off."""
     asyncio.run(
         _main(
             settings,
@@ -72,6 +74,7 @@ def run_demo(
             out=out,
             break_candidate=break_candidate,
             broker_url=broker_url,
+            break_jobs=break_jobs,
         )
     )
 
@@ -171,6 +174,7 @@ async def _main(
     out: Console,
     break_candidate: float | None = None,
     broker_url: str | None = None,
+    break_jobs: bool = False,
 ) -> None:
     settings, read_key, admin_key = demo_settings(settings)
     engine = create_engine(settings=settings)
@@ -180,12 +184,18 @@ async def _main(
     )
     store = FlagStore(engine)
     seed_flags(store)
+    if break_jobs:
+        store.set_enabled(BREAK_JOBS_FLAG, True, actor="demo", reason="--break-jobs")
     flags = FlagClient(store=store, poll_interval=0.5, overrides=settings.flag_overrides)
     flags.start()
     reporter = BreakerReporter(engine, service="orders", interval=1.0)
     reporter.start()
     agent = start_listing_rollout(engine, store, flags)
     agent.start()
+    # The orders service's background jobs (order confirmations) and their worker.
+    jobs = demo_jobs(flags)
+    worker = jobs.worker(engine, concurrency=8)
+    worker_task = asyncio.create_task(worker.run())
 
     plane_port, orders_port = settings.port, settings.port + 1
     servers = [
@@ -201,7 +211,9 @@ async def _main(
         ),
         _Server(
             uvicorn.Config(
-                create_orders_app(engine, flags, listing=next(iter(agent.rollouts.values()))),
+                create_orders_app(
+                    engine, flags, listing=next(iter(agent.rollouts.values())), jobs=jobs
+                ),
                 host=settings.host,
                 port=orders_port,
                 log_level="warning",
@@ -244,6 +256,8 @@ async def _main(
     for server in servers:
         server.should_exit = True
     await asyncio.gather(*tasks, return_exceptions=True)
+    worker.stop()
+    await asyncio.gather(worker_task, return_exceptions=True)
     relay.stop()
     agent.close()
     reporter.close()
