@@ -43,6 +43,30 @@ def test_jobs_commands_show_retry_cancel_and_purge(sqlite_engine: sa.Engine) -> 
     assert "1 job(s) back" in runner.invoke(app, ["jobs", "retry", job, *url]).output
     assert status(sqlite_engine, job).state is JobState.PENDING
     assert "cancelled" in runner.invoke(app, ["jobs", "cancel", job, *url]).output
-    purged = runner.invoke(app, ["jobs", "purge", "--yes", *url])
+    purged = runner.invoke(app, ["jobs", "purge", "--yes", "0", *url])
     assert "0 dead letter(s) purged" in purged.output
     assert runner.invoke(app, ["jobs", "status", "not-a-uuid", *url]).exit_code != 0
+
+
+def test_purge_deletes_only_the_count_the_operator_confirmed(sqlite_engine: sa.Engine) -> None:
+    url = ["--database-url", str(sqlite_engine.url)]
+    first, second = _dead_job(sqlite_engine), _dead_job(sqlite_engine)
+    # Unattended without a count: refused, naming the count to confirm.
+    unconfirmed = runner.invoke(app, ["jobs", "purge", *url])
+    assert unconfirmed.exit_code != 0 and "--yes 2" in unconfirmed.output
+    # The operator saw one dead letter, but two match now: nothing is deleted.
+    stale = runner.invoke(app, ["jobs", "purge", "--yes", "1", *url])
+    assert stale.exit_code != 0 and "2 dead letters match, not the 1 confirmed" in stale.output
+    assert status(sqlite_engine, first).state is JobState.DEAD
+    assert status(sqlite_engine, second).state is JobState.DEAD
+    one = runner.invoke(app, ["jobs", "purge", first, "--yes", "1", *url])
+    assert "1 dead letter(s) purged" in one.output, one.output
+    assert (
+        "1 dead letter(s) purged"
+        in runner.invoke(app, ["jobs", "purge", "--yes", "1", *url]).output
+    )
+    with sqlite_engine.connect() as conn:
+        actions = conn.execute(
+            sa.text("SELECT action, before FROM safeship_audit ORDER BY id")
+        ).all()
+    assert [a for a, _ in actions].count("jobs.purge") == 2

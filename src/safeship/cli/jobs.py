@@ -15,6 +15,7 @@ from rich.table import Table
 
 from safeship.cli._common import (
     DatabaseOption,
+    actor,
     confirm_or_fail,
     fail,
     opened,
@@ -23,7 +24,19 @@ from safeship.cli._common import (
     settings_or_exit,
     typer_app,
 )
-from safeship.jobs import Jobs, Worker, cancel, dead_letters, purge_dead, retry_dead, stats, status
+from safeship.db import record_audit
+from safeship.jobs import (
+    Jobs,
+    PurgeMismatchError,
+    Worker,
+    cancel,
+    count_dead,
+    dead_letters,
+    purge_dead,
+    retry_dead,
+    stats,
+    status,
+)
 
 jobs_app = typer_app(help="Background jobs: queues, status, dead letters, workers.")
 
@@ -108,13 +121,40 @@ def cancel_command(job_id: str, database_url: DatabaseOption = None) -> None:
 def purge_command(
     ids: IdsArg = None,
     task: TaskOpt = None,
-    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    yes: Annotated[
+        int | None,
+        typer.Option("--yes", min=0, help="Confirm this count without asking."),
+    ] = None,
     database_url: DatabaseOption = None,
 ) -> None:
-    """Delete dead letters (these ids, this task's, or all) for good."""
-    confirm_or_fail("Delete these dead letters for good?", yes=yes)
+    """Delete dead letters (these ids, this task's, or all) for good, after confirming how
+    many: if another number matches when the purge runs, nothing is deleted."""
+    selected = _ids(ids)
     with opened(database_url) as engine:
-        count = or_fail(lambda: purge_dead(engine, ids=_ids(ids), task=task))
+        found = or_fail(lambda: count_dead(engine, ids=selected, task=task))
+        expected = yes
+        if expected is None:
+            confirm_or_fail(
+                f"Delete {found} dead letters for good?", yes=False, option=f"--yes {found}"
+            )
+            expected = found
+
+        def run() -> int:
+            with engine.begin() as conn:
+                count = purge_dead(conn, ids=selected, task=task, expected=expected)
+                record_audit(
+                    conn,
+                    actor=actor(),
+                    action="jobs.purge",
+                    target="jobs:dead",
+                    before={"count": count, "task": task, "ids": [str(i) for i in selected or []]},
+                )
+            return count
+
+        try:
+            count = or_fail(run)
+        except PurgeMismatchError as exc:
+            fail(str(exc))
     out.print(f"{count} dead letter(s) purged")
 
 

@@ -17,12 +17,14 @@ from typing import Any
 import sqlalchemy as sa
 
 from safeship.jobs import _schema as schema
-from safeship.jobs._model import JobState, JobStatus, UnknownJobError
+from safeship.jobs._model import JobState, JobStatus, PurgeMismatchError, UnknownJobError
 from safeship.jobs._store_sqlite import read_time
 
 __all__ = [
+    "PurgeMismatchError",
     "QueueStats",
     "cancel",
+    "count_dead",
     "dead_letters",
     "purge_dead",
     "retry_dead",
@@ -193,10 +195,39 @@ def retry_dead(bind: Bind, *, ids: list[uuid.UUID] | None = None, task: str | No
         return len(rows) + int(released)
 
 
-def purge_dead(bind: Bind, *, ids: list[uuid.UUID] | None = None, task: str | None = None) -> int:
-    """Delete dead jobs (all, these ids, or this task's); how many."""
+def count_dead(bind: Bind, *, ids: list[uuid.UUID] | None = None, task: str | None = None) -> int:
+    """How many dead jobs match (all, these ids, or this task's): what a purge would delete."""
     with _conn(bind) as conn:
-        return int(conn.execute(_H.delete().where(_filter(ids, task))).rowcount)
+        query = sa.select(sa.func.count()).select_from(_H).where(_filter(ids, task))
+        return int(conn.execute(query).scalar_one())
+
+
+def purge_dead(
+    bind: Bind,
+    *,
+    ids: list[uuid.UUID] | None = None,
+    task: str | None = None,
+    expected: int | None = None,
+) -> int:
+    """Delete dead jobs (all, these ids, or this task's); how many.
+
+    With ``expected`` (the number the operator saw and confirmed), the purge deletes only
+    if exactly that many match: otherwise it raises :class:`PurgeMismatchError` and
+    deletes nothing (the delete runs in a savepoint and is rolled back), so a dead letter
+    that arrived after the operator looked is never deleted unseen."""
+    if expected is not None and (
+        isinstance(expected, bool) or not isinstance(expected, int) or expected < 0
+    ):
+        raise ValueError(f"expected must be a count >= 0, got {expected!r}")
+    with _conn(bind) as conn, conn.begin_nested() as savepoint:
+        deleted = int(conn.execute(_H.delete().where(_filter(ids, task))).rowcount)
+        if expected is not None and deleted != expected:
+            savepoint.rollback()
+            raise PurgeMismatchError(
+                f"{deleted} dead letters match, not the {expected} confirmed; "
+                f"look again and confirm {deleted}"
+            )
+        return deleted
 
 
 @dataclass(frozen=True, slots=True)

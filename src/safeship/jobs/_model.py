@@ -112,6 +112,11 @@ class UnknownJobError(JobsError, LookupError):
     """No job has that id (never enqueued, or its history row expired)."""
 
 
+class PurgeMismatchError(JobsError, RuntimeError):
+    """A purge matched another number of dead letters than the operator confirmed; nothing
+    was deleted."""
+
+
 class JobPayloadError(JobsError, ValueError):
     """Arguments, a result or a progress value that is not bounded JSON."""
 
