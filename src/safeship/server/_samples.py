@@ -1,5 +1,6 @@
-"""Server-side history for the dashboard's charts: the outbox backlog, breaker states and
-each live rollout's arms, sampled into ``safeship_samples`` with bounded retention.
+"""Server-side history for the dashboard's charts: the outbox backlog, breaker states,
+each live rollout's arms and the background jobs per queue, sampled into
+``safeship_samples`` with bounded retention.
 
 The control plane runs :meth:`Sampler.run` in its lifespan.  Samples are keyed by time
 bucket (``interval`` seconds): every control-plane process may sample, and the first to
@@ -46,6 +47,8 @@ MIN_INTERVAL, MAX_INTERVAL = 1.0, 3600.0
 MAX_RETENTION = timedelta(days=30)
 #: The most live rollouts sampled per bucket (the rest wait for a later bucket).
 MAX_ROLLOUTS = 50
+#: The most job queues sampled per bucket.
+MAX_QUEUES = 50
 #: The most rows one read returns (a chart needs far fewer).
 MAX_ROWS = 50_000
 #: Rows per insert statement (well under SQLite's bound-parameter limit).
@@ -94,6 +97,21 @@ def outbox_points(engine: sa.Engine) -> list[Point]:
     return [Point("outbox", "", k, float(v)) for k, v in figures.items()]
 
 
+def jobs_points(engine: sa.Engine) -> list[Point]:
+    """Background jobs per queue: pending, running, dead, the oldest pending job's age (s)."""
+    from safeship import jobs
+
+    out: list[Point] = []
+    for q in jobs.stats(engine)[:MAX_QUEUES]:
+        out += [
+            Point("jobs", q.queue, "pending", float(q.pending)),
+            Point("jobs", q.queue, "running", float(q.running)),
+            Point("jobs", q.queue, "dead", float(q.dead)),
+            Point("jobs", q.queue, "oldest_pending_seconds", float(q.oldest_pending_seconds or 0)),
+        ]
+    return out
+
+
 def breaker_points(board: BreakerBoard) -> list[Point]:
     """Each breaker's worst state across the processes reporting it (stale ones skipped)."""
     now = datetime.now(UTC)
@@ -129,6 +147,7 @@ def plane_points(engine: sa.Engine, board: BreakerBoard, guard: RolloutGuard) ->
         ("outbox", lambda: outbox_points(engine)),
         ("breakers", lambda: breaker_points(board)),
         ("rollouts", lambda: rollout_points(guard)),
+        ("jobs", lambda: jobs_points(engine)),
     )
     for name, read in sources:
         try:

@@ -119,6 +119,7 @@ def build_plane(settings: Settings, engine: sa.Engine) -> ControlPlane:
             NavItem("/breakers", "Breakers"),
             NavItem("/rollouts", "Rollouts"),
             NavItem("/outbox", "Outbox"),
+            NavItem("/jobs", "Jobs"),
             NavItem("/database", "Database"),
         ],
     )
@@ -253,6 +254,7 @@ def create_app(
     app.include_router(outbox.api)
     app.include_router(outbox.pages)
     app.include_router(jobs.api)
+    app.include_router(jobs.pages)
     app.include_router(database.api)
     app.include_router(database.pages)
     app.include_router(overview.api)
