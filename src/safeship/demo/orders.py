@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import sqlalchemy as sa
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import FastAPI, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 from starlette.types import ASGIApp
 
@@ -20,7 +20,7 @@ from safeship.demo.inventory import OUTAGE_FLAG, FlakyInventory, inventory_polic
 from safeship.flags.live import FlagClient, flags_check
 from safeship.flags.store import FlagExistsError, FlagStore
 from safeship.idempotency import IdempotencyMiddleware, SqlStore, idempotent, principal_from_header
-from safeship.jobs import JobContext, Jobs, Retry, accepted, status_response
+from safeship.jobs import JobContext, Jobs, Retry, accepted_in, status_response
 from safeship.observe.health import HealthRegistry, sql_check
 from safeship.outbox import stage
 from safeship.web import protect
@@ -163,7 +163,7 @@ def create_orders_app(
     @app.post("/orders/{order_id}/confirmation", status_code=202)
     # A retried request with the same Idempotency-Key replays the first 202: the same job id.
     @idempotent(required=False, ttl=24 * 3600)
-    def send_confirmation_again(order_id: int) -> Any:
+    def send_confirmation_again(order_id: int, request: Request) -> Any:
         """(Re)send an order's confirmation: ``202`` + ``Location`` of the job's status."""
         if jobs is None:
             raise HTTPException(404, "background jobs are not configured")
@@ -173,7 +173,9 @@ def create_orders_app(
                 raise HTTPException(404, f"no order {order_id}")
             # A confirmation still pending or running is returned, not sent twice (unique key).
             job_id = jobs.enqueue(conn, "send_confirmation", {"order_id": order_id})
-        return accepted(job_id, prefix="/jobs", retry_after=1)
+            # The key's 202 is recorded in this transaction: the job and the answer commit
+            # together, so no retry can see a key without its job or a job without its key.
+            return accepted_in(conn, request, job_id, prefix="/jobs", retry_after=1)
 
     @app.get("/jobs/{job_id}")
     def job_status(job_id: str) -> Any:

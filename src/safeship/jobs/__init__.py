@@ -25,7 +25,7 @@ from safeship.jobs._admin import (  # noqa: E402
     status,
 )
 from safeship.jobs._health import jobs_check  # noqa: E402
-from safeship.jobs._http import accepted, status_response  # noqa: E402
+from safeship.jobs._http import aaccepted_in, accepted, accepted_in, status_response  # noqa: E402
 from safeship.jobs._metrics import JobMetrics  # noqa: E402
 from safeship.jobs._model import (  # noqa: E402
     Cancelled,
@@ -67,7 +67,9 @@ __all__ = [
     "UnknownJobError",
     "UnknownTaskError",
     "Worker",
+    "aaccepted_in",
     "accepted",
+    "accepted_in",
     "cancel",
     "count_dead",
     "dead_letters",

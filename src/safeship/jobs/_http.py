@@ -6,6 +6,7 @@ Starlette is imported when a response is built, so the jobs slice itself stays l
 
 from __future__ import annotations
 
+import sys
 import uuid
 from typing import Any
 
@@ -14,7 +15,7 @@ import sqlalchemy as sa
 from safeship.jobs._admin import status
 from safeship.jobs._model import UnknownJobError
 
-__all__ = ["accepted", "status_response"]
+__all__ = ["aaccepted_in", "accepted", "accepted_in", "status_response"]
 
 _MAX_RETRY_AFTER = 3600
 
@@ -36,6 +37,42 @@ def accepted(job_id: uuid.UUID, *, prefix: str = "/jobs", retry_after: int = 1) 
     headers = {"Location": location, "Retry-After": _retry_after(retry_after)}
     body = {"id": str(job_id), "state": "pending", "status_url": location}
     return JSONResponse(body, status_code=202, headers=headers)
+
+
+def accepted_in(
+    conn: Any, request: Any, job_id: uuid.UUID, *, prefix: str = "/jobs", retry_after: int = 1
+) -> Any:
+    """:func:`accepted` for a job enqueued in ``conn``'s (sync) transaction.
+
+    When the request carries an ``Idempotency-Key`` (a route marked ``@idempotent`` behind
+    ``IdempotencyMiddleware`` with a ``SqlStore`` on the same database), the 202 is recorded
+    for that key in the same transaction: the job and the key's answer commit together or
+    not at all, and a retry with the same key replays this job's id, never a second job.
+    Without a key it is plain :func:`accepted`."""
+    response = accepted(job_id, prefix=prefix, retry_after=retry_after)
+    handle = _key_handle(request)
+    if handle is not None:
+        handle.record(conn, response)
+    return response
+
+
+async def aaccepted_in(
+    conn: Any, request: Any, job_id: uuid.UUID, *, prefix: str = "/jobs", retry_after: int = 1
+) -> Any:
+    """:func:`accepted_in` for an ``AsyncConnection`` / ``AsyncSession``."""
+    response = accepted(job_id, prefix=prefix, retry_after=retry_after)
+    handle = _key_handle(request)
+    if handle is not None:
+        await handle.arecord(conn, response)
+    return response
+
+
+def _key_handle(request: Any) -> Any:
+    if "safeship.idempotency" not in sys.modules:
+        return None  # no middleware loaded the slice: no request can carry a claimed key
+    from safeship.idempotency import key_of
+
+    return key_of(request)
 
 
 def status_response(bind: sa.Engine | sa.Connection, job_id: str, *, retry_after: int = 1) -> Any:
