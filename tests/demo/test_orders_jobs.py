@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -17,6 +18,8 @@ from safeship.flags.live import FlagClient
 from safeship.flags.store import FlagStore
 from safeship.jobs import dead_letters
 from safeship.resilience import default_registry
+from safeship.server import create_app
+from tests.server.support import ADMIN_KEY, make_settings
 
 ORDER = {"customer": "ada", "item": "tea", "quantity": 2}
 
@@ -43,7 +46,8 @@ async def test_an_order_confirms_through_a_job_and_a_broken_mailer_lands_in_dead
     # The orders app registers its "inventory" breaker process-wide: another test's app in
     # this process may still hold the name, so this test takes it and gives it back.
     default_registry.unregister("inventory")
-    engine = create_engine(f"sqlite:///{tmp_path / 'demo.db'}")
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+    engine = create_engine(url)
     upgrade(engine)
     store = FlagStore(engine)
     seed_flags(store)
@@ -64,10 +68,10 @@ async def test_an_order_confirms_through_a_job_and_a_broken_mailer_lands_in_dead
 
             # Resending answers the jobs contract; the same Idempotency-Key is the same job.
             key = {"idempotency-key": f'"{uuid.uuid4()}"', "x-api-key": "shop-1"}
-            url = f"/orders/{order['id']}/confirmation"
-            first = await client.post(url, headers=key)
-            again = await client.post(url, headers=key)
-            other = await client.post(url, headers={**key, "idempotency-key": '"other"'})
+            resend = f"/orders/{order['id']}/confirmation"
+            first = await client.post(resend, headers=key)
+            again = await client.post(resend, headers=key)
+            other = await client.post(resend, headers={**key, "idempotency-key": '"other"'})
             assert first.status_code == again.status_code == 202, first.text
             job_id = first.json()["id"]
             assert first.headers["location"] == f"/jobs/{job_id}"
@@ -89,6 +93,16 @@ async def test_an_order_confirms_through_a_job_and_a_broken_mailer_lands_in_dead
             assert all("mail server refused" in e["message"] for e in dead["errors"])
             listed = dead_letters(engine)
             assert [str(j.id) for j in listed] == [broken["confirmation_job"]]
+
+        # The control plane's Jobs page shows the dead confirmation with its error.
+        plane = create_app(make_settings(url), engine=engine, migrate=False, sample_interval=None)
+        plane_transport = httpx.ASGITransport(app=plane)
+        async with httpx.AsyncClient(transport=plane_transport, base_url="http://plane") as ops:
+            await ops.post("/login", data={"key": ADMIN_KEY})
+            page = await ops.get("/jobs")
+        assert page.status_code == 200, page.text
+        assert broken["confirmation_job"] in page.text and "mail server refused" in page.text
+        assert re.search(r'data-queue="emails".*?data-stat="dead">1<', page.text, re.S)
     finally:
         worker.stop()
         await running
