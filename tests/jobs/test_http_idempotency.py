@@ -3,21 +3,19 @@
 ``accepted_in`` records the 202 for the request's key in the transaction that enqueues the
 job, so the job and the key's answer commit together: a retry replays the job's id, a
 rolled-back request leaves neither a job nor a recorded key, and concurrent requests with
-one key create one job.
+one key create one job (on SQLite and PostgreSQL).
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from pathlib import Path
 from typing import Any
 
 import httpx
 import sqlalchemy as sa
 from fastapi import FastAPI, HTTPException, Request
 
-from safeship.db import create_engine, upgrade
 from safeship.idempotency import (
     IdempotencyMiddleware,
     SqlStore,
@@ -62,9 +60,7 @@ def _job_count(engine: sa.Engine) -> int:
         return int(conn.execute(sa.select(sa.func.count()).select_from(schema.jobs)).scalar_one())
 
 
-async def test_the_same_key_gets_the_same_job_and_another_key_another(tmp_path: Path) -> None:
-    engine = create_engine(f"sqlite:///{tmp_path / 'app.db'}")
-    upgrade(engine)
+async def test_the_same_key_gets_the_same_job_and_another_key_another(engine: sa.Engine) -> None:
     transport = httpx.ASGITransport(app=_app(engine))
     key = {"idempotency-key": f'"{uuid.uuid4()}"', "x-api-key": "caller-1"}
     async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
@@ -86,14 +82,11 @@ async def test_the_same_key_gets_the_same_job_and_another_key_another(tmp_path: 
     assert no_key.status_code == 202
     assert _job_count(engine) == 3  # first, the other key's, the keyless one
     assert status(engine, job_id).task == "build_report"
-    engine.dispose()
 
 
 async def test_a_rolled_back_request_leaves_no_job_and_no_answer_for_its_key(
-    tmp_path: Path,
+    engine: sa.Engine,
 ) -> None:
-    engine = create_engine(f"sqlite:///{tmp_path / 'app.db'}")
-    upgrade(engine)
     transport = httpx.ASGITransport(app=_app(engine))
     key = {"idempotency-key": '"r1"', "x-api-key": "caller-1"}
     async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
@@ -102,12 +95,9 @@ async def test_a_rolled_back_request_leaves_no_job_and_no_answer_for_its_key(
     assert failed.status_code == 500
     assert _job_count(engine) == 0  # the job rolled back with the key's answer
     assert again.status_code != 202  # never a 202 naming a job that does not exist
-    engine.dispose()
 
 
-async def test_concurrent_requests_with_one_key_create_one_job(tmp_path: Path) -> None:
-    engine = create_engine(f"sqlite:///{tmp_path / 'app.db'}")
-    upgrade(engine)
+async def test_concurrent_requests_with_one_key_create_one_job(engine: sa.Engine) -> None:
     transport = httpx.ASGITransport(app=_app(engine))
     key = {"idempotency-key": '"c1"', "x-api-key": "caller-1"}
     async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
@@ -120,4 +110,3 @@ async def test_concurrent_requests_with_one_key_create_one_job(tmp_path: Path) -
     assert len({a.json()["id"] for a in accepted}) == 1
     assert settled.status_code == 202 and settled.json()["id"] == accepted[0].json()["id"]
     assert _job_count(engine) == 1
-    engine.dispose()
