@@ -182,3 +182,30 @@ def test_cli_relay_rejects_an_unknown_broker(sqlite_engine: sa.Engine) -> None:
         env={"SAFESHIP_DATABASE_URL": url},
     )
     assert result.exit_code == 2 and "--broker must be" in result.output
+
+
+@pytest.mark.parametrize(
+    "database", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_a_purge_that_would_delete_more_than_confirmed_deletes_nothing(
+    database: str, request: pytest.FixtureRequest
+) -> None:
+    from safeship.outbox.admin import PurgeMismatchError, purge, stats
+
+    engine: sa.Engine = request.getfixturevalue(
+        "sqlite_engine" if database == "sqlite" else "pg_engine"
+    )
+    _bury(engine, 3, key=f"purge-{uuid.uuid4().hex[:6]}")
+    dead = stats(engine).dead
+    with pytest.raises(PurgeMismatchError, match=f"{dead} events match"):
+        purge(engine, expected=dead - 1)  # one arrived since the operator looked
+    assert stats(engine).dead == dead
+    with engine.begin() as conn:  # inside the caller's transaction: nothing deleted either
+        with pytest.raises(PurgeMismatchError):
+            purge(conn, expected=dead + 1)
+        assert (
+            conn.execute(sa.select(sa.func.count()).select_from(outbox_schema.dead)).scalar()
+            == dead
+        )
+    assert purge(engine, expected=dead) == dead
+    assert stats(engine).dead == 0

@@ -276,14 +276,16 @@ def purge(
 
 
 def _purge(conn: sa.Connection, table: sa.Table, match: Filter, expected: int) -> int:
-    count_query = match.apply(sa.select(sa.func.count()).select_from(table), table)
-    found = conn.execute(count_query).scalar_one()
-    if found != expected:
-        raise PurgeMismatchError(
-            f"{found} events match, not the {expected} confirmed; look again and confirm {found}"
-        )
-    deleted = conn.execute(match.apply(sa.delete(table), table)).rowcount
-    return int(deleted)
+    # Delete, then compare what was deleted: a row arriving between a count and the delete
+    # can never be deleted unseen. A mismatch rolls the savepoint back (nothing deleted).
+    with conn.begin_nested():
+        deleted = int(conn.execute(match.apply(sa.delete(table), table)).rowcount)
+        if deleted != expected:
+            raise PurgeMismatchError(
+                f"{deleted} events match, not the {expected} confirmed; look again and "
+                f"confirm {deleted}"
+            )
+    return deleted
 
 
 def ids_from_strings(values: Sequence[str]) -> tuple[uuid.UUID, ...]:
