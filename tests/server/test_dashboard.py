@@ -107,3 +107,21 @@ def test_sign_in_guessing_is_limited(client: TestClient) -> None:
     assert limited.status_code == 429
     assert "too many failed attempts" in limited.text
     assert "retry-after" in limited.headers
+
+
+def test_a_page_shows_only_the_notices_the_server_signed_for_this_session(
+    client: TestClient,
+) -> None:
+    token = sign_in(client, ADMIN_KEY)
+    crafted = client.get("/outbox", params={"m": "purged 0. Call +1 555 0100 to restore"})
+    assert crafted.status_code == 200 and "Call +1 555" not in crafted.text
+    done = client.post(
+        "/outbox/purge", data={"expected": "0", "csrf_token": token}, follow_redirects=False
+    )
+    assert done.status_code == 303 and "ms=" in done.headers["location"]
+    assert "purged 0" in client.get(done.headers["location"]).text
+    forged = done.headers["location"].replace("purged+0", "purged+9")
+    assert "purged 9" not in client.get(forged).text
+    client.post("/logout", data={"csrf_token": token})
+    sign_in(client, ADMIN_KEY)  # a new session: the old signature is not this one's
+    assert "purged 0" not in client.get(done.headers["location"]).text

@@ -10,6 +10,7 @@ from fastapi.responses import RedirectResponse, Response
 from pydantic import AfterValidator, BaseModel, Field
 
 from safeship.resilience.board import MODES, Mode
+from safeship.server._notices import notice, notice_redirect
 from safeship.server.deps import AdminPrincipal, ReadPrincipal
 from safeship.server.inputs import Body, Reason, clean_param
 from safeship.server.routes.dashboard import admin_form_session, page_session, render
@@ -66,7 +67,7 @@ def breakers_page(request: Request) -> Response:
         "breakers.html",
         breakers=_rows(request),
         modes=MODES,
-        message=request.query_params.get("m"),
+        message=notice(request),
     )
 
 
@@ -90,4 +91,4 @@ def set_mode_form(
         actor=session.actor,
         reason="dashboard",
     )
-    return RedirectResponse(f"/breakers?m={name}: {mode}", status_code=303)
+    return notice_redirect(request, "/breakers", f"{name}: {mode}")

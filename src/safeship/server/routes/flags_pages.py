@@ -12,6 +12,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from safeship.flags._authoring import FlagDefinitionError
 from safeship.flags.store import FlagNotFoundError, FlagVersionError
+from safeship.server._notices import notice, notice_redirect
 from safeship.server.routes.dashboard import admin_form_session, page_session, render
 from safeship.server.routes.flags_api import flag_out
 from safeship.server.state import plane
@@ -35,7 +36,7 @@ def flags_page(request: Request) -> Response:
         flags=flags,
         killed_at=killed,
         version=cp.flags.version(),
-        message=request.query_params.get("m"),
+        message=notice(request),
     )
 
 
@@ -52,8 +53,8 @@ def flag_page(request: Request, name: str) -> Response:
     return render(request, "flag.html", flag=flag_out(cp, record), history=history)
 
 
-def _done(message: str) -> Response:
-    return RedirectResponse(f"/flags?m={message}", status_code=303)
+def _done(request: Request, message: str) -> Response:
+    return notice_redirect(request, "/flags", message)
 
 
 def _stale(request: Request, exc: FlagVersionError) -> Response:
@@ -89,7 +90,7 @@ def toggle(
         return render(request, "error.html", 404, message=f"No flag named {name!r}.")
     except FlagVersionError as exc:
         return _stale(request, exc)
-    return _done(f"{name} turned {'off' if record.enabled else 'on'}")
+    return _done(request, f"{name} turned {'off' if record.enabled else 'on'}")
 
 
 @router.post("/flags/{name}/rollout")
@@ -118,7 +119,7 @@ def rollout(
         return _stale(request, exc)
     except FlagDefinitionError as exc:
         return render(request, "error.html", 422, message=str(exc))
-    return _done(f"{name} rolled out to {percent}%")
+    return _done(request, f"{name} rolled out to {percent}%")
 
 
 @router.post("/flags-kill")
@@ -134,7 +135,7 @@ def kill(
     if confirm != "KILL":
         return render(request, "error.html", 400, message="Type KILL to confirm the kill switch.")
     changed = plane(request).flags.kill(actor=session.actor, reason=reason or "dashboard")
-    return _done(f"kill switch engaged: {len(changed)} flag(s) changed")
+    return _done(request, f"kill switch engaged: {len(changed)} flag(s) changed")
 
 
 @router.post("/flags-restore")
@@ -146,4 +147,4 @@ def restore(request: Request, csrf_token: Csrf = "", reason: ReasonField = "") -
         restored = plane(request).flags.restore(actor=session.actor, reason=reason or "dashboard")
     except ValueError as exc:
         return render(request, "error.html", 409, message=str(exc))
-    return _done(f"restored {len(restored)} flag(s)")
+    return _done(request, f"restored {len(restored)} flag(s)")

@@ -16,6 +16,7 @@ from safeship import jobs
 from safeship.db import record_audit
 from safeship.server import _charts as charts
 from safeship.server import _samples
+from safeship.server._notices import notice, notice_redirect
 from safeship.server.deps import AdminPrincipal, ReadPrincipal
 from safeship.server.inputs import Body, Reason
 from safeship.server.routes.dashboard import admin_form_session, page_session, render
@@ -215,7 +216,7 @@ def jobs_page(request: Request) -> Response:
         dead=[_dead_row(d) for d in dead],
         held=[_dead_row(d) for d in jobs.interrupted(cp.engine, limit=50)],
         history_chart=stored_jobs_chart(cp),
-        message=request.query_params.get("m"),
+        message=notice(request),
     )
 
 
@@ -247,7 +248,7 @@ def retry_form(
     except ValueError:
         return render(request, "error.html", 422, message="job_id must be a job id (a UUID).")
     count = _retry(plane(request), ids, session.actor, "dashboard")
-    return RedirectResponse(f"/jobs?m=retried {count}", status_code=303)
+    return notice_redirect(request, "/jobs", f"retried {count}")
 
 
 @pages.post("/jobs/purge")
@@ -263,5 +264,5 @@ def purge_form(
     try:
         count = _purge(plane(request), body, session.actor)
     except jobs.PurgeMismatchError as exc:
-        return RedirectResponse(f"/jobs?m={exc}", status_code=303)
-    return RedirectResponse(f"/jobs?m=purged {count}", status_code=303)
+        return notice_redirect(request, "/jobs", str(exc))
+    return notice_redirect(request, "/jobs", f"purged {count}")

@@ -14,6 +14,7 @@ from pydantic import AfterValidator, BaseModel, Field
 from safeship.db import record_audit
 from safeship.outbox import admin
 from safeship.outbox._history import BacklogHistory, chart_points
+from safeship.server._notices import notice, notice_redirect
 from safeship.server.deps import AdminPrincipal, ReadPrincipal
 from safeship.server.errors import invalid
 from safeship.server.inputs import Body, Flag, Reason, Text, Whole, clean_param
@@ -193,7 +194,7 @@ def outbox_page(request: Request) -> Response:
         history_chart=stored_backlog_chart(plane(request)),
         dead=[r.to_dict() for r in admin.peek(engine, where="dead", limit=50)],
         pending=[r.to_dict() for r in admin.peek(engine, where="pending", limit=20)],
-        message=request.query_params.get("m"),
+        message=notice(request),
     )
 
 
@@ -215,7 +216,7 @@ def retry_form(
     except ValueError as exc:
         raise invalid("event_id", str(exc)) from exc
     count = _retry(request, body, session.actor)
-    return RedirectResponse(f"/outbox?m=retried {count}", status_code=303)
+    return notice_redirect(request, "/outbox", f"retried {count}")
 
 
 @pages.post("/outbox/purge")
@@ -230,5 +231,5 @@ def purge_form(
     try:
         count = _purge(request, PurgeBody(expected=expected, reason="dashboard"), session.actor)
     except admin.PurgeMismatchError as exc:
-        return RedirectResponse(f"/outbox?m={exc}", status_code=303)
-    return RedirectResponse(f"/outbox?m=purged {count}", status_code=303)
+        return notice_redirect(request, "/outbox", str(exc))
+    return notice_redirect(request, "/outbox", f"purged {count}")

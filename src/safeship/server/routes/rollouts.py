@@ -29,6 +29,7 @@ from safeship.rollouts._guard import (
 )
 from safeship.rollouts._plan import Plan, next_action
 from safeship.server._explain import ACTION_RULES, available_actions, explain_verdict
+from safeship.server._notices import notice, notice_redirect
 from safeship.server.deps import AdminPrincipal, ReadPrincipal
 from safeship.server.inputs import Body, Number, Text, Whole
 from safeship.server.routes.dashboard import admin_form_session, page_session, render
@@ -525,7 +526,7 @@ def rollouts_page(request: Request) -> Response:
         rollouts=[r.model_dump() for r in rollout_list(cp)],
         decisions=[d.to_dict() for d in cp.rollouts.recent_decisions(limit=20)],
         confirm_word=CONFIRM_WORD,
-        message=request.query_params.get("m"),
+        message=notice(request),
     )
 
 
@@ -587,7 +588,7 @@ def emergency_form(
     if not done.complete:
         problems = "; ".join(done.problems)
         return render(request, "error.html", 207, message=f"{message}. NOT DONE: {problems}")
-    return RedirectResponse(f"/rollouts?m={quote(message)}", status_code=303)
+    return notice_redirect(request, "/rollouts", message)
 
 
 @pages.post("/rollouts/{name}/action")
