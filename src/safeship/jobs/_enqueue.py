@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
+from safeship.db._connections import checked_async, checked_sync, connection_kind
 from safeship.jobs._model import JobConnectionError
 
 __all__ = ["Row", "sqlite_time", "write_async", "write_sync"]
@@ -70,46 +71,23 @@ def sqlite_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
-_SYNC = frozenset({"sa", "psycopg"})
-
-
 def kind(conn: Any) -> str:
     """Which API ``conn`` speaks: sa, sa-async, psycopg, psycopg-async or asyncpg."""
-    if isinstance(conn, sa.Connection):
-        return "sa"
-    module = type(conn).__module__
-    if module.startswith("sqlalchemy.ext.asyncio"):
-        return "sa-async"
-    if module.startswith("sqlalchemy.orm"):
-        return "sa"
-    if module.startswith("psycopg"):
-        return "psycopg-async" if hasattr(conn, "__aenter__") else "psycopg"
-    if module.startswith("asyncpg"):
-        return "asyncpg"
-    raise JobConnectionError(
-        f"conn: cannot enqueue through a {type(conn).__name__}; give a SQLAlchemy "
-        "Connection/Session, a psycopg 3 connection or (aenqueue) an asyncpg connection"
-    )
+    found = connection_kind(conn)
+    if found is None:
+        raise JobConnectionError(
+            f"conn: cannot enqueue through a {type(conn).__name__}; give a SQLAlchemy "
+            "Connection/Session, a psycopg 3 connection or (aenqueue) an asyncpg connection"
+        )
+    return found
 
 
 def sync_kind(conn: Any, function: str) -> str:
-    found = kind(conn)
-    if found not in _SYNC:
-        raise JobConnectionError(
-            f"conn: {function}() takes a sync connection, got the async "
-            f"{type(conn).__name__}; use `await a{function}(conn, ...)` instead"
-        )
-    return found
+    return checked_sync(kind(conn), conn, function, JobConnectionError)
 
 
 def async_kind(conn: Any, function: str) -> str:
-    found = kind(conn)
-    if found in _SYNC:
-        raise JobConnectionError(
-            f"conn: a{function}() takes an async connection, got the sync "
-            f"{type(conn).__name__}; use `{function}(conn, ...)` (no await) instead"
-        )
-    return found
+    return checked_async(kind(conn), conn, function, JobConnectionError)
 
 
 def _dialect(conn: Any) -> str:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import sqlalchemy as sa
 
+from safeship.db._connections import checked_async, checked_sync, connection_kind
 from safeship.errors import SafeshipError
 from safeship.outbox._model import partition_of, uuid7
 from safeship.outbox.encoding import (
@@ -185,7 +186,6 @@ class OutboxConnectionError(SafeshipError, TypeError):
     """
 
 
-_SYNC_KINDS = frozenset({"sa", "psycopg"})
 _SUPPORTED = (
     "a SQLAlchemy Connection/Session (stage) or AsyncConnection/AsyncSession (astage), or a "
     "psycopg 3 Connection (stage) / AsyncConnection (astage) or asyncpg connection (astage)"
@@ -194,42 +194,22 @@ _SUPPORTED = (
 
 def _kind(conn: Any) -> str:
     """Which API ``conn`` speaks: sa, sa-async, psycopg, psycopg-async or asyncpg."""
-    if isinstance(conn, sa.Connection):
-        return "sa"
-    module = type(conn).__module__
-    if module.startswith("sqlalchemy.ext.asyncio"):
-        return "sa-async"
-    if module.startswith("sqlalchemy.orm"):
-        return "sa"
-    if module.startswith("psycopg"):
-        return "psycopg-async" if hasattr(conn, "__aenter__") else "psycopg"
-    if module.startswith("asyncpg"):
-        return "asyncpg"
-    raise OutboxConnectionError(
-        f"conn: cannot stage through a {type(conn).__name__}; it must be {_SUPPORTED}"
-    )
+    kind = connection_kind(conn)
+    if kind is None:
+        raise OutboxConnectionError(
+            f"conn: cannot stage through a {type(conn).__name__}; it must be {_SUPPORTED}"
+        )
+    return kind
 
 
 def _sync_kind(conn: Any, function: str) -> str:
     """The kind of a sync connection; an async one is refused before anything runs."""
-    kind = _kind(conn)
-    if kind not in _SYNC_KINDS:
-        raise OutboxConnectionError(
-            f"conn: {function}() takes a sync connection, got the async "
-            f"{type(conn).__name__}; use `await a{function}(conn, ...)` instead"
-        )
-    return kind
+    return checked_sync(_kind(conn), conn, function, OutboxConnectionError)
 
 
 def _async_kind(conn: Any, function: str) -> str:
     """The kind of an async connection; a sync one is refused before anything runs."""
-    kind = _kind(conn)
-    if kind in _SYNC_KINDS:
-        raise OutboxConnectionError(
-            f"conn: a{function}() takes an async connection, got the sync "
-            f"{type(conn).__name__}; use `{function}(conn, ...)` (no await) instead"
-        )
-    return kind
+    return checked_async(_kind(conn), conn, function, OutboxConnectionError)
 
 
 def _one_row(
