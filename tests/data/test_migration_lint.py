@@ -118,8 +118,38 @@ def test_each_rule_on_alembic_operations() -> None:
     assert "CONCURRENTLY" in LINT_RULES["create-index-not-concurrently"]
 
 
-def test_safeships_own_migrations_pass_when_run_with_a_lock_timeout() -> None:
-    assert lint_migrations([OWN_MIGRATIONS], runner_sets_lock_timeout=True) == []
+def test_safeships_own_migrations_pass_because_their_env_sets_the_lock_timeout() -> None:
+    assert lint_migrations([OWN_MIGRATIONS]) == []
+    assert lint_migrations([OWN_MIGRATIONS.parent]) == []
+
+
+ADD_COLUMN = """
+def upgrade() -> None:
+    op.add_column("orders", sa.Column("note", sa.Text(), nullable=True))
+"""
+
+
+@pytest.mark.parametrize(
+    ("env", "flagged"),
+    [
+        ("context.run_migrations()\n", True),
+        ("# SET lock_timeout is not done here\nrun()\n", True),
+        ('connection.exec_driver_sql("SET LOCAL lock_timeout = 2000")\n', False),
+        ('connection.exec_driver_sql(f"set lock_timeout = {ms}")\n', False),
+        ("configure_lock_timeout(connection, lock_timeout_ms=1500)\n", False),
+        ("safeship.data.configure_lock_timeout(connection)\n", False),
+    ],
+)
+def test_an_env_py_that_sets_the_lock_timeout_satisfies_the_rule(
+    tmp_path: Path, env: str, flagged: bool
+) -> None:
+    versions = tmp_path / "versions"
+    versions.mkdir()
+    (versions / "0001_note.py").write_text(ADD_COLUMN)
+    (tmp_path / "env.py").write_text(env)
+    found = rules(lint_migrations([versions]))
+    assert found == (["missing-lock-timeout"] if flagged else [])
+    assert rules(lint_migrations([versions], runner_sets_lock_timeout=True)) == []
 
 
 def test_a_path_that_is_not_a_migration_is_refused(tmp_path: Path) -> None:

@@ -247,15 +247,52 @@ def db_upgrade(
         bool, typer.Option("--create", help="Create the SQLite file if it does not exist.")
     ] = False,
     database_url: DatabaseOption = None,
+    lock_timeout_ms: Annotated[
+        int,
+        typer.Option(
+            "--lock-timeout-ms",
+            min=1,
+            max=600_000,
+            help="PostgreSQL: how long a migration waits for a table lock before it rolls "
+            "back and is retried with backoff (waiting for another upgrader has no limit).",
+        ),
+    ] = 2000,
+    attempts: Annotated[
+        int, typer.Option("--attempts", min=1, max=50, help="Runs before a lock timeout fails.")
+    ] = 5,
+    drop_invalid: Annotated[
+        bool,
+        typer.Option(
+            "--drop-invalid", help="Drop INVALID indexes the run left behind (else: reported)."
+        ),
+    ] = False,
 ) -> None:
     """Migrate safeship's tables to the newest revision (the only command that does)."""
-    from safeship.db import current_revision, upgrade
+    from safeship.data import MigrationFailedError
+    from safeship.data._migrate_runner import upgrade_safeship
+    from safeship.db import current_revision
 
     with opened(database_url, check_schema=False, create=create) as engine:
         before = or_fail(lambda: current_revision(engine))
-        reached = or_fail(lambda: upgrade(engine))
+        try:
+            result = or_fail(
+                lambda: upgrade_safeship(
+                    engine,
+                    lock_timeout_ms=lock_timeout_ms,
+                    attempts=attempts,
+                    drop_invalid=drop_invalid,
+                )
+            )
+        except MigrationFailedError as exc:
+            left = f"; INVALID indexes left: {', '.join(exc.invalid_indexes)}"
+            fail(f"{exc}{left if exc.invalid_indexes else ''}")
+    reached = result.value
     moved = f" (was {before})" if before and before != reached else ""
-    out.print(f"database at revision {reached}{moved}")
+    retried = f" after {result.attempts} attempts (lock timeouts)" if result.attempts > 1 else ""
+    out.print(f"database at revision {reached}{moved}{retried}")
+    for index in result.invalid_indexes:
+        done = "dropped" if index in result.dropped else "left (drop it, or --drop-invalid)"
+        out.print(f"INVALID index {index}: {done}", highlight=False)
 
 
 @db_app.command("current")

@@ -10,6 +10,7 @@ becomes ``CREATE INDEX ...``), in order, knowing which tables the revision itsel
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -256,10 +257,14 @@ def lint_migrations(
 ) -> list[LintFinding]:
     """Lint every ``.py`` (Alembic) and ``.sql`` file under ``paths`` (files or folders).
 
-    ``runner_sets_lock_timeout`` says the migrations run through :func:`safe_upgrade` (or
-    an env.py that sets ``lock_timeout``), which satisfies ``missing-lock-timeout``.
+    An Alembic revision whose ``env.py`` (beside it or one folder up, Alembic's layout) sets
+    ``lock_timeout`` itself (``configure_lock_timeout(...)`` or a ``SET [LOCAL]
+    lock_timeout`` statement) satisfies ``missing-lock-timeout``; so does
+    ``runner_sets_lock_timeout``, which says the migrations run through
+    :func:`safe_upgrade` or another runner that sets it.
     """
     findings: list[LintFinding] = []
+    envs: dict[Path, bool] = {}
     for file in sorted(_files(paths)):
         source = file.read_text(encoding="utf-8")[:_MAX_FILE]
         if file.suffix == ".sql":
@@ -267,10 +272,40 @@ def lint_migrations(
                 source, str(file), runner_sets_lock_timeout=runner_sets_lock_timeout
             )
         else:
-            findings += lint_alembic(
-                source, str(file), runner_sets_lock_timeout=runner_sets_lock_timeout
-            )
+            set_by_env = runner_sets_lock_timeout or _env_sets_lock_timeout(file.parent, envs)
+            findings += lint_alembic(source, str(file), runner_sets_lock_timeout=set_by_env)
     return findings
+
+
+_SET_LOCK_TIMEOUT = re.compile(r"\bSET\s+(LOCAL\s+|SESSION\s+)?lock_timeout\b", re.IGNORECASE)
+
+
+def _env_sets_lock_timeout(folder: Path, seen: dict[Path, bool]) -> bool:
+    """Whether the ``env.py`` that runs the revisions in ``folder`` sets ``lock_timeout``."""
+    for env in (folder / "env.py", folder.parent / "env.py"):
+        if env in seen:
+            return seen[env]
+        if env.is_file():
+            seen[env] = _sets_lock_timeout(env.read_text(encoding="utf-8")[:_MAX_FILE])
+            return seen[env]
+    return False
+
+
+def _sets_lock_timeout(source: str) -> bool:
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return False
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if name == "configure_lock_timeout":
+                return True
+        text = _text(node) if isinstance(node, ast.Constant | ast.JoinedStr) else None
+        if text is not None and _SET_LOCK_TIMEOUT.search(text):
+            return True
+    return False
 
 
 def _files(paths: Iterable[str | Path]) -> Iterator[Path]:

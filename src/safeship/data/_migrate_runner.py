@@ -22,7 +22,7 @@ from safeship.data._errors import MigrationFailedError
 from safeship.data._indexes import _INVALID
 from safeship.resilience.presets.db import sqlstate_of
 
-__all__ = ["UpgradeResult", "configure_lock_timeout", "safe_upgrade"]
+__all__ = ["UpgradeResult", "configure_lock_timeout", "safe_upgrade", "upgrade_safeship"]
 
 log = logging.getLogger("safeship.data.migrate")
 T = TypeVar("T")
@@ -143,3 +143,30 @@ def _drop(engine: sa.Engine, indexes: list[str]) -> list[str]:
             conn.exec_driver_sql(f"DROP INDEX CONCURRENTLY IF EXISTS {index}")
             dropped.append(index)
     return dropped
+
+
+def upgrade_safeship(
+    engine: sa.Engine,
+    revision: str = "head",
+    *,
+    lock_timeout_ms: int = 2000,
+    attempts: int = 5,
+    backoff_base: float = 0.5,
+    drop_invalid: bool = False,
+    sleep: Callable[[float], None] = time.sleep,
+) -> UpgradeResult[str]:
+    """safeship's own migrations through :func:`safe_upgrade` (``safeship db upgrade`` and
+    ``create_app(migrate=True)``): the wait for a concurrent upgrader's advisory lock has no
+    timeout, each run's migrations have ``lock_timeout_ms``, a 55P03 is retried with backoff.
+    On SQLite it is one plain upgrade."""
+    from safeship.db._migrate import upgrade
+
+    return safe_upgrade(
+        engine,
+        lambda: upgrade(engine, revision, lock_timeout_ms=lock_timeout_ms),
+        lock_timeout_ms=lock_timeout_ms,
+        attempts=attempts,
+        backoff_base=backoff_base,
+        drop_invalid=drop_invalid,
+        sleep=sleep,
+    )

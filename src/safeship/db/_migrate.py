@@ -1,10 +1,13 @@
 """Alembic migrations shipped inside the package, run programmatically.
 
 ``upgrade(engine)`` brings a database to the newest schema; apps that migrate at start
-call it (``safeship db upgrade`` does the same from a shell).  An advisory lock on
+call it (``safeship db upgrade`` does the same from a shell, through
+``safeship.data``'s ``safe_upgrade``, which retries lock timeouts).  An advisory lock on
 PostgreSQL keeps app processes that start together from migrating at once: the others
-wait, then find nothing left to do.  ``ensure_current(engine)`` refuses a database whose
-schema is not the one this release needs (readiness and the CLI use it).
+wait, then find nothing left to do.  That wait has no ``lock_timeout`` (a second upgrader
+waits for the first to finish); the migrations that follow run under ``lock_timeout``,
+set by ``env.py`` for the migration's transaction.  ``ensure_current(engine)`` refuses a
+database whose schema is not the one this release needs (readiness and the CLI use it).
 """
 
 from __future__ import annotations
@@ -24,10 +27,17 @@ VERSION_TABLE = "safeship_alembic_version"
 _LOCK_ID = 0x5AFE5A1F  # pg_advisory_lock key held while migrating
 
 
-def _config(connection: sa.Connection | None = None) -> Config:
+#: ``lock_timeout`` of the migrations' statements on PostgreSQL unless the caller says.
+LOCK_TIMEOUT_MS = 2000
+
+
+def _config(
+    connection: sa.Connection | None = None, lock_timeout_ms: int = LOCK_TIMEOUT_MS
+) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.set_main_option("version_table", VERSION_TABLE)
+    config.attributes["lock_timeout_ms"] = lock_timeout_ms
     if connection is not None:
         config.attributes["connection"] = connection
     return config
@@ -92,15 +102,24 @@ def revision_on(conn: sa.Connection) -> str | None:
     return context.get_current_revision()
 
 
-def upgrade(engine: sa.Engine, revision: str = "head") -> str:
+def upgrade(
+    engine: sa.Engine, revision: str = "head", *, lock_timeout_ms: int = LOCK_TIMEOUT_MS
+) -> str:
     """Migrate to ``revision`` (default: newest); return the revision reached.
 
     Safe to call from every app process at start: on PostgreSQL a transaction-scoped
-    advisory lock makes concurrent calls run one after the other.
+    advisory lock makes concurrent calls run one after the other, waiting with no
+    ``lock_timeout``; the migrations then run with ``lock_timeout_ms`` (55P03 when a lock
+    is not had in time: the transaction rolls back whole, and running again is safe).
     """
+    if not 1 <= lock_timeout_ms <= 600_000:
+        raise ValueError(f"lock_timeout_ms must be 1..600000, got {lock_timeout_ms!r}")
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
+            # Waiting for another upgrader is not a lock to give up on: no timeout here,
+            # whatever the session or the role has; env.py sets the migrations' own.
+            conn.exec_driver_sql("SET LOCAL lock_timeout = 0")
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _LOCK_ID})
-        command.upgrade(_config(conn), revision)
+        command.upgrade(_config(conn, int(lock_timeout_ms)), revision)
     reached = current_revision(engine)
     return reached or ""

@@ -14,7 +14,7 @@ from fastapi.staticfiles import StaticFiles
 
 from safeship._version import __version__
 from safeship.db._engine import create_engine
-from safeship.db._migrate import current_revision, upgrade
+from safeship.db._migrate import current_revision
 from safeship.flags.store import FlagStore
 from safeship.observe.health import HealthRegistry, schema_check, sql_check
 from safeship.observe.scrape import DatabaseCollector, ScrapeSource
@@ -143,9 +143,12 @@ def stored_metrics(engine: sa.Engine, *, timeout: float = 2.0) -> DatabaseCollec
 
 
 def _migrate_loudly(engine: sa.Engine) -> None:
-    """``upgrade(engine)``, logging ``db.migrated`` (from/to revisions) when it did anything."""
+    """``upgrade(engine)`` through ``safe_upgrade`` (lock timeouts retried, INVALID indexes
+    reported), logging ``db.migrated`` (from/to revisions) when it did anything."""
+    from safeship.data._migrate_runner import upgrade_safeship
+
     before = current_revision(engine)
-    reached = upgrade(engine)
+    reached = upgrade_safeship(engine).value
     if reached != before:
         logger.warning(
             "db.migrated",

@@ -17,4 +17,10 @@ context.configure(
     render_as_batch=connection.dialect.name == "sqlite",
 )
 with context.begin_transaction():
+    if connection.dialect.name == "postgresql":
+        # Every revision's DDL waits at most this long for its table lock (55P03 after):
+        # a migration never queues the application's queries behind it for longer.
+        # SET LOCAL: it ends with the migration's transaction, not on the pooled session.
+        lock_ms = int(context.config.attributes.get("lock_timeout_ms", 2000))
+        connection.exec_driver_sql(f"SET LOCAL lock_timeout = {lock_ms}")
     context.run_migrations()
