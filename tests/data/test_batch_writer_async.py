@@ -1,10 +1,12 @@
-"""The async batch writer on PostgreSQL: asyncpg (through SQLAlchemy and a raw pool) and
-psycopg COPY, a poison row, an upsert replay, backpressure, and the shutdown flush."""
+"""The async batch writer on PostgreSQL (asyncpg through SQLAlchemy and a raw pool, and
+psycopg COPY) and on SQLite (aiosqlite, multi-row INSERT): a poison row, an upsert replay,
+backpressure, and the shutdown flush."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,27 +16,42 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from safeship.data import AsyncBatchWriter, BatchConfigError
 from tests.data.conftest import count, events_table
 
-pytestmark = pytest.mark.postgres
+PG = pytest.mark.postgres
 
 
-@pytest.fixture(params=["asyncpg", "psycopg", "asyncpg-pool"])
+@pytest.fixture(
+    params=[
+        pytest.param("asyncpg", marks=PG),
+        pytest.param("psycopg", marks=PG),
+        pytest.param("asyncpg-pool", marks=PG),
+        "aiosqlite",
+    ]
+)
 async def setup(
-    request: pytest.FixtureRequest, data_pg_url: str
+    request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[tuple[Any, sa.Table, sa.Engine]]:
-    sync = sa.create_engine(data_pg_url)
+    if request.param == "aiosqlite":
+        data_url = f"sqlite:///{tmp_path / 'events.db'}"
+    else:
+        data_url = request.getfixturevalue("data_pg_url")
+    sync = sa.create_engine(data_url)
     metadata = sa.MetaData()
     table = events_table(metadata)
     metadata.create_all(sync)
-    if request.param == "asyncpg-pool":
+    if request.param == "aiosqlite":
+        engine = create_async_engine(data_url.replace("sqlite://", "sqlite+aiosqlite://"))
+        yield engine, table, sync
+        await engine.dispose()
+    elif request.param == "asyncpg-pool":
         import asyncpg
 
         pool = await asyncpg.create_pool(
-            data_pg_url.replace("postgresql+psycopg", "postgresql"), min_size=1, max_size=2
+            data_url.replace("postgresql+psycopg", "postgresql"), min_size=1, max_size=2
         )
         yield pool, table, sync
         await pool.close()
     else:
-        engine = create_async_engine(data_pg_url.replace("+psycopg", f"+{request.param}"))
+        engine = create_async_engine(data_url.replace("+psycopg", f"+{request.param}"))
         yield engine, table, sync
         await engine.dispose()
     sync.dispose()
