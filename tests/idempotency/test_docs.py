@@ -58,3 +58,18 @@ def test_the_migration_creates_the_table_the_store_uses(tmp_path: Path) -> None:
     columns = {c["name"] for c in sa.inspect(engine).get_columns("safeship_idempotency")}
     engine.dispose()
     assert columns == {c.name for c in idempotency.columns}
+
+
+def test_every_problem_the_middleware_sends_has_its_help_anchor_in_the_docs() -> None:
+    """``Link: <DOCS_URL#name>; rel="help"`` must land on a section that explains ``name``."""
+    src = Path(__file__).resolve().parents[2] / "src" / "safeship" / "idempotency"
+    source = (src / "_middleware.py").read_text() + (src / "_http.py").read_text()
+    names = set(re.findall(r'_problem\(\s*(?:send,\s*)?\d{3},\s*"([a-z-]+)"', source))
+    assert {
+        "key-missing",
+        "in-flight",
+        "response-not-kept",
+    } <= names  # the pattern still finds them
+    docs = (README.parent / "docs" / "idempotency.md").read_text()
+    missing = sorted(name for name in names if f'<a id="{name}"></a>' not in docs)
+    assert not missing, f"docs/idempotency.md lacks anchors for {missing}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from typing import Literal
+from typing import Any, Literal, cast
 
 import httpx
 import pytest
@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from safeship.idempotency import IdempotencyConfigError, IdempotencyMiddleware, Store
+from safeship.idempotency._http import DOCS_URL
 from tests.idempotency.apps import BIG, make_service
 
 PROBLEM = "application/problem+json"
@@ -28,6 +29,8 @@ def _problem(response: httpx.Response, status: int, name: str) -> dict[str, obje
     body: dict[str, object] = response.json()
     assert body["type"] == f"urn:safeship:idempotency:{name}"
     assert body["status"] == status
+    # Every problem links its explanation in safeship's docs (the draft's rel="help").
+    assert response.headers["link"] == f'<{DOCS_URL}#{name}>; rel="help"'
     return body
 
 
@@ -393,3 +396,54 @@ async def test_starlettes_authenticated_user_scopes_keys_and_anonymous_is_refuse
         nobody = await client.post("/notes", headers=key)
     assert ann.json() == ann_again.json() == {"n": 1} and bob.json() == {"n": 2}
     _problem(nobody, 401, "caller-unknown")
+
+
+@pytest.mark.parametrize("help_url", ["https://api.example.com/errors/idempotency", None])
+async def test_the_help_link_of_problems_is_configurable_or_off(
+    store: Store, help_url: str | None
+) -> None:
+    from safeship.idempotency import idempotent, principal_from_header
+
+    app = FastAPI()
+
+    @app.post("/pay")
+    @idempotent()
+    async def pay() -> dict[str, int]:
+        return {"paid": 1}
+
+    app.add_middleware(
+        IdempotencyMiddleware,
+        store=store,
+        principal=principal_from_header("x-api-key"),
+        help_url=help_url,
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        missing = await client.post("/pay", headers={"x-api-key": "a"})
+        done = await client.post("/pay", headers={"x-api-key": "a", **_key()})
+    assert missing.status_code == 400
+    if help_url is None:
+        assert "link" not in missing.headers
+    else:
+        assert missing.headers["link"] == f'<{help_url}#key-missing>; rel="help"'
+    assert done.status_code == 200 and "link" not in done.headers  # only problems link help
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "/docs/idempotency.md",  # relative: it would resolve against the API's own host
+        "https://example.com/a b",
+        'https://example.com/x>; rel="next", <https://evil.example',
+        "https://example.com/docs#section",
+        "https://example.com/\r\nSet-Cookie: a=b",
+        "ftp://example.com/docs",
+    ],
+)
+def test_a_help_url_unfit_for_a_link_header_is_refused(bad: str) -> None:
+    from safeship.idempotency import principal_from_header
+
+    with pytest.raises(IdempotencyConfigError, match="help_url"):
+        IdempotencyMiddleware(
+            FastAPI(), store=cast(Any, object()), principal=principal_from_header("x"), help_url=bad
+        )

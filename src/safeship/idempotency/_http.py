@@ -15,11 +15,13 @@ from safeship.idempotency._errors import IdempotencyConfigError
 from safeship.idempotency._model import StoredResponse
 
 __all__ = [
+    "DOCS_URL",
     "OPTIONS_ATTRIBUTE",
     "REPLAY_HEADERS",
     "ResponseLike",
     "RouteOptions",
     "Tee",
+    "check_help_url",
     "idempotent",
     "send_problem",
     "send_replay",
@@ -55,6 +57,10 @@ RETRYABLE_CLIENT_ERRORS = frozenset(
     {400, 401, 403, 404, 405, 406, 408, 409, 411, 412, 413, 415, 422, 423, 425, 428, 429, 431}
 )
 PROBLEM_TYPE = "urn:safeship:idempotency:"
+#: Where a problem's ``Link: rel="help"`` points by default: safeship's idempotency docs,
+#: whose section ``#<problem name>`` explains that answer.
+DOCS_URL = "https://github.com/safeship/safeship/blob/main/docs/idempotency.md"
+_URL_REFUSED = frozenset('<>"\\^`{|}#') | frozenset(chr(c) for c in range(0x21))
 MiB = 1024 * 1024
 
 
@@ -145,6 +151,24 @@ def idempotent(
     return mark
 
 
+def check_help_url(url: str | None) -> None:
+    """Refuse a ``help_url`` that is not an absolute http(s) URL fit for a ``Link`` header
+    (no spaces, controls, ``<>``, quotes or fragment: the problem's name is the fragment)."""
+    if url is None:
+        return
+    if (
+        not isinstance(url, str)
+        or not url.startswith(("https://", "http://"))
+        or len(url) > 2048
+        or not url.isascii()
+        or any(c in _URL_REFUSED for c in url)
+    ):
+        raise IdempotencyConfigError(
+            "help_url must be an absolute http(s) URL of at most 2048 characters, without "
+            'a fragment, spaces or <>"; or None for no Link header'
+        )
+
+
 async def send_problem(
     send: Send,
     status: int,
@@ -153,22 +177,21 @@ async def send_problem(
     detail: str,
     *,
     headers: Iterable[tuple[bytes, bytes]] = (),
+    help_url: str | None = None,
 ) -> None:
-    """An RFC 9457 ``application/problem+json`` answer, typed ``urn:safeship:idempotency:NAME``."""
+    """An RFC 9457 ``application/problem+json`` answer, typed ``urn:safeship:idempotency:NAME``;
+    with ``help_url``, ``Link: <help_url#NAME>; rel="help"`` points at its explanation."""
     body = json.dumps(
         {"type": PROBLEM_TYPE + name, "title": title, "status": status, "detail": detail}
     ).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/problem+json"),
-                (b"content-length", str(len(body)).encode()),
-                *headers,
-            ],
-        }
-    )
+    start = [
+        (b"content-type", b"application/problem+json"),
+        (b"content-length", str(len(body)).encode()),
+        *headers,
+    ]
+    if help_url is not None:
+        start.append((b"link", f'<{help_url}#{name}>; rel="help"'.encode("ascii")))
+    await send({"type": "http.response.start", "status": status, "headers": start})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -176,7 +199,7 @@ def _location(response: StoredResponse) -> bytes | None:
     return next((v for k, v in response.headers if k == b"location"), None)
 
 
-async def send_replay(send: Send, response: StoredResponse) -> None:
+async def send_replay(send: Send, response: StoredResponse, *, help_url: str | None = None) -> None:
     """Send a stored response again, marked ``Idempotent-Replayed: true``.
 
     A body over the cap was not kept: its ``Location`` is served instead (the status
@@ -194,6 +217,7 @@ async def send_replay(send: Send, response: StoredResponse) -> None:
                 "Response too large to replay",
                 "This key's request ran and succeeded; its response was over the size "
                 "kept for replay and named no Location. It will not run again.",
+                help_url=help_url,
             )
             return
         status = status if status in (201, 202) else 303

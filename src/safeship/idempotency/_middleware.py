@@ -15,7 +15,7 @@ import hashlib
 import logging
 import math
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any, Literal
 
 from safeship.idempotency import _metrics as metrics
@@ -25,10 +25,12 @@ from safeship.idempotency._errors import (
     IdempotencyStoreError,
 )
 from safeship.idempotency._http import (
+    DOCS_URL,
     OPTIONS_ATTRIBUTE,
     ResponseLike,
     RouteOptions,
     Tee,
+    check_help_url,
     send_problem,
     send_replay,
     should_store,
@@ -153,6 +155,8 @@ class IdempotencyMiddleware:
     ``principal`` is required: keys are always scoped by the caller, so one caller never
     sees another's response.  ``on_store_error="closed"`` (the default) answers 503
     while the store is down; ``"open"`` runs the handler without idempotency, counted.
+    Every problem answer carries ``Link: <help_url#name>; rel="help"`` (the section of
+    safeship's docs on that answer by default; your own page, or None for no link).
     """
 
     def __init__(
@@ -163,6 +167,7 @@ class IdempotencyMiddleware:
         principal: Principal | None,
         default: RouteOptions | None = None,
         on_store_error: Literal["closed", "open"] = "closed",
+        help_url: str | None = DOCS_URL,
     ) -> None:
         if principal is None or not callable(principal):
             raise IdempotencyConfigError(
@@ -173,11 +178,13 @@ class IdempotencyMiddleware:
             raise IdempotencyConfigError("on_store_error must be 'closed' or 'open'")
         if default is not None and not isinstance(default, RouteOptions):
             raise IdempotencyConfigError("default must be a RouteOptions")
+        check_help_url(help_url)
         self.app = app
         self.store = store
         self.principal = principal
         self.default = default
         self.fail_open = on_store_error == "open"
+        self.help_url = help_url
         self._routes: OrderedDict[tuple[int, str, str], RouteOptions | None] = OrderedDict()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -242,12 +249,24 @@ class _Request:
         )
         self.store = mw.store
 
+    async def _problem(
+        self,
+        status: int,
+        name: str,
+        title: str,
+        detail: str,
+        *,
+        headers: Iterable[tuple[bytes, bytes]] = (),
+    ) -> None:
+        await send_problem(
+            self.send, status, name, title, detail, headers=headers, help_url=self.mw.help_url
+        )
+
     async def handle(self) -> None:
         raw = _header(self.scope, _HEADER)
         if raw is None:
             if self.options.required:
-                await send_problem(
-                    self.send,
+                await self._problem(
                     400,
                     "key-missing",
                     "Idempotency-Key required",
@@ -259,12 +278,11 @@ class _Request:
         try:
             key = parse_key(raw.decode("latin-1"))
         except ValueError as exc:
-            await send_problem(self.send, 400, "key-invalid", "Invalid Idempotency-Key", str(exc))
+            await self._problem(400, "key-invalid", "Invalid Idempotency-Key", str(exc))
             return
         principal = self.mw.principal(self.scope)
         if not principal:
-            await send_problem(
-                self.send,
+            await self._problem(
                 401,
                 "caller-unknown",
                 "Caller not authenticated",
@@ -274,8 +292,7 @@ class _Request:
         try:
             body = await self._read_body()
         except _BodyTooLargeError:
-            await send_problem(
-                self.send,
+            await self._problem(
                 413,
                 "body-too-large",
                 "Request body too large",
@@ -343,8 +360,7 @@ class _Request:
         if self.mw.fail_open and may_run:
             await self.mw.app(self.scope, _replaying(body, self.receive), self.send)
             return
-        await send_problem(
-            self.send,
+        await self._problem(
             503,
             "store-unavailable",
             "Idempotency store unavailable",
@@ -361,8 +377,7 @@ class _Request:
         metrics.duplicate("http")
         if record.fingerprint != fp:
             metrics.conflict("payload_mismatch")
-            await send_problem(
-                self.send,
+            await self._problem(
                 422,
                 "key-reused",
                 "Idempotency-Key reused",
@@ -370,7 +385,7 @@ class _Request:
             )
         elif record.state is State.DONE and record.response is not None:
             metrics.replayed()
-            await send_replay(self.send, record.response)
+            await send_replay(self.send, record.response, help_url=self.mw.help_url)
         elif record.state is State.IN_FLIGHT:
             await self._in_flight(record.retry_after)
         else:
@@ -379,8 +394,7 @@ class _Request:
     async def _in_flight(self, retry_after: float | None) -> None:
         metrics.conflict("in_flight")
         seconds = str(max(1, math.ceil(retry_after or 1))).encode()
-        await send_problem(
-            self.send,
+        await self._problem(
             409,
             "in-flight",
             "Request in progress",
@@ -392,8 +406,7 @@ class _Request:
         reconcile = self.options.reconcile
         if reconcile is None:
             metrics.conflict("outcome_unknown")
-            await send_problem(
-                self.send,
+            await self._problem(
                 409,
                 "outcome-unknown",
                 "Outcome unknown",
@@ -434,7 +447,7 @@ class _Request:
         except IdempotencyStoreError as exc:  # the caller still gets the outcome found
             _log.warning("idempotency.store_error", extra={"error": str(exc), "step": "reconcile"})
         metrics.replayed()
-        await send_replay(self.send, stored)
+        await send_replay(self.send, stored, help_url=self.mw.help_url)
 
     async def _run(self, key: str, stored_key: str, token: str, body: list[bytes]) -> None:
         handle = KeyHandle(self.store, key, stored_key, token, self.options)
