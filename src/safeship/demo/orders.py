@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import sqlalchemy as sa
 from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.types import ASGIApp
 
@@ -19,7 +20,13 @@ from safeship.data import NPlusOneDetector, NPlusOneMiddleware
 from safeship.demo.inventory import OUTAGE_FLAG, FlakyInventory, inventory_policy
 from safeship.flags.live import FlagClient, flags_check
 from safeship.flags.store import FlagExistsError, FlagStore
-from safeship.idempotency import IdempotencyMiddleware, SqlStore, idempotent, principal_from_header
+from safeship.idempotency import (
+    IdempotencyMiddleware,
+    SqlStore,
+    idempotent,
+    key_of,
+    principal_from_header,
+)
 from safeship.jobs import JobContext, Jobs, Retry, accepted_in, status_response
 from safeship.observe.health import HealthRegistry, sql_check
 from safeship.outbox import stage
@@ -130,7 +137,7 @@ def create_orders_app(
     @app.post("/orders", response_model=Order, status_code=201)
     # A retried POST with the same Idempotency-Key gets the first order back, not a second.
     @idempotent(required=False, ttl=24 * 3600)
-    def create_order(body: NewOrder) -> Order:
+    def create_order(body: NewOrder, request: Request) -> Any:
         now = datetime.now(UTC)
         who = {"userId": body.customer}
         stock = guarded.call(inventory.reserve, body.item, body.quantity)
@@ -150,15 +157,22 @@ def create_orders_app(
             job_id = None
             if jobs is not None:
                 job_id = jobs.enqueue(conn, "send_confirmation", {"order_id": order_id})
-        return Order(
-            id=order_id,
-            created_at=now,
-            **body.model_dump(),
-            free_shipping=flags.is_enabled("orders.free-shipping", who),
-            gift_wrap_offered=flags.is_enabled("orders.gift-wrap", who),
-            stock=stock,
-            confirmation_job=str(job_id) if job_id else None,
-        )
+            order = Order(
+                id=order_id,
+                created_at=now,
+                **body.model_dump(),
+                free_shipping=flags.is_enabled("orders.free-shipping", who),
+                gift_wrap_offered=flags.is_enabled("orders.gift-wrap", who),
+                stock=stock,
+                confirmation_job=str(job_id) if job_id else None,
+            )
+            response = JSONResponse(order.model_dump(mode="json"), status_code=201)
+            # Same transaction once more: the key's answer commits with the order, so a
+            # retry can never find the order without its answer (or the answer without it).
+            handle = key_of(request)
+            if handle is not None:
+                handle.record(conn, response)
+        return response
 
     @app.post("/orders/{order_id}/confirmation", status_code=202)
     # A retried request with the same Idempotency-Key replays the first 202: the same job id.
