@@ -115,7 +115,8 @@ def test_pool_figures_count_waits_and_exhaustion(postgres_url: str) -> None:
     assert stats.wait_seconds_total is None  # SQLAlchemy's public API does not say
     families = {f.name: f for f in PoolCollector({"api": engine}).collect()}
     assert families["safeship_db_pool_exhausted"].samples[0].value == 2
-    assert families["safeship_db_pool_max_size"].samples[0].value == 1
+    assert families["safeship_db_pool_exhausted"].samples[0].labels == {"pool": "api"}
+    assert families["safeship_db_pool_max_connections"].samples[0].value == 1
     engine.dispose()
 
 

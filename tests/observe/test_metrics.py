@@ -198,8 +198,8 @@ def test_an_apps_pool_is_exposed_in_use_and_idle(tmp_path: Path) -> None:
         idle = generate_latest(registry).decode()
     finally:
         engine.dispose()
-    assert 'safeship_db_pool_connections{state="in_use"} 1.0' in busy
-    assert 'safeship_db_pool_connections{state="idle"} 0.0' in busy
-    assert 'safeship_db_pool_connections{state="in_use"} 0.0' in idle
-    assert 'safeship_db_pool_connections{state="idle"} 1.0' in idle
+    assert 'safeship_db_pool_connections{pool="default",state="in_use"} 1.0' in busy
+    assert 'safeship_db_pool_connections{pool="default",state="idle"} 0.0' in busy
+    assert 'safeship_db_pool_connections{pool="default",state="in_use"} 0.0' in idle
+    assert 'safeship_db_pool_connections{pool="default",state="idle"} 1.0' in idle
     assert "safeship_db_pool_max_connections" in idle

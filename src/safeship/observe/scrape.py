@@ -8,7 +8,8 @@ metric families. Every source runs in its own transaction under a statement time
 for the others), and the whole reading in a helper thread the scrape waits for at most
 ``timeout`` seconds: a slow or unreachable database costs one scrape ``timeout`` and a
 ``safeship_scrape_errors_total`` sample, never a hung scrape or a 500. The connection
-pool's own figures are read from the engine without any query.
+pool's own figures are read from the engine without any query, by the same exporter as an
+app's ``PoolCollector`` (``safeship_db_pool_*{pool="default"}``, see ``observe._pools``).
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from safeship.db._pool import configured_overflow
 from safeship.observe._metrics import MetricsConfigError
+from safeship.observe._pools import PoolCollector, pool_families, watch_if_known
 
 __all__ = ["DatabaseCollector", "PoolCollector", "ScrapeSource", "pool_families"]
 
@@ -67,6 +68,7 @@ class DatabaseCollector:
         if len(set(names)) != len(names):
             raise MetricsConfigError(f"sources: scrape source names must be unique, got {names!r}")
         self.engine = engine
+        watch_if_known(engine)  # exhaustion events of the engine's pool, when its limit is known
         self.sources = tuple(sources)
         self.timeout = timeout
         self._errors = {(s, r): 0 for s in names for r in REASONS}
@@ -181,54 +183,9 @@ class DatabaseCollector:
         return family
 
 
-class PoolCollector:
-    """An app's own connection pool as metrics (``safeship_db_pool_*``), read from the
-    engine at each scrape without any query:
-    ``REGISTRY.register(PoolCollector(engine))``."""
-
-    def __init__(self, engine: sa.Engine) -> None:
-        self.engine = engine
-
-    def describe(self) -> list[Metric]:
-        return []
-
-    def collect(self) -> Iterator[Metric]:
-        yield from pool_families(self.engine)
-
-
 def _limit_statements(conn: sa.Connection, timeout: float) -> None:
     """Bound each statement on the server too (PostgreSQL), so a slow query ends there,
     early enough for the sources after it to be read within the scrape's timeout."""
     if conn.dialect.name == "postgresql":
         millis = str(max(1, int(timeout * 1000)))
         conn.execute(sa.text("SELECT set_config('statement_timeout', :ms, true)"), {"ms": millis})
-
-
-def pool_families(engine: sa.Engine) -> list[Metric]:
-    """The engine's connection pool: configured size, in use, idle and overflow (QueuePool
-    only; other pools hold no figures to report)."""
-    pool = engine.pool
-    if not isinstance(pool, sa.QueuePool):
-        return []
-    size = GaugeMetricFamily(
-        "safeship_db_pool_size", "Connections the pool keeps (pool_size), without overflow."
-    )
-    size.add_metric([], pool.size())
-    limit = GaugeMetricFamily(
-        "safeship_db_pool_max_connections", "Most connections the pool may open (size + overflow)."
-    )
-    overflow_limit = configured_overflow(pool)
-    if overflow_limit is not None:  # known for the engines safeship's create_engine built
-        limit.add_metric([], pool.size() + max(0, overflow_limit))
-    connections = GaugeMetricFamily(
-        "safeship_db_pool_connections",
-        "Connections of the pool by state: in_use (checked out) or idle (checked in).",
-        labels=["state"],
-    )
-    connections.add_metric(["in_use"], pool.checkedout())
-    connections.add_metric(["idle"], pool.checkedin())
-    overflow = GaugeMetricFamily(
-        "safeship_db_pool_overflow", "Connections open beyond pool_size (negative: not yet opened)."
-    )
-    overflow.add_metric([], pool.overflow())
-    return [size, limit, connections, overflow]
