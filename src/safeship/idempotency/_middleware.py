@@ -222,13 +222,6 @@ def _route_options(app: Any, scope: Scope) -> RouteOptions | None:
     return None
 
 
-def _header(scope: Scope, name: bytes) -> bytes | None:
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            return bytes(value)
-    return None
-
-
 class _Request:
     """One request through the middleware (kept as an object so each step stays short)."""
 
@@ -248,6 +241,7 @@ class _Request:
             send,
         )
         self.store = mw.store
+        self.content_type = b""  # set by handle()
 
     async def _problem(
         self,
@@ -263,7 +257,15 @@ class _Request:
         )
 
     async def handle(self) -> None:
-        raw = _header(self.scope, _HEADER)
+        raw = length = content_type = None
+        for name, value in self.scope.get("headers", ()):  # the three we need, in one pass
+            if name == _HEADER and raw is None:  # the first of each, as everywhere else
+                raw = bytes(value)
+            elif name == b"content-length" and length is None:
+                length = bytes(value)
+            elif name == b"content-type" and content_type is None:
+                content_type = bytes(value)
+        self.content_type = content_type or b""
         if raw is None:
             if self.options.required:
                 await self._problem(
@@ -290,7 +292,7 @@ class _Request:
             )
             return
         try:
-            body = await self._read_body()
+            body = await self._read_body(length)
         except _BodyTooLargeError:
             await self._problem(
                 413,
@@ -302,9 +304,8 @@ class _Request:
         # The "http:" namespace keeps a principal from ever meeting a `once` scope's keys.
         await self._with_key(key, scoped_key("http:" + principal, key), body)
 
-    async def _read_body(self) -> list[bytes]:
+    async def _read_body(self, declared: bytes | None) -> list[bytes]:
         cap = self.options.max_body_bytes
-        declared = _header(self.scope, b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > cap:
             raise _BodyTooLargeError
         chunks, size = [], 0
@@ -324,7 +325,7 @@ class _Request:
     def _fingerprint(self, body: list[bytes]) -> str:
         query = self.scope.get("query_string", b"").decode("latin-1")
         target = self.scope["path"] + ("?" + query if query else "")
-        content_type = (_header(self.scope, b"content-type") or b"").decode("latin-1")
+        content_type = self.content_type.decode("latin-1")
         return fingerprint(self.scope["method"], target, content_type, body)
 
     async def _with_key(

@@ -28,7 +28,6 @@ __all__ = [
 
 #: Longest key accepted in ``Idempotency-Key`` (a UUID is 36; the draft suggests UUIDs).
 MAX_KEY_LENGTH = 255
-_KEY_CHARS = frozenset(chr(c) for c in range(0x20, 0x7F))
 
 
 class State(enum.Enum):
@@ -109,7 +108,7 @@ def parse_key(raw: str) -> str:
         raise ValueError("the Idempotency-Key header is empty")
     if len(value) > MAX_KEY_LENGTH:
         raise ValueError(f"the Idempotency-Key is longer than {MAX_KEY_LENGTH} characters")
-    if not set(value) <= _KEY_CHARS:
+    if not (value.isascii() and value.isprintable()):  # printable ASCII: 0x20..0x7e
         raise ValueError("the Idempotency-Key may hold printable ASCII characters only")
     return value
 

@@ -9,6 +9,8 @@ the database's ``now()`` in :mod:`safeship.idempotency._sql`.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import math
 import secrets
@@ -173,6 +175,11 @@ class RedisStore:
 
     ``prefix`` namespaces the keys; both keys of one record share a hash tag, so the
     scripts work on Redis Cluster too.  A claim is one round trip, and so is finishing it.
+
+    Calls made in the same event-loop turn (concurrent requests) travel together in one
+    pipeline (not a transaction: each script stays atomic alone, and each caller awaits
+    its own answer), so a busy server pays one round trip per turn instead of one per
+    call.  A Redis Cluster client sends each call on its own.
     """
 
     def __init__(self, client: redis.asyncio.Redis, *, prefix: str = "safeship:idem:") -> None:
@@ -180,6 +187,9 @@ class RedisStore:
             raise ValueError("prefix must be non-empty, so safeship's keys stay apart")
         self._client = client
         self._prefix = prefix
+        self._batching = _pipelines_plainly(client)
+        self._pending: list[tuple[Any, list[str], list[str | int], asyncio.Future[Any]]] = []
+        self._sending: set[asyncio.Task[None]] = set()
         self._scripts = {
             name: client.register_script(source)
             for name, source in {
@@ -198,7 +208,56 @@ class RedisStore:
         return [record, record + ":lease"]
 
     async def _run(self, name: str, key: str, *args: str | int) -> Any:
-        return await _guarded(lambda: self._scripts[name](keys=self._keys(key), args=list(args)))
+        script, keys = self._scripts[name], self._keys(key)
+        if not self._batching:
+            return await _guarded(lambda: script(keys=keys, args=list(args)))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        if not self._pending:  # the first call of this turn sends the turn's batch
+            loop.call_soon(self._flush)
+        self._pending.append((script, keys, list(args), future))
+        return await future
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        task = asyncio.get_running_loop().create_task(self._send(batch))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _send(self, batch: list[tuple[Any, list[str], list[str | int], Any]]) -> None:
+        from redis.exceptions import NoScriptError
+
+        batch = [entry for entry in batch if not entry[3].done()]  # callers gone: not sent
+        if not batch:
+            return
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            for script, keys, args, _ in batch:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            answers = await _guarded(lambda: pipe.execute(raise_on_error=False))
+        except BaseException as exc:  # every caller of the batch learns it (store down)
+            for *_, future in batch:
+                if future.done():
+                    continue
+                if isinstance(exc, asyncio.CancelledError):
+                    future.cancel()
+                else:
+                    future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (script, keys, args, future), answer in zip(batch, answers, strict=True):
+            if isinstance(answer, NoScriptError):  # a restarted or flushed server: load it
+                try:
+                    answer = await _guarded(functools.partial(script, keys=keys, args=args))
+                except Exception as exc:  # noqa: BLE001 -- handed to the caller
+                    answer = exc
+            if future.done():  # its caller was cancelled; the call itself ran
+                continue
+            if isinstance(answer, Exception):
+                future.set_exception(answer)
+            else:
+                future.set_result(answer)
 
     async def claim(
         self,
@@ -245,6 +304,14 @@ class RedisStore:
     async def get(self, key: str) -> Record | None:
         raw, lease_ms = await self._run("get", key)
         return None if raw is None else _decode(raw, int(lease_ms))
+
+
+def _pipelines_plainly(client: Any) -> bool:
+    """Whether ``client`` is a plain ``redis.asyncio.Redis`` (not a Cluster client, whose
+    pipelines route per slot): its calls may share one pipeline."""
+    import redis.asyncio
+
+    return isinstance(client, redis.asyncio.Redis)
 
 
 async def _guarded(call: Callable[[], Awaitable[T]]) -> T:
