@@ -24,7 +24,7 @@ from safeship.db._migrate import upgrade
 from safeship.demo.events import DeliveredEvents, start_relay
 from safeship.demo.orders import BREAK_JOBS_FLAG, create_orders_app, demo_jobs, seed_flags
 from safeship.demo.polling import BREAK_FLAG, ROLLOUT_NAME, polling_rollout
-from safeship.demo.traffic import generate_traffic
+from safeship.demo.traffic import TrafficEvents, generate_traffic
 from safeship.flags.live import FlagClient
 from safeship.flags.store import FlagStore
 from safeship.resilience.board import BreakerReporter
@@ -179,6 +179,8 @@ async def _main(
     settings, read_key, admin_key = demo_settings(settings)
     engine = create_engine(settings=settings)
     upgrade(engine)
+    # Every request the orders service answers, written in batches (demo_traffic_events).
+    traffic_events = TrafficEvents(engine)
     relay = await asyncio.to_thread(
         start_relay, engine, broker_url=broker_url, delivered=DeliveredEvents()
     )
@@ -211,8 +213,10 @@ async def _main(
         ),
         _Server(
             uvicorn.Config(
-                create_orders_app(
-                    engine, flags, listing=next(iter(agent.rollouts.values())), jobs=jobs
+                traffic_events.middleware(
+                    create_orders_app(
+                        engine, flags, listing=next(iter(agent.rollouts.values())), jobs=jobs
+                    )
                 ),
                 host=settings.host,
                 port=orders_port,
@@ -256,6 +260,7 @@ async def _main(
     for server in servers:
         server.should_exit = True
     await asyncio.gather(*tasks, return_exceptions=True)
+    await asyncio.to_thread(traffic_events.close)  # the events still buffered are written
     worker.stop()
     await asyncio.gather(worker_task, return_exceptions=True)
     relay.stop()
