@@ -14,7 +14,7 @@ from safeship.db import create_engine
 from safeship.idempotency import RedisStore, SqlStore, Store
 from safeship.idempotency._schema import idempotency
 
-STORES = ["redis", "postgres", "sqlite"]
+STORES = ["redis", "postgres", "postgres-asyncpg", "sqlite"]
 
 
 def sql_engine(url: str) -> sa.Engine:
@@ -62,6 +62,6 @@ async def open_store(
 
 @pytest.fixture(params=STORES)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    """The same store on real Redis, PostgreSQL (psycopg) and SQLite."""
+    """The same store on real Redis, PostgreSQL (psycopg in a thread, asyncpg) and SQLite."""
     async with open_store(request.param, request, tmp_path) as opened:
         yield opened

@@ -12,7 +12,7 @@ from safeship.idempotency import State, Store, StoredResponse
 from tests.idempotency.conftest import STORES, open_store
 
 
-@pytest.fixture(params=[*STORES, "postgres-asyncpg"])
+@pytest.fixture(params=STORES)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     """The contract holds on an asyncpg AsyncEngine too."""
     async with open_store(request.param, request, tmp_path) as opened:
@@ -172,3 +172,16 @@ async def test_a_finished_key_keeps_its_ttl_not_the_unknown_ttl(store: Store) ->
     await asyncio.sleep(0.3)
     record = await store.get("k")
     assert record is not None and record.state is State.DONE
+
+
+async def test_a_dead_database_on_asyncpg_is_store_down_not_a_crash() -> None:
+    from safeship.db._engine import create_async_engine
+    from safeship.idempotency import IdempotencyStoreError, SqlStore
+
+    engine = create_async_engine("postgresql+asyncpg://postgres@127.0.0.1:1/nothing")
+    store = SqlStore(engine)
+    with pytest.raises(IdempotencyStoreError, match="did not answer"):
+        await store.claim("k", "fp", lease=5, ttl=60)
+    with pytest.raises(IdempotencyStoreError):
+        await store.complete("k", "t", StoredResponse(201), ttl=60)
+    await engine.dispose()

@@ -10,7 +10,9 @@ response commits with the business write) and for the ``once`` primitive.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import json
+import types
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
@@ -156,6 +158,12 @@ def complete_statement(
     return _statements(dialect)["complete"], params
 
 
+def _live_record(row: Any) -> Record | None:
+    if row is None or row.expires_at <= row.now:
+        return None
+    return _record(row, row.now)
+
+
 def _record(row: Any, now: int) -> Record:
     state = State(row.state)
     retry_after = None
@@ -175,12 +183,41 @@ def _record(row: Any, now: int) -> Record:
     return Record(state, row.fingerprint, response, retry_after)
 
 
+DriverSql = dict[str, tuple[str, tuple[str, ...], dict[str, Any]]]
+
+
+def _driver_statements(dialect: sa.Dialect) -> DriverSql:
+    """Every statement compiled once by the engine's (asyncpg) dialect: its SQL, the order
+    of its positional parameters and the values of those the statement fixes itself."""
+    compiled = {name: st.compile(dialect=dialect) for name, st in _statements("postgresql").items()}
+    return {
+        name: (str(c), tuple(c.positiontup or ()), dict(c.params)) for name, c in compiled.items()
+    }
+
+
+def _driver_args(sqls: DriverSql, name: str, params: dict[str, Any]) -> tuple[str, list[Any]]:
+    sql, order, fixed = sqls[name]
+    args = []
+    for param in order:
+        if param.startswith("p_"):
+            value = params[param]  # a parameter of ours left out is a bug, never a NULL
+            args.append(json.dumps(value) if param == "p_headers" else value)
+        else:
+            args.append(fixed[param])
+    return sql, args
+
+
+def _driver_row(row: Any) -> Any:
+    """An asyncpg row as the attribute row `_record` reads (JSON comes back as text)."""
+    fields = dict(row)
+    if isinstance(fields.get("headers"), str):
+        fields["headers"] = json.loads(fields["headers"])
+    return types.SimpleNamespace(**fields)
+
+
 def read_record(conn: sa.Connection, key: str) -> Record | None:
     """What ``key`` holds now on ``conn``, or None when it is free or expired."""
-    row = conn.execute(_statements(conn.dialect.name)["get"], {"p_key": key}).first()
-    if row is None or row.expires_at <= row.now:
-        return None
-    return _record(row, row.now)
+    return _live_record(conn.execute(_statements(conn.dialect.name)["get"], {"p_key": key}).first())
 
 
 class SqlStore:
@@ -189,7 +226,9 @@ class SqlStore:
 
     Each call is one statement in autocommit mode (atomic alone); with a sync engine it
     runs in a worker thread so the event loop never waits on the database.  The engine's
-    pool bounds how many run at once.
+    pool bounds how many run at once.  On asyncpg the same statements, compiled once,
+    go straight to the pooled driver connection (no per-call compile, parameter or
+    result processing: most of a call's cost otherwise).
     """
 
     def __init__(self, engine: sa.Engine | AsyncEngine) -> None:
@@ -198,6 +237,34 @@ class SqlStore:
         self.dialect = engine.dialect.name
         self._async = type(engine).__module__.startswith("sqlalchemy.ext.asyncio")
         self._autocommit: Any = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._driver = self._async and engine.dialect.driver == "asyncpg"
+        self._sql = _driver_statements(engine.dialect) if self._driver else {}
+
+    async def _on_driver(self, work: Callable[[Any], Awaitable[T]]) -> T:
+        """``await work(asyncpg connection)`` on a connection of the engine's pool."""
+        import asyncpg
+
+        try:
+            async with self._autocommit.connect() as conn:
+                raw = await conn.get_raw_connection()
+                return await work(raw.driver_connection)
+        except (
+            sa.exc.OperationalError,
+            sa.exc.InterfaceError,
+            asyncpg.PostgresConnectionError,
+            asyncpg.InterfaceError,
+            OSError,
+        ) as exc:
+            raise IdempotencyStoreError(f"the SQL key store did not answer: {exc}") from exc
+
+    async def _change(self, name: str, **params: Any) -> bool:
+        """Run change ``name``; True when it changed exactly the one row it names."""
+        if self._driver:
+            sql, args = _driver_args(self._sql, name, params)
+            status = await self._on_driver(lambda conn: conn.execute(sql, *args))
+            return str(status).rsplit(" ", 1)[-1] == "1"  # "UPDATE 1", "DELETE 0"
+        statement = _statements(self.dialect)[name]
+        return await self._run(lambda conn: conn.execute(statement, params).rowcount == 1)
 
     async def _run(self, work: Callable[[sa.Connection], T]) -> T:
         if self._async:  # an AsyncEngine (asyncpg): the same statements, no thread
@@ -220,10 +287,6 @@ class SqlStore:
         except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
             raise IdempotencyStoreError(f"the SQL key store did not answer: {exc}") from exc
 
-    def _changed(self, name: str, **params: Any) -> Callable[[sa.Connection], bool]:
-        statement = _statements(self.dialect)[name]
-        return lambda conn: conn.execute(statement, params).rowcount == 1
-
     async def claim(
         self,
         key: str,
@@ -239,6 +302,17 @@ class SqlStore:
         statement, params = claim_statement(
             self.dialect, key, fingerprint, token, lease_ms, lease_ms + unknown_ms
         )
+        if self._driver:
+            sql, args = _driver_args(self._sql, "claim", params)
+            get_sql, get_args = _driver_args(self._sql, "get", {"p_key": key})
+
+            async def on(conn: Any) -> Claim:
+                if await conn.fetchrow(sql, *args) is not None:
+                    return Claim(token)
+                row = await conn.fetchrow(get_sql, *get_args)
+                return Claim(None, None if row is None else _live_record(_driver_row(row)))
+
+            return await self._on_driver(on)
 
         def work(conn: sa.Connection) -> Claim:
             if conn.execute(statement, params).first() is not None:
@@ -251,41 +325,43 @@ class SqlStore:
         self, key: str, token: str, *, lease: float, unknown_ttl: float = UNKNOWN_TTL
     ) -> bool:
         lease_ms, unknown_ms = to_ms(lease, "lease"), to_ms(unknown_ttl, "unknown_ttl")
-        return await self._run(
-            self._changed(
-                "renew", p_key=key, p_token=token, p_lease_ms=lease_ms, p_unknown_ms=unknown_ms
-            )
+        return await self._change(
+            "renew", p_key=key, p_token=token, p_lease_ms=lease_ms, p_unknown_ms=unknown_ms
         )
 
     async def complete(self, key: str, token: str, response: StoredResponse, *, ttl: float) -> bool:
-        statement, params = complete_statement(
-            self.dialect, key, token, response, to_ms(ttl, "ttl")
-        )
-        return await self._run(lambda conn: conn.execute(statement, params).rowcount == 1)
+        _, params = complete_statement(self.dialect, key, token, response, to_ms(ttl, "ttl"))
+        return await self._change("complete", **params)
 
     async def mark_unknown(self, key: str, token: str, *, unknown_ttl: float = UNKNOWN_TTL) -> bool:
         unknown_ms = to_ms(unknown_ttl, "unknown_ttl")
-        return await self._run(
-            self._changed("unknown", p_key=key, p_token=token, p_unknown_ms=unknown_ms)
-        )
+        return await self._change("unknown", p_key=key, p_token=token, p_unknown_ms=unknown_ms)
 
     async def release(self, key: str, token: str) -> bool:
-        return await self._run(self._changed("release", p_key=key, p_token=token))
+        return await self._change("release", p_key=key, p_token=token)
 
     async def take_over(
         self, key: str, *, lease: float, unknown_ttl: float = UNKNOWN_TTL
     ) -> str | None:
         token, lease_ms = new_token(), to_ms(lease, "lease")
         unknown_ms = to_ms(unknown_ttl, "unknown_ttl")
-        taken = self._changed(
+        taken = await self._change(
             "take_over", p_key=key, p_token=token, p_lease_ms=lease_ms, p_unknown_ms=unknown_ms
         )
-        return token if await self._run(taken) else None
+        return token if taken else None
 
     async def get(self, key: str) -> Record | None:
+        if self._driver:
+            sql, args = _driver_args(self._sql, "get", {"p_key": key})
+            row = await self._on_driver(lambda conn: conn.fetchrow(sql, *args))
+            return None if row is None else _live_record(_driver_row(row))
         return await self._run(lambda conn: read_record(conn, key))
 
     async def prune(self) -> int:
         """Delete expired keys (run it now and then; expired keys are already ignored)."""
+        if self._driver:
+            sql, args = _driver_args(self._sql, "prune", {})
+            status = await self._on_driver(lambda conn: conn.execute(sql, *args))
+            return int(str(status).rsplit(" ", 1)[-1])
         statement = _statements(self.dialect)["prune"]
         return await self._run(lambda conn: int(conn.execute(statement).rowcount))
