@@ -166,3 +166,33 @@ def test_bad_rows_and_settings_are_refused(engine: sa.Engine, events: sa.Table) 
         with pytest.raises(BatchRowError, match="mapping or a sequence"):
             writer.put("1,click,3")
     assert writer.stats.buffered == 0
+
+
+def test_put_many_fills_the_room_then_drops_the_rest(engine: sa.Engine, events: sa.Table) -> None:
+    gate = threading.Event()
+    writer = BatchWriter(
+        engine, events, backpressure="drop", max_rows=10, capacity=10, max_delay=60,
+        on_written=lambda rows: gate.wait(10),
+    )  # fmt: skip
+    assert writer.put_many([(i, "x", 1) for i in range(25)]) == 10
+    assert writer.stats.dropped == 15 and writer.stats.buffered == 10
+    gate.set()
+    writer.close()
+    assert count(engine, events) == 10
+
+
+def test_put_many_waits_for_room_in_block_mode(engine: sa.Engine, events: sa.Table) -> None:
+    sizes: list[int] = []
+    with BatchWriter(
+        engine, events, backpressure="block", max_rows=100, capacity=100, max_delay=60,
+        on_written=lambda rows: sizes.append(len(rows)),
+    ) as writer:  # fmt: skip
+        assert writer.put_many((i, "x", 1) for i in range(1050)) == 1050
+    assert count(engine, events) == 1050 and sum(sizes) == 1050 and max(sizes) == 100
+
+
+def test_put_many_with_a_bad_row_buffers_none(engine: sa.Engine, events: sa.Table) -> None:
+    with BatchWriter(engine, events, backpressure="block") as writer:
+        with pytest.raises(BatchRowError):
+            writer.put_many([(1, "x", 1), (2, "x")])
+        assert writer.stats.buffered == 0

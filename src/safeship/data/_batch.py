@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Self
 
@@ -24,9 +23,11 @@ from safeship.data._batch_core import (
     BatchSettings,
     BatchStats,
     Row,
+    RowBuffer,
     check_backpressure,
     classify_error,
     normalise_row,
+    normalise_rows,
 )
 from safeship.data._batch_sql import Target, write_sync
 from safeship.data._errors import BatchConfigError, BatchWriterClosedError
@@ -101,7 +102,7 @@ class BatchWriter:
         self._engine = engine
         self._block_timeout = block_timeout
         self._on_poison, self._on_failure, self._on_written = on_poison, on_failure, on_written
-        self._rows: deque[tuple[float, Row]] = deque()
+        self._rows = RowBuffer()
         self._lock = threading.Condition()
         self._counters = _Counters()
         self._in_flight = 0
@@ -123,15 +124,40 @@ class BatchWriter:
                 self._counters.dropped += 1
                 metrics.rows(self.name, "dropped", 1)
                 return False
-            self._rows.append((time.monotonic(), value))
+            self._rows.add(time.monotonic(), value)
             self._counters.buffered += 1
             if len(self._rows) >= self.settings.max_rows:
                 self._lock.notify_all()
         return True
 
     def put_many(self, rows: Iterable[Mapping[str, Any] | Sequence[Any]]) -> int:
-        """Buffer each row in turn; the number buffered (the rest were dropped)."""
-        return sum(1 for row in rows if self.put(row))
+        """Buffer rows in order, as much at a time as there is room for; the number buffered
+        (with ``drop``, the rest were dropped when the buffer filled).
+
+        Every row is checked before any is buffered, so a bad one leaves none of them in.
+        """
+        values = normalise_rows(rows, self.target.columns)
+        done = 0
+        with self._lock:
+            while done < len(values):
+                if self._closing:
+                    raise BatchWriterClosedError(f"batch writer {self.name!r} is closed")
+                room = self.settings.capacity - len(self._rows)
+                if room <= 0:
+                    if not self._wait_for_room():  # drop: the rest are refused
+                        dropped = len(values) - done
+                        self._counters.dropped += dropped
+                        metrics.rows(self.name, "dropped", dropped)
+                        return done
+                    continue
+                whole = done == 0 and room >= len(values)
+                chunk = values if whole else values[done : done + room]
+                self._rows.extend(time.monotonic(), chunk)
+                self._counters.buffered += len(chunk)
+                done += len(chunk)
+                if len(self._rows) >= self.settings.max_rows:
+                    self._lock.notify_all()
+        return done
 
     def _wait_for_room(self) -> bool:
         if self.mode == "drop":
@@ -201,10 +227,10 @@ class BatchWriter:
                     self._closing
                     or self._urgent
                     or len(self._rows) >= self.settings.max_rows
-                    or time.monotonic() - self._rows[0][0] >= self.settings.max_delay
+                    or time.monotonic() - self._rows.oldest >= self.settings.max_delay
                 ):
                     count = min(len(self._rows), self.settings.max_rows)
-                    batch = [self._rows.popleft()[1] for _ in range(count)]
+                    batch = self._rows.take(count)
                     self._in_flight = count
                     self._urgent = self._urgent and bool(self._rows)
                     self._lock.notify_all()
@@ -213,7 +239,7 @@ class BatchWriter:
                     return None
                 wait = self.settings.max_delay
                 if self._rows:
-                    wait = self._rows[0][0] + self.settings.max_delay - time.monotonic()
+                    wait = self._rows.oldest + self.settings.max_delay - time.monotonic()
                 self._lock.wait(max(wait, 0.0005))
 
     def _write(self, batch: list[Row]) -> None:

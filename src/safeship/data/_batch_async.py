@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Self
 
@@ -23,9 +22,11 @@ from safeship.data._batch_core import (
     BatchSettings,
     BatchStats,
     Row,
+    RowBuffer,
     check_backpressure,
     classify_error,
     normalise_row,
+    normalise_rows,
 )
 from safeship.data._batch_sql import Target, write_async
 from safeship.data._errors import BatchWriterClosedError
@@ -69,7 +70,7 @@ class AsyncBatchWriter:
         self._engine = engine
         self._write_rows = write
         self._on_poison, self._on_failure, self._on_written = on_poison, on_failure, on_written
-        self._rows: deque[tuple[float, Row]] = deque()
+        self._rows = RowBuffer()
         self._counters = _Counters()
         self._in_flight = 0
         self._closing = False
@@ -110,7 +111,7 @@ class AsyncBatchWriter:
             await self._room.wait()
         if self._closing:
             raise BatchWriterClosedError(f"batch writer {self.name!r} is closed")
-        self._rows.append((time.monotonic(), value))
+        self._rows.add(time.monotonic(), value)
         self._counters.buffered += 1
         if len(self._rows) == 1 or len(self._rows) >= self.settings.max_rows:
             self._wake.set()
@@ -121,7 +122,7 @@ class AsyncBatchWriter:
 
         Every row is checked before any is buffered, so a bad one leaves none of them in.
         """
-        values = [normalise_row(row, self.target.columns) for row in rows]
+        values = normalise_rows(rows, self.target.columns)
         if self._task is None:
             await self.start()
         done = 0
@@ -138,9 +139,8 @@ class AsyncBatchWriter:
                 self._room.clear()
                 await self._room.wait()
                 continue
-            now = time.monotonic()
-            chunk = values[done : done + room]
-            self._rows.extend((now, value) for value in chunk)
+            chunk = values if done == 0 and room >= len(values) else values[done : done + room]
+            self._rows.extend(time.monotonic(), chunk)
             self._counters.buffered += len(chunk)
             done += len(chunk)
             self._wake.set()
@@ -183,10 +183,10 @@ class AsyncBatchWriter:
                 self._closing
                 or self._urgent
                 or len(self._rows) >= settings.max_rows
-                or time.monotonic() - self._rows[0][0] >= settings.max_delay
+                or time.monotonic() - self._rows.oldest >= settings.max_delay
             ):
                 count = min(len(self._rows), settings.max_rows)
-                batch = [self._rows.popleft()[1] for _ in range(count)]
+                batch = self._rows.take(count)
                 self._in_flight = count
                 self._urgent = self._urgent and bool(self._rows)
                 self._room.set()
@@ -196,7 +196,7 @@ class AsyncBatchWriter:
             self._wake.clear()
             timeout = None
             if self._rows:
-                timeout = max(self._rows[0][0] + settings.max_delay - time.monotonic(), 0.0005)
+                timeout = max(self._rows.oldest + settings.max_delay - time.monotonic(), 0.0005)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
 

@@ -8,7 +8,8 @@ time, and hands them to a write function; when that fails with an error a row ca
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -20,9 +21,11 @@ __all__ = [
     "BatchSettings",
     "BatchStats",
     "ErrorKind",
+    "RowBuffer",
     "classify_error",
     "dedupe_last",
     "normalise_row",
+    "normalise_rows",
 ]
 
 Backpressure = Literal["await", "block", "drop"]
@@ -102,6 +105,69 @@ def normalise_row(row: Mapping[str, Any] | Sequence[Any], columns: Sequence[str]
     if len(row) != len(columns):
         raise BatchRowError(f"row has {len(row)} value(s), the writer has {len(columns)} columns")
     return tuple(row)
+
+
+def normalise_rows(
+    rows: Iterable[Mapping[str, Any] | Sequence[Any]], columns: Sequence[str]
+) -> list[Row]:
+    """Every row as :func:`normalise_row` makes it, checked before any is returned.
+
+    Rows that are already tuples of the right length (the bulk case) are checked with two
+    passes in C (``map(type, ...)``, ``map(len, ...)``) instead of one call per row."""
+    values = rows if type(rows) is list else list(rows)
+    if set(map(type, values)) <= {tuple} and set(map(len, values)) <= {len(columns)}:
+        return values  # type: ignore[return-value]
+    return [normalise_row(row, columns) for row in values]
+
+
+class RowBuffer:
+    """Buffered rows in arrival order, and when each run of them arrived.
+
+    A run is one ``put`` or one ``put_many`` chunk: buffering and taking cost a list
+    ``extend`` / slice per run, not Python work per row, and the oldest row's arrival
+    time (what ``max_delay`` is measured from) stays exact."""
+
+    __slots__ = ("_arrivals", "rows")
+
+    def __init__(self) -> None:
+        self.rows: list[Row] = []
+        self._arrivals: deque[list[Any]] = deque()  # [arrival time, rows left of the run]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __bool__(self) -> bool:
+        return bool(self.rows)
+
+    def add(self, now: float, row: Row) -> None:
+        self.rows.append(row)
+        self._arrivals.append([now, 1])
+
+    def extend(self, now: float, rows: list[Row]) -> None:
+        if rows:
+            self.rows.extend(rows)
+            self._arrivals.append([now, len(rows)])
+
+    @property
+    def oldest(self) -> float:
+        """When the oldest buffered row arrived (the buffer must not be empty)."""
+        return float(self._arrivals[0][0])
+
+    def take(self, count: int) -> list[Row]:
+        """Remove and return the ``count`` oldest rows."""
+        batch = self.rows[:count]
+        del self.rows[:count]
+        left = len(batch)
+        arrivals = self._arrivals
+        while left:
+            run = arrivals[0]
+            if run[1] <= left:
+                left -= run[1]
+                arrivals.popleft()
+            else:
+                run[1] -= left
+                left = 0
+        return batch
 
 
 def dedupe_last(rows: Sequence[Row], key: Sequence[int]) -> list[Row]:
