@@ -189,35 +189,37 @@ def _membership_operators() -> list[Case]:
             {},
             False,
         ),
-        # caseInsensitive on IN/NOT_IN is in the specification (its case 16); the reference
-        # engine bundled with UnleashClient 6.9 ignores it, hence portable=False.
+        # caseInsensitive does not apply to IN/NOT_IN: Unleash's Node SDK, its engine
+        # (yggdrasil) and its admin UI compare them exactly whatever the flag says.
         Case(
             "in-nocase",
             on_when(c("appName", "IN", "shop", "shop-ios-[beta]", caseInsensitive=True)),
             props(appName="Shop-iOS-[Beta]"),
+            False,
+        ),
+        Case(
+            "in-nocase-exact",
+            on_when(c("appName", "IN", "shop", caseInsensitive=True)),
+            props(appName="shop"),
             True,
-            portable=False,
         ),
         Case(
             "in-nocase-inverted",
             on_when(c("appName", "IN", "shop", caseInsensitive=True, inverted=True)),
             props(appName="SHOP"),
-            False,
-            portable=False,
+            True,
         ),
         Case(
             "not-in-nocase",
             on_when(c("appName", "NOT_IN", "shop", caseInsensitive=True)),
             props(appName="ShOp"),
-            False,
-            portable=False,
+            True,
         ),
         Case(
             "not-in-nocase-inverted",
             on_when(c("appName", "NOT_IN", "shop", caseInsensitive=True, inverted=True)),
             props(appName="SHOP"),
-            True,
-            portable=False,
+            False,
         ),
         Case("in-no-trimming", on_when(c("tier", "IN", " gold")), props(tier="gold"), False),
         Case("in-number-context", on_when(c("seats", "IN", "12")), props(seats=12), True),

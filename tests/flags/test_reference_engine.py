@@ -3,8 +3,7 @@
 The rule cases' expectations are checked against the engine other Unleash SDKs embed, and
 random rollouts and variant tables are compared answer for answer. Cases marked
 ``portable=False`` depend on an injected clock or host name, on a documented difference
-(a broken rule is off even when inverted) or on a part of the specification the bundled
-engine does not implement yet (``caseInsensitive`` on ``IN``), and are left out.
+or on a documented difference (a broken rule is off even when inverted), and are left out.
 """
 
 from __future__ import annotations

@@ -193,8 +193,6 @@ def engines() -> tuple[FlagSet, Any]:
 #: Where the reference engine (yggdrasil-engine 2.0) departs from the specification or from
 #: Unleash's Node SDK; these flags are checked against those instead (tests below).
 DIVERGENT = {
-    # spec 16-case-insensitive-in-operators: IN with caseInsensitive ignores case.
-    "in-ci",
     # Node SDK: a strategy variant's own stickiness first, then the strategy's.
     "strategy-variants-own",
 }
@@ -244,9 +242,10 @@ def test_strategy_variants_inherit_the_strategys_custom_stickiness() -> None:
     assert spread == {"a", "b", "c"}
 
 
-def test_in_with_case_insensitive_ignores_case() -> None:
+def test_in_with_case_insensitive_still_compares_exactly() -> None:
+    """As Unleash's Node SDK, its engine and its admin UI: the flag is for ``STR_*``/``REGEX``."""
     flags = FlagSet.from_unleash(STATE)
-    for plan, expected in (("GOLD", True), ("silver", True), ("bronze", False)):
+    for plan, expected in (("GOLD", False), ("gold", True), ("Silver", True), ("silver", False)):
         assert flags.is_enabled("in-ci", {"properties": {"plan": plan}}) is expected
     assert flags.is_enabled("in", {"properties": {"plan": "GOLD"}}) is False
 

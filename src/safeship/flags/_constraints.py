@@ -7,7 +7,8 @@ be parsed raises ``RuleError`` and the strategy holding it never matches.
 
 Semantics follow Unleash: an absent field fails every operator except ``NOT_IN`` (and
 ``currentTime`` defaults to now), ``inverted`` flips the answer after that, and
-``caseInsensitive`` applies to ``IN``/``NOT_IN``, the ``STR_*`` operators and ``REGEX``.
+``caseInsensitive`` applies to the ``STR_*`` operators and ``REGEX`` only: ``IN`` and
+``NOT_IN`` always compare exactly, as Unleash's engines and its admin UI do.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def compile_constraint(raw: object, now: Callable[[], float], ignored: Ignored) 
     op = raw.get("operator")
     if not isinstance(op, str):
         raise RuleError("operator", "must be a string such as 'IN' or 'STR_CONTAINS'")
-    ignore_case = bool(raw.get("caseInsensitive", False))
+    ignore_case = _ignores_case(op, raw)
     if_missing: bool | None = op == "NOT_IN"
     test = _operator_test(op, raw, ignore_case, ignored, now)
     if op.startswith("DATE_") and field == "currentTime":
@@ -89,9 +90,14 @@ def compile_constraint(raw: object, now: Callable[[], float], ignored: Ignored) 
     return Constraint(field, test, if_missing, inverted, _inline(op, raw), ignore_case)
 
 
+def _ignores_case(op: str, raw: Mapping[str, Any]) -> bool:
+    """``caseInsensitive`` as Unleash reads it: never for ``IN``/``NOT_IN``."""
+    return op not in ("IN", "NOT_IN") and bool(raw.get("caseInsensitive", False))
+
+
 def _inline(op: str, raw: Mapping[str, Any]) -> tuple[str, Any] | None:
     """What generated code needs to evaluate the operator without calling ``test``."""
-    ignore_case = bool(raw.get("caseInsensitive", False))
+    ignore_case = _ignores_case(op, raw)
     if op in ("IN", "NOT_IN", "STR_STARTS_WITH", "STR_ENDS_WITH", "STR_CONTAINS"):
         values = _texts(raw, "values")
         if ignore_case:
@@ -109,7 +115,7 @@ def _operator_test(
 ) -> Test:
     kind, _, comparison = op.partition("_")
     if op in ("IN", "NOT_IN"):
-        return _membership(_texts(raw, "values"), ignore_case, negate=op == "NOT_IN")
+        return _membership(_texts(raw, "values"), negate=op == "NOT_IN")
     if kind == "STR" and comparison in ("CONTAINS", "STARTS_WITH", "ENDS_WITH"):
         return _string(comparison, _texts(raw, "values"), ignore_case)
     if kind == "NUM" and comparison in _COMPARE:
@@ -141,12 +147,8 @@ def _single(raw: Mapping[str, Any]) -> Any:
     return value.strip() if isinstance(value, str) else value
 
 
-def _membership(values: tuple[str, ...], ignore_case: bool, *, negate: bool) -> Test:
-    members = frozenset(value.lower() for value in values) if ignore_case else frozenset(values)
-    if ignore_case:
-        if negate:
-            return lambda text: text.lower() not in members
-        return lambda text: text.lower() in members
+def _membership(values: tuple[str, ...], *, negate: bool) -> Test:
+    members = frozenset(values)
     if negate:
         return lambda text: text not in members
     return members.__contains__

@@ -26,6 +26,7 @@ from safeship.flags._compiler import CompiledFlag, compile_state
 from safeship.flags._constraints import Check
 from safeship.flags._context import EMPTY, ContextLike
 from safeship.flags._counter import EvaluationCounter
+from safeship.flags._delta import fold_delta, is_delta
 from safeship.flags._model import DISABLED_VARIANT, FlagProblem, FrozenDict, Variant
 from safeship.flags._strategies import Environment
 
@@ -62,7 +63,8 @@ class FlagSet:
         clock: Callable[[], datetime] | None = None,
         rng: random.Random | None = None,
     ) -> FlagSet:
-        """Compile a state in Unleash's format (``{"features": [...], "segments": [...]}``).
+        """Compile a state in Unleash's format (``{"features": [...], "segments": [...]}``),
+        or in its delta format (``{"events": [...]}``, folded in order first).
 
         Raises ``FlagStateError`` when the state's shape is unusable; a rule that cannot be
         evaluated compiles to "never matches" and is logged once (``strict=True`` raises
@@ -70,7 +72,7 @@ class FlagSet:
         current time (for date rules without ``currentTime``) and randomness (random
         stickiness), for tests and reproducible runs.
         """
-        own_copy = _copy(state)
+        own_copy = _copy(fold_delta(state) if is_delta(state) else state)
         skipped: list[FlagProblem] = []
         flags = compile_state(
             own_copy, _environment(hostname, clock, rng), strict=strict, skipped=skipped
