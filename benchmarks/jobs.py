@@ -237,6 +237,7 @@ async def child(impl: str, dsn: str, slow: bool) -> None:
         if slow or os.environ.get("BENCH_TRACE"):
             print("started", flush=True)
 
+    preload(impl)  # imports are not processing: every impl loads its modules before "ready"
     print("ready", flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
     if impl == "safeship":
@@ -250,6 +251,20 @@ async def child(impl: str, dsn: str, slow: bool) -> None:
         app = procrastinate_app(dsn, record, slow)
         async with app.open_async():
             await app.run_worker_async(install_signal_handlers=False)
+
+
+def preload(impl: str) -> None:
+    """Import ``impl``'s worker modules (over a second on a loaded machine), so a process
+    case times draining the queue, not the interpreter loading libraries."""
+    import importlib
+
+    names = {
+        "safeship": ("safeship.jobs", "safeship.jobs._store_pg", "asyncpg", "psycopg"),
+        "pgqueuer": ("pgqueuer", "asyncpg"),
+        "procrastinate": ("procrastinate", "psycopg"),
+    }[impl]
+    for name in names:
+        importlib.import_module(name)
 
 
 async def spawn(impl: str, dsn: str, slow: bool = False) -> asyncio.subprocess.Process:

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, overload
 
 from safeship.jobs._complete import complete_async, complete_sync
+from safeship.jobs._cron_expr import CronExpr
 from safeship.jobs._enqueue import Row, async_kind, sync_kind, write_async, write_sync
 from safeship.jobs._model import Cancelled, UnknownTaskError, check_name, encode_args, uuid7
 from safeship.jobs._policy import Orphan, Retry
@@ -121,12 +122,14 @@ def _priority(value: int) -> int:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Cron:
-    """A periodic job: ``task`` with ``args`` once per ``every`` seconds across the fleet."""
+    """A periodic job: ``task`` with ``args`` once per tick across the fleet; a tick is each
+    multiple of ``every`` seconds since the epoch, or each time ``schedule`` names."""
 
     name: str
     task: str
-    every: float
+    every: float  # seconds; for a schedule entry 60, the resolution of a cron expression
     args: Mapping[str, Any] = field(default_factory=dict)
+    schedule: CronExpr | None = None
 
 
 class JobContext:
@@ -139,11 +142,30 @@ class JobContext:
         self.attempt = attempt
         self.token = token
         self.args = args
-        self.cancelled = threading.Event()  # cancellation requested, or this attempt lost its job
-        self.lease_lost = threading.Event()
         self.completed = False
         self._progress: str | None = None
         self._lock = threading.Lock()
+        # Made on first use: most jobs never look at them, and an Event costs a Condition.
+        self._cancelled: threading.Event | None = None
+        self._lease_lost: threading.Event | None = None
+
+    @property
+    def cancelled(self) -> threading.Event:
+        """Set when cancellation was requested, or this attempt lost its job."""
+        if self._cancelled is None:
+            with self._lock:
+                if self._cancelled is None:
+                    self._cancelled = threading.Event()
+        return self._cancelled
+
+    @property
+    def lease_lost(self) -> threading.Event:
+        """Set when this attempt's lease was taken over (its outcome will not count)."""
+        if self._lease_lost is None:
+            with self._lock:
+                if self._lease_lost is None:
+                    self._lease_lost = threading.Event()
+        return self._lease_lost
 
     def progress(self, value: Any) -> None:
         """Record progress (any bounded JSON); the next heartbeat stores it."""
@@ -248,18 +270,30 @@ class Jobs:
         self._limits[check_name("queue", name)] = concurrency
 
     def cron(
-        self, name: str, *, task: str | Task, every: float, args: Mapping[str, Any] | None = None
+        self,
+        name: str,
+        *,
+        task: str | Task,
+        every: float | None = None,
+        schedule: str | None = None,
+        tz: str = "UTC",
+        args: Mapping[str, Any] | None = None,
     ) -> Cron:
-        """Run ``task`` once per ``every`` seconds (aligned to the epoch) across the fleet."""
+        """Run ``task`` once per tick across the fleet: every ``every`` seconds (aligned to
+        the epoch), or at each time the 5-field cron expression ``schedule`` names in ``tz``."""
         task_name = task.name if isinstance(task, Task) else task
         self.get(task_name)
-        if not 1 <= every <= 366 * _DAY:
+        if (every is None) == (schedule is None):
+            raise ValueError("give exactly one of every= (seconds) or schedule= (cron expression)")
+        expr = CronExpr(schedule, tz) if schedule is not None else None
+        if every is not None and not 1 <= every <= 366 * _DAY:
             raise ValueError(f"every must be in [1 s, 366 days], got {every!r}")
         entry = Cron(
             name=check_name("cron name", name),
             task=task_name,
-            every=float(every),
+            every=float(every) if every is not None else 60.0,
             args=dict(args or {}),
+            schedule=expr,
         )
         encode_args(entry.args)
         self._cron[entry.name] = entry

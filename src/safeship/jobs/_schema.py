@@ -1,4 +1,5 @@
-"""The job tables on safeship's shared metadata (migration ``0008_jobs`` creates them).
+"""The job tables on safeship's shared metadata
+(migrations ``0008_jobs`` and ``0012_jobs_claim_rate`` create them).
 
 ``safeship_jobs`` is the hot table: only jobs that can still run (pending, running,
 interrupted) live there, so it stays small and its indexes stay hot.  A finished job
@@ -57,8 +58,9 @@ jobs = sa.Table(
     sa.Index(
         "ix_safeship_jobs_claim",
         "queue",
-        "priority",
+        sa.text("priority DESC"),
         "run_at",
+        "seq",
         postgresql_where=sa.text("state = 'pending'"),
         sqlite_where=sa.text("state = 'pending'"),
     ),
@@ -97,6 +99,12 @@ queues = sa.Table(
     sa.Column("queue", sa.String(100), primary_key=True),
     # Jobs of this queue running at once across the whole fleet (NULL: no limit).
     sa.Column("concurrency", sa.Integer(), nullable=True),
+    # Fleet-wide rate limit: at most rate_limit starts per rate_period seconds (NULL: none),
+    # counted in fixed windows; window_start/window_count are the current window.
+    sa.Column("rate_limit", sa.Integer(), nullable=True),
+    sa.Column("rate_period", sa.Float(), nullable=True),
+    sa.Column("window_start", _TS, nullable=True),
+    sa.Column("window_count", sa.Integer(), nullable=False, server_default="0"),
 )
 
 cron = sa.Table(

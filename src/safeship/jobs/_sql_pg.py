@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["CLAIM", "FINISH", "RETRY", "render"]
+__all__ = ["CLAIM", "CLAIM_ONE", "FINISH", "RETRY", "render"]
 
 _RETURNING = (
     "RETURNING j.id, j.task, j.queue, j.args::text, j.attempts, j.max_attempts, j.crashes, "
     "j.token, j.created_at"
 )
-# {0} queues, {1} limit, {2} lease seconds, {3} worker
-CLAIM = f"""
+# {0} queues, {1} limit, {2} lease seconds, {3} worker.  With one queue ({0} a text) the
+# batch is read off ix_safeship_jobs_claim in its order; several queues (``= ANY``) sort.
+_CLAIM = f"""
 WITH c AS (
   SELECT seq FROM safeship_jobs
-  WHERE state = 'pending' AND queue = ANY({{0}}) AND run_at <= now()
+  WHERE state = 'pending' AND queue {{{{match}}}} AND run_at <= now()
   ORDER BY priority DESC, run_at, seq
   LIMIT {{1}} FOR UPDATE SKIP LOCKED)
 UPDATE safeship_jobs j
@@ -24,6 +25,8 @@ SET state = 'running', token = j.token + 1, attempts = j.attempts + 1, started_a
 FROM c WHERE j.seq = c.seq
 {_RETURNING}
 """  # noqa: S608 - constant SQL
+CLAIM = _CLAIM.replace("{{match}}", "= ANY({0})")
+CLAIM_ONE = _CLAIM.replace("{{match}}", "= {0}")
 _HISTORY = (
     "id, task, queue, args, priority, attempts, max_attempts, crashes, unique_key, errors, "
     "progress, created_at, started_at, state, result, finished_at, expires_at"

@@ -24,6 +24,7 @@ from safeship.jobs._store import Claimed, Decide, Expired, Outcome, limited
 __all__ = ["PostgresStore", "plain_dsn"]
 
 _CLAIM = sql.render(sql.CLAIM, "asyncpg", ("text[]", "int", "float8", "text"))
+_CLAIM_ONE = sql.render(sql.CLAIM_ONE, "asyncpg", ("text", "int", "float8", "text"))
 _FINISH = sql.render(sql.FINISH, "asyncpg", sql.FINISH_TYPES)
 _RETRY = sql.render(sql.RETRY, "asyncpg", sql.RETRY_TYPES)
 _HOLD = """
@@ -95,7 +96,10 @@ class PostgresStore:
         self._woken.clear()
         free, capped = limited(self._limits, queues)
         rows: list[Claimed] = []
-        if free:
+        if len(free) == 1:
+            found = await self._main.fetch(_CLAIM_ONE, free[0], limit, lease, worker)
+            rows.extend(_claimed(r) for r in found)
+        elif free:
             found = await self._main.fetch(_CLAIM, free, limit, lease, worker)
             rows.extend(_claimed(r) for r in found)
         for queue in capped:
@@ -114,7 +118,7 @@ class PostgresStore:
             room = min(limit, (cap if cap is not None else limit) - running)
             if room <= 0:
                 return []
-            found = await conn.fetch(_CLAIM, [queue], room, lease, worker)
+            found = await conn.fetch(_CLAIM_ONE, queue, room, lease, worker)
         return [_claimed(r) for r in found]
 
     async def finish(self, outcomes: Sequence[Outcome]) -> set[uuid.UUID]:
@@ -170,10 +174,20 @@ class PostgresStore:
 
 
 async def _apply(conn: Any, outcomes: Sequence[Outcome]) -> set[uuid.UUID]:
-    """Record outcomes (fenced by token); the ids that were recorded."""
+    """Record outcomes (fenced by token); the ids that were recorded.  One kind of outcome
+    is one statement, atomic on its own (no BEGIN/COMMIT round trips); both kinds share a
+    transaction."""
     final = [o for o in outcomes if o.state in ("succeeded", "cancelled", "dead")]
     again = [o for o in outcomes if o.state == "pending"]
     done: set[uuid.UUID] = set()
+    if not again or not final:
+        if final:
+            rows = await conn.fetch(_FINISH, *_finish_columns(final))
+        elif again:
+            rows = await conn.fetch(_RETRY, *_retry_columns(again))
+        else:
+            rows = []
+        return {r[0] for r in rows}
     async with conn.transaction():
         if final:
             rows = await conn.fetch(_FINISH, *_finish_columns(final))

@@ -108,6 +108,9 @@ class Worker:
         self._cron = cron and bool(jobs.crons)
         self._metrics = metrics
         self._running: dict[uuid.UUID, _Running] = {}
+        # Handlers still running (``_running`` also holds finished ones whose outcome is
+        # not written yet): the next batch is claimed while the last one is recorded.
+        self._active = 0
         self._outcomes: list[tuple[Outcome, _Running]] = []
         self._flushed = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -163,7 +166,9 @@ class Worker:
         cron = asyncio.create_task(self._cron_forever()) if self._cron else None
         try:
             while not self._stopping.is_set():
-                free = self.concurrency - len(self._running)
+                free = min(
+                    self.concurrency - self._active, 2 * self.concurrency - len(self._running)
+                )
                 claimed: list[Claimed] = []
                 if free > 0:
                     claimed = await self._claim(free)
@@ -176,7 +181,7 @@ class Worker:
                 if now >= next_prune:
                     await _prune_quietly(self._store.prune(), self.worker_id)
                     next_prune = now + 60.0
-                if not claimed or len(self._running) >= self.concurrency:
+                if not claimed or self._active >= self.concurrency:
                     await self._store.wait(min(self.poll, self.rescue_every))
         finally:
             self._flushing = False  # the flusher ends after its current batch, never mid-write
@@ -224,13 +229,15 @@ class Worker:
         ctx = JobContext(id=job.id, task=task, attempt=job.attempts, token=job.token, args=args)
         running = _Running(job, ctx)
         self._running[job.id] = running
+        self._active += 1
         running.task = asyncio.create_task(self._run_one(task, running, args))
         if self._metrics is not None:
             self._metrics.started(task.name, task.queue, time.time() - job.created_at.timestamp())
-        log.debug(
-            "jobs.started",
-            extra={"job_id": str(job.id), "task": task.name, "attempt": job.attempts},
-        )
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "jobs.started",
+                extra={"job_id": str(job.id), "task": task.name, "attempt": job.attempts},
+            )
 
     async def _run_one(self, task: Task, running: _Running, args: dict[str, Any]) -> None:
         ctx = running.ctx
@@ -247,7 +254,7 @@ class Worker:
             self._forget(running, "succeeded")
             return
         try:
-            text = encode_args(result, field="result")
+            text = "null" if result is None else encode_args(result, field="result")
         except JobPayloadError as error:
             self._record(self._failed(task, running, error), running)
             return
@@ -290,12 +297,16 @@ class Worker:
         )
 
     def _record(self, outcome: Outcome, running: _Running) -> None:
+        if not running.recorded and running.claimed.id in self._running:
+            self._active -= 1
+            self._store.wake()  # a slot is free: claim while this outcome is written
         running.recorded = True
         self._outcomes.append((outcome, running))
         self._flushed.set()
 
     def _forget(self, running: _Running, state: str) -> None:
-        self._running.pop(running.claimed.id, None)
+        if self._running.pop(running.claimed.id, None) is not None and not running.recorded:
+            self._active -= 1
         self.processed += 1
         self._store.wake()
         if self._metrics is not None:
@@ -326,6 +337,7 @@ class Worker:
                 await asyncio.sleep(min(1.0, self.poll))
                 await self._reopen()
                 continue
+            logged = log.isEnabledFor(logging.INFO)
             for outcome, running in batch:
                 if outcome.id not in done:
                     self.lost += 1
@@ -333,7 +345,7 @@ class Worker:
                         "jobs.lease_lost",
                         extra={"job_id": str(outcome.id), "outcome": outcome.state},
                     )
-                else:
+                elif logged:
                     log.info(
                         "jobs.state_changed",
                         extra={
