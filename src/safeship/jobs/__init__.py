@@ -24,6 +24,7 @@ from safeship.jobs._admin import (  # noqa: E402
     stats,
     status,
 )
+from safeship.jobs._cron_expr import CronError, CronExpr  # noqa: E402
 from safeship.jobs._health import jobs_check  # noqa: E402
 from safeship.jobs._http import aaccepted_in, accepted, accepted_in, status_response  # noqa: E402
 from safeship.jobs._metrics import JobMetrics  # noqa: E402
@@ -48,6 +49,8 @@ from safeship.jobs._worker import Worker  # noqa: E402
 __all__ = [
     "Cancelled",
     "Cron",
+    "CronError",
+    "CronExpr",
     "GiveUp",
     "JobConnectionError",
     "JobContext",

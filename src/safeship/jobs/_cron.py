@@ -1,10 +1,12 @@
 """Periodic jobs: one run per tick across the fleet.
 
 A tick of an entry that runs ``every`` seconds starts at each multiple of ``every`` since
-the epoch.  A scheduler takes a tick by moving the entry's ``last_tick`` forward with a
-conditional write, and enqueues the job in that same transaction: of any number of
-schedulers, exactly one write succeeds per tick, and the job exists iff the tick was taken.
-Missed ticks (every scheduler down) are not replayed; the next tick runs as usual.
+the epoch; a tick of a ``schedule`` entry is each instant its cron expression names
+(``_cron_expr``).  A scheduler takes the latest tick at or before now by moving the
+entry's ``last_tick`` forward with a conditional write, and enqueues the job in that same
+transaction: of any number of schedulers, exactly one write succeeds per tick, and the
+job exists iff the tick was taken.  Missed ticks (every scheduler down) are not replayed
+as a burst: the latest missed tick runs once, then ticks run as usual.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ _TAKE_PG = sa.text(
 
 
 def tick_of(entry: Cron, now: float) -> datetime:
-    """The start of the tick ``now`` (Unix seconds) falls in."""
+    """The start of the tick ``now`` (Unix seconds) falls in: the latest tick at or before it."""
+    if entry.schedule is not None:
+        return entry.schedule.latest_at_or_before(datetime.fromtimestamp(now, UTC))
     return datetime.fromtimestamp(now // entry.every * entry.every, UTC)
 
 
