@@ -6,6 +6,8 @@ with the request's context variables, so the request id reaches its log lines), 
 wraps it, and the result is served back as WSGI (a2wsgi's ``ASGIMiddleware``, with one
 event loop thread per process). The loop is made on the first request of each process,
 so a server that forks after loading the app (gunicorn ``--preload``) gets one per worker.
+Hop-by-hop headers an ASGI layer sets (``Connection: close`` on a refused body) are left to
+the WSGI server, as PEP 3333 requires (wsgiref and ``runserver`` refuse them).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
+from wsgiref.util import is_hop_by_hop
 
 from safeship._extras import require
 from safeship.web._protect import protect
@@ -47,7 +50,11 @@ class ProtectedWSGI:
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
-        served: Iterable[bytes] = self._adapter()(environ, start_response)
+        def start(status: str, headers: list[tuple[str, str]], *exc_info: Any) -> Any:
+            kept = [(name, value) for name, value in headers if not is_hop_by_hop(name)]
+            return start_response(status, kept, *exc_info)
+
+        served: Iterable[bytes] = self._adapter()(environ, start)
         return served
 
 
