@@ -10,6 +10,7 @@ forgotten ``await`` can never stage nothing.
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -18,6 +19,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import sqlite
 
 from safeship.db._connections import checked_async, checked_sync, connection_kind
 from safeship.errors import SafeshipError
@@ -36,10 +38,12 @@ from safeship.outbox.encoding import (
 if TYPE_CHECKING:
     import psycopg
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
-    from sqlalchemy.orm import Session
+    from sqlalchemy.orm import Session, scoped_session
 
     #: What :func:`stage` and :func:`stage_many` take.
-    SyncConnection: TypeAlias = sa.Connection | Session | psycopg.Connection[Any]
+    SyncConnection: TypeAlias = (
+        sa.Connection | Session | scoped_session[Any] | psycopg.Connection[Any] | sqlite3.Connection
+    )
     #: What :func:`astage` and :func:`astage_many` take (asyncpg ships no types: ``Any``).
     AsyncConnectionLike: TypeAlias = (
         AsyncConnection | AsyncSession | psycopg.AsyncConnection[Any] | Any
@@ -71,6 +75,11 @@ _PG_UNNEST = (
 _PSYCOPG_ONE = (
     f"INSERT INTO safeship_outbox ({_COLUMNS}) "  # noqa: S608 - constant SQL
     "VALUES (%s, %s, %s, %s, %s::jsonb, %s::jsonb, %s, %s)"
+)
+#: A DB-API ``sqlite3`` connection (Django's ORM on SQLite): the rows SQLAlchemy would write.
+_SQLITE3 = f"INSERT INTO safeship_outbox ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608 - constant SQL
+_SQLITE_TIME = (
+    sa.DateTime(timezone=True).dialect_impl(sqlite.dialect()).bind_processor(sqlite.dialect())
 )
 _ASYNCPG_ONE = (
     f"INSERT INTO safeship_outbox ({_COLUMNS}) "  # noqa: S608 - constant SQL
@@ -187,13 +196,16 @@ class OutboxConnectionError(SafeshipError, TypeError):
 
 
 _SUPPORTED = (
-    "a SQLAlchemy Connection/Session (stage) or AsyncConnection/AsyncSession (astage), or a "
-    "psycopg 3 Connection (stage) / AsyncConnection (astage) or asyncpg connection (astage)"
+    "a SQLAlchemy Connection/Session (stage) or AsyncConnection/AsyncSession (astage), a "
+    "psycopg 3 Connection (stage) / AsyncConnection (astage), asyncpg connection (astage) "
+    "or sqlite3 Connection (stage)"
 )
 
 
 def _kind(conn: Any) -> str:
-    """Which API ``conn`` speaks: sa, sa-async, psycopg, psycopg-async or asyncpg."""
+    """Which API ``conn`` speaks: sa, sa-async, psycopg, psycopg-async, asyncpg or sqlite3."""
+    if isinstance(conn, sqlite3.Connection):
+        return "sqlite3"
     kind = connection_kind(conn)
     if kind is None:
         raise OutboxConnectionError(
@@ -204,12 +216,19 @@ def _kind(conn: Any) -> str:
 
 def _sync_kind(conn: Any, function: str) -> str:
     """The kind of a sync connection; an async one is refused before anything runs."""
-    return checked_sync(_kind(conn), conn, function, OutboxConnectionError)
+    kind = _kind(conn)
+    return kind if kind == "sqlite3" else checked_sync(kind, conn, function, OutboxConnectionError)
 
 
 def _async_kind(conn: Any, function: str) -> str:
     """The kind of an async connection; a sync one is refused before anything runs."""
-    return checked_async(_kind(conn), conn, function, OutboxConnectionError)
+    kind = _kind(conn)
+    if kind == "sqlite3":
+        raise OutboxConnectionError(
+            f"conn: a{function}() takes an async connection, got the sync sqlite3 "
+            f"Connection; use `{function}(conn, ...)` (no await) instead"
+        )
+    return checked_async(kind, conn, function, OutboxConnectionError)
 
 
 def _one_row(
@@ -258,7 +277,8 @@ def stage(
 ) -> uuid.UUID:
     """Stage one event in ``conn``'s current transaction and return its id.
 
-    ``conn`` is a sync SQLAlchemy ``Connection``/``Session`` or psycopg 3 ``Connection``;
+    ``conn`` is a sync SQLAlchemy ``Connection``/``Session``, a psycopg 3 ``Connection`` or
+    a DB-API ``sqlite3.Connection`` (Django's ORM on SQLite);
     an async one raises :class:`OutboxConnectionError` at once (use :func:`astage`), so
     a missing ``await`` can never leave an event unstaged.  An event that breaks a rule
     of :mod:`safeship.outbox.encoding` (not JSON, invalid Unicode, NUL, too deep, bad
@@ -313,8 +333,16 @@ async def astage_many(conn: AsyncConnectionLike, events: Iterable[NewEvent]) -> 
 def _write_sync(conn: Any, kind: str, rows: Sequence[tuple[Any, ...]]) -> None:
     if kind == "sa":
         _stage_sa(conn, rows)
+    elif kind == "sqlite3":
+        conn.executemany(_SQLITE3, [_sqlite3_params(row) for row in rows])
     else:
         _stage_psycopg(conn, rows)
+
+
+def _sqlite3_params(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A row as SQLAlchemy stores it on SQLite (id as hex, its DATETIME text)."""
+    assert _SQLITE_TIME is not None
+    return (row[0].hex, *row[1:7], _SQLITE_TIME(row[7]))
 
 
 def _stage_sa(conn: Any, rows: Sequence[tuple[Any, ...]]) -> None:

@@ -18,6 +18,12 @@ same rules) and echoes it in ``X-Request-ID``. Commands: ``manage.py safeship_ch
 (build the protected application: a bad setting fails here) and ``manage.py
 safeship_health`` (run ``SAFESHIP["health"]``'s readiness checks). Needs
 ``pip install safeship[django]``.
+
+The outbox in the ORM's transaction::
+
+    with transaction.atomic():
+        order = Order.objects.create(...)
+        stage(outbox_connection(), aggregate_type="order", aggregate_id=str(order.pk), ...)
 """
 
 from __future__ import annotations
@@ -30,7 +36,12 @@ from safeship.observe._logging import request_id
 from safeship.web._request_id import _random_id, is_safe_id
 from safeship.web._wsgi import ProtectedWSGI, protect_wsgi
 
-__all__ = ["RequestIdMiddleware", "get_wsgi_application", "safeship_options"]
+__all__ = [
+    "RequestIdMiddleware",
+    "get_wsgi_application",
+    "outbox_connection",
+    "safeship_options",
+]
 
 HEADER = "X-Request-ID"
 
@@ -52,6 +63,34 @@ def get_wsgi_application() -> ProtectedWSGI:
 
     application = django_application()
     return protect_wsgi(application, **safeship_options())
+
+
+def outbox_connection(using: str = "default") -> Any:
+    """The driver connection under Django's ``using`` database, for `safeship.outbox.stage`
+    (and `stage_many`) inside ``transaction.atomic()``: the event commits or rolls back with
+    the ORM's writes, on the ORM's own connection.
+
+    PostgreSQL through psycopg 3 (Django's backend when psycopg 3 is installed) and SQLite
+    are supported. Outside an atomic block it raises ``RuntimeError``: in Django's
+    autocommit mode the event would commit on its own, apart from the business write.
+    """
+    from django.db import connections
+
+    connection = connections[using]
+    if not connection.in_atomic_block:
+        raise RuntimeError(
+            "outbox_connection(): call it inside transaction.atomic(), so the event "
+            "commits with the ORM's writes"
+        )
+    connection.ensure_connection()
+    raw = connection.connection
+    module = type(raw).__module__
+    if connection.vendor == "sqlite" or module.split(".")[0] == "psycopg":
+        return raw
+    raise RuntimeError(
+        f"outbox_connection(): the {connection.vendor} backend's {type(raw).__name__} is not "
+        "supported (use PostgreSQL with psycopg 3, or SQLite)"
+    )
 
 
 class RequestIdMiddleware:
