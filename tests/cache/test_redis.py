@@ -28,9 +28,9 @@ def namespace() -> str:
     return "t" + uuid.uuid4().hex[:12]
 
 
-def _worker(mode: str, namespace: str, url: str) -> subprocess.Popen[str]:
+def _worker(mode: str, namespace: str, url: str, *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.cache.worker", mode, namespace, url],
+        [sys.executable, "-m", "tests.cache.worker", mode, namespace, url, *extra],
         cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
 
@@ -116,7 +116,19 @@ async def test_two_hundred_concurrent_misses_on_redis_make_one_loader_call(
 def test_concurrent_misses_in_two_processes_make_one_loader_call(
     redis_url: str, namespace: str
 ) -> None:
-    workers = [_worker("stampede", namespace, redis_url) for _ in range(2)]
+    _two_process_stampede(redis_url, namespace)
+
+
+def test_a_loader_slower_than_the_lease_keeps_it_across_two_processes(
+    redis_url: str, namespace: str
+) -> None:
+    # A 1.2 s lease, a 3 s loader: without renewal the lease lapses at 1.2 s and the
+    # other process's waiters (which re-try every lease_ttl) take it and load again.
+    _two_process_stampede(redis_url, namespace, "1.2", "3.0")
+
+
+def _two_process_stampede(redis_url: str, namespace: str, *extra: str) -> None:
+    workers = [_worker("stampede", namespace, redis_url, *extra) for _ in range(2)]
     client = redis.Redis.from_url(redis_url)
     try:
         assert [_line(w) for w in workers] == ["ready", "ready"]
@@ -252,6 +264,41 @@ def test_sync_misses_in_two_caches_share_one_load_through_the_lease(
         for thread in threads:
             thread.join()
         assert loads == [9]
+    finally:
+        for cache in caches:
+            cache.close()
+
+
+def test_a_sync_loader_slower_than_the_lease_keeps_it(redis_url: str, namespace: str) -> None:
+    import threading
+
+    caches = [Cache(namespace, redis_url=redis_url, lease_ttl=0.6, lock_timeout=30.0)
+              for _ in range(2)]  # fmt: skip
+    loads: list[int] = []
+    started = threading.Event()
+
+    def build(cache: Cache) -> Any:
+        @cache(ttl=60)
+        def slow(x: int) -> int:
+            loads.append(x)
+            started.set()
+            threading.Event().wait(2.0)  # more than three lease periods
+            return x
+
+        return slow
+
+    first, second = (build(cache) for cache in caches)
+    try:
+        for cache in caches:
+            cache.start_sync()
+        holder = threading.Thread(target=first, args=(5,))
+        holder.start()
+        assert started.wait(10)
+        assert second(5) == 5  # waits on the lease the first cache keeps renewing
+        holder.join()
+        assert loads == [5]
+        lease = caches[0].redis.lease_key(first.key(5))  # type: ignore[union-attr]
+        assert not redis.Redis.from_url(redis_url).exists(lease)  # released, not left
     finally:
         for cache in caches:
             cache.close()

@@ -1,10 +1,11 @@
 """A second process for the cross-process cache tests (run as ``python -m tests.cache.worker``).
 
-``stampede NS URL``: 200 concurrent calls of one 50 ms loader once the test says go;
-prints the results. ``watch NS URL``: caches ``product(1)`` and a marker, then for each
-line on stdin waits until the marker has been invalidated (messages on the channel are
-ordered, so any invalidation sent before the marker has arrived too), calls ``product(1)``
-again and prints what it returned.
+``stampede NS URL [LEASE_TTL LOAD_SECONDS]``: 200 concurrent calls of one loader (50 ms
+unless given, a lease of 10 s unless given) once the test says go; prints the results.
+``watch NS URL``: caches ``product(1)`` and a marker, then for each line on stdin waits
+until the marker has been invalidated (messages on the channel are ordered, so any
+invalidation sent before the marker has arrived too), calls ``product(1)`` again and
+prints what it returned.
 """
 
 from __future__ import annotations
@@ -18,15 +19,15 @@ import redis.asyncio as aredis
 from safeship.cache import Cache
 
 
-async def stampede(namespace: str, url: str) -> None:
+async def stampede(namespace: str, url: str, lease_ttl: str = "10", load: str = "0.05") -> None:
     counter = aredis.Redis.from_url(url)
-    cache = Cache(namespace, redis_url=url)
+    cache = Cache(namespace, redis_url=url, lease_ttl=float(lease_ttl), lock_timeout=30.0)
     await cache.start()
 
     @cache(ttl=60)
     async def slow(pk: int) -> int:
         await counter.incr(f"{namespace}:loads")
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(float(load))
         return pk * 10
 
     print("ready", flush=True)
@@ -68,5 +69,5 @@ async def watch(namespace: str, url: str) -> None:
 
 
 if __name__ == "__main__":
-    mode, namespace, url = sys.argv[1:4]
-    asyncio.run({"stampede": stampede, "watch": watch}[mode](namespace, url))
+    mode, namespace, url, *extra = sys.argv[1:]
+    asyncio.run({"stampede": stampede, "watch": watch}[mode](namespace, url, *extra))

@@ -59,6 +59,52 @@ def _redis_errors() -> tuple[type[BaseException], ...]:
     return (RedisError, OSError, TimeoutError, CacheError)
 
 
+class _Renewer:
+    """Extends the leases this process holds for sync loads, every ``period`` seconds, in
+    one daemon thread that runs only while some lease is held. A lease that is no longer
+    ours (``renew`` returns False) is not renewed again."""
+
+    def __init__(self, renew: Callable[[str], bool], period: float) -> None:
+        self._renew = renew
+        self._period = period
+        self._held: dict[str, None] = {}
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def hold(self, key: str) -> None:
+        with self._cond:
+            self._held[key] = None
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="safeship-cache-lease", daemon=True
+                )
+                self._thread.start()
+
+    def drop(self, key: str) -> None:
+        with self._cond:
+            self._held.pop(key, None)
+            self._cond.notify()
+
+    def _run(self) -> None:
+        due = time.monotonic() + self._period
+        while True:
+            with self._cond:
+                while self._held and (left := due - time.monotonic()) > 0:
+                    self._cond.wait(left)  # a drop wakes it to see whether any is left
+                if not self._held:
+                    self._thread = None
+                    return
+                keys = list(self._held)
+            due = time.monotonic() + self._period
+            for key in keys:
+                with self._cond:
+                    if key not in self._held:
+                        continue
+                if not self._renew(key):
+                    logger.warning("cache.lease_lost", extra={"key": key})
+                    self.drop(key)
+
+
 class CacheCore:
     """A namespace of cached values: ``@cache(ttl=...)`` memoizes sync and async functions,
     ``get``/``set``/``delete`` (and ``aget``/``aset``/``adelete``) store by key.
@@ -123,6 +169,7 @@ class CacheCore:
         self._background: set[Any] = set()
         self._alisteners: dict[asyncio.AbstractEventLoop, AsyncListener] = {}
         self._slisten: SyncListener | None = None
+        self._sync_renewer: _Renewer | None = None
         register_stats(self)
 
     # -- construction helpers ------------------------------------------------------------
@@ -432,12 +479,29 @@ class CacheCore:
                     self._remember(local, found, policy)
                     self.stats.hits += 1
                     return found.value
+                if leased:
+                    self._renewer().hold(key)
             return self._load_sync(key, local, load, policy, tags, stale, use_redis)
         except _Degraded:
             return self._load_sync(key, local, load, policy, tags, stale, False)
         finally:
             if leased:
+                self._renewer().drop(key)
                 self._release_sync(key)
+
+    def _renewer(self) -> _Renewer:
+        if self._sync_renewer is None:
+            with self._flight_lock:
+                if self._sync_renewer is None:
+                    self._sync_renewer = _Renewer(self._renew_sync, self.lease_ttl / 3)
+        return self._sync_renewer
+
+    def _renew_sync(self, key: str) -> bool:
+        assert self.redis is not None
+        try:
+            return bool(self._sync(self.redis.renew, key))
+        except _Degraded:
+            return True  # Redis unreachable now: try again next period (the lease may live)
 
     def _release_sync(self, key: str) -> None:
         assert self.redis is not None
@@ -574,6 +638,7 @@ class CacheCore:
         tags: Callable[[], tuple[str, ...]], stale: Entry | None, refresh: bool = False,
     ) -> Any:  # fmt: skip
         leased, use_redis = False, self.redis is not None and self.redis.aclient is not None
+        renewing: asyncio.Task[None] | None = None
         try:
             if use_redis:
                 found, leased = await self._obtain_async(key, stale if refresh else None)
@@ -581,12 +646,29 @@ class CacheCore:
                     self._remember(local, found, policy)
                     self.stats.hits += 1
                     return found.value
+                if leased:
+                    renewing = asyncio.ensure_future(self._renew_async(key))
             return await self._load_async(key, local, load, policy, tags, stale, use_redis)
         except _Degraded:
             return await self._load_async(key, local, load, policy, tags, stale, False)
         finally:
+            if renewing is not None:
+                renewing.cancel()
             if leased:
                 await self._release_async(key)
+
+    async def _renew_async(self, key: str) -> None:
+        """Extend the lease every third of ``lease_ttl`` while its loader runs; stop once
+        it is no longer this holder's (it expired and another process took it)."""
+        assert self.redis is not None
+        while True:
+            await asyncio.sleep(self.lease_ttl / 3)
+            try:
+                if not await self._async(self.redis.arenew, key):
+                    logger.warning("cache.lease_lost", extra={"key": key})
+                    return
+            except _Degraded:
+                continue  # Redis unreachable now: try again next period
 
     async def _release_async(self, key: str) -> None:
         assert self.redis is not None

@@ -31,6 +31,12 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 redis.call('PUBLISH', ARGV[2], ARGV[3])
 return 1
 """
+#: Extends the lease only while this holder's token is still in it (a lease that expired
+#: and went to another process is not taken back).
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
 _DROP_TAGS = """
 local n = 0
 for _, tag in ipairs(KEYS) do
@@ -133,6 +139,10 @@ class RedisTier:
             _RELEASE, 1, self.lease_key(key), self.token, self.channel, self.message("done", [key])
         )
 
+    def renew(self, key: str) -> bool:
+        """Extend this holder's lease by ``lease_ttl``; False when it is no longer ours."""
+        return bool(self.client.eval(_RENEW, 1, self.lease_key(key), self.token, self.lease_ms))
+
     # -- async -------------------------------------------------------------------------
     async def aget(self, key: str, loads: Callable[[bytes], Any]) -> Entry | None:
         return self.parse(key, await self.aclient.get(key), loads)
@@ -163,6 +173,11 @@ class RedisTier:
         return bool(
             await self.aclient.set(self.lease_key(key), self.token, nx=True, px=self.lease_ms)
         )
+
+    async def arenew(self, key: str) -> bool:
+        """Extend this holder's lease by ``lease_ttl``; False when it is no longer ours."""
+        renewed = await self.aclient.eval(_RENEW, 1, self.lease_key(key), self.token, self.lease_ms)
+        return bool(renewed)
 
     async def arelease(self, key: str) -> None:
         message = self.message("done", [key])
