@@ -10,6 +10,7 @@ from safeship.cache._api import Cache
 from safeship.cache._entry import xfetch_due
 from safeship.cache._errors import CacheConfigError, CacheError, CacheKeyError
 from safeship.cache._keys import KeySpace, args_digest, encode
+from safeship.cache._report import CacheReporter
 from safeship.cache._serializers import JsonSerializer, PickleSerializer, Serializer
 from safeship.cache._stats import CacheCollector
 
@@ -19,6 +20,7 @@ __all__ = [
     "CacheConfigError",
     "CacheError",
     "CacheKeyError",
+    "CacheReporter",
     "JsonSerializer",
     "KeySpace",
     "PickleSerializer",

@@ -10,7 +10,7 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-__all__ = ["EVENTS", "CacheCollector", "Stats", "register_stats"]
+__all__ = ["EVENTS", "CacheCollector", "Stats", "live_totals", "register_stats"]
 
 #: The ``event`` label values of ``safeship_cache_events_total``.
 EVENTS = (
@@ -59,6 +59,22 @@ def register_stats(owner: Any) -> None:
         _LIVE.add(owner)
 
 
+def live_totals() -> dict[str, dict[str, float]]:
+    """Every live cache's counters summed by namespace, with the memory tier's entries
+    (``n``) and bytes (``b``)."""
+    totals: dict[str, dict[str, float]] = {}
+    with _LOCK:
+        owners = list(_LIVE)
+    for owner in owners:
+        stats, memory = owner.stats, owner.memory
+        bucket = totals.setdefault(stats.namespace, dict.fromkeys((*EVENTS, "n", "b"), 0.0))
+        for event in EVENTS:
+            bucket[event] += getattr(stats, event)
+        bucket["n"] += len(memory) if memory is not None else 0
+        bucket["b"] += memory.bytes if memory is not None else 0
+    return totals
+
+
 class CacheCollector:
     """Prometheus collector over every live cache: ``safeship_cache_events_total`` by
     namespace and event, and the memory tier's entries and bytes. Register it once:
@@ -74,16 +90,7 @@ class CacheCollector:
         size = GaugeMetricFamily(
             "safeship_cache_memory_bytes", "Bytes in the memory tier.", labels=["namespace"]
         )
-        totals: dict[str, dict[str, float]] = {}
-        with _LOCK:
-            owners = list(_LIVE)
-        for owner in owners:
-            stats, memory = owner.stats, owner.memory
-            bucket = totals.setdefault(stats.namespace, dict.fromkeys((*EVENTS, "n", "b"), 0.0))
-            for event in EVENTS:
-                bucket[event] += getattr(stats, event)
-            bucket["n"] += len(memory) if memory is not None else 0
-            bucket["b"] += memory.bytes if memory is not None else 0
+        totals = live_totals()
         for namespace, bucket in sorted(totals.items()):
             for event in EVENTS:
                 events.add_metric([namespace, event], bucket[event])

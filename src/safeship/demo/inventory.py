@@ -6,8 +6,9 @@ breaker open, then off to watch it recover).  While the breaker is open, orders 
 accepted and marked for a later stock check, instead of failing or waiting.
 
 Each reservation also looks its item up in a slow catalogue (20 ms), memoized by
-``safeship.cache``: repeats are served from memory, and the hit ratio is exported as
-``safeship_cache_events_total{namespace="demo-catalogue"}`` on ``/metrics``.
+``safeship.cache``: repeats are served from memory; the figures are exported as
+``safeship_cache_events_total{namespace="demo-catalogue"}`` on ``/metrics`` and reported
+(``CacheReporter`` in ``run``) to the dashboard's Caches card, with the hit ratio.
 """
 
 from __future__ import annotations

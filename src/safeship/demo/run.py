@@ -19,6 +19,7 @@ import uvicorn
 from pydantic import SecretStr
 from rich.console import Console
 
+from safeship.cache import CacheReporter
 from safeship.db._engine import create_engine
 from safeship.db._migrate import upgrade
 from safeship.demo.events import DeliveredEvents, start_relay
@@ -192,6 +193,9 @@ async def _main(
     flags.start()
     reporter = BreakerReporter(engine, service="orders", interval=1.0)
     reporter.start()
+    # The catalogue cache's hits and misses, for the overview's cache card.
+    cache_reporter = CacheReporter(engine, service="orders", interval=5.0)
+    cache_reporter.start()
     agent = start_listing_rollout(engine, store, flags)
     agent.start()
     # The orders service's background jobs (order confirmations) and their worker.
@@ -266,6 +270,7 @@ async def _main(
     relay.stop()
     agent.close()
     reporter.close()
+    cache_reporter.close()
     flags.close()
     engine.dispose()
     if not all(s.started for s in servers):

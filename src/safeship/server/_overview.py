@@ -32,6 +32,7 @@ from safeship.server._health_summary import (
     Summary,
     summarize,
 )
+from safeship.server._samples import Series, read_series
 from safeship.server.state import ControlPlane
 
 logger = logging.getLogger("safeship.server")
@@ -202,6 +203,106 @@ def read_database(cp: ControlPlane) -> DatabaseView:
     return DatabaseView(True, in_use, idle, capacity, waiting, cp.engine.dialect.name)
 
 
+#: The span the overview's cache figures count (each process's counters are cumulative).
+CACHE_WINDOW = timedelta(hours=1)
+#: How far back the cache history is read (the chart spans it).
+CACHE_HISTORY = timedelta(hours=6)
+#: The most cache namespaces the overview shows.
+MAX_CACHES = 50
+CACHE_COUNTERS = ("hits", "misses", "stale_served", "errors")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CacheView:
+    """One cache namespace of one service, summed over its reporting processes, for the
+    last ``CACHE_WINDOW``."""
+
+    service: str
+    namespace: str
+    instances: int
+    hits: int
+    misses: int
+    stale_served: int
+    errors: int
+    hit_ratio: float | None
+    reported_at: datetime
+
+
+def _increments(points: tuple[tuple[datetime, float], ...]) -> list[tuple[datetime, float]]:
+    """What a cumulative counter added at each point after the first (a drop, when a
+    cache of the process was collected, adds nothing)."""
+    return [(at, max(0.0, v - points[i][1])) for i, (at, v) in enumerate(points[1:])]
+
+
+def cache_figures(
+    stored: list[Series], now: datetime, window: timedelta = CACHE_WINDOW
+) -> tuple[list[CacheView], dict[tuple[str, str], list[tuple[datetime, float]]]]:
+    """The cache rows of the sample history as per-namespace figures for the last
+    ``window`` and, per namespace, its hit ratio (%) per time bucket.
+
+    Subjects are ``service/instance/namespace``; each instance's counters are cumulative
+    since it started, so a window's count is the rise since the instance's last report
+    before the window (all of it for an instance first seen inside the window).
+    """
+    start = now - window
+    counts: dict[tuple[str, str], dict[str, float]] = {}
+    instances: dict[tuple[str, str], set[str]] = {}
+    latest: dict[tuple[str, str], datetime] = {}
+    per_bucket: dict[tuple[str, str], dict[datetime, list[float]]] = {}
+    for s in stored:
+        if s.kind != "cache" or s.metric not in CACHE_COUNTERS or not s.points:
+            continue
+        service, _, rest = s.subject.partition("/")
+        instance, _, namespace = rest.rpartition("/")
+        key = (service, namespace)
+        before = [v for at, v in s.points if at <= start]
+        inside = [v for at, v in s.points if at > start]
+        if inside:
+            base = before[-1] if before else 0.0
+            total = 0.0
+            for v in inside:
+                total += max(0.0, v - base)
+                base = v
+            figures = counts.setdefault(key, dict.fromkeys(CACHE_COUNTERS, 0.0))
+            figures[s.metric] += total
+            instances.setdefault(key, set()).add(instance)
+            latest[key] = max(latest.get(key, s.points[-1][0]), s.points[-1][0])
+        if s.metric in ("hits", "misses"):
+            slot = 0 if s.metric == "hits" else 1
+            buckets = per_bucket.setdefault(key, {})
+            for at, added in _increments(s.points):
+                buckets.setdefault(at, [0.0, 0.0])[slot] += added
+    views = []
+    for key, figures in sorted(counts.items())[:MAX_CACHES]:
+        looked = figures["hits"] + figures["misses"]
+        views.append(
+            CacheView(
+                service=key[0],
+                namespace=key[1],
+                instances=len(instances[key]),
+                hits=int(figures["hits"]),
+                misses=int(figures["misses"]),
+                stale_served=int(figures["stale_served"]),
+                errors=int(figures["errors"]),
+                hit_ratio=figures["hits"] / looked if looked else None,
+                reported_at=latest[key],
+            )
+        )
+    ratios = {
+        key: [(at, 100.0 * h / (h + m)) for at, (h, m) in sorted(buckets.items()) if h + m]
+        for key, buckets in per_bucket.items()
+    }
+    return views, ratios
+
+
+def read_caches(
+    cp: ControlPlane, now: datetime
+) -> tuple[list[CacheView], dict[tuple[str, str], list[tuple[datetime, float]]]]:
+    """The reported cache figures (``safeship.cache.CacheReporter``) from the history."""
+    stored = read_series(cp.engine, since=now - CACHE_HISTORY, kind="cache")
+    return cache_figures(stored, now)
+
+
 def _pool_figures(pool: Any) -> tuple[int | None, int | None, int | None]:
     checkedout, checkedin = getattr(pool, "checkedout", None), getattr(pool, "checkedin", None)
     if not callable(checkedout) or not callable(checkedin):
@@ -257,9 +358,13 @@ def overview(cp: ControlPlane, now: datetime | None = None) -> dict[str, Any]:
     readings = gather(cp, now)
     summary: Summary = summarize(readings)
     body = _plain(dataclasses.asdict(readings))
+    caches = None
+    if readings.database.reachable:
+        caches = _read("cache", lambda: read_caches(cp, readings.now))
     return {
         "verdict": summary.verdict,
         "generated_at": body.pop("now"),
         "sections": summary.to_dict()["sections"],
         **body,
+        "cache": None if caches is None else [_plain(dataclasses.asdict(v)) for v in caches[0]],
     }

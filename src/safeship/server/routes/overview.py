@@ -17,7 +17,7 @@ from safeship.db._audit import list_audit
 from safeship.server import _charts as charts
 from safeship.server import _samples
 from safeship.server._health_summary import Readings, summarize
-from safeship.server._overview import gather, overview
+from safeship.server._overview import gather, overview, read_caches
 from safeship.server.deps import ReadPrincipal, request_session
 from safeship.server.inputs import clean_param
 from safeship.server.routes.dashboard import render
@@ -57,6 +57,12 @@ class OverviewOut(BaseModel):
         default=None,
         description="Idempotency keys (in flight, unknown outcomes, completed in the last "
         "hour) when the SQL key store's table is in this database; then also a section.",
+    )
+    cache: list[dict[str, Any]] | None = Field(
+        default=None,
+        description="Per service and cache namespace, over the last hour, from the figures "
+        "services report with safeship.cache.CacheReporter: hits, misses, hit_ratio, "
+        "stale_served, errors, reporting instances. None when unreadable.",
     )
 
 
@@ -173,6 +179,20 @@ def stored_backlog_chart(cp: ControlPlane) -> dict[str, Any] | None:
     return charts.line_chart(lines, start=start, end=now, unit="events")
 
 
+def _cache_charts(caches: list[Any], ratios: dict[tuple[str, str], list[Any]],
+                  end: datetime) -> list[dict[str, Any]]:  # fmt: skip
+    """One hit-ratio chart (% per time bucket) per shown cache namespace."""
+    out = []
+    for c in caches[:MAX_CHARTED]:
+        points = ratios.get((c.service, c.namespace), [])
+        start = min([points[0][0]] if points else [], default=end - timedelta(hours=1))
+        line = charts.Line("hit ratio", "series-0", tuple(points))
+        chart = charts.line_chart([line], start=min(start, end - timedelta(minutes=5)),
+                                  end=end, unit="% hits")  # fmt: skip
+        out.append({"name": f"{c.service} / {c.namespace}", "chart": chart})
+    return out
+
+
 def _page_data(cp: ControlPlane) -> dict[str, Any]:
     """What the overview page renders besides the readiness checks."""
     readings = gather(cp)
@@ -180,6 +200,13 @@ def _page_data(cp: ControlPlane) -> dict[str, Any]:
         drawn = overview_charts(cp, readings)
     except Exception:  # noqa: BLE001 - the page must still show the verdict without history
         drawn = None
+    caches, cache_charts = None, []
+    if readings.database.reachable:
+        try:
+            caches, ratios = read_caches(cp, readings.now)
+            cache_charts = _cache_charts(caches, ratios, readings.now)
+        except Exception:  # noqa: BLE001 - an unreadable card must not fail the page
+            caches = None
     try:
         with cp.engine.connect() as conn:
             audit = [r.to_dict() for r in list_audit(conn, limit=25)]
@@ -192,6 +219,8 @@ def _page_data(cp: ControlPlane) -> dict[str, Any]:
         "charts": drawn,
         "audit": audit,
         "audit_error": audit_error,
+        "caches": caches,
+        "cache_charts": cache_charts,
     }
 
 
