@@ -66,8 +66,8 @@ class PostgresStore:
     async def open(self) -> None:
         import asyncpg
 
-        self._main = await asyncpg.connect(self._dsn, timeout=5)
-        self._write = await asyncpg.connect(self._dsn, timeout=5)
+        self._main = await asyncpg.connect(self._dsn, timeout=5, command_timeout=5)
+        self._write = await asyncpg.connect(self._dsn, timeout=5, command_timeout=5)
         if self._listen:
             await self._main.add_listener(sql.CHANNEL, self._on_notify)
 

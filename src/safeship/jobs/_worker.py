@@ -432,7 +432,15 @@ class Worker:
                 running.task.cancel()
             back = Outcome(running.claimed.id, running.claimed.token, "pending", counts=False)
             self._record(back, running)
-        await self._flush()
+        try:
+            # Bounded: with the database paused, an unwritten outcome is no loss (its lease
+            # runs out and the job is rescued), but a shutdown that never ends is.
+            await asyncio.wait_for(self._flush(), self.lease)
+        except TimeoutError:
+            log.warning(
+                "jobs.shutdown_flush_abandoned",
+                extra={"worker": self.worker_id, "count": len(self._outcomes)},
+            )
         if left:
             log.info("jobs.handed_back", extra={"worker": self.worker_id, "count": len(left)})
 
