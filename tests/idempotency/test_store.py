@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -184,4 +185,17 @@ async def test_a_dead_database_on_asyncpg_is_store_down_not_a_crash() -> None:
         await store.claim("k", "fp", lease=5, ttl=60)
     with pytest.raises(IdempotencyStoreError):
         await store.complete("k", "t", StoredResponse(201), ttl=60)
+    await engine.dispose()
+
+
+async def test_a_database_refusing_the_connection_on_asyncpg_is_store_down() -> None:
+    # As "too many clients already" (not provoked here: the server is shared), the
+    # server answers but refuses the connection: the request fails closed, 503, not 500.
+    from safeship.db._engine import create_async_engine
+    from safeship.idempotency import IdempotencyStoreError, SqlStore
+
+    url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/safeship_absent_{uuid.uuid4().hex[:8]}"
+    engine = create_async_engine(url)
+    with pytest.raises(IdempotencyStoreError, match="did not answer"):
+        await SqlStore(engine).claim("k", "fp", lease=5, ttl=60)
     await engine.dispose()

@@ -244,10 +244,13 @@ class SqlStore:
         """``await work(asyncpg connection)`` on a connection of the engine's pool."""
         import asyncpg
 
+        try:  # any failure to get a connection (refused, "too many clients") is store down
+            conn = await self._autocommit.connect().start()
+        except (sa.exc.DBAPIError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            raise IdempotencyStoreError(f"the SQL key store did not answer: {exc}") from exc
         try:
-            async with self._autocommit.connect() as conn:
-                raw = await conn.get_raw_connection()
-                return await work(raw.driver_connection)
+            raw = await conn.get_raw_connection()
+            return await work(raw.driver_connection)
         except (
             sa.exc.OperationalError,
             sa.exc.InterfaceError,
@@ -256,6 +259,8 @@ class SqlStore:
             OSError,
         ) as exc:
             raise IdempotencyStoreError(f"the SQL key store did not answer: {exc}") from exc
+        finally:
+            await conn.close()
 
     async def _change(self, name: str, **params: Any) -> bool:
         """Run change ``name``; True when it changed exactly the one row it names."""
