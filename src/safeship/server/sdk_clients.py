@@ -5,17 +5,24 @@ counts (``POST /api/client/metrics``), kept in ``safeship_sdk_clients`` (migrati
 One row per ``(app name, instance id)``: a registration replaces what the instance said
 about itself; a report moves ``last_seen_at`` and adds to ``evaluations``. Both are a single
 statement (no read-modify-write), so concurrent reports never lose a count.
+
+A report's per-flag counts (yes, no and each variant) are added, in the same transaction,
+to one-minute buckets of ``safeship_samples`` (kind ``sdk``, the flag as subject), which
+the flag's dashboard page charts; the sampler's retention prunes them with the rest.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
 from safeship.db._schema import metadata
+from safeship.server._samples import bucket_of, samples
 
 sdk_clients = sa.Table(
     "safeship_sdk_clients",
@@ -34,6 +41,57 @@ sdk_clients = sa.Table(
 )
 #: Rows `SdkClientStore.newest` returns at most.
 MAX_LISTED = 1000
+#: Seconds per bucket of SDK-reported evaluations (Unleash SDKs report every 60 s).
+EVALUATION_BUCKET = 60.0
+#: Variants charted per flag and report (the rest are counted in yes/no only).
+MAX_VARIANTS = 20
+
+
+class Counted(Protocol):
+    """One flag's counts in a report: ``yes``, ``no`` and per-variant."""
+
+    @property
+    def yes(self) -> int: ...
+    @property
+    def no(self) -> int: ...
+    @property
+    def variants(self) -> Mapping[str, int]: ...
+
+
+def evaluation_rows(counts: Mapping[str, Counted], now: datetime) -> list[dict[str, Any]]:
+    """The sample rows one report adds to: metric ``yes``, ``no`` or ``variant:<name>``."""
+    bucket = bucket_of(now.timestamp(), EVALUATION_BUCKET)
+    rows: list[dict[str, Any]] = []
+    for name, counted in sorted(counts.items()):
+        figures = {"yes": counted.yes, "no": counted.no}
+        for variant, n in sorted(counted.variants.items())[:MAX_VARIANTS]:
+            figures[f"variant:{variant}"[:40]] = n
+        rows += [
+            {"kind": "sdk", "subject": name[:400], "metric": metric, "bucket": bucket,
+             "value": float(n)}
+            for metric, n in figures.items() if n > 0
+        ]  # fmt: skip
+    return rows
+
+
+def _add_evaluations(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
+    """Add each row's value to its bucket (one upsert: concurrent replicas lose nothing)."""
+    dialect = conn.dialect.name
+    if dialect in ("postgresql", "sqlite"):
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        stmt = insert(samples).values(rows)
+        conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["kind", "subject", "metric", "bucket"],
+                set_={"value": samples.c.value + stmt.excluded.value},
+            )
+        )
+        return
+    for row in rows:  # other databases: update, else insert
+        key = [samples.c[k] == row[k] for k in ("kind", "subject", "metric", "bucket")]
+        add = sa.update(samples).where(*key).values(value=samples.c.value + row["value"])
+        if not conn.execute(add).rowcount:
+            conn.execute(sa.insert(samples).values(**row))
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,10 +137,18 @@ class SdkClientStore:
                 )
 
     def reported(
-        self, app_name: str, instance_id: str, evaluations: int, *, now: datetime | None = None
+        self,
+        app_name: str,
+        instance_id: str,
+        evaluations: int,
+        *,
+        counts: Mapping[str, Counted] | None = None,
+        now: datetime | None = None,
     ) -> None:
-        """Add ``evaluations`` to the instance's count (a row is made if it never registered)."""
+        """Add ``evaluations`` to the instance's count (a row is made if it never registered)
+        and ``counts`` (known flags only) to this minute's evaluation buckets."""
         now = now or datetime.now(UTC)
+        rows = evaluation_rows(counts, now) if counts else []
         where = (sdk_clients.c.app_name == app_name, sdk_clients.c.instance_id == instance_id)
         add = (
             sa.update(sdk_clients)
@@ -101,6 +167,8 @@ class SdkClientStore:
                 }
                 if not self._insert(conn, row):
                     conn.execute(add)  # inserted concurrently: add to that row
+            if rows:
+                _add_evaluations(conn, rows)
 
     @staticmethod
     def _insert(conn: sa.Connection, row: dict[str, Any]) -> bool:
