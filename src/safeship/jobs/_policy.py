@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import enum
 import random
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from safeship.jobs._model import GiveUp, Snooze
 
-__all__ = ["Decision", "Orphan", "Retry", "decide_orphan"]
+__all__ = ["Decision", "Orphan", "Retry", "decide_orphan", "parse_rate"]
 
 
 class Orphan(enum.StrEnum):
@@ -111,3 +112,22 @@ def decide_orphan(
     if crashes > retry.crashes:
         return Decision("dead", counts=False)
     return Decision("retry", 0.0, counts=False)
+
+
+_RATE = re.compile(r"([0-9]{1,7})/([0-9]{0,5}(?:\.[0-9]{1,3})?)(s|m|h)")
+_UNIT = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_rate(text: str) -> tuple[int, float]:
+    """A rate such as ``"100/s"``, ``"30/m"``, ``"5/h"`` or ``"10/5s"`` as (starts, period
+    in seconds); at most 1,000,000 starts per period, a period from 0.1 s to one day."""
+    found = _RATE.fullmatch(text) if isinstance(text, str) else None
+    if found is None:
+        raise ValueError(f"rate must look like '100/s', '30/m', '5/h' or '10/5s', got {text!r}")
+    count, number, unit = int(found[1]), found[2], found[3]
+    period = (float(number) if number else 1.0) * _UNIT[unit]
+    if not 1 <= count <= 1_000_000:
+        raise ValueError(f"rate: starts per period must be in [1, 1000000], got {text!r}")
+    if not 0.1 <= period <= 86400:
+        raise ValueError(f"rate: the period must be in [0.1 s, 1 day], got {text!r}")
+    return count, period

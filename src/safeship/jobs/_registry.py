@@ -15,7 +15,7 @@ from safeship.jobs._complete import complete_async, complete_sync
 from safeship.jobs._cron_expr import CronExpr
 from safeship.jobs._enqueue import Row, async_kind, sync_kind, write_async, write_sync
 from safeship.jobs._model import Cancelled, UnknownTaskError, check_name, encode_args, uuid7
-from safeship.jobs._policy import Orphan, Retry
+from safeship.jobs._policy import Orphan, Retry, parse_rate
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
@@ -209,6 +209,7 @@ class Jobs:
     def __init__(self) -> None:
         self._tasks: dict[str, Task] = {}
         self._limits: dict[str, int | None] = {}
+        self._rates: dict[str, tuple[int, float]] = {}
         self._cron: dict[str, Cron] = {}
 
     @overload
@@ -263,11 +264,21 @@ class Jobs:
 
         return register(fn) if fn is not None else register
 
-    def queue(self, name: str, *, concurrency: int | None) -> None:
-        """Limit how many jobs of queue ``name`` run at once across every worker."""
-        if concurrency is not None and not 1 <= concurrency <= 100_000:
+    def queue(self, name: str, *, concurrency: int | None = None, rate: str | None = None) -> None:
+        """Limit queue ``name`` across every worker: at most ``concurrency`` jobs running at
+        once, and at most ``rate`` starts per period (``"100/s"``, ``"30/m"``, ``"10/5s"``,
+        counted in windows aligned to the database's clock).  ``None`` lifts a limit."""
+        if concurrency is not None and (
+            isinstance(concurrency, bool) or not 1 <= concurrency <= 100_000
+        ):
             raise ValueError(f"concurrency must be in [1, 100000] or None, got {concurrency!r}")
-        self._limits[check_name("queue", name)] = concurrency
+        parsed = parse_rate(rate) if rate is not None else None
+        queue = check_name("queue", name)
+        self._limits[queue] = concurrency
+        if parsed is None:
+            self._rates.pop(queue, None)
+        else:
+            self._rates[queue] = parsed
 
     def cron(
         self,
@@ -306,6 +317,11 @@ class Jobs:
     @property
     def limits(self) -> Mapping[str, int | None]:
         return dict(self._limits)
+
+    @property
+    def rates(self) -> Mapping[str, tuple[int, float]]:
+        """Each rate-limited queue's (starts, period in seconds)."""
+        return dict(self._rates)
 
     @property
     def crons(self) -> Mapping[str, Cron]:

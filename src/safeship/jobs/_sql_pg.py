@@ -82,9 +82,26 @@ DELETE FROM safeship_jobs_history WHERE id IN (
   SELECT id FROM safeship_jobs_history WHERE expires_at < now() LIMIT 5000)
 """
 SET_LIMIT = """
-INSERT INTO safeship_jobs_queues (queue, concurrency) VALUES ($1, $2)
-ON CONFLICT (queue) DO UPDATE SET concurrency = EXCLUDED.concurrency
+INSERT INTO safeship_jobs_queues (queue, concurrency, rate_limit, rate_period)
+VALUES ($1, $2, $3, $4)
+ON CONFLICT (queue) DO UPDATE SET concurrency = EXCLUDED.concurrency,
+  rate_limit = EXCLUDED.rate_limit, rate_period = EXCLUDED.rate_period
 """
+# A rate-limited queue's window, aligned to multiples of its period on the database's
+# clock: moved on (count back to 0) when a new one began.  The row stays locked until the
+# claim's transaction commits, so claims of the queue across the fleet take turns.
+# Returns the concurrency, the starts left in this window and the seconds until the next.
+WINDOW = """
+WITH w AS (
+  SELECT queue, to_timestamp(floor(extract(epoch FROM now()) / rate_period) * rate_period) AS win
+  FROM safeship_jobs_queues WHERE queue = $1 AND rate_limit IS NOT NULL)
+UPDATE safeship_jobs_queues q SET window_start = w.win,
+  window_count = CASE WHEN q.window_start = w.win THEN q.window_count ELSE 0 END
+FROM w WHERE q.queue = w.queue
+RETURNING q.concurrency, q.rate_limit - q.window_count,
+  extract(epoch FROM w.win - now())::float8 + q.rate_period
+"""
+COUNT_STARTS = "UPDATE safeship_jobs_queues SET window_count = window_count + $2 WHERE queue = $1"
 LOCK_QUEUE = "SELECT concurrency FROM safeship_jobs_queues WHERE queue = $1 FOR UPDATE"
 RUNNING = "SELECT count(*) FROM safeship_jobs WHERE queue = $1 AND state = 'running'"
 CHANNEL = "safeship_jobs"

@@ -4,8 +4,9 @@ and a separate psycopg connection for the heartbeat thread.
 Claims take a batch with ``FOR UPDATE SKIP LOCKED`` and bump each job's fencing token in
 the same statement; every outcome (done, retry, dead, hand-back) matches on that token, so
 an attempt whose lease was taken over changes nothing.  Queues with a fleet-wide
-concurrency limit are claimed under a row lock on their ``safeship_jobs_queues`` row, so
-two workers cannot both see the same free slot.
+concurrency or rate limit are claimed under a row lock on their ``safeship_jobs_queues``
+row, so two workers cannot both see the same free slot or the same unused starts of a
+rate window (counted on the database's clock, in windows aligned to the period).
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ class PostgresStore:
         self._write: Any = None
         self._beat: Any = None
         self._limits: dict[str, int | None] = {}
+        self._rates: dict[str, tuple[int, float]] = {}
+        self._next_window = 0.0  # loop time a full rate window of ours opens again
         self._woken = asyncio.Event()
         self._writing = asyncio.Lock()
 
@@ -85,16 +88,24 @@ class PostgresStore:
                 conn.terminate()
         self._main = self._write = None
 
-    async def set_limits(self, limits: Mapping[str, int | None]) -> None:
-        self._limits = dict(limits)
-        for queue, concurrency in limits.items():
-            await self._main.execute(sql.SET_LIMIT, queue, concurrency)
+    async def set_limits(
+        self,
+        limits: Mapping[str, int | None],
+        rates: Mapping[str, tuple[int, float]] | None = None,
+    ) -> None:
+        self._rates = dict(rates or {})
+        self._limits = {q: limits.get(q) for q in {*limits, *self._rates}}
+        for queue, concurrency in self._limits.items():
+            count, period = self._rates.get(queue, (None, None))
+            await self._main.execute(sql.SET_LIMIT, queue, concurrency, count, period)
 
     async def claim(
         self, queues: Sequence[str], limit: int, worker: str, lease: float
     ) -> list[Claimed]:
         self._woken.clear()
-        free, capped = limited(self._limits, queues)
+        free, capped = limited(
+            {q: 1 if q in self._rates else c for q, c in self._limits.items()}, queues
+        )
         rows: list[Claimed] = []
         if len(free) == 1:
             found = await self._main.fetch(_CLAIM_ONE, free[0], limit, lease, worker)
@@ -113,12 +124,27 @@ class PostgresStore:
     ) -> list[Claimed]:
         conn = self._main
         async with conn.transaction():
-            cap = await conn.fetchval(sql.LOCK_QUEUE, queue)
-            running = await conn.fetchval(sql.RUNNING, queue)
-            room = min(limit, (cap if cap is not None else limit) - running)
+            room = limit
+            if queue in self._rates:
+                window = await conn.fetchrow(sql.WINDOW, queue)
+                if window is None:
+                    return []
+                cap, left, wait = window
+                room = min(room, left)
+                if room <= 0:
+                    loop = asyncio.get_running_loop()
+                    self._next_window = loop.time() + max(0.0, wait)
+                    return []
+            else:
+                cap = await conn.fetchval(sql.LOCK_QUEUE, queue)
+            if cap is not None:
+                running = await conn.fetchval(sql.RUNNING, queue)
+                room = min(room, cap - running)
             if room <= 0:
                 return []
             found = await conn.fetch(_CLAIM_ONE, queue, room, lease, worker)
+            if queue in self._rates and found:
+                await conn.execute(sql.COUNT_STARTS, queue, len(found))
         return [_claimed(r) for r in found]
 
     async def finish(self, outcomes: Sequence[Outcome]) -> set[uuid.UUID]:
@@ -148,6 +174,9 @@ class PostgresStore:
         return int(status.split()[-1])
 
     async def wait(self, seconds: float) -> None:
+        opens = self._next_window - asyncio.get_running_loop().time()
+        if opens > 0:  # a rate window was full: look again when the next one opens
+            seconds = min(seconds, opens + 0.001)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._woken.wait(), seconds)
 

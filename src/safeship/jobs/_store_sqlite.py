@@ -1,7 +1,8 @@
 """The workers' SQLite store: the same states, tokens and outcomes as on PostgreSQL.
 
 SQLite has one writer at a time, so each claim is a single ``UPDATE ... RETURNING`` (atomic
-without row locks) and a capped queue's free slots are counted inside that statement.
+without row locks) and a capped queue's free slots are counted inside that statement; a
+rate-limited queue's window is moved on and counted in the same transaction.
 Every call runs on one thread of its own, so the event loop never waits on the file lock.
 Time comes from ``clock`` (injectable for tests) and is stored as SQLAlchemy stores it.
 """
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -70,8 +73,20 @@ _PRUNE = sa.text(
     "WHERE expires_at < :now LIMIT 5000)"
 )
 _SET_LIMIT = sa.text(
-    "INSERT INTO safeship_jobs_queues (queue, concurrency) VALUES (:q, :c) "
-    "ON CONFLICT (queue) DO UPDATE SET concurrency = excluded.concurrency"
+    "INSERT INTO safeship_jobs_queues (queue, concurrency, rate_limit, rate_period) "
+    "VALUES (:q, :c, :r, :p) ON CONFLICT (queue) DO UPDATE SET "
+    "concurrency = excluded.concurrency, rate_limit = excluded.rate_limit, "
+    "rate_period = excluded.rate_period"
+)
+# Moves a rate-limited queue's window on (count back to 0) when a new one began; as the
+# claim's first write it also takes the database's write lock, so claims take turns.
+_WINDOW = sa.text(
+    "UPDATE safeship_jobs_queues SET window_count = CASE WHEN window_start = :win "
+    "THEN window_count ELSE 0 END, window_start = :win "
+    "WHERE queue = :q0 AND rate_limit IS NOT NULL RETURNING rate_limit - window_count"
+)
+_COUNT_STARTS = sa.text(
+    "UPDATE safeship_jobs_queues SET window_count = window_count + :n WHERE queue = :q0"
 )
 
 
@@ -103,6 +118,8 @@ class SqliteStore:
         self._woken = asyncio.Event()
         self._thread: ThreadPoolExecutor | None = None
         self._beat_conn: sa.Connection | None = None
+        self._rates: dict[str, tuple[int, float]] = {}
+        self._next_window = 0.0  # time.monotonic() a full rate window of ours opens again
 
     async def _run(self, function: Callable[..., T], *args: Any) -> T:
         assert self._thread is not None, "store not open"
@@ -121,16 +138,30 @@ class SqliteStore:
         self._woken.set()
 
     async def wait(self, seconds: float) -> None:
+        opens = self._next_window - time.monotonic()
+        if opens > 0:  # a rate window was full: look again when the next one opens
+            seconds = min(seconds, opens + 0.001)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._woken.wait(), seconds)
 
-    async def set_limits(self, limits: Mapping[str, int | None]) -> None:
-        await self._run(self.set_limits_sync, limits)
+    async def set_limits(
+        self,
+        limits: Mapping[str, int | None],
+        rates: Mapping[str, tuple[int, float]] | None = None,
+    ) -> None:
+        await self._run(self.set_limits_sync, limits, rates)
 
-    def set_limits_sync(self, limits: Mapping[str, int | None]) -> None:
+    def set_limits_sync(
+        self,
+        limits: Mapping[str, int | None],
+        rates: Mapping[str, tuple[int, float]] | None = None,
+    ) -> None:
+        self._rates = dict(rates or {})
         with self._engine.begin() as conn:
-            for queue, concurrency in limits.items():
-                conn.execute(_SET_LIMIT, {"q": queue, "c": concurrency})
+            for queue in {*limits, *self._rates}:
+                count, period = self._rates.get(queue, (None, None))
+                params = {"q": queue, "c": limits.get(queue), "r": count, "p": period}
+                conn.execute(_SET_LIMIT, params)
 
     async def claim(
         self, queues: Sequence[str], limit: int, worker: str, lease: float
@@ -155,9 +186,30 @@ class SqliteStore:
                 params["n"] = limit - len(claimed)
                 if params["n"] <= 0:
                     break
+                rate = self._rates.get(queue)
+                if rate is not None:
+                    left = self._window(conn, queue, rate[1], now)
+                    if left <= 0:
+                        continue
+                    params["n"] = min(params["n"], left)
                 statement = _CLAIM.format(queues=":q0", limit=_ROOM)
-                claimed.extend(_claimed(r) for r in conn.execute(sa.text(statement), params))
+                found = [_claimed(r) for r in conn.execute(sa.text(statement), params)]
+                if rate is not None and found:
+                    conn.execute(_COUNT_STARTS, {"q0": queue, "n": len(found)})
+                claimed.extend(found)
         return claimed
+
+    def _window(self, conn: sa.Connection, queue: str, period: float, now: datetime) -> int:
+        """Starts left in ``queue``'s current rate window (moving it on if a new one began);
+        when none are left, notes when the next window opens."""
+        start = math.floor(now.timestamp() / period) * period
+        win = datetime.fromtimestamp(start, UTC)
+        left = conn.execute(_WINDOW, {"q0": queue, "win": sqlite_time(win)}).scalar()
+        if left is None or left > 0:
+            return 0 if left is None else int(left)
+        opens = start + period - now.timestamp()
+        self._next_window = time.monotonic() + max(0.0, opens)
+        return 0
 
     async def finish(self, outcomes: Sequence[Outcome]) -> set[uuid.UUID]:
         return await self._run(self.finish_sync, outcomes)

@@ -145,7 +145,8 @@ class Worker:
         await self._store.open()
         try:
             await self._store.set_limits(
-                {q: c for q, c in self.jobs.limits.items() if q in self.queues}
+                {q: c for q, c in self.jobs.limits.items() if q in self.queues},
+                {q: r for q, r in self.jobs.rates.items() if q in self.queues},
             )
             self._start_heartbeat()
             log.info("jobs.worker_started", extra={"worker": self.worker_id, "queues": self.queues})
