@@ -149,6 +149,20 @@ def test_paused_database_job_rescued_once_late_finish_refused(
     pg_url: str, pg_engine: sa.Engine
 ) -> None:
     _tables(pg_engine)
+    _pause_once(pg_url, pg_engine)
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_soak_paused_database_repeatedly(pg_url: str, pg_engine: sa.Engine) -> None:
+    _tables(pg_engine)
+    for _ in range(8):
+        with pg_engine.begin() as conn:
+            conn.execute(sa.text("TRUNCATE started, effects"))
+        _pause_once(pg_url, pg_engine)
+
+
+def _pause_once(pg_url: str, pg_engine: sa.Engine) -> None:
     proxy = FreezeProxy("127.0.0.1", 5432)
     paused_url = _proxied(pg_url, proxy.port)
     paused_engine = create_engine(paused_url)
@@ -174,6 +188,7 @@ def test_paused_database_job_rescued_once_late_finish_refused(
             message="rescued and rerun by the other worker",
         )
         rescued = time.monotonic() - frozen
+        print(f"rescued and rerun {rescued:.2f} s after the database paused")
         time.sleep(max(0.0, 4.0 - rescued))  # paused longer than twice the lease
         proxy.thaw()
         wait_until(lambda: a.lost >= 1, timeout=20, message="the paused worker's late finish")
