@@ -76,16 +76,21 @@ def eventually_logged(path: Path, event: str, timeout: float = 5.0) -> list[dict
 
 def check_guards(url: str, *, protected: str, open_path: str) -> None:
     """The same guards as the ASGI protect(): ids, key auth, body limit, probes, metrics."""
-    given = httpx.get(url + open_path, headers={"X-Request-ID": "trace-42"})
+    with httpx.Client(timeout=10) as http:
+        _check_guards(http, url, protected=protected, open_path=open_path)
+
+
+def _check_guards(http: httpx.Client, url: str, *, protected: str, open_path: str) -> None:
+    given = http.get(url + open_path, headers={"X-Request-ID": "trace-42"})
     assert given.status_code == 200 and given.headers["x-request-id"] == "trace-42"
-    made = httpx.get(url + open_path)
+    made = http.get(url + open_path)
     assert len(made.headers["x-request-id"]) == 32
-    assert httpx.get(url + protected).status_code == 401
-    assert httpx.get(url + protected, headers={"X-API-Key": "ss_wrong"}).status_code == 401
-    assert httpx.get(url + protected, headers={"X-API-Key": KEY}).status_code == 200
-    assert httpx.post(url + open_path, content=b"x" * 4096).status_code == 413
-    assert httpx.get(url + "/readyz").json()["status"] == "pass"
-    assert "safeship_http_requests_total" in httpx.get(url + "/metrics").text
+    assert http.get(url + protected).status_code == 401
+    assert http.get(url + protected, headers={"X-API-Key": "ss_wrong"}).status_code == 401
+    assert http.get(url + protected, headers={"X-API-Key": KEY}).status_code == 200
+    assert http.post(url + open_path, content=b"x" * 4096).status_code == 413
+    assert http.get(url + "/readyz").json()["status"] == "pass"
+    assert "safeship_http_requests_total" in http.get(url + "/metrics").text
 
 
 def test_plain_wsgi_app_is_protected_under_gunicorn(tmp_path: Path) -> None:
