@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.reach.test_frameworks import ROOT
 
 
@@ -52,3 +54,32 @@ def test_django_orm_and_outbox_commit_together_on_sqlite(tmp_path: Path) -> None
 
 def test_django_orm_and_outbox_commit_together_on_postgres(postgres_url: str) -> None:
     check(run_scenario(postgres_url), "postgresql", "psycopg")
+
+
+def test_sqlite3_connection_stages_many_and_is_refused_by_astage(tmp_path: Path) -> None:
+    """The DB-API sqlite3 connection (Django's on SQLite) writes rows the relay's
+    SQLAlchemy reads as its own; the async function refuses it before anything runs."""
+    import asyncio
+    import sqlite3
+
+    import sqlalchemy as sa
+
+    from safeship.db import create_engine, upgrade
+    from safeship.outbox import NewEvent, OutboxConnectionError, admin, astage, stage_many
+
+    path = tmp_path / "raw.db"
+    engine = create_engine(f"sqlite:///{path}")
+    upgrade(engine)
+    raw = sqlite3.connect(path)
+    events = [NewEvent(aggregate_type="o", aggregate_id=str(i), type="t", payload={"n": i})
+              for i in range(3)]  # fmt: skip
+    ids = stage_many(raw, events)
+    with pytest.raises(OutboxConnectionError, match="use `stage"):
+        asyncio.run(astage(raw, aggregate_type="o", aggregate_id="x", type="t", payload={}))
+    raw.commit()
+    raw.close()
+    with engine.connect() as conn:
+        stored = conn.execute(sa.text("SELECT id FROM safeship_outbox ORDER BY id")).scalars()
+        assert list(stored) == sorted(i.hex for i in ids)
+    assert admin.stats(engine).pending == 3
+    engine.dispose()
