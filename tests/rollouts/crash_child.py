@@ -4,6 +4,8 @@ Run as ``crash_child.py URL TRANSITION MARKER``.  Just before the transition's f
 write of the rollout's row (the flag's change is already written: before transitions
 were one transaction, it was already committed here), the process writes MARKER and
 waits to be killed with SIGKILL: the crash between the two former commit points.
+MARKER holds the PostgreSQL server process id of the paused connection (empty on SQLite),
+so the parent can wait for exactly that server process to end.
 """
 
 from __future__ import annotations
@@ -25,7 +27,11 @@ ROLLOUT = "orders"
 def pause_before_the_rollout_row(engine: sa.Engine, marker: Path) -> None:
     def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         if statement.lstrip().upper().startswith("UPDATE SAFESHIP_ROLLOUTS "):
-            marker.write_text("paused")
+            # psycopg 3 knows the server process of the connection; sqlite3 has none.
+            backend = getattr(getattr(cursor.connection, "info", None), "backend_pid", None)
+            partial = marker.with_suffix(".partial")
+            partial.write_text("" if backend is None else str(backend))
+            partial.replace(marker)  # whole, or not there at all
             threading.Event().wait()  # until SIGKILL
 
     sa.event.listen(engine, "before_cursor_execute", before)

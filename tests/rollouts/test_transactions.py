@@ -112,18 +112,20 @@ def crash_inside(url: str, transition: str, marker: Path) -> None:
     assert child.returncode == -signal.SIGKILL
 
 
-def wait_for_the_dead_transaction_to_end(engine: sa.Engine) -> None:
-    """On PostgreSQL the killed child's server process aborts its transaction when it
-    reads the closed socket; wait for that state (its locks gone) before going on."""
+def wait_for_the_dead_transaction_to_end(engine: sa.Engine, marker: Path) -> None:
+    """On PostgreSQL the killed child's server process (its id is in ``marker``) aborts its
+    transaction when it reads the closed socket, then exits; wait for that (its locks gone)
+    before going on.  Each look is its own transaction: within one, PostgreSQL answers
+    pg_stat_activity from the snapshot it took at the first look, which would show the
+    dead transaction for ever once it was seen."""
     if engine.dialect.name != "postgresql":
         return  # SQLite's lock went with the process
-    query = (
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-        "AND pid <> pg_backend_pid() AND state LIKE 'idle in transaction%%'"
-    )
-    deadline = time.monotonic() + 60
+    backend = int(marker.read_text())
+    query = sa.text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid")
+    deadline = time.monotonic() + 120
     with engine.connect() as conn:
-        while conn.exec_driver_sql(query).scalar_one():
+        while conn.execute(query, {"pid": backend}).scalar_one():
+            conn.rollback()  # the next look reads pg_stat_activity afresh
             assert time.monotonic() < deadline, "the killed transaction never ended"
             time.sleep(0.02)
 
@@ -136,7 +138,7 @@ def test_a_crash_between_the_flag_and_the_rollout_leaves_both_as_they_were(
     start(guard, transition)
     before = snapshot(guard)
     crash_inside(plane_url, transition, tmp_path / "paused")
-    wait_for_the_dead_transaction_to_end(engine)
+    wait_for_the_dead_transaction_to_end(engine, tmp_path / "paused")
     assert snapshot(guard) == before  # the flag's change went with the rollout's
     perform(guard, transition)  # nothing is left locked or half done: it applies again
     after = snapshot(guard)
