@@ -1,11 +1,14 @@
 """Invalidate when the caller's transaction commits, and only then.
 
 Invalidating before the commit lets another reader load the old row and cache it again
-after the invalidation. A SQLAlchemy ``Session`` has ``after_commit``; a Core
-``Connection`` has only a ``commit`` event that fires *before* the DBAPI commit, so there
-the hook commits the DBAPI connection itself first (SQLAlchemy's own commit that follows
-finds nothing left to commit) and invalidates once that succeeded. A rollback discards
-what was pending.
+after the invalidation. A SQLAlchemy ``Session`` has ``after_commit``. A Core
+``Connection`` has no after-commit event, only ``commit``, which fires *before* the DBAPI
+commit; there the pending invalidations move to the pooled connection's record as
+"committing" and run at the first public event that shows the commit is over: the
+connection's next ``begin``, or the pool's ``checkin`` (``with engine.begin()`` ends with
+it at once). A failed commit reaches the engine's ``handle_error`` first, which drops
+them; SQLAlchemy commits and raises as it always does. A rollback discards what was
+pending.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ __all__ = ["invalidate_after_commit"]
 
 logger = logging.getLogger("safeship.cache")
 _PENDING = "safeship.cache.pending"
+_COMMITTING = "safeship.cache.committing"
 
 
 def _flush(pending: list[tuple[Any, tuple[str, ...], list[str]]]) -> None:
@@ -101,6 +105,11 @@ def invalidate_after_commit(
     if not event.contains(target, "commit", _connection_committing):
         event.listen(target, "commit", _connection_committing)
         event.listen(target, "rollback", _connection_rolled_back)
+        event.listen(target, "begin", _connection_begun)
+    engine = target.engine
+    if not event.contains(engine, "checkin", _checked_in):
+        event.listen(engine, "checkin", _checked_in)
+        event.listen(engine, "handle_error", _failed)
     pending.append((cache, tags, keys))
 
 
@@ -112,12 +121,45 @@ def _session_rolled_back(session: Any) -> None:
     session.info.get(_PENDING, []).clear()
 
 
+def _record_info(conn: Any) -> dict[str, Any] | None:
+    """The pool record's info of ``conn``'s DBAPI connection (it outlives the checkout,
+    so ``checkin`` finds it); None once the connection is gone."""
+    try:
+        info: dict[str, Any] = conn.connection.info
+    except Exception:  # noqa: BLE001 - closed or invalidated: nothing to hand over
+        return None
+    return info
+
+
 def _connection_committing(conn: Any) -> None:
-    pending = conn.info.get(_PENDING, [])
+    pending = conn.info.get(_PENDING)
     if not pending:
         return
-    conn.connection.dbapi_connection.commit()  # raises (and invalidates nothing) on failure
-    _flush(pending)
+    info = _record_info(conn)
+    if info is None:
+        pending.clear()
+        return
+    info.setdefault(_COMMITTING, []).extend(pending)
+    pending.clear()
+
+
+def _connection_begun(conn: Any) -> None:
+    info = _record_info(conn)
+    if info is not None and info.get(_COMMITTING):
+        _flush(info[_COMMITTING])  # the previous transaction's commit returned
+
+
+def _checked_in(dbapi_connection: Any, record: Any) -> None:
+    committing = record.info.get(_COMMITTING) if record is not None else None
+    if committing:
+        _flush(committing)
+
+
+def _failed(context: Any) -> None:
+    conn = context.connection
+    info = _record_info(conn) if conn is not None else None
+    if info is not None and info.get(_COMMITTING):
+        info[_COMMITTING].clear()  # the commit (the only call since the event) failed
 
 
 def _connection_rolled_back(conn: Any) -> None:
