@@ -6,9 +6,14 @@ exists iff the job is done: a job lost shows as a missing row, a double completi
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -241,3 +246,75 @@ def test_worker_stops_within_its_deadline_while_the_database_is_paused(
         proxy.close()
     print(f"stopped {took:.2f} s after stop() with the database paused")
     assert took < 1.0 + 2.0 + 5.0, took  # grace + the final flush (lease) + closing (bounded)
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_worker_process_exits_on_sigterm_while_the_database_is_paused(
+    pg_url: str, pg_engine: sa.Engine
+) -> None:
+    from tests.support import jobs_sleep_app
+
+    proxy = FreezeProxy("127.0.0.1", 5432)
+    paused_url = _proxied(pg_url, proxy.port)
+    with pg_engine.begin() as conn:
+        jobs_sleep_app.jobs.enqueue_many(
+            conn, jobs_sleep_app.sleepy, [{"seconds": 2.0} for _ in range(4)]
+        )
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root / "src") + os.pathsep + str(root)}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from safeship.cli_entry import main; main()",
+            "jobs",
+            "worker",
+            "--app",
+            "tests.support.jobs_sleep_app:jobs",
+            "--database-url",
+            paused_url,
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(
+            lambda: (
+                _scalar(pg_engine, "SELECT count(*) FROM safeship_jobs WHERE state = 'running'")
+                == 4
+            ),
+            timeout=30,
+            message="the worker process runs the jobs",
+        )
+        proxy.freeze()
+        time.sleep(0.5)
+        asked = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(60)
+        took = time.monotonic() - asked
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        proxy.thaw()
+        proxy.close()
+    print(f"worker process exited {took:.2f} s after SIGTERM with the database paused")
+    assert code == 0
+    # Defaults: shutdown_grace 10 s (the handlers end after 2 s), the final flush at most
+    # lease (5 s), closing connections and joining the heartbeat thread (bounded).
+    assert took < 20.0, took
+    # Nothing lost: the outcomes the paused worker could not write come back by rescue.
+    rescuer = Worker(jobs_sleep_app.jobs, pg_url, cron=False)
+    thread = threading.Thread(target=rescuer.run_sync, daemon=True)
+    thread.start()
+    try:
+        wait_until(
+            lambda: _scalar(pg_engine, "SELECT count(*) FROM safeship_jobs") == 0,
+            timeout=30,
+            message="every job finished after the pause",
+        )
+    finally:
+        rescuer.stop()
+        thread.join(30)

@@ -335,6 +335,10 @@ class Worker:
                     "jobs.finish_failed", extra={"worker": self.worker_id, "error": repr(error)}
                 )
                 self._outcomes = batch + self._outcomes  # kept: a later flush records them
+                if self._stopping.is_set():
+                    # Stopping: no retry loop (the database may be paused); what stays
+                    # unwritten is rescued after its lease, not lost.
+                    return
                 await asyncio.sleep(min(1.0, self.poll))
                 await self._reopen()
                 continue
