@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 
 from tests.server.support import ADMIN_KEY, READ_KEY
-from tests.web.server_process import _wait_ready
+from tests.web.server_process import STARTUP_SECONDS, _wait_ready
 
 #: A session secret strong enough for production (random, 43 characters).
 SESSION_SECRET = secrets.token_urlsafe(32)
@@ -123,7 +123,7 @@ def serve_plane(database_url: str, logs_dir: Path, **extra: str) -> Iterator[Pla
 
 
 def _wait_started(plane: Plane) -> None:
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + STARTUP_SECONDS
     while time.monotonic() < deadline:
         if plane.process.poll() is not None:
             raise RuntimeError(

@@ -10,6 +10,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -26,8 +27,18 @@ class Served:
         return f"http://127.0.0.1:{self.port}"
 
 
-def _wait_ready(url: str, path: str, deadline: float) -> None:
+#: How long a server process may take to answer for the first time.  Not a performance
+#: bound: on the shared 2-core CI machine under load, ``safeship serve`` took 37 s of wall
+#: time (under 3 s of CPU) to answer /health.  A process that exits is reported at once.
+STARTUP_SECONDS = 120.0
+
+
+def _wait_ready(
+    url: str, path: str, deadline: float, process: subprocess.Popen[Any] | None = None
+) -> None:
     while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"server for {url} exited with {process.returncode}")
         try:
             if httpx.get(url + path, timeout=1.0).status_code < 500:
                 return
@@ -59,7 +70,7 @@ def serve(
         assert process.stdout is not None
         port = int(process.stdout.readline())
         served = Served(process, port)
-        _wait_ready(served.url, ready_path, time.monotonic() + 20)
+        _wait_ready(served.url, ready_path, time.monotonic() + STARTUP_SECONDS, process)
         yield served
     finally:
         if process.poll() is None:
@@ -100,7 +111,7 @@ def serve_plane(env: Mapping[str, str], log_path: Path) -> Iterator[Served]:
         )
     try:
         served = Served(process, port)
-        _wait_ready(served.url, "/health", time.monotonic() + 30)
+        _wait_ready(served.url, "/health", time.monotonic() + STARTUP_SECONDS, process)
         yield served
     finally:
         if process.poll() is None:

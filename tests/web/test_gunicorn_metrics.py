@@ -21,7 +21,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.web.server_process import HERE, _wait_ready
+from tests.web.server_process import HERE, STARTUP_SECONDS, _wait_ready
 
 DOCS = Path(__file__).parents[2] / "docs" / "metrics.md"
 ROUTE = "/work/{n}"
@@ -73,7 +73,7 @@ def gunicorn(tmp_path: Path) -> Iterator[str]:
             return found.group(1) if found else None
 
         url = f"http://127.0.0.1:{wait_for(port, 'gunicorn to listen')}"
-        _wait_ready(url, "/metrics", time.monotonic() + 15)
+        _wait_ready(url, "/metrics", time.monotonic() + STARTUP_SECONDS, process)
         yield url
     finally:
         process.terminate()
