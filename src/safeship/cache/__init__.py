@@ -10,11 +10,19 @@ from safeship.cache._api import Cache
 from safeship.cache._entry import xfetch_due
 from safeship.cache._errors import CacheConfigError, CacheError, CacheKeyError
 from safeship.cache._keys import KeySpace, args_digest, encode
+from safeship.cache._outbox import (
+    INVALIDATION_TYPE,
+    aapply_invalidation,
+    apply_invalidation,
+    astage_invalidation,
+    stage_invalidation,
+)
 from safeship.cache._report import CacheReporter
 from safeship.cache._serializers import JsonSerializer, PickleSerializer, Serializer
 from safeship.cache._stats import CacheCollector
 
 __all__ = [
+    "INVALIDATION_TYPE",
     "Cache",
     "CacheCollector",
     "CacheConfigError",
@@ -25,7 +33,11 @@ __all__ = [
     "KeySpace",
     "PickleSerializer",
     "Serializer",
+    "aapply_invalidation",
+    "apply_invalidation",
     "args_digest",
+    "astage_invalidation",
     "encode",
+    "stage_invalidation",
     "xfetch_due",
 ]
