@@ -45,7 +45,11 @@ async def authenticate_key(request: Request, presented: str) -> Principal | None
             "too many failed attempts; wait before retrying",
             headers={"Retry-After": str(verdict.retry_after)},
         )
-    principal = await run_in_threadpool(cp.keys.authenticate, presented)
+    keys = cp.keys
+    if keys.stale:  # the key set is reloaded from the database: off the event loop
+        principal = await run_in_threadpool(keys.authenticate, presented)
+    else:  # hashing and constant-time compares only: no hop to a worker thread
+        principal = keys.authenticate(presented, refresh=False)
     if principal is None:
         AUTH_FAILURES.labels("invalid").inc()
         await cp.auth_failures.record_failure(ip)

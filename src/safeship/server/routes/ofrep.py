@@ -16,6 +16,8 @@ default). Errors use the protocol's shapes and codes: ``FLAG_NOT_FOUND`` (404),
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, Response
@@ -134,24 +136,67 @@ def unleash_context(body: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def _hashes_missing_id(feature: dict[str, Any], context: dict[str, Any]) -> bool:
-    """Whether the flag's answer hashes a user id that ``context`` does not hold."""
-    if not feature.get("enabled") or context.get("userId") is not None:
-        return False
-    for strategy in feature.get("strategies") or []:
-        if not isinstance(strategy, dict):
-            continue
-        name = strategy.get("name")
-        parameters = strategy.get("parameters") or {}
-        if name in _USER_HASHED:
-            return True
-        if name == "flexibleRollout" and str(parameters.get("rollout", "100")) not in ("0", "100"):
-            stickiness = parameters.get("stickiness") or "default"
-            if stickiness == "userId" or (
-                stickiness == "default" and context.get("sessionId") is None
+@dataclass(frozen=True, slots=True)
+class FlagFacts:
+    """What OFREP needs of a flag's definition, read once per snapshot (not per request)."""
+
+    enabled: bool
+    has_variants: bool
+    #: A strategy hashes ``userId`` whatever the context holds.
+    hashes_user: bool
+    #: A strategy hashes ``userId`` when the context has no ``sessionId`` (``default``).
+    hashes_user_without_session: bool
+
+    @classmethod
+    def of(cls, feature: dict[str, Any]) -> FlagFacts:
+        strategies = [s for s in feature.get("strategies") or [] if isinstance(s, dict)]
+        hashes_user = without_session = False
+        for strategy in strategies:
+            name = strategy.get("name")
+            parameters = strategy.get("parameters") or {}
+            if name in _USER_HASHED:
+                hashes_user = True
+            elif name == "flexibleRollout" and str(parameters.get("rollout", "100")) not in (
+                "0",
+                "100",
             ):
-                return True
-    return False
+                stickiness = parameters.get("stickiness") or "default"
+                hashes_user = hashes_user or stickiness == "userId"
+                without_session = without_session or stickiness == "default"
+        return cls(
+            enabled=bool(feature.get("enabled")),
+            has_variants=bool(feature.get("variants"))
+            or any(s.get("variants") for s in strategies),
+            hashes_user=hashes_user,
+            hashes_user_without_session=without_session,
+        )
+
+    def hashes_missing_id(self, context: dict[str, Any]) -> bool:
+        """Whether the flag's answer hashes a user id that ``context`` does not hold."""
+        if not self.enabled or context.get("userId") is not None:
+            return False
+        return self.hashes_user or (
+            self.hashes_user_without_session and context.get("sessionId") is None
+        )
+
+
+#: Facts per served snapshot (by identity; the newest few kept, each snapshot immutable).
+_facts_by_snapshot: OrderedDict[int, tuple[ServedSnapshot, dict[str, FlagFacts]]] = OrderedDict()
+_MAX_SNAPSHOTS = 4
+
+
+def flag_facts(snapshot: ServedSnapshot, key: str) -> FlagFacts:
+    """``key``'s facts in ``snapshot`` (which holds ``key``), worked out on first use."""
+    entry = _facts_by_snapshot.get(id(snapshot))
+    if entry is None or entry[0] is not snapshot:
+        entry = (snapshot, {})
+        _facts_by_snapshot[id(snapshot)] = entry
+        while len(_facts_by_snapshot) > _MAX_SNAPSHOTS:
+            _facts_by_snapshot.popitem(last=False)
+    facts = entry[1].get(key)
+    if facts is None:
+        facts = entry[1][key] = FlagFacts.of(snapshot.flags.feature(key))
+    return facts
 
 
 def _payload_value(variant: Variant) -> Any:
@@ -177,18 +222,16 @@ def evaluate(snapshot: ServedSnapshot, key: str, context: dict[str, Any]) -> dic
     flags: FlagSet = snapshot.flags
     if key not in flags:
         raise OfrepError(404, "FLAG_NOT_FOUND", f"no flag named {key!r}")
-    feature = flags.feature(key)
-    if _hashes_missing_id(feature, context):
+    facts = flag_facts(snapshot, key)
+    if facts.hashes_missing_id(context):
         raise OfrepError(
             400, "TARGETING_KEY_MISSING", f"flag {key!r} is rolled out by targetingKey"
         )
     enabled = flags.is_enabled(key, context)
     metadata: dict[str, bool | str | float] = {"enabled": enabled, "version": snapshot.version}
-    if not feature.get("variants") and not any(
-        (s or {}).get("variants") for s in feature.get("strategies") or [] if isinstance(s, dict)
-    ):
-        reason = "DISABLED" if not feature.get("enabled") else "TARGETING_MATCH"
-        if feature.get("enabled") and not enabled:
+    if not facts.has_variants:
+        reason = "DISABLED" if not facts.enabled else "TARGETING_MATCH"
+        if facts.enabled and not enabled:
             reason = "DEFAULT"
         variant_name = "on" if enabled else "off"
         return {
@@ -200,7 +243,7 @@ def evaluate(snapshot: ServedSnapshot, key: str, context: dict[str, Any]) -> dic
         }
     variant = flags.variant(key, context)
     if not variant.feature_enabled or not variant.enabled:
-        reason = "DISABLED" if not feature.get("enabled") else "DEFAULT"
+        reason = "DISABLED" if not facts.enabled else "DEFAULT"
         return {"key": key, "reason": reason, "variant": variant.name, "metadata": metadata}
     return {
         "key": key,
