@@ -47,6 +47,8 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from tests.web.server_process import STARTUP_SECONDS
+
 ROOT = Path(__file__).resolve().parents[2]
 SERVICE = Path(__file__).with_name("orders_service.py")
 
@@ -58,7 +60,9 @@ def _free_port() -> int:
         return port
 
 
-def _wait(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
+def _wait(condition: Callable[[], bool], what: str, timeout: float = STARTUP_SECONDS) -> None:
+    """Until ``condition``, for at most ``timeout`` s: an allowance for a loaded machine
+    (processes start here), not a performance bound."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
