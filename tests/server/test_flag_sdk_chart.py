@@ -18,7 +18,7 @@ from safeship.db import create_engine
 from safeship.server import create_app
 from safeship.server._samples import read_series
 from safeship.server.sdk_clients import Registration, SdkClientStore
-from tests.server.support import ADMIN_KEY, make_settings
+from tests.server.support import ADMIN_KEY, READ_KEY, make_settings
 from tests.support.browser import ARTIFACTS, chromium_page, served
 
 
@@ -68,6 +68,39 @@ def test_reports_add_up_per_minute_and_flag(app: FastAPI) -> None:
         "no": ((earlier, 10.0), (at, 2.0)),
         "variant:blue": ((earlier, 12.0),),
         "variant:green": ((earlier, 8.0),),
+    }
+
+
+def test_an_sdk_metrics_report_through_the_route_reaches_the_chart(app: FastAPI) -> None:
+    """POST /api/client/metrics, as an Unleash SDK sends it, feeds the flag's chart rows;
+    a name that is not a flag adds no row."""
+    app.state.plane.flags.create("checkout", actor="test", definition={
+        "name": "checkout", "enabled": True, "strategies": [{"name": "default"}]})  # fmt: skip
+    report = {
+        "appName": "orders-node",
+        "instanceId": "pod-1",
+        "bucket": {
+            "start": "2026-01-01T00:00:00Z",
+            "stop": "2026-01-01T00:01:00Z",
+            "toggles": {
+                "checkout": {"yes": 6, "no": 2, "variants": {"blue": 6}},
+                "not-a-flag": {"yes": 9, "no": 0},
+            },
+        },
+    }
+    before = datetime.now(UTC) - timedelta(minutes=1)
+    with TestClient(app) as client:
+        for _ in range(2):
+            answer = client.post(
+                "/api/client/metrics", headers={"Authorization": READ_KEY}, json=report
+            )
+            assert answer.status_code == 202
+    stored = read_series(app.state.plane.engine, since=before, kind="sdk")
+    totals = {(s.subject, s.metric): sum(v for _, v in s.points) for s in stored}
+    assert totals == {
+        ("checkout", "yes"): 12.0,
+        ("checkout", "no"): 4.0,
+        ("checkout", "variant:blue"): 12.0,
     }
 
 

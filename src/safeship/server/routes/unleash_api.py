@@ -251,10 +251,11 @@ async def _record_metrics(request: Request, body: ClientMetrics) -> None:
     snapshot = await served(request)
     known = set(snapshot.flags.names())
     used: list[str] = []
+    counted: dict[str, ToggleCounts] = {}
     total = 0
     for name, counts in body.bucket.toggles.items():
         total += counts.yes + counts.no
-        if name not in known:  # unknown names never become metric labels
+        if name not in known:  # unknown names never become metric labels or chart rows
             continue
         if counts.yes:
             SDK_EVALUATIONS.labels(name, "on").inc(counts.yes)
@@ -262,8 +263,9 @@ async def _record_metrics(request: Request, body: ClientMetrics) -> None:
             SDK_EVALUATIONS.labels(name, "off").inc(counts.no)
         if counts.yes or counts.no:
             used.append(name)
+            counted[name] = counts
     await run_in_threadpool(
-        sdk_clients(request).reported, body.appName, body.instanceId or "", total
+        sdk_clients(request).reported, body.appName, body.instanceId or "", total, counts=counted
     )
     if used:
         store = flag_feed(request).store
