@@ -348,3 +348,24 @@ def test_with_the_database_down_the_overview_fails_fast_and_says_why(tmp_path: P
         "findings": ["the outbox could not be read: the database does not answer"],
     }
     dead.dispose()
+
+
+def test_other_kinds_rows_never_crowd_the_overview_charts_out(
+    quiet: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The overview reads only the kinds it draws: many rows of a kind sorting first (the
+    cache reporters') do not use up the read's row cap before the outbox's rows."""
+    from safeship.server import _samples
+
+    cp = cp_of(quiet)
+    now = time.time()
+    Sampler(cp.engine, lambda: plane_points(cp.engine, cp.breakers, cp.rollouts),
+            clock=functools.partial(float, now - 60)).sample_once()  # fmt: skip
+    many = [Point("cache", f"svc/i-1/ns{i}", "hits", 1.0) for i in range(30)]
+    Sampler(cp.engine, lambda: many, clock=functools.partial(float, now - 60)).sample_once()
+    monkeypatch.setattr(_samples, "MAX_ROWS", 20)
+    sign_in(quiet)
+    backlog = re.search(r'id="chart-backlog".*?</svg>', quiet.get("/").text, re.S)
+    assert backlog is not None and 'data-series="pending" data-count="1"' in backlog.group(0)
+    cached = quiet.get("/api/v1/samples?kind=cache", headers=read_headers()).json()
+    assert {s["kind"] for s in cached["series"]} == {"cache"} and len(cached["series"]) == 20

@@ -252,12 +252,16 @@ def read_series(
     bind: sa.Engine | sa.Connection,
     *,
     since: datetime,
-    kind: str | None = None,
+    kind: str | tuple[str, ...] | None = None,
     subject: str | None = None,
 ) -> list[Series]:
-    """Stored series from ``since`` on, oldest point first, at most ``MAX_ROWS`` rows."""
+    """Stored series from ``since`` on, oldest point first, at most ``MAX_ROWS`` rows;
+    ``kind`` is one kind or a tuple of them (a page reads only the kinds it draws, so
+    another kind's many rows never use up its ``MAX_ROWS``)."""
     query = sa.select(samples).where(samples.c.bucket >= int(since.timestamp()))
-    if kind is not None:
+    if isinstance(kind, tuple):
+        query = query.where(samples.c.kind.in_(kind))
+    elif kind is not None:
         query = query.where(samples.c.kind == kind)
     if subject is not None:
         query = query.where(samples.c.subject == subject)

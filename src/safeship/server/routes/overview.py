@@ -95,7 +95,8 @@ def get_overview(request: Request, _: ReadPrincipal) -> dict[str, Any]:
 @api.get(
     "/samples",
     response_model=SamplesOut,
-    summary="Stored chart history: outbox backlog, breaker states, rollout arms",
+    summary="Stored chart history: outbox backlog, breaker states, rollout arms, job queues, "
+    "cache figures, SDK-reported evaluations",
     description="The control plane samples every `interval` seconds into one row per "
     "series and time bucket (shared by every control-plane process), kept for a bounded "
     "retention (24 hours by default).",
@@ -103,7 +104,7 @@ def get_overview(request: Request, _: ReadPrincipal) -> dict[str, Any]:
 def get_samples(
     request: Request,
     _: ReadPrincipal,
-    kind: Literal["outbox", "breaker", "rollout"] | None = None,
+    kind: Literal["outbox", "breaker", "rollout", "jobs", "cache", "sdk"] | None = None,
     subject: Subject = None,
     hours: Annotated[int, Query(ge=1, le=720)] = 6,
 ) -> dict[str, Any]:
@@ -126,7 +127,9 @@ def _line(series: dict[tuple[str, str, str], _samples.Series], key: tuple[str, s
 def overview_charts(cp: ControlPlane, readings: Readings) -> dict[str, Any]:
     """The overview's charts from the stored samples of the last ``CHART_HISTORY``."""
     end = readings.now
-    stored = _samples.read_series(cp.engine, since=end - CHART_HISTORY)
+    stored = _samples.read_series(
+        cp.engine, since=end - CHART_HISTORY, kind=("outbox", "breaker", "rollout")
+    )
     by_key = {(s.kind, s.subject, s.metric): s for s in stored}
     first = min((s.points[0][0] for s in stored if s.points), default=end - timedelta(hours=1))
     start = min(first, end - timedelta(minutes=5))
