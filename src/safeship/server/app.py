@@ -246,6 +246,11 @@ def create_app(
     app.state.sdk_clients = SdkClientStore(engine)
     install_error_handlers(app)
     app.include_router(health.router)
+    # The SDK routes answer every SDK's polls: matched right after the probes, before the
+    # operators' API and pages, so a poll does not walk every other route first.
+    app.include_router(unleash_api.router)
+    app.include_router(unleash_stream.router)
+    app.include_router(ofrep.router)
     app.include_router(api.router)
     app.include_router(flags_api.router)
     app.include_router(dashboard.router)
@@ -262,9 +267,6 @@ def create_app(
     app.include_router(database.pages)
     app.include_router(overview.api)
     app.include_router(overview.pages)
-    app.include_router(unleash_api.router)
-    app.include_router(unleash_stream.router)
-    app.include_router(ofrep.router)
     app.mount("/static", StaticFiles(directory=str(_STATIC)), name="static")
     # Innermost pure ASGI layer: an unhandled exception is logged with the request id.
     app.add_middleware(UnhandledErrorMiddleware)
