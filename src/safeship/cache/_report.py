@@ -22,11 +22,11 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-
 from safeship.cache._stats import live_totals
 
 if TYPE_CHECKING:
+    import sqlalchemy as sa
+
     from safeship.server._samples import Point, Sampler
 
 logger = logging.getLogger("safeship.cache")
@@ -91,9 +91,11 @@ class CacheReporter:
 
     def report_once(self) -> None:
         """Write this bucket's counters; a database error only pauses reporting."""
+        from sqlalchemy.exc import SQLAlchemyError  # the reporter is the only part needing it
+
         try:
             self._sampler.sample_once()
-        except sa.exc.SQLAlchemyError as exc:
+        except SQLAlchemyError as exc:
             if self.last_error is None:
                 logger.warning("cache.report_failed", extra={"error": type(exc).__name__})
             self.last_error = type(exc).__name__

@@ -27,6 +27,8 @@ from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from safeship.errors import SafeshipError
+
 __all__ = ["CronError", "CronExpr"]
 
 _MACROS = {
@@ -53,7 +55,7 @@ _MAX_TEXT = 200
 _MAX_DAYS = 366 * 29
 
 
-class CronError(ValueError):
+class CronError(SafeshipError, ValueError):
     """A cron expression (or its time zone) that cannot be used; the message names the field."""
 
 
