@@ -191,9 +191,13 @@ class PostgresStore:
         if self._beat is None or self._beat.closed:
             self._beat = psycopg.connect(self._dsn, autocommit=True, connect_timeout=5)
         ids = [job for job, _ in leases]
-        rows = self._beat.execute(
-            sql.BEAT, [lease, ids, [t for _, t in leases], [progress.get(j) for j in ids]]
-        ).fetchall()
+        try:
+            rows = self._beat.execute(
+                sql.BEAT, [lease, ids, [t for _, t in leases], [progress.get(j) for j in ids]]
+            ).fetchall()
+        except BaseException:
+            self.close_beat()  # a failed beat's connection is not reused, and never left open
+            raise
         return {r[0] for r in rows}, {r[0] for r in rows if r[1]}
 
     def close_beat(self) -> None:
