@@ -31,6 +31,31 @@ async def await_until(condition: Callable[[], Any], *, timeout: float, message: 
         await asyncio.sleep(0.02)
 
 
+def run_two_workers_until_finished(
+    jobs: Any, engine: sa.Engine, ids: list[Any], *, concurrency: int, **options: Any
+) -> None:
+    """Two workers, each on its own thread, until every job of ``ids`` has finished."""
+    import threading
+
+    from safeship.jobs import Worker, status
+
+    workers = [Worker(jobs, engine, concurrency=concurrency, **options) for _ in range(2)]
+    threads = [threading.Thread(target=w.run_sync) for w in workers]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_until(
+            lambda: all(status(engine, i).state.finished for i in ids),
+            timeout=60,
+            message="all ran",
+        )
+    finally:
+        for worker in workers:
+            worker.stop()
+        for thread in threads:
+            thread.join(30)
+
+
 @pytest.fixture
 def sqlite_engine(tmp_path: Path) -> Iterator[sa.Engine]:
     engine = create_engine(f"sqlite:///{tmp_path}/jobs.db")

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from safeship.jobs import JobContext, Jobs, JobState, Worker, status
 
-from .conftest import wait_until
+from .conftest import run_two_workers_until_finished
 
 FAST: dict[str, Any] = {"heartbeat": 0.2, "lease": 2.0, "poll": 0.05, "rescue_every": 0.2}
 
@@ -34,21 +34,7 @@ def test_a_queue_limit_holds_across_two_workers(engine: sa.Engine) -> None:
 
     with engine.begin() as conn:
         ids = jobs.enqueue_many(conn, build, [{"n": i} for i in range(10)])
-    workers = [Worker(jobs, engine, concurrency=10, **FAST) for _ in range(2)]
-    threads = [threading.Thread(target=w.run_sync) for w in workers]
-    for thread in threads:
-        thread.start()
-    try:
-        wait_until(
-            lambda: all(status(engine, i).state.finished for i in ids),
-            timeout=60,
-            message="all ran",
-        )
-    finally:
-        for worker in workers:
-            worker.stop()
-        for thread in threads:
-            thread.join(30)
+    run_two_workers_until_finished(jobs, engine, ids, concurrency=10, **FAST)
     assert peak[0] == 2
     assert {status(engine, i).state for i in ids} == {JobState.SUCCEEDED}
 

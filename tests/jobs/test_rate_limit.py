@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import math
-import threading
 from collections import Counter
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from safeship.jobs import JobContext, Jobs, Worker, status
+from safeship.jobs import JobContext, Jobs
 
-from .conftest import wait_until
+from .conftest import run_two_workers_until_finished
 
 FAST: dict[str, Any] = {"heartbeat": 0.2, "lease": 2.0, "poll": 0.05, "rescue_every": 0.2}
 PERIOD = 0.5
@@ -33,21 +32,7 @@ def test_a_queue_rate_holds_across_two_workers(engine: sa.Engine) -> None:
 
     with engine.begin() as conn:
         ids = jobs.enqueue_many(conn, send, [{"n": i} for i in range(JOBS)])
-    workers = [Worker(jobs, engine, concurrency=50, **FAST) for _ in range(2)]
-    threads = [threading.Thread(target=w.run_sync) for w in workers]
-    for thread in threads:
-        thread.start()
-    try:
-        wait_until(
-            lambda: all(status(engine, i).state.finished for i in ids),
-            timeout=60,
-            message="all ran",
-        )
-    finally:
-        for worker in workers:
-            worker.stop()
-        for thread in threads:
-            thread.join(30)
+    run_two_workers_until_finished(jobs, engine, ids, concurrency=50, **FAST)
     history = sa.table("safeship_jobs_history", sa.column("started_at"), sa.column("state"))
     with engine.connect() as conn:
         rows = conn.execute(sa.select(history.c.started_at, history.c.state)).all()
