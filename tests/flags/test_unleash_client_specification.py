@@ -19,6 +19,7 @@ import pytest
 
 from safeship.flags import FlagSet
 from tests.conftest import REQUIRE_SERVICES
+from tests.flags.test_unleash_spec import check_spec_case
 
 PACKAGE = (
     Path(__file__).resolve().parents[1]
@@ -76,17 +77,7 @@ def _flags(file_name: str) -> FlagSet:
 @pytest.mark.parametrize(("file_name", "kind", "case"), _cases())
 def test_specification_case(file_name: str, kind: str, case: dict[str, Any]) -> None:
     flags = _flags(file_name)
-    if kind == "tests":
-        assert flags.is_enabled(case["toggleName"], case["context"]) is case["expectedResult"]
-        return
-    expected = case["expectedResult"]
-    variant = flags.variant(case["toggleName"], case["context"])
-    assert variant.name == expected["name"]
-    assert variant.enabled is expected["enabled"]
-    assert variant.payload == expected.get("payload")
-    feature_enabled = expected.get("feature_enabled", expected.get("featureEnabled"))
-    if feature_enabled is not None:
-        assert variant.feature_enabled is feature_enabled
+    check_spec_case(flags, kind, case)
 
 
 def test_the_whole_specification_is_installed_and_run() -> None:

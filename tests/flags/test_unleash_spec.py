@@ -44,9 +44,8 @@ def _flags(state: dict[str, Any]) -> FlagSet:
     return _compiled[key]
 
 
-@pytest.mark.parametrize(("state", "kind", "case"), _cases())
-def test_spec_case(state: dict[str, Any], kind: str, case: dict[str, Any]) -> None:
-    flags = _flags(state)
+def check_spec_case(flags: FlagSet, kind: str, case: dict[str, Any]) -> None:
+    """One Unleash specification case: a toggle test (``tests``) or a variant test."""
     if kind == "tests":
         assert flags.is_enabled(case["toggleName"], case["context"]) is case["expectedResult"]
         return
@@ -58,6 +57,12 @@ def test_spec_case(state: dict[str, Any], kind: str, case: dict[str, Any]) -> No
     feature_enabled = expected.get("feature_enabled", expected.get("featureEnabled"))
     if feature_enabled is not None:
         assert variant.feature_enabled is feature_enabled
+
+
+@pytest.mark.parametrize(("state", "kind", "case"), _cases())
+def test_spec_case(state: dict[str, Any], kind: str, case: dict[str, Any]) -> None:
+    flags = _flags(state)
+    check_spec_case(flags, kind, case)
 
 
 def test_the_spec_folder_is_found() -> None:
