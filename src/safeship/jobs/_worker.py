@@ -156,7 +156,8 @@ class Worker:
             self._beat_stop.set()
             if self._beat_thread is not None:
                 await asyncio.to_thread(self._beat_thread.join, 5)
-            self._store.close_beat()
+            if self._beat_thread is None or not self._beat_thread.is_alive():
+                self._store.close_beat()  # a beat still in flight closes it itself when it ends
             await self._store.close()
             self._threads.shutdown(wait=False, cancel_futures=True)
             log.info("jobs.worker_stopped", extra={"worker": self.worker_id})
@@ -372,8 +373,11 @@ class Worker:
         self._beat_thread.start()
 
     def _beat_forever(self) -> None:
-        while not self._beat_stop.wait(self.heartbeat):
-            self.beat_once()
+        try:
+            while not self._beat_stop.wait(self.heartbeat):
+                self.beat_once()
+        finally:  # the thread owns its connection: one opened by a late beat is closed here
+            self._store.close_beat()
 
     def beat_once(self) -> None:
         """Renew every running job's lease once (called by the heartbeat thread)."""
