@@ -3,6 +3,7 @@ backoff, dead letters and retrying them."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections import defaultdict
 
@@ -172,3 +173,50 @@ def test_building_a_relay_thread_starts_nothing_until_start(sqlite_engine: sa.En
         with pytest.raises(RuntimeError, match="already started"):
             running.start()
     assert not running.alive
+
+
+async def test_a_claim_read_while_a_batch_fails_holds_the_key_back(
+    sqlite_engine: sa.Engine,
+) -> None:
+    """The next claim is read while k0's first event is in flight and returns after that
+    batch failed and rescheduled it: the later event of k0 it offers waits its turn."""
+    _stage(sqlite_engine, keys=1, per_key=2)
+    delivered: list[int] = []
+    second_claim_read = asyncio.Event()
+    raced: list[bool] = []
+
+    async def handler(event: Event) -> None:
+        n = event.payload_json()["n"]
+        if n == 0 and not raced:
+            await asyncio.wait_for(second_claim_read.wait(), 10)
+            raced.append(True)
+            raise RuntimeError("first attempt fails")
+        delivered.append(n)
+
+    config = RelayConfig(
+        batch_size=1, pipeline_depth=2, poll_interval=0.02, backoff=Constant(delay_seconds=0.05)
+    )
+    relay = Relay(sqlite_engine, CallbackSink(handler), config=config)
+    real_claim = relay._store.claim
+
+    async def claim(partitions: frozenset[int], limit: int, exclude: list[int]) -> list[Event]:
+        events = await real_claim(partitions, limit, exclude)
+        if exclude and not second_claim_read.is_set():
+            assert [e.payload_json()["n"] for e in events] == [1]  # read before the failure
+            second_claim_read.set()
+            await asyncio.wait(list(relay._tasks))  # k0's batch fails and ends first
+            assert not relay._inflight_keys
+        return events
+
+    relay._store.claim = claim  # type: ignore[method-assign]
+    task = asyncio.create_task(relay.run())
+    try:
+        for _ in range(1000):
+            if len(delivered) == 2:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        relay.stop()
+        await task
+    assert raced == [True]
+    assert delivered == [0, 1]

@@ -373,10 +373,18 @@ class Relay:
         if wait > 0:
             await self._idle(min(wait, max(0.01, next_beat - time.monotonic())))
             return
+        # Keys in flight when the claim is read are held back even if their batch ends
+        # before it returns: a batch that failed may have rescheduled an earlier event of
+        # the key after the claim's snapshot, which then still offers the later ones.
+        busy = frozenset(self._inflight_keys)
         claimed = await self._store.claim(
             self._partitions, self.config.batch_size, list(self._inflight)
         )
-        events = [e for e in claimed if e.aggregate_id not in self._inflight_keys]
+        events = [
+            e
+            for e in claimed
+            if e.aggregate_id not in busy and e.aggregate_id not in self._inflight_keys
+        ]
         if events:
             self._launch(events)
         elif self._tasks and claimed:
