@@ -208,7 +208,7 @@ async def test_a_claim_read_while_a_batch_fails_holds_the_key_back(
             assert not relay._inflight_keys
         return events
 
-    relay._store.claim = claim  # type: ignore[method-assign]
+    relay._store.claim = claim  # type: ignore[method-assign,assignment]
     task = asyncio.create_task(relay.run())
     try:
         for _ in range(1000):
