@@ -82,6 +82,9 @@ async def test_an_order_confirms_through_a_job_and_a_broken_mailer_lands_in_dead
             assert (await client.post("/orders/999999/confirmation")).status_code == 404
             assert (await client.get(f"/jobs/{uuid.uuid4()}")).status_code == 404
             await _until_finished(client.get, f"/jobs/{job_id}")
+            # Every confirmation sent so far finishes before the mailer breaks.
+            assert other.json()["id"] != job_id
+            await _until_finished(client.get, f"/jobs/{other.json()['id']}")
 
             # The fault switch: the confirmation fails, retries with backoff, then is dead.
             store.set_enabled(BREAK_JOBS_FLAG, True, actor="test", reason="break the mailer")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -21,17 +22,30 @@ from safeship.resilience.presets.db import (
 pytestmark = pytest.mark.postgres
 
 
-def _setup(url: str, ddl: list[str]) -> sa.Engine:
-    engine = sa.create_engine(url, isolation_level="SERIALIZABLE")
-    with engine.begin() as conn:
-        for statement in ddl:
-            conn.execute(sa.text(statement))
-    return engine
+Setup = Callable[[list[str]], sa.Engine]
 
 
-def test_a_real_deadlock_is_retried_and_both_transfers_commit(postgres_url: str) -> None:
-    engine = _setup(
-        postgres_url,
+@pytest.fixture
+def setup(postgres_url: str) -> Iterator[Setup]:
+    """Make a SERIALIZABLE engine on the test database after running ``ddl``; every engine
+    it made is disposed when the test ends, passed or failed."""
+    made: list[sa.Engine] = []
+
+    def make(ddl: list[str]) -> sa.Engine:
+        engine = sa.create_engine(postgres_url, isolation_level="SERIALIZABLE")
+        made.append(engine)
+        with engine.begin() as conn:
+            for statement in ddl:
+                conn.execute(sa.text(statement))
+        return engine
+
+    yield make
+    for engine in made:
+        engine.dispose()
+
+
+def test_a_real_deadlock_is_retried_and_both_transfers_commit(setup: Setup) -> None:
+    engine = setup(
         [
             "CREATE TABLE account (id int PRIMARY KEY, balance int NOT NULL)",
             "INSERT INTO account VALUES (1, 100), (2, 100)",
@@ -68,17 +82,18 @@ def test_a_real_deadlock_is_retried_and_both_transfers_commit(postgres_url: str)
     for thread in threads:
         thread.join(30)
     assert errors == []
-    assert [sqlstate_of(event.exception) for event in retried if event.exception] == ["40P01"]
+    codes = [sqlstate_of(event.exception) for event in retried if event.exception]
+    # The deadlock victim is retried; its retry may then meet the winner's commit as a
+    # serialization failure, which is retried too.
+    assert codes[:1] == ["40P01"] and set(codes[1:]) <= {"40001"}
     with engine.connect() as conn:
         rows = conn.execute(sa.text("SELECT id, balance FROM account"))
         balances: dict[int, int] = {row[0]: row[1] for row in rows}
     assert balances == {1: 100, 2: 100}
-    engine.dispose()
 
 
-def test_a_serialization_conflict_is_retried_with_fresh_reads(postgres_url: str) -> None:
-    engine = _setup(
-        postgres_url,
+def test_a_serialization_conflict_is_retried_with_fresh_reads(setup: Setup) -> None:
+    engine = setup(
         [
             "CREATE TABLE doctor (name text PRIMARY KEY, on_call bool NOT NULL)",
             "INSERT INTO doctor VALUES ('alice', true), ('bob', true)",
@@ -119,16 +134,12 @@ def test_a_serialization_conflict_is_retried_with_fresh_reads(postgres_url: str)
     with engine.connect() as conn:
         still = conn.execute(sa.text("SELECT count(*) FROM doctor WHERE on_call")).scalar_one()
     assert still == 1
-    engine.dispose()
 
 
-async def test_the_async_twin_retries_a_conflict(postgres_url: str) -> None:
+async def test_the_async_twin_retries_a_conflict(postgres_url: str, setup: Setup) -> None:
     from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
-    _setup(
-        postgres_url,
-        ["CREATE TABLE counter (id int PRIMARY KEY, n int)", "INSERT INTO counter VALUES (1, 0)"],
-    ).dispose()
+    setup(["CREATE TABLE counter (id int PRIMARY KEY, n int)", "INSERT INTO counter VALUES (1, 0)"])
     engine = create_async_engine(postgres_url, isolation_level="SERIALIZABLE")
     both_read = asyncio.Barrier(2)
     retried: list[RetryEvent] = []
@@ -148,15 +159,17 @@ async def test_the_async_twin_retries_a_conflict(postgres_url: str) -> None:
             engine.begin, work, retry=transaction_retry(on_retry=retried.append)
         )
 
-    await asyncio.wait_for(asyncio.gather(bump(), bump()), 30)
-    async with engine.connect() as conn:
-        assert (await conn.execute(sa.text("SELECT n FROM counter"))).scalar_one() == 2
+    try:
+        await asyncio.wait_for(asyncio.gather(bump(), bump()), 30)
+        async with engine.connect() as conn:
+            assert (await conn.execute(sa.text("SELECT n FROM counter"))).scalar_one() == 2
+    finally:
+        await engine.dispose()
     assert len(retried) == 1
-    await engine.dispose()
 
 
-def test_other_database_errors_are_not_retried(postgres_url: str) -> None:
-    engine = sa.create_engine(postgres_url)
+def test_other_database_errors_are_not_retried(setup: Setup) -> None:
+    engine = setup([])
     attempts = 0
 
     def work(conn: sa.Connection) -> Any:
@@ -169,4 +182,3 @@ def test_other_database_errors_are_not_retried(postgres_url: str) -> None:
     assert attempts == 1
     assert sqlstate_of(caught.value) == "42P01"
     assert not is_transaction_conflict(caught.value)
-    engine.dispose()
