@@ -137,6 +137,7 @@ def test_worker_connections_killed_mid_job_nothing_lost_nothing_twice(
 
 @pytest.mark.postgres
 @pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("SAFESHIP_SOAK"), reason="soak run: set SAFESHIP_SOAK=1")
 def test_soak_worker_connections_killed_repeatedly(pg_url: str, pg_engine: sa.Engine) -> None:
     _run_connection_kills(pg_url, pg_engine, jobs_n=600, kills=40)
 
@@ -159,6 +160,7 @@ def test_paused_database_job_rescued_once_late_finish_refused(
 
 @pytest.mark.postgres
 @pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("SAFESHIP_SOAK"), reason="soak run: set SAFESHIP_SOAK=1")
 def test_soak_paused_database_repeatedly(pg_url: str, pg_engine: sa.Engine) -> None:
     _tables(pg_engine)
     for _ in range(8):
