@@ -100,3 +100,33 @@ def test_sync_callers_keep_their_memory_hits_and_load_misses_while_redis_is_cut(
         assert 3 in loads
     finally:
         cache.close()
+
+
+async def test_async_command_to_a_silent_redis_is_bounded_and_degrades() -> None:
+    """A server that accepts connections but never answers: the cache's own per-command
+    bound (its async client has no socket timeout) ends the wait, and the caller gets the
+    loader's value."""
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # connections queue in the backlog; nothing ever replies
+    cache = Cache(
+        "silent" + uuid.uuid4().hex[:8],
+        redis_url=f"redis://127.0.0.1:{silent.getsockname()[1]}/0",
+        memory=False,
+        breaker=_breaker(),
+    )
+
+    @cache(ttl=60)
+    async def lookup(pk: int) -> int:
+        return pk * 2
+
+    try:
+        assert await asyncio.wait_for(lookup(3), 30) == 6
+        figures = cache.snapshot()
+        assert figures["degraded"] >= 1
+        assert figures["errors"] >= 1
+    finally:
+        await cache.aclose()
+        silent.close()

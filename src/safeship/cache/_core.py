@@ -36,6 +36,8 @@ logger = logging.getLogger("safeship.cache")
 _MISSING: Any = object()
 #: Async Redis commands in flight per event loop; more wait for a free slot, never raise.
 _COMMANDS_IN_FLIGHT = 64
+#: Seconds one Redis command may take on the clients the cache builds from a URL.
+_COMMAND_SECONDS = 2.0
 #: Names of recent invalidations remembered for loads in flight.
 _MAX_MARKS = 10_000
 
@@ -152,6 +154,9 @@ class CacheCore:
         self.serializer: Serializer = serializer if serializer is not None else JsonSerializer()
         self.clock = clock
         self.draw = draw
+        #: Bound of one async Redis command when the cache built the client (a given
+        #: client keeps its own socket timeouts).
+        self._command_seconds: float | None = None
         self.redis = self._redis_tier(redis_url, redis, aredis)
         if self.redis is None and not memory:
             raise CacheConfigError("Cache(memory=False) needs Redis: pass redis_url= or clients")
@@ -183,19 +188,26 @@ class CacheCore:
             import redis as sync_redis
             import redis.asyncio as async_redis
 
-            common = {"socket_timeout": 2.0, "socket_connect_timeout": 1.0}
             if client is None:
                 pool = sync_redis.BlockingConnectionPool.from_url(
-                    url, max_connections=64, timeout=self.lock_timeout, **common
-                )
+                    url, max_connections=64, timeout=self.lock_timeout,
+                    socket_timeout=_COMMAND_SECONDS, socket_connect_timeout=1.0,
+                )  # fmt: skip
                 client = sync_redis.Redis(connection_pool=pool)
             if aclient is None:
                 # redis-py's async BlockingConnectionPool costs ~18% per command; the
                 # plain pool plus the cache's own gate (``_gate``) waits just the same.
+                # No socket_timeout: redis-py would run every send in asyncio.wait_for (a
+                # task per command); ``_async`` bounds the whole command with one
+                # asyncio.timeout instead (a disconnect on cancel keeps the pool clean).
                 apool = async_redis.ConnectionPool.from_url(
-                    url, max_connections=_COMMANDS_IN_FLIGHT + 8, **common
+                    url,
+                    max_connections=_COMMANDS_IN_FLIGHT + 8,
+                    socket_timeout=None,
+                    socket_connect_timeout=1.0,
                 )
                 aclient = async_redis.Redis(connection_pool=apool)
+                self._command_seconds = _COMMAND_SECONDS
         return RedisTier(self.space, client=client, aclient=aclient, lease_ttl=self.lease_ttl)
 
     def _default_breaker(self) -> Breaker:
@@ -264,7 +276,7 @@ class CacheCore:
     async def _async(self, command: Callable[..., Awaitable[Any]], *args: Any) -> Any:
         call = self._begin()
         try:
-            async with self._gate():
+            async with self._gate(), asyncio.timeout(self._command_seconds):
                 result = await command(*args)
         except BaseException as exc:
             self._failed(call, exc)
