@@ -8,6 +8,7 @@ time, and hands them to a write function; when that fails with an error a row ca
 from __future__ import annotations
 
 import math
+import operator
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -113,9 +114,14 @@ def normalise_rows(
     """Every row as :func:`normalise_row` makes it, checked before any is returned.
 
     Rows that are already tuples of the right length (the bulk case) are checked with two
-    passes in C (``map(type, ...)``, ``map(len, ...)``) instead of one call per row."""
+    passes in C (``countOf`` over ``map(type, ...)`` and ``map(len, ...)``, an identity
+    test per row, no hashing) instead of one call per row."""
     values = rows if type(rows) is list else list(rows)
-    if set(map(type, values)) <= {tuple} and set(map(len, values)) <= {len(columns)}:
+    count = len(values)
+    if (
+        operator.countOf(map(type, values), tuple) == count
+        and operator.countOf(map(len, values), len(columns)) == count
+    ):
         return values  # type: ignore[return-value]
     return [normalise_row(row, columns) for row in values]
 
@@ -155,6 +161,10 @@ class RowBuffer:
 
     def take(self, count: int) -> list[Row]:
         """Remove and return the ``count`` oldest rows."""
+        if count >= len(self.rows):  # all of them: hand the list over instead of copying it
+            batch, self.rows = self.rows, []
+            self._arrivals.clear()
+            return batch
         batch = self.rows[:count]
         del self.rows[:count]
         left = len(batch)
@@ -170,10 +180,12 @@ class RowBuffer:
         return batch
 
 
-def dedupe_last(rows: Sequence[Row], key: Sequence[int]) -> list[Row]:
-    """Keep the last row per conflict key: one statement may not update a row twice."""
+def dedupe_last(rows: Sequence[Row], key: Sequence[int]) -> Sequence[Row]:
+    """Keep the last row per conflict key: one statement may not update a row twice.
+
+    Without a key the rows are returned as they are (not copied)."""
     if not key:
-        return list(rows)
+        return rows
     latest: dict[tuple[Any, ...], Row] = {}
     for row in rows:
         latest[tuple(row[i] for i in key)] = row

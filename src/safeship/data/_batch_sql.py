@@ -118,7 +118,7 @@ class Target:
 _STAGING = "safeship_batch_staging"
 
 
-def _prepare(target: Target, rows: Sequence[Row]) -> list[Row]:
+def _prepare(target: Target, rows: Sequence[Row]) -> Sequence[Row]:
     return dedupe_last(rows, target.key_index)
 
 
