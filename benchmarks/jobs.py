@@ -1,6 +1,6 @@
 """Background jobs: enqueue cost, throughput, latency and orphan rescue, against peers.
 
-    python benchmarks/jobs.py [--quick] [--impl safeship,pgqueuer,procrastinate]
+    python benchmarks/jobs.py [--quick] [--impl safeship,pgqueuer,procrastinate] [--case enqueue]
 
 Cases (one JSON line each on stdout; impls ``safeship``, ``pgqueuer``, ``procrastinate``,
 each with its own defaults and a throw-away PostgreSQL database):
@@ -442,8 +442,9 @@ def sizes_for(impl: str, quick: bool) -> dict[str, Any]:
     }
 
 
-async def run_all(impls: list[str], quick: bool) -> None:
-    """Case by case, each impl in turn (so a slow spell of the machine hits all of them)."""
+async def run_all(impls: list[str], quick: bool, only: str | None = None) -> None:
+    """Case by case, each impl in turn (so a slow spell of the machine hits all of them);
+    ``only="enqueue"`` runs the two enqueue cases alone."""
     databases: dict[str, str] = {}
     try:
         for impl in impls:
@@ -453,6 +454,8 @@ async def run_all(impls: list[str], quick: bool) -> None:
                 note(f"{impl}: skipped, not installed ({error}); pip install -e '.[bench]'")
         first = sizes_for("safeship", quick)
         await bench_enqueue(databases, first["single"], first["batches"])
+        if only == "enqueue":
+            return
         for impl, dsn in databases.items():
             await clean(impl, dsn)
         cases: list[tuple[str, Any]] = [
@@ -477,12 +480,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, under 60 s")
     parser.add_argument("--impl", default=",".join(IMPLS))
+    parser.add_argument("--case", choices=["enqueue"], help="run only these cases")
     options = parser.parse_args()
     impls = options.impl.split(",")
     for impl in impls:
         if impl not in IMPLS:
             parser.error(f"unknown impl {impl!r}")
-    asyncio.run(run_all(impls, options.quick))
+    asyncio.run(run_all(impls, options.quick, options.case))
 
 
 if __name__ == "__main__":

@@ -42,11 +42,13 @@ _PG_ONE = (
     f"INSERT INTO safeship_jobs ({_COLUMNS}) VALUES ({{0}}, {{1}}, {{2}}, CAST({{3}} AS jsonb), "  # noqa: S608 - constant SQL
     "{4}, {5}, {6}, 'pending', now(), now() + {7} * interval '1 second')"
 )
+# Many jobs of one task with the same options (what enqueue_many gives): only the ids, the
+# arguments and the unique keys are arrays; the rest is sent once.
 _PG_MANY = (
-    f"INSERT INTO safeship_jobs ({_COLUMNS}) SELECT u.i, u.t, u.q, CAST(u.a AS jsonb), u.p, u.m, "  # noqa: S608 - constant SQL
-    "u.k, 'pending', now(), now() + u.d * interval '1 second' FROM unnest(CAST({0} AS uuid[]), "
-    "CAST({1} AS text[]), CAST({2} AS text[]), CAST({3} AS text[]), CAST({4} AS smallint[]), "
-    "CAST({5} AS int[]), CAST({6} AS text[]), CAST({7} AS float8[])) AS u(i, t, q, a, p, m, k, d)"
+    f"INSERT INTO safeship_jobs ({_COLUMNS}) SELECT u.i, {{1}}, {{2}}, CAST(u.a AS jsonb), "  # noqa: S608 - constant SQL
+    "CAST({4} AS smallint), CAST({5} AS int), u.k, 'pending', now(), "
+    "now() + CAST({7} AS float8) * interval '1 second' FROM unnest(CAST({0} AS uuid[]), "
+    "CAST({3} AS text[]), CAST({6} AS text[])) AS u(i, a, k)"
 )
 _SQLITE = sa.text(
     f"INSERT INTO safeship_jobs ({_COLUMNS}) VALUES (:id, :task, :queue, :args, :priority, "  # noqa: S608 - constant SQL
@@ -96,12 +98,40 @@ def _dialect(conn: Any) -> str:
 
 
 def _params(style: str, rows: Sequence[Row]) -> Any:
-    values: Sequence[Any] = (
-        rows[0] if len(rows) == 1 else [list(c) for c in zip(*rows, strict=True)]
-    )
+    """One row's values, or (for rows of one :func:`_group`) the id, args and unique-key
+    arrays beside the values they share."""
+    values: Sequence[Any] = rows[0]
+    if len(rows) > 1:
+        first = rows[0]
+        values = [
+            [r.id for r in rows],
+            first.task,
+            first.queue,
+            [r.args for r in rows],
+            first.priority,
+            first.max_attempts,
+            [r.unique_key for r in rows],
+            first.delay,
+        ]
     if style == "sa":
         return {f"p{i}": value for i, value in enumerate(values)}
     return list(values)
+
+
+def _groups(rows: Sequence[Row]) -> list[Sequence[Row]]:
+    """``rows`` split into runs sharing task, queue, priority, attempts and delay (one run
+    for a batch of ``enqueue_many``), each written by one statement."""
+    groups: list[Sequence[Row]] = []
+    start = 0
+    for index in range(1, len(rows) + 1):
+        if index == len(rows) or _shared(rows[index]) != _shared(rows[start]):
+            groups.append(rows[start:index])
+            start = index
+    return groups
+
+
+def _shared(row: Row) -> tuple[str, str, int, int, float]:
+    return row.task, row.queue, row.priority, row.max_attempts, row.delay
 
 
 def _resolved(
@@ -157,6 +187,20 @@ def write_sync(conn: Any, conn_kind: str, rows: Sequence[Row]) -> list[uuid.UUID
 
 
 def _insert_sync(
+    conn: Any, conn_kind: str, rows: Sequence[Row]
+) -> tuple[set[uuid.UUID], list[str]]:
+    if conn_kind == "sa" and _dialect(conn) == "sqlite":
+        return _insert_group_sync(conn, conn_kind, rows)
+    inserted: set[uuid.UUID] = set()
+    missing: list[str] = []
+    for group in _groups(rows):
+        new, lost = _insert_group_sync(conn, conn_kind, group)
+        inserted |= new
+        missing += lost
+    return inserted, missing
+
+
+def _insert_group_sync(
     conn: Any, conn_kind: str, rows: Sequence[Row]
 ) -> tuple[set[uuid.UUID], list[str]]:
     unique = any(row.unique_key is not None for row in rows)
@@ -237,6 +281,18 @@ def _sa_sync(conn: Any, rows: Sequence[Row]) -> list[uuid.UUID]:
 
 
 async def _insert_async(
+    conn: Any, conn_kind: str, rows: Sequence[Row]
+) -> tuple[set[uuid.UUID], list[str]]:
+    inserted: set[uuid.UUID] = set()
+    missing: list[str] = []
+    for group in _groups(rows):
+        new, lost = await _insert_group_async(conn, conn_kind, group)
+        inserted |= new
+        missing += lost
+    return inserted, missing
+
+
+async def _insert_group_async(
     conn: Any, conn_kind: str, rows: Sequence[Row]
 ) -> tuple[set[uuid.UUID], list[str]]:
     unique = any(row.unique_key is not None for row in rows)

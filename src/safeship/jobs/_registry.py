@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING, Any, overload
 from safeship.jobs._complete import complete_async, complete_sync
 from safeship.jobs._cron_expr import CronExpr
 from safeship.jobs._enqueue import Row, async_kind, sync_kind, write_async, write_sync
-from safeship.jobs._model import Cancelled, UnknownTaskError, check_name, encode_args, uuid7
+from safeship.jobs._model import (
+    Cancelled,
+    UnknownTaskError,
+    check_name,
+    encode_args,
+    uuid7,
+    uuid7s,
+)
 from safeship.jobs._policy import Orphan, Retry, parse_rate
 
 if TYPE_CHECKING:
@@ -90,6 +97,34 @@ class Task:
             key,
             seconds,
         )
+
+    def rows(
+        self,
+        many: Iterable[Mapping[str, Any]],
+        *,
+        delay: float | None = None,
+        run_at: datetime | None = None,
+        priority: int | None = None,
+        unique_key: str | None = None,
+    ) -> list[Row]:
+        """:meth:`row` for many jobs sharing the options: the options are checked, the
+        delay computed and the clock read once for the whole batch."""
+        batch = list(many)
+        seconds = _delay(delay, run_at)
+        level = self.priority if priority is None else _priority(priority)
+        if unique_key is not None and not 1 <= len(unique_key) <= _MAX_UNIQUE:
+            raise ValueError(f"unique_key: 1-{_MAX_UNIQUE} characters, got {len(unique_key)}")
+        name, queue, attempts = self.name, self.queue, self.retry.attempts
+        rows = []
+        for job_id, args in zip(uuid7s(len(batch)), batch, strict=True):
+            if not isinstance(args, Mapping):
+                raise TypeError(
+                    f"{name}: job arguments are a mapping of names, got {type(args).__name__}"
+                )
+            key = unique_key if unique_key is not None else self.unique_key(args)
+            text = encode_args(dict(args))
+            rows.append(Row(job_id, name, queue, text, level, attempts, key, seconds))
+        return rows
 
     def enqueue(self, conn: Any, /, **args: Any) -> uuid.UUID:
         """Enqueue one job in ``conn``'s transaction; its id (the existing one for a
@@ -340,8 +375,7 @@ class Jobs:
     def _rows(
         self, task: str | Task, many: Iterable[Mapping[str, Any]], options: dict[str, Any]
     ) -> list[Row]:
-        found = self.get(task)
-        return [found.row(args, **options) for args in many]
+        return self.get(task).rows(many, **options)
 
     def enqueue(
         self, conn: Any, task: str | Task, args: Mapping[str, Any] | None = None, **options: Any
