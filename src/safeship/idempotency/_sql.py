@@ -9,6 +9,7 @@ response commits with the business write) and for the ``once`` primitive.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import types
@@ -215,6 +216,128 @@ def _driver_row(row: Any) -> Any:
     return types.SimpleNamespace(**fields)
 
 
+_TABLE = "safeship_idempotency"
+_PG_NOW = _NOW["postgresql"]
+#: Many claims in one statement (and one commit): the rows come from arrays, one element
+#: per caller; RETURNING names the keys whose callers now own them.
+_CLAIM_MANY = f"""
+INSERT INTO {_TABLE} AS t (key, fingerprint, state, token, lease_until, expires_at,
+    created_at, status, headers, body, body_kept)
+SELECT v.key, v.fingerprint, v.state, v.token, {_PG_NOW} + v.lease_ms, {_PG_NOW} + v.ttl_ms,
+    {_PG_NOW}, NULL, NULL, NULL, NULL
+FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::varchar[], $5::bigint[],
+    $6::bigint[]) AS v(key, fingerprint, state, token, lease_ms, ttl_ms)
+ORDER BY v.key
+ON CONFLICT (key) DO UPDATE SET fingerprint = excluded.fingerprint, state = excluded.state,
+    token = excluded.token, lease_until = excluded.lease_until,
+    expires_at = excluded.expires_at, created_at = excluded.created_at, status = NULL,
+    headers = NULL, body = NULL, body_kept = NULL
+WHERE t.expires_at <= {_PG_NOW}
+RETURNING t.key"""  # noqa: S608 - constant SQL
+_GET_MANY = f"SELECT *, {_PG_NOW} AS now FROM {_TABLE} WHERE key = ANY($1::varchar[])"  # noqa: S608 - constant SQL
+#: Many completes in one statement: each row changes only while its caller's token holds it.
+_COMPLETE_MANY = f"""
+UPDATE {_TABLE} AS t SET state = '{_DONE}', token = NULL, lease_until = NULL,
+    expires_at = {_PG_NOW} + v.ttl_ms, status = v.status, headers = v.headers::json,
+    body = v.body, body_kept = v.body_kept
+FROM unnest($1::varchar[], $2::varchar[], $3::bigint[], $4::int[], $5::text[], $6::bytea[],
+    $7::bool[]) AS v(key, token, ttl_ms, status, headers, body, body_kept)
+WHERE t.key = v.key AND t.token = v.token AND t.state = '{_IN_FLIGHT}'
+RETURNING t.key"""  # noqa: S608 - constant SQL
+
+
+_COMPLETE_ITEM = ("p_key", "p_token", "p_ttl_ms", "p_status", "p_headers", "p_body", "p_body_kept")
+
+
+class _Turn:
+    """The claims (or completes) asked for in one event-loop turn, sent as one statement.
+
+    Concurrent requests then share a round trip and a commit (PostgreSQL flushes its WAL
+    once per commit, so one commit of sixteen claims costs about what one claim does).
+    Each caller still learns its own key's outcome: the statement returns the keys it
+    took or changed.  A batch never holds one key twice (a later duplicate waits for the
+    next statement), and a statement that fails for a reason other than the store being
+    down (a deadlock with another server's batch, a value the database refuses) is run
+    again one caller at a time, so each caller gets the answer it would have had alone.
+    """
+
+    def __init__(
+        self,
+        many: Callable[[Any, list[tuple[Any, ...]]], Awaitable[list[Any]]],
+        one: Callable[[Any, tuple[Any, ...]], Awaitable[Any]],
+        on_driver: Callable[[Callable[[Any], Awaitable[None]]], Awaitable[None]],
+    ) -> None:
+        self._many, self._one, self._on_driver = many, one, on_driver
+        self._pending: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
+        self._sending: set[asyncio.Task[None]] = set()
+
+    async def __call__(self, item: tuple[Any, ...]) -> Any:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        if not self._pending:  # the first call of this turn sends the turn's batch
+            loop.call_soon(self._flush)
+        self._pending.append((item, future))
+        return await future
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        task = asyncio.get_running_loop().create_task(self._send(batch))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _send(self, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]]) -> None:
+        import asyncpg
+
+        batch = [entry for entry in batch if not entry[1].done()]  # callers gone: not sent
+        if not batch:
+            return
+        rounds: list[list[tuple[tuple[Any, ...], asyncio.Future[Any]]]] = []
+        for entry in batch:  # item[0] is the key: one key at most once per statement
+            for group in rounds:
+                if all(other[0][0] != entry[0][0] for other in group):
+                    group.append(entry)
+                    break
+            else:
+                rounds.append([entry])
+
+        async def work(conn: Any) -> None:
+            for group in rounds:
+                items = [item for item, _ in group]
+                try:
+                    answers = await self._many(conn, items) if len(items) > 1 else None
+                except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError):
+                    raise
+                except asyncpg.PostgresError:
+                    answers = None  # each caller alone below, with its own outcome
+                for item, future in group:
+                    if answers is None:
+                        try:
+                            answer = await self._one(conn, item)
+                        except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError):
+                            raise
+                        except Exception as exc:  # noqa: BLE001 -- handed to its caller
+                            if not future.done():
+                                future.set_exception(exc)
+                            continue
+                    else:
+                        answer = answers.pop(0)
+                    if not future.done():  # its caller was cancelled; the call itself ran
+                        future.set_result(answer)
+
+        try:
+            await self._on_driver(work)
+        except BaseException as exc:  # every caller still waiting learns it (store down)
+            for _, future in batch:
+                if future.done():
+                    continue
+                if isinstance(exc, asyncio.CancelledError):
+                    future.cancel()
+                else:
+                    future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+
+
 def read_record(conn: sa.Connection, key: str) -> Record | None:
     """What ``key`` holds now on ``conn``, or None when it is free or expired."""
     return _live_record(conn.execute(_statements(conn.dialect.name)["get"], {"p_key": key}).first())
@@ -239,6 +362,66 @@ class SqlStore:
         self._autocommit: Any = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._driver = self._async and engine.dialect.driver == "asyncpg"
         self._sql = _driver_statements(engine.dialect) if self._driver else {}
+        self._claims = _Turn(self._claim_many, self._claim_one, self._on_driver)
+        self._completes = _Turn(self._complete_many, self._complete_one, self._on_driver)
+
+    # The asyncpg path's claims and completes, one caller's (item) or a turn's (items).
+    # A claim item is (key, fingerprint, state, token, lease_ms, ttl_ms) and its answer a
+    # Claim; a complete item is (key, token, ttl_ms, status, headers JSON, body, body_kept)
+    # and its answer whether the caller's token still held the key.
+
+    async def _claim_one(self, conn: Any, item: tuple[Any, ...]) -> Claim:
+        key, fingerprint, state, token, lease_ms, ttl_ms = item
+        params = {
+            "p_key": key,
+            "p_fingerprint": fingerprint,
+            "p_state": state,
+            "p_token": token,
+            "p_lease_ms": lease_ms,
+            "p_ttl_ms": ttl_ms,
+        }
+        sql, args = _driver_args(self._sql, "claim", params)
+        if await conn.fetchrow(sql, *args) is not None:
+            return Claim(token)
+        get_sql, get_args = _driver_args(self._sql, "get", {"p_key": key})
+        row = await conn.fetchrow(get_sql, *get_args)
+        return Claim(None, None if row is None else _live_record(_driver_row(row)))
+
+    async def _claim_many(self, conn: Any, items: list[tuple[Any, ...]]) -> list[Claim]:
+        columns = [list(column) for column in zip(*items, strict=True)]
+        taken = {row["key"] for row in await conn.fetch(_CLAIM_MANY, *columns)}
+        held = [item[0] for item in items if item[0] not in taken]
+        found = {}
+        if held:  # the keys someone else holds: read back, as a lone claim does
+            found = {row["key"]: row for row in await conn.fetch(_GET_MANY, held)}
+        answers = []
+        for key, _, _, token, _, _ in items:
+            if key in taken:
+                answers.append(Claim(token))
+            else:
+                row = found.get(key)
+                answers.append(Claim(None, None if row is None else _live_record(_driver_row(row))))
+        return answers
+
+    async def _complete_one(self, conn: Any, item: tuple[Any, ...]) -> bool:
+        key, token, ttl_ms, status, headers, body, body_kept = item
+        params = {
+            "p_key": key,
+            "p_token": token,
+            "p_ttl_ms": ttl_ms,
+            "p_status": status,
+            "p_headers": headers,
+            "p_body": body,
+            "p_body_kept": body_kept,
+        }
+        sql, args = _driver_args(self._sql, "complete", params)
+        return str(await conn.execute(sql, *args)).rsplit(" ", 1)[-1] == "1"
+
+    async def _complete_many(self, conn: Any, items: list[tuple[Any, ...]]) -> list[bool]:
+        columns = [list(column) for column in zip(*items, strict=True)]
+        columns[4] = [json.dumps(headers) for headers in columns[4]]
+        changed = {row["key"] for row in await conn.fetch(_COMPLETE_MANY, *columns)}
+        return [item[0] in changed for item in items]
 
     async def _on_driver(self, work: Callable[[Any], Awaitable[T]]) -> T:
         """``await work(asyncpg connection)`` on a connection of the engine's pool."""
@@ -307,17 +490,11 @@ class SqlStore:
         statement, params = claim_statement(
             self.dialect, key, fingerprint, token, lease_ms, lease_ms + unknown_ms
         )
-        if self._driver:
-            sql, args = _driver_args(self._sql, "claim", params)
-            get_sql, get_args = _driver_args(self._sql, "get", {"p_key": key})
-
-            async def on(conn: Any) -> Claim:
-                if await conn.fetchrow(sql, *args) is not None:
-                    return Claim(token)
-                row = await conn.fetchrow(get_sql, *get_args)
-                return Claim(None, None if row is None else _live_record(_driver_row(row)))
-
-            return await self._on_driver(on)
+        if self._driver:  # with the other claims of this loop turn, in one statement
+            claim: Claim = await self._claims(
+                (key, fingerprint, params["p_state"], token, lease_ms, params["p_ttl_ms"])
+            )
+            return claim
 
         def work(conn: sa.Connection) -> Claim:
             if conn.execute(statement, params).first() is not None:
@@ -336,6 +513,9 @@ class SqlStore:
 
     async def complete(self, key: str, token: str, response: StoredResponse, *, ttl: float) -> bool:
         _, params = complete_statement(self.dialect, key, token, response, to_ms(ttl, "ttl"))
+        if self._driver:  # with the other completes of this loop turn, in one statement
+            done: bool = await self._completes(tuple(params[name] for name in _COMPLETE_ITEM))
+            return done
         return await self._change("complete", **params)
 
     async def mark_unknown(self, key: str, token: str, *, unknown_ttl: float = UNKNOWN_TTL) -> bool:
