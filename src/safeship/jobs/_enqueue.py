@@ -56,7 +56,8 @@ _SQLITE = sa.text(
 )
 _STYLES = {
     "sa": tuple(f":p{i}" for i in range(8)),
-    "psycopg": ("%s",) * 8,
+    # Named, because the many-rows statement uses its parameters out of order.
+    "psycopg": tuple(f"%(p{i})s" for i in range(8)),
     "asyncpg": tuple(f"${i}" for i in range(1, 9)),
 }
 
@@ -113,7 +114,7 @@ def _params(style: str, rows: Sequence[Row]) -> Any:
             [r.unique_key for r in rows],
             first.delay,
         ]
-    if style == "sa":
+    if style in ("sa", "psycopg"):
         return {f"p{i}": value for i, value in enumerate(values)}
     return list(values)
 
