@@ -54,7 +54,9 @@ async def test_an_order_confirms_through_a_job_and_a_broken_mailer_lands_in_dead
     flags = FlagClient(store=store, push=False)
     jobs = demo_jobs(flags)
     app = create_orders_app(engine, flags, jobs=jobs)
-    worker = jobs.worker(engine, poll=0.05, lease=2.0, heartbeat=0.5, listen=False)
+    # A long lease: on a loaded machine a short one can expire under a running job, and
+    # this test is about retries and dead letters, not about rescues.
+    worker = jobs.worker(engine, poll=0.05, lease=15.0, heartbeat=0.5, listen=False)
     running = asyncio.create_task(worker.run())
     transport = httpx.ASGITransport(app=app)
     try:
@@ -82,8 +84,8 @@ async def test_an_order_confirms_through_a_job_and_a_broken_mailer_lands_in_dead
             assert (await client.post("/orders/999999/confirmation")).status_code == 404
             assert (await client.get(f"/jobs/{uuid.uuid4()}")).status_code == 404
             await _until_finished(client.get, f"/jobs/{job_id}")
-            # Every confirmation sent so far finishes before the mailer breaks.
-            assert other.json()["id"] != job_id
+            # The other key's job is this one while it runs, or a new one once it finished:
+            # either way it finishes before the mailer breaks.
             await _until_finished(client.get, f"/jobs/{other.json()['id']}")
 
             # The fault switch: the confirmation fails, retries with backoff, then is dead.

@@ -71,6 +71,7 @@ def test_node_sdk_matches_safeship_and_sees_a_live_change(kind: str, plane: Plan
     assert first["rollout"] == [own.is_enabled(ROLLOUT, {"userId": u}) for u in users]
     assert 0.15 < sum(first["rollout"]) / len(users) < 0.35
     expected = [own.variant(COLOURS, {"userId": u}).name for u in users]
+    assert [v.get("error") for v in first["variants"]] == [None] * len(users)
     assert [v["name"] for v in first["variants"]] == expected
     payloads = [v["payload"] for v in first["variants"]]
     if kind.startswith("unleash"):
