@@ -68,6 +68,14 @@ def make_service(store: Store, *, default: RouteOptions | None = None) -> Servic
         await service.gate.wait()
         return {"done": runs["slow"]}
 
+    @app.post("/slow-held")  # the default lease: a stalled loop cannot make it lapse
+    @idempotent()
+    async def slow_held() -> dict[str, int]:
+        runs["slow"] += 1
+        service.entered.set()
+        await service.gate.wait()
+        return {"done": runs["slow"]}
+
     @app.post("/boom")
     @idempotent()
     async def boom() -> dict[str, str]:

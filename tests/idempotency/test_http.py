@@ -92,12 +92,12 @@ async def test_a_retry_while_the_first_runs_gets_409_with_retry_after(store: Sto
     service = make_service(store)
     key = _key()
     async with service.client() as client:
-        first = asyncio.create_task(client.post("/slow", headers=key))
+        first = asyncio.create_task(client.post("/slow-held", headers=key))
         await asyncio.wait_for(service.entered.wait(), 10)
-        during = await client.post("/slow", headers=key)
+        during = await client.post("/slow-held", headers=key)
         service.gate.set()
         done = await first
-        after = await client.post("/slow", headers=key)
+        after = await client.post("/slow-held", headers=key)
     _problem(during, 409, "in-flight")
     assert int(during.headers["retry-after"]) >= 1
     assert done.status_code == after.status_code == 200 and after.content == done.content
