@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from safeship.idempotency import _schema as schema
 from safeship.idempotency._errors import IdempotencyStoreError
 from safeship.idempotency._model import Claim, Record, State, StoredResponse
-from safeship.idempotency._store import UNKNOWN_TTL, new_token, to_ms
+from safeship.idempotency._store import UNKNOWN_TTL, fail_waiting, new_token, to_ms
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -327,13 +327,7 @@ class _Turn:
         try:
             await self._on_driver(work)
         except BaseException as exc:  # every caller still waiting learns it (store down)
-            for _, future in batch:
-                if future.done():
-                    continue
-                if isinstance(exc, asyncio.CancelledError):
-                    future.cancel()
-                else:
-                    future.set_exception(exc)
+            fail_waiting((future for _, future in batch), exc)
             if not isinstance(exc, Exception):
                 raise
 

@@ -14,7 +14,7 @@ import functools
 import json
 import math
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from safeship.idempotency._errors import IdempotencyStoreError
@@ -23,12 +23,24 @@ from safeship.idempotency._model import Claim, Record, State, StoredResponse
 if TYPE_CHECKING:
     import redis.asyncio
 
-__all__ = ["UNKNOWN_TTL", "RedisStore", "Store", "new_token", "to_ms"]
+__all__ = ["UNKNOWN_TTL", "RedisStore", "Store", "fail_waiting", "new_token", "to_ms"]
 
 T = TypeVar("T")
 
 #: Seconds an unknown outcome holds its key before the key is released (default).
 UNKNOWN_TTL = 300.0
+
+
+def fail_waiting(futures: Iterable[asyncio.Future[Any]], exc: BaseException) -> None:
+    """Every caller of a batch still waiting on its future learns ``exc`` (a cancellation
+    cancels it); callers already answered or gone are left alone."""
+    for future in futures:
+        if future.done():
+            continue
+        if isinstance(exc, asyncio.CancelledError):
+            future.cancel()
+        else:
+            future.set_exception(exc)
 
 
 def new_token() -> str:
@@ -236,13 +248,7 @@ class RedisStore:
                 pipe.evalsha(script.sha, len(keys), *keys, *args)
             answers = await _guarded(lambda: pipe.execute(raise_on_error=False))
         except BaseException as exc:  # every caller of the batch learns it (store down)
-            for *_, future in batch:
-                if future.done():
-                    continue
-                if isinstance(exc, asyncio.CancelledError):
-                    future.cancel()
-                else:
-                    future.set_exception(exc)
+            fail_waiting((future for *_, future in batch), exc)
             if not isinstance(exc, Exception):
                 raise
             return
