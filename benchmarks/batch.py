@@ -8,6 +8,10 @@ Cases:
                      ``baseline`` (one autocommit INSERT per message, 4 connections)
   ingest-10k-p99     ms from enqueue to commit, 99th percentile, same runs (rows still
                      uncommitted when the drain ends count with their age at that moment)
+  ingest-max         rows/s committed within 6 s (2 s quick) by a producer that offers
+                     messages as fast as each impl takes them (the writer's ``put`` waits
+                     on a full buffer; the baseline's queue holds 1,000): the capacity of
+                     each, so the ratio is not capped by the 10,000 msg/s offered above
   bulk-insert        rows/s for 100k rows (20k quick), median of 5 rounds (7 quick) after a
                      warm-up round: ``safeship`` (AsyncBatchWriter, ``max_rows`` = the row
                      count, so one COPY), ``copy`` (one raw asyncpg ``copy_records_to_table``)
@@ -40,7 +44,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, rela
 from safeship.data import AsyncBatchWriter, NPlusOneDetector
 
 RATE = 10_000
-CASES = ("ingest-10k", "ingest-10k-p99", "bulk-insert", "nplusone-overhead")
+CASES = ("ingest-10k", "ingest-10k-p99", "ingest-max", "bulk-insert", "nplusone-overhead")
 
 
 def emit(case: str, impl: str, value: float, unit: str) -> None:
@@ -139,6 +143,61 @@ async def ingest_baseline(pool: asyncpg.Pool, seconds: float) -> tuple[float, fl
     now = time.perf_counter()
     latencies.extend(now - row[1] for row in _drain(queue))
     return rate, p99(latencies)
+
+
+async def flood(seconds: float, put: Callable[[tuple[Any, ...]], Any]) -> None:
+    """Offer messages as fast as ``put`` takes them, for ``seconds``."""
+    deadline = time.perf_counter() + seconds
+    sent = 0
+    while time.perf_counter() < deadline:
+        for _ in range(100):
+            await put((sent, 0.0, "click"))
+            sent += 1
+        await asyncio.sleep(0)  # the consumers run even when ``put`` never has to wait
+
+
+async def capacity_safeship(pool: asyncpg.Pool, table: sa.Table, seconds: float) -> float:
+    """Rows the writer commits within ``seconds`` of a flood (rows still buffered at the
+    deadline are not counted)."""
+    committed = 0
+    deadline = 0.0
+
+    def written(rows: Sequence[tuple[Any, ...]]) -> None:
+        nonlocal committed
+        if time.perf_counter() <= deadline:
+            committed += len(rows)
+
+    writer = AsyncBatchWriter(
+        pool, table, backpressure="await", max_rows=1000, max_delay=0.02, capacity=50_000,
+        on_written=written, name="bench-capacity",
+    )  # fmt: skip
+    await writer.start()
+    deadline = time.perf_counter() + seconds
+    await flood(seconds, writer.put)
+    await writer.aclose()
+    return committed / seconds
+
+
+async def capacity_baseline(pool: asyncpg.Pool, seconds: float) -> float:
+    """Rows four connections commit, one autocommit INSERT each, within ``seconds``."""
+    queue: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue(maxsize=1000)
+    committed = 0
+
+    async def consume() -> None:
+        nonlocal committed
+        async with pool.acquire() as conn:
+            while True:
+                row = await queue.get()
+                await conn.execute("INSERT INTO ingest VALUES ($1, $2, $3)", *row)
+                committed += 1
+
+    workers = [asyncio.create_task(consume()) for _ in range(4)]
+    await flood(seconds, queue.put)
+    done = committed
+    for worker in workers:
+        worker.cancel()
+    await asyncio.gather(*workers, return_exceptions=True)
+    return done / seconds
 
 
 def _drain(queue: asyncio.Queue[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
@@ -253,6 +312,12 @@ async def main_async(args: argparse.Namespace) -> None:
                 emit("ingest-10k", "baseline", base_rate, "rows/s")
                 emit("ingest-10k-p99", "safeship", late, "ms")
                 emit("ingest-10k-p99", "baseline", base_late, "ms")
+            if "ingest-max" in cases:
+                await reset(pool)
+                most = await capacity_safeship(pool, table, seconds)
+                await reset(pool)
+                emit("ingest-max", "safeship", most, "rows/s")
+                emit("ingest-max", "baseline", await capacity_baseline(pool, seconds), "rows/s")
             if "bulk-insert" in cases:
                 for impl, value in (await bulk(dsn, pool, table, rows)).items():
                     emit("bulk-insert", impl, value, "rows/s")
