@@ -67,7 +67,16 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def test_flask_sqlalchemy_session_stages_in_its_transaction(database_url: str) -> None:
     engine = create_engine(database_url)
     upgrade(engine)
-    app, _ = make_app(database_url)
+    app, db = make_app(database_url)
+    try:
+        check_session_and_relay(engine, app)
+    finally:  # Flask-SQLAlchemy's engines are the app's: their pooled connections close here
+        with app.app_context():
+            db.engine.dispose()
+        engine.dispose()
+
+
+def check_session_and_relay(engine: sa.Engine, app: Flask) -> None:
     client = app.test_client()
     placed = client.post("/orders", json={"item": "book"}, headers={"X-Request-ID": "fl-1"})
     declined = client.post("/orders", json={"item": "lamp", "fail": True})
@@ -87,7 +96,6 @@ def test_flask_sqlalchemy_session_stages_in_its_transaction(database_url: str) -
             time.sleep(0.05)
     finally:
         running.stop()
-        engine.dispose()
     assert [(e.aggregate_id, e.payload_json()) for e in delivered] == [
         (order, {"item": "book", "request_id": "fl-1"})
     ]
