@@ -39,6 +39,10 @@ CONCURRENCY = 16
 PAYLOAD = {"item": "tea", "qty": 2, "note": "x" * 100}
 
 Setup = Callable[[FastAPI], Awaitable[None]]
+#: An impl's builder: (store, database URL, Redis client, exit stack) -> app.  What the
+#: build opens that the shared Redis client does not cover (a database engine or pool) is
+#: pushed on the stack, closed at the end of the case.
+Build = Callable[[str, str, redis.asyncio.Redis, contextlib.AsyncExitStack], Awaitable[FastAPI]]
 
 
 def emit(case: str, impl: str, value: float, unit: str) -> None:
@@ -63,7 +67,9 @@ def make_app(decorate: Callable[[Any], Any] = lambda f: f) -> FastAPI:
     return app
 
 
-async def _safeship(app_store: str, db_url: str, client: redis.asyncio.Redis) -> FastAPI:
+async def _safeship(
+    app_store: str, db_url: str, client: redis.asyncio.Redis, stack: contextlib.AsyncExitStack
+) -> FastAPI:
     from safeship.idempotency import (
         IdempotencyMiddleware,
         RedisStore,
@@ -88,7 +94,9 @@ async def _safeship(app_store: str, db_url: str, client: redis.asyncio.Redis) ->
         idempotency.create(sync, checkfirst=True)
         sync.dispose()
         async_url = db_url.replace("+psycopg", "+asyncpg")
-        store = SqlStore(create_async_engine(async_url, pool_size=CONCURRENCY))
+        engine = create_async_engine(async_url, pool_size=CONCURRENCY)
+        stack.push_async_callback(engine.dispose)
+        store = SqlStore(engine)
     app.add_middleware(
         IdempotencyMiddleware, store=store, principal=principal_from_header("x-api-key")
     )
@@ -96,7 +104,7 @@ async def _safeship(app_store: str, db_url: str, client: redis.asyncio.Redis) ->
 
 
 async def _asgi_idempotency_header(
-    app_store: str, _db: str, client: redis.asyncio.Redis
+    app_store: str, _db: str, client: redis.asyncio.Redis, _stack: contextlib.AsyncExitStack
 ) -> FastAPI:
     if app_store != "redis":
         raise LookupError("no PostgreSQL backend")
@@ -110,7 +118,9 @@ async def _asgi_idempotency_header(
     return app
 
 
-async def _fastidempotent(app_store: str, db_url: str, client: redis.asyncio.Redis) -> FastAPI:
+async def _fastidempotent(
+    app_store: str, db_url: str, client: redis.asyncio.Redis, stack: contextlib.AsyncExitStack
+) -> FastAPI:
     from fastidempotent import IdempotencyMiddleware
 
     if app_store == "redis":
@@ -121,6 +131,7 @@ async def _fastidempotent(app_store: str, db_url: str, client: redis.asyncio.Red
         from fastidempotent.backends.postgres import PostgresBackend
 
         backend = PostgresBackend(url=db_url.replace("+psycopg", "+asyncpg"))
+        stack.push_async_callback(backend.close)
     with contextlib.suppress(AttributeError):
         await backend.init()
     app = make_app()
@@ -128,7 +139,9 @@ async def _fastidempotent(app_store: str, db_url: str, client: redis.asyncio.Red
     return app
 
 
-async def _idemkit(app_store: str, db_url: str, client: redis.asyncio.Redis) -> FastAPI:
+async def _idemkit(
+    app_store: str, db_url: str, client: redis.asyncio.Redis, stack: contextlib.AsyncExitStack
+) -> FastAPI:
     from idemkit import HttpConfig, IdempotencyMiddleware
 
     if app_store == "redis":
@@ -143,6 +156,7 @@ async def _idemkit(app_store: str, db_url: str, client: redis.asyncio.Redis) -> 
         with contextlib.suppress(Exception):  # already created by an earlier build
             await init_pg(dsn)
         backend = PostgresBackend.from_url(dsn)
+        stack.push_async_callback(backend.aclose)  # its asyncpg pool
     for name in ("connect", "start", "setup", "init", "create_schema", "migrate"):
         method = getattr(backend, name, None)
         if method is not None:
@@ -158,11 +172,13 @@ async def _idemkit(app_store: str, db_url: str, client: redis.asyncio.Redis) -> 
     return app
 
 
-async def _baseline(_store: str, _db: str, _client: redis.asyncio.Redis) -> FastAPI:
+async def _baseline(
+    _store: str, _db: str, _client: redis.asyncio.Redis, _stack: contextlib.AsyncExitStack
+) -> FastAPI:
     return make_app()
 
 
-IMPLS: dict[str, Callable[[str, str, redis.asyncio.Redis], Awaitable[FastAPI]]] = {
+IMPLS: dict[str, Build] = {
     "baseline": _baseline,
     "safeship": _safeship,
     "asgi-idempotency-header": _asgi_idempotency_header,
@@ -197,11 +213,25 @@ async def _rate(app: FastAPI, requests: int, *, same_key: bool) -> float:
 
 
 async def _case(case: str, store: str, db_url: str, requests: int, rounds: int) -> None:
-    client = redis.asyncio.Redis.from_url(REDIS_URL)
+    async with contextlib.AsyncExitStack() as stack:
+        client = redis.asyncio.Redis.from_url(REDIS_URL)
+        stack.push_async_callback(client.aclose)
+        await _measure(case, store, db_url, requests, rounds, client, stack)
+
+
+async def _measure(
+    case: str,
+    store: str,
+    db_url: str,
+    requests: int,
+    rounds: int,
+    client: redis.asyncio.Redis,
+    stack: contextlib.AsyncExitStack,
+) -> None:
     apps: dict[str, FastAPI] = {}
     for impl, build in IMPLS.items():
         try:
-            apps[impl] = await build(store, db_url, client)
+            apps[impl] = await build(store, db_url, client, stack)
             await _rate(apps[impl], 5, same_key=case.startswith("replay"))
         except Exception as exc:  # noqa: BLE001 -- a peer that cannot run a case is left out, said why
             apps.pop(impl, None)
@@ -216,7 +246,6 @@ async def _case(case: str, store: str, db_url: str, requests: int, rounds: int) 
     for impl, rate in best.items():
         if impl != "baseline":
             emit(case, impl, rate / best["baseline"], "ratio")
-    await client.aclose()
 
 
 @contextlib.asynccontextmanager
