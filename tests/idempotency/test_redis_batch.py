@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio
+import redis.exceptions
 
 from safeship.idempotency import IdempotencyStoreError, RedisStore, State, StoredResponse
 
@@ -95,3 +96,75 @@ async def test_a_dead_server_fails_every_call_of_the_batch_as_store_down() -> No
     )
     assert all(isinstance(a, IdempotencyStoreError) for a in answers), answers
     await dead.aclose()
+
+
+def _count_script_calls(client: Any, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of keys of each EVALSHA the store's pipelines send."""
+    keys: list[int] = []
+    pipeline = client.pipeline
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        pipe = pipeline(*args, **kwargs)
+        evalsha = pipe.evalsha
+
+        def counted_evalsha(sha: str, numkeys: int, *rest: Any) -> Any:
+            keys.append(numkeys)
+            return evalsha(sha, numkeys, *rest)
+
+        pipe.evalsha = counted_evalsha
+        return pipe
+
+    monkeypatch.setattr(client, "pipeline", counted)
+    return keys
+
+
+async def test_one_turns_calls_of_a_kind_share_one_script_call(
+    client: redis.asyncio.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = _store(client)
+    claimed = await store.claim("first", "fp", lease=5, ttl=60)
+    assert claimed.token is not None
+    calls = _count_script_calls(client, monkeypatch)
+    answers: list[Any] = await asyncio.gather(
+        *(store.claim(f"c{i}", "fp", lease=5, ttl=60) for i in range(8)),
+        store.complete("first", claimed.token, RESPONSE, ttl=60),
+        store.get("c0"),  # queued after c0's claim in the same turn: it sees the claim
+    )
+    assert sorted(calls) == [2, 2, 16]  # 8 claims in one call; one complete; one get
+    assert all(a.token is not None for a in answers[:8])
+    assert answers[8] is True
+    assert answers[9] is not None and answers[9].state is State.IN_FLIGHT
+    record = await store.get("first")
+    assert record is not None and record.state is State.DONE and record.response == RESPONSE
+
+
+async def test_an_item_that_fails_fails_alone(client: redis.asyncio.Redis) -> None:
+    store = _store(client)
+    await client.lpush(store._keys("listed")[0], "not a record")  # the wrong type for GET
+    answers = await asyncio.gather(
+        store.claim("before", "fp", lease=5, ttl=60),
+        store.claim("listed", "fp", lease=5, ttl=60),
+        store.claim("after", "fp", lease=5, ttl=60),
+        return_exceptions=True,
+    )
+    assert not isinstance(answers[0], BaseException) and answers[0].token is not None
+    assert isinstance(answers[1], redis.exceptions.ResponseError), answers[1]
+    assert "WRONGTYPE" in str(answers[1])
+    assert not isinstance(answers[2], BaseException) and answers[2].token is not None
+    await client.delete(store._keys("listed")[0])
+
+
+async def test_without_batching_each_call_goes_alone_and_fails_alone(
+    client: redis.asyncio.Redis,
+) -> None:
+    store = _store(client)
+    store._batching = False  # as with a Redis Cluster client
+    claim = await store.claim("solo", "fp", lease=5, ttl=60)
+    assert claim.token is not None
+    assert await store.complete("solo", claim.token, RESPONSE, ttl=60)
+    again = await store.claim("solo", "fp", lease=5, ttl=60)
+    assert again.existing is not None and again.existing.response == RESPONSE
+    await client.lpush(store._keys("listed")[0], "not a record")
+    with pytest.raises(redis.exceptions.ResponseError, match="WRONGTYPE"):
+        await store.claim("listed", "fp", lease=5, ttl=60)
+    await client.delete(store._keys("listed")[0])

@@ -181,6 +181,43 @@ return 1
 """
 _GET = "return {redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[2])}"
 
+#: How many ARGV each script takes per key: a batch's arguments are these, item after item.
+_ARITY = {
+    "claim": 4,
+    "renew": 3,
+    "complete": 3,
+    "unknown": 2,
+    "release": 1,
+    "take_over": 3,
+    "get": 0,
+}
+
+
+def _for_many(body: str) -> str:
+    """``body`` (one key's script over KEYS[1..2], ARGV[1..n]) run for every key of a
+    call: KEYS hold two names per item, ARGV[1] is n, then each item's n arguments.  The
+    call answers one reply per item, in order; an item that fails answers its error and
+    the others go on (each item is atomic alone, as a script of its own is)."""
+    return f"""
+local function item(KEYS, ARGV)
+{body}
+end
+local n, out = tonumber(ARGV[1]), {{}}
+for i = 0, #KEYS / 2 - 1 do
+  local args = {{}}
+  for j = 1, n do args[j] = ARGV[1 + i * n + j] end
+  local ok, res = pcall(item, {{KEYS[2 * i + 1], KEYS[2 * i + 2]}}, args)
+  if ok then
+    out[i + 1] = res
+  elseif type(res) == 'table' and res.err then  -- an error of redis.call, as it came
+    out[i + 1] = res
+  else
+    out[i + 1] = redis.error_reply(tostring(res))
+  end
+end
+return out
+"""
+
 
 class RedisStore:
     """Keys in Redis (``redis.asyncio``): a record with the key's TTL and a lease beside it.
@@ -200,10 +237,10 @@ class RedisStore:
         self._client = client
         self._prefix = prefix
         self._batching = _pipelines_plainly(client)
-        self._pending: list[tuple[Any, list[str], list[str | int], asyncio.Future[Any]]] = []
+        self._pending: list[tuple[str, list[str], list[str | int], asyncio.Future[Any]]] = []
         self._sending: set[asyncio.Task[None]] = set()
         self._scripts = {
-            name: client.register_script(source)
+            name: client.register_script(_for_many(source))
             for name, source in {
                 "claim": _CLAIM,
                 "renew": _RENEW,
@@ -220,14 +257,18 @@ class RedisStore:
         return [record, record + ":lease"]
 
     async def _run(self, name: str, key: str, *args: str | int) -> Any:
-        script, keys = self._scripts[name], self._keys(key)
-        if not self._batching:
-            return await _guarded(lambda: script(keys=keys, args=list(args)))
+        keys = self._keys(key)
+        if not self._batching:  # one item per call: its two keys share a slot
+            script = self._scripts[name]
+            (answer,) = await _guarded(lambda: script(keys=keys, args=[len(args), *args]))
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         if not self._pending:  # the first call of this turn sends the turn's batch
             loop.call_soon(self._flush)
-        self._pending.append((script, keys, list(args), future))
+        self._pending.append((name, keys, list(args), future))
         return await future
 
     def _flush(self) -> None:
@@ -236,34 +277,48 @@ class RedisStore:
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
 
-    async def _send(self, batch: list[tuple[Any, list[str], list[str | int], Any]]) -> None:
+    async def _send(self, batch: list[tuple[str, list[str], list[str | int], Any]]) -> None:
+        """One script call per kind of call in the batch (all of a turn's claims in one,
+        its completes in another), those calls in one pipeline: one round trip."""
         from redis.exceptions import NoScriptError
 
-        batch = [entry for entry in batch if not entry[3].done()]  # callers gone: not sent
-        if not batch:
+        groups: dict[str, list[tuple[list[str], list[str | int], Any]]] = {}
+        for name, keys, args, future in batch:
+            if not future.done():  # callers gone: not sent
+                groups.setdefault(name, []).append((keys, args, future))
+        if not groups:
             return
+        calls = []
+        for name, items in groups.items():
+            keys = [k for item_keys, _, _ in items for k in item_keys]
+            argv: list[str | int] = [_ARITY[name]]
+            for _, item_args, _ in items:
+                argv += item_args
+            calls.append((self._scripts[name], keys, argv, [future for *_, future in items]))
         try:
             pipe = self._client.pipeline(transaction=False)
-            for script, keys, args, _ in batch:
-                pipe.evalsha(script.sha, len(keys), *keys, *args)
-            answers = await _guarded(lambda: pipe.execute(raise_on_error=False))
+            for script, keys, argv, _ in calls:
+                pipe.evalsha(script.sha, len(keys), *keys, *argv)
+            replies = await _guarded(lambda: pipe.execute(raise_on_error=False))
         except BaseException as exc:  # every caller of the batch learns it (store down)
             fail_waiting((future for *_, future in batch), exc)
             if not isinstance(exc, Exception):
                 raise
             return
-        for (script, keys, args, future), answer in zip(batch, answers, strict=True):
-            if isinstance(answer, NoScriptError):  # a restarted or flushed server: load it
+        for (script, keys, argv, futures), reply in zip(calls, replies, strict=True):
+            if isinstance(reply, NoScriptError):  # a restarted or flushed server: load it
                 try:
-                    answer = await _guarded(functools.partial(script, keys=keys, args=args))
-                except Exception as exc:  # noqa: BLE001 -- handed to the caller
-                    answer = exc
-            if future.done():  # its caller was cancelled; the call itself ran
-                continue
-            if isinstance(answer, Exception):
-                future.set_exception(answer)
-            else:
-                future.set_result(answer)
+                    reply = await _guarded(functools.partial(script, keys=keys, args=argv))
+                except Exception as exc:  # noqa: BLE001 -- handed to the callers
+                    reply = exc
+            for index, future in enumerate(futures):
+                if future.done():  # its caller was cancelled; the call itself ran
+                    continue
+                answer = reply if isinstance(reply, Exception) else reply[index]
+                if isinstance(answer, Exception):
+                    future.set_exception(answer)
+                else:
+                    future.set_result(answer)
 
     async def claim(
         self,
