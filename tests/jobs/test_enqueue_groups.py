@@ -16,7 +16,7 @@ def _mixed() -> list[Row]:
     shapes = [("a", "q1", 0, 3, 0.0), ("a", "q1", 0, 3, 0.0), ("b", "q2", 5, 1, 0.0),
               ("a", "q1", 0, 3, 60.0), ("a", "q1", 0, 3, 0.0)]  # fmt: skip
     return [
-        Row(uuid7(), task, queue, f'{{"n": {n}}}', priority, attempts, None, delay)
+        Row(uuid7(), task, queue, {"n": n}, priority, attempts, None, delay)
         for n, (task, queue, priority, attempts, delay) in enumerate(shapes)
     ]
 

@@ -4,8 +4,9 @@ The caller's connection or session is used as is (never a second connection), so
 exists if and only if the business write beside it commits.  Sync and async connections
 each have their own entry point and each refuses the other kind at once, so a forgotten
 ``await`` can never enqueue nothing.  Many jobs go in one statement (``unnest`` on
-PostgreSQL).  Unique jobs: a row whose ``unique_key`` is already pending or running is not
-inserted, and the existing job's id is returned in its place.
+PostgreSQL, the arguments as one JSON array).  Unique jobs: a row whose ``unique_key`` is
+already pending or running is not inserted, and the existing job's id is returned in its
+place.
 """
 
 from __future__ import annotations
@@ -13,23 +14,27 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from operator import attrgetter
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
 from safeship.db._connections import checked_async, checked_sync, connection_kind
-from safeship.jobs._model import JobConnectionError
+from safeship.jobs._model import JobConnectionError, encode_args, encode_many
 
 __all__ = ["Row", "sqlite_time", "write_async", "write_sync"]
 
 
 class Row(NamedTuple):
-    """One job to insert, in column order (``delay`` in seconds from the database's now)."""
+    """One job to insert, in column order (``delay`` in seconds from the database's now).
+
+    ``args`` is the job's arguments as a JSON-able value; the write encodes them (all the
+    rows' before any statement runs, so a bad payload raises with nothing written)."""
 
     id: uuid.UUID
     task: str
     queue: str
-    args: str
+    args: Any
     priority: int
     max_attempts: int
     unique_key: str | None
@@ -40,16 +45,26 @@ _COLUMNS = "id, task, queue, args, priority, max_attempts, unique_key, state, cr
 _ON_CONFLICT = " ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING"
 _PG_ONE = (
     f"INSERT INTO safeship_jobs ({_COLUMNS}) VALUES ({{0}}, {{1}}, {{2}}, CAST({{3}} AS jsonb), "  # noqa: S608 - constant SQL
-    "{4}, {5}, {6}, 'pending', now(), now() + {7} * interval '1 second')"
+    "{4}, {5}, {7}, 'pending', now(), now() + {6} * interval '1 second')"
 )
-# Many jobs of one task with the same options (what enqueue_many gives): only the ids, the
-# arguments and the unique keys are arrays; the rest is sent once.
+# Many jobs of one task with the same options (what enqueue_many gives): the ids are an
+# array, the arguments one JSON array (a single value to send and to parse, where a text
+# array costs the driver and the server per element) and the unique keys an array only for
+# unique jobs ({7}, absent otherwise); the rest is sent once.  ROWS FROM pairs the i-th id
+# with the i-th arguments.
 _PG_MANY = (
-    f"INSERT INTO safeship_jobs ({_COLUMNS}) SELECT u.i, {{1}}, {{2}}, CAST(u.a AS jsonb), "  # noqa: S608 - constant SQL
-    "CAST({4} AS smallint), CAST({5} AS int), u.k, 'pending', now(), "
-    "now() + CAST({7} AS float8) * interval '1 second' FROM unnest(CAST({0} AS uuid[]), "
-    "CAST({3} AS text[]), CAST({6} AS text[])) AS u(i, a, k)"
+    f"INSERT INTO safeship_jobs ({_COLUMNS}) SELECT u.i, {{1}}, {{2}}, u.a, "  # noqa: S608 - constant SQL
+    "CAST({4} AS smallint), CAST({5} AS int), {{keys}}, 'pending', now(), "
+    "now() + CAST({6} AS float8) * interval '1 second' FROM ROWS FROM (unnest(CAST({0} AS "
+    "uuid[])), jsonb_array_elements(CAST({3} AS jsonb)){{key_array}}) AS u(i, a{{key_name}})"
 )
+_PG_MANY_KEYS = (
+    _PG_MANY.replace("{{keys}}", "u.k")
+    .replace("{{key_array}}", ", unnest(CAST({7} AS text[]))")
+    .replace("{{key_name}}", ", k")
+)
+_PG_MANY = _PG_MANY.replace("{{keys}}", "NULL").replace("{{key_array}}", "")
+_PG_MANY = _PG_MANY.replace("{{key_name}}", "")
 _SQLITE = sa.text(
     f"INSERT INTO safeship_jobs ({_COLUMNS}) VALUES (:id, :task, :queue, :args, :priority, "  # noqa: S608 - constant SQL
     ":max_attempts, :unique_key, 'pending', :created_at, :run_at)" + _ON_CONFLICT
@@ -63,7 +78,7 @@ _STYLES = {
 
 
 def _sql(style: str, many: bool, unique: bool) -> str:
-    template = _PG_MANY if many else _PG_ONE
+    template = _PG_ONE if not many else _PG_MANY_KEYS if unique else _PG_MANY
     text = template.format(*_STYLES[style])
     return text + (_ON_CONFLICT + " RETURNING id" if unique else "")
 
@@ -98,22 +113,19 @@ def _dialect(conn: Any) -> str:
     return str(bind.dialect.name)
 
 
-def _params(style: str, rows: Sequence[Row]) -> Any:
-    """One row's values, or (for rows of one :func:`_group`) the id, args and unique-key
-    arrays beside the values they share."""
-    values: Sequence[Any] = rows[0]
-    if len(rows) > 1:
-        first = rows[0]
-        values = [
-            [r.id for r in rows],
-            first.task,
-            first.queue,
-            [r.args for r in rows],
-            first.priority,
-            first.max_attempts,
-            [r.unique_key for r in rows],
-            first.delay,
-        ]
+def _params(style: str, rows: Sequence[Row], unique: bool) -> Any:
+    """One row's values, or (for rows of one :func:`_groups` run) the id array, the
+    arguments as one JSON array and (unique jobs only) the unique-key array beside the
+    values they share; the placeholders' order of :func:`_sql`."""
+    first = rows[0]
+    values: list[Any]
+    if len(rows) == 1:
+        values = [first.id, first.task, first.queue, encode_args(first.args)]
+        values += [first.priority, first.max_attempts, first.delay, first.unique_key]
+    else:
+        values = [[r.id for r in rows], first.task, first.queue]
+        values += [encode_many([r.args for r in rows]), first.priority, first.max_attempts]
+        values += [first.delay] + ([[r.unique_key for r in rows]] if unique else [])
     if style in ("sa", "psycopg"):
         return {f"p{i}": value for i, value in enumerate(values)}
     return list(values)
@@ -124,20 +136,22 @@ def _groups(rows: Sequence[Row]) -> list[Sequence[Row]]:
     for a batch of ``enqueue_many``), each written by one statement."""
     groups: list[Sequence[Row]] = []
     start = 0
+    shared = list(map(_shared, rows))
     for index in range(1, len(rows) + 1):
-        if index == len(rows) or _shared(rows[index]) != _shared(rows[start]):
+        if index == len(rows) or shared[index] != shared[start]:
             groups.append(rows[start:index])
             start = index
     return groups
 
 
-def _shared(row: Row) -> tuple[str, str, int, int, float]:
-    return row.task, row.queue, row.priority, row.max_attempts, row.delay
+_shared = attrgetter("task", "queue", "priority", "max_attempts", "delay")
 
 
 def _resolved(
     rows: Sequence[Row], inserted: set[uuid.UUID], existing: dict[str, uuid.UUID]
 ) -> list[uuid.UUID]:
+    if not existing:  # no unique key was taken: every row went in under its own id
+        return [row.id for row in rows]
     ids = []
     for row in rows:
         if row.id in inserted or row.unique_key is None:
@@ -187,44 +201,66 @@ def write_sync(conn: Any, conn_kind: str, rows: Sequence[Row]) -> list[uuid.UUID
     raise JobConnectionError("enqueue: a unique key kept finishing between insert and lookup")
 
 
+class _Statement(NamedTuple):
+    """One statement of a write: its rows, SQL and encoded parameters."""
+
+    rows: Sequence[Row]
+    unique: bool
+    sql: str
+    params: Any
+
+
+def _statements(conn_kind: str, rows: Sequence[Row]) -> list[_Statement]:
+    """The PostgreSQL statements writing ``rows``, one per :func:`_groups` run, every one's
+    parameters encoded before any runs (a bad payload raises with nothing written)."""
+    style = {"sa": "sa", "asyncpg": "asyncpg"}.get(conn_kind, "psycopg")
+    statements = []
+    for group in _groups(rows):
+        unique = any(row.unique_key is not None for row in group)
+        sql = _sql(style, len(group) > 1, unique)
+        statements.append(_Statement(group, unique, sql, _params(style, group, unique)))
+    return statements
+
+
 def _insert_sync(
     conn: Any, conn_kind: str, rows: Sequence[Row]
 ) -> tuple[set[uuid.UUID], list[str]]:
     if conn_kind == "sa" and _dialect(conn) == "sqlite":
-        return _insert_group_sync(conn, conn_kind, rows)
+        return _insert_sqlite(conn, rows)
     inserted: set[uuid.UUID] = set()
     missing: list[str] = []
-    for group in _groups(rows):
-        new, lost = _insert_group_sync(conn, conn_kind, group)
+    for statement in _statements(conn_kind, rows):
+        new, lost = _run_sync(conn, conn_kind, statement)
         inserted |= new
         missing += lost
     return inserted, missing
 
 
-def _insert_group_sync(
-    conn: Any, conn_kind: str, rows: Sequence[Row]
-) -> tuple[set[uuid.UUID], list[str]]:
-    unique = any(row.unique_key is not None for row in rows)
-    if conn_kind == "sa" and _dialect(conn) == "sqlite":
-        now = datetime.now(UTC)
-        params = [_sqlite_params(row, now) for row in rows]
-        conn.execute(_SQLITE, params)
-        return _inserted_sqlite(conn, rows) if unique else ({r.id for r in rows}, [])
-    style = "sa" if conn_kind == "sa" else "psycopg"
-    statement: Any = _sql(style, len(rows) > 1, unique)
-    params = _params(style, rows)
+def _insert_sqlite(conn: Any, rows: Sequence[Row]) -> tuple[set[uuid.UUID], list[str]]:
+    now = datetime.now(UTC)
+    params = [_sqlite_params(row, now) for row in rows]
+    conn.execute(_SQLITE, params)
+    if any(row.unique_key is not None for row in rows):
+        return _inserted_sqlite(conn, rows)
+    return set(), []
+
+
+def _run_sync(conn: Any, conn_kind: str, statement: _Statement) -> tuple[set[uuid.UUID], list[str]]:
+    unique = statement.unique
     if conn_kind == "sa":
-        result = conn.execute(sa.text(statement), params)
+        result = conn.execute(sa.text(statement.sql), statement.params)
         ids = {uuid.UUID(str(r[0])) for r in result} if unique else None
     else:
-        cursor = conn.execute(statement, params)
+        cursor = conn.execute(statement.sql, statement.params)
         ids = {uuid.UUID(str(r[0])) for r in cursor.fetchall()} if unique else None
-    return _split(rows, ids)
+    return _split(statement.rows, ids)
 
 
 def _split(rows: Sequence[Row], ids: set[uuid.UUID] | None) -> tuple[set[uuid.UUID], list[str]]:
+    """The ids inserted under a unique key and the keys found taken (``ids`` None: rows
+    without unique keys, all inserted, so none to report)."""
     if ids is None:
-        return {row.id for row in rows}, []
+        return set(), []
     missing = [r.unique_key for r in rows if r.id not in ids and r.unique_key is not None]
     return ids, missing
 
@@ -240,6 +276,7 @@ def _inserted_sqlite(conn: Any, rows: Sequence[Row]) -> tuple[set[uuid.UUID], li
 def _sqlite_params(row: Row, now: datetime) -> dict[str, Any]:
     params = row._asdict()
     params["id"] = row.id.hex
+    params["args"] = encode_args(row.args)
     params["created_at"] = sqlite_time(now)
     params["run_at"] = sqlite_time(now + timedelta(seconds=row.delay))
     del params["delay"]
@@ -286,27 +323,24 @@ async def _insert_async(
 ) -> tuple[set[uuid.UUID], list[str]]:
     inserted: set[uuid.UUID] = set()
     missing: list[str] = []
-    for group in _groups(rows):
-        new, lost = await _insert_group_async(conn, conn_kind, group)
+    for statement in _statements(conn_kind, rows):
+        new, lost = await _run_async(conn, conn_kind, statement)
         inserted |= new
         missing += lost
     return inserted, missing
 
 
-async def _insert_group_async(
-    conn: Any, conn_kind: str, rows: Sequence[Row]
+async def _run_async(
+    conn: Any, conn_kind: str, statement: _Statement
 ) -> tuple[set[uuid.UUID], list[str]]:
-    unique = any(row.unique_key is not None for row in rows)
-    style = "asyncpg" if conn_kind == "asyncpg" else "psycopg"
-    statement = _sql(style, len(rows) > 1, unique)
-    params = _params(style, rows)
+    rows, unique, sql, params = statement
     if conn_kind == "asyncpg":
         if unique:
-            records = await conn.fetch(statement, *params)
+            records = await conn.fetch(sql, *params)
             return _split(rows, {r[0] for r in records})
-        await conn.execute(statement, *params)
+        await conn.execute(sql, *params)
         return _split(rows, None)
-    cursor = await conn.execute(statement, params)
+    cursor = await conn.execute(sql, params)
     if unique:
         return _split(rows, {uuid.UUID(str(r[0])) for r in await cursor.fetchall()})
     return _split(rows, None)

@@ -27,6 +27,7 @@ __all__ = [
     "UnknownJobError",
     "UnknownTaskError",
     "encode_args",
+    "encode_many",
     "uuid7",
     "uuid7s",
 ]
@@ -173,6 +174,27 @@ def encode_args(value: Any, *, field: str = "args") -> str:
     if size > MAX_ARGS_BYTES:
         raise JobPayloadError(f"{field}: {size} bytes, more than {MAX_ARGS_BYTES}")
     return text
+
+
+def encode_many(values: list[Any], *, field: str = "args") -> str:
+    """``values`` as one compact JSON array, each item held to :func:`encode_args`'s rules
+    (the same text as its items' encodings joined in brackets).
+
+    The whole list is encoded in one call; only when that fails a check (not JSON, a NUL,
+    a lone surrogate, or more than the cap in all, so some item might exceed it) is each
+    item encoded on its own, which names the offending error or passes them all."""
+    try:
+        text = _ENCODER.encode(values)
+    except (TypeError, ValueError, RecursionError):
+        text = ""
+    if text and "\\u0000" not in text:
+        try:
+            size = len(text.encode())
+        except UnicodeEncodeError:
+            size = MAX_ARGS_BYTES + 1
+        if size <= MAX_ARGS_BYTES:
+            return text
+    return "[" + ",".join([encode_args(value, field=field) for value in values]) + "]"
 
 
 _RANDOM = bytearray()

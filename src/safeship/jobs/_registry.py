@@ -77,7 +77,8 @@ class Task:
         priority: int | None = None,
         unique_key: str | None = None,
     ) -> Row:
-        """Validate one job of this task and build its row; raises before anything is written."""
+        """Check one job of this task and build its row; raises before anything is written
+        (the write encodes the arguments, refusing a bad payload before any statement)."""
         if not isinstance(args, Mapping):
             raise TypeError(
                 f"{self.name}: job arguments are a mapping of names, got {type(args).__name__}"
@@ -91,7 +92,7 @@ class Task:
             uuid7(),
             self.name,
             self.queue,
-            encode_args(dict(args)),
+            dict(args),
             level,
             self.retry.attempts,
             key,
@@ -117,13 +118,12 @@ class Task:
         name, queue, attempts = self.name, self.queue, self.retry.attempts
         rows = []
         for job_id, args in zip(uuid7s(len(batch)), batch, strict=True):
-            if not isinstance(args, Mapping):
+            if type(args) is not dict and not isinstance(args, Mapping):
                 raise TypeError(
                     f"{name}: job arguments are a mapping of names, got {type(args).__name__}"
                 )
             key = unique_key if unique_key is not None else self.unique_key(args)
-            text = encode_args(dict(args))
-            rows.append(Row(job_id, name, queue, text, level, attempts, key, seconds))
+            rows.append(Row(job_id, name, queue, dict(args), level, attempts, key, seconds))
         return rows
 
     def enqueue(self, conn: Any, /, **args: Any) -> uuid.UUID:

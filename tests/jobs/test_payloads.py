@@ -1,0 +1,112 @@
+"""Job arguments: a batch is encoded as one JSON array, held to the same rules as one job,
+and a bad payload anywhere in a write raises before any row is written."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from hypothesis import given
+from hypothesis import strategies as st
+
+from safeship.jobs import Jobs
+from safeship.jobs._enqueue import Row, write_sync
+from safeship.jobs._model import MAX_ARGS_BYTES, JobPayloadError, encode_args, encode_many, uuid7
+
+_text = st.text()
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | _text,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_text, inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(st.lists(st.dictionaries(_text, _json, max_size=5), max_size=20))
+def test_a_batch_encodes_as_its_jobs_encodings_in_brackets(values: list[dict[str, Any]]) -> None:
+    texts, first_error = [], None
+    for value in values:
+        try:
+            texts.append(encode_args(value))
+        except JobPayloadError as error:
+            first_error = str(error)
+            break
+    if first_error is not None:  # the batch fails with the first bad job's error
+        assert _error(encode_many, values) == first_error
+    else:
+        assert encode_many(values) == "[" + ",".join(texts) + "]"
+
+
+def _error(function: Any, value: Any) -> str:
+    with pytest.raises(JobPayloadError) as caught:
+        function(value)
+    return str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"x": {1, 2}},  # not JSON
+        {"x": math.nan},  # not JSON either (allow_nan is off)
+        {"x": "a\x00b"},  # NUL
+        {"x": "\ud800"},  # lone surrogate
+        {"x": "y" * MAX_ARGS_BYTES},  # one job over the cap
+    ],
+    ids=["set", "nan", "nul", "surrogate", "too-big"],
+)
+def test_a_bad_job_in_a_batch_fails_as_it_would_alone(bad: dict[str, Any]) -> None:
+    alone = _error(encode_args, bad)
+    assert _error(encode_many, [{"n": 1}, bad, {"n": 2}]) == alone
+
+
+def test_a_batch_over_the_cap_passes_when_every_job_is_within_it() -> None:
+    values = [{"x": "y" * (MAX_ARGS_BYTES // 3)} for _ in range(4)]
+    text = encode_many(values)
+    assert len(text.encode()) > MAX_ARGS_BYTES
+    assert text == "[" + ",".join(encode_args(v) for v in values) + "]"
+
+
+def test_deep_jobs_that_only_fail_nested_in_a_list_still_encode() -> None:
+    import sys
+
+    depth = sys.getrecursionlimit() - 60
+    deep: Any = 1
+    for _ in range(depth):
+        deep = [deep]
+    try:
+        alone = encode_args({"d": deep})
+    except JobPayloadError:
+        pytest.skip("this interpreter's encoder refuses the depth even alone")
+    assert encode_many([{"d": deep}]) == f"[{alone}]"
+
+
+def _count(conn: sa.Connection) -> int:
+    return int(conn.execute(sa.text("SELECT count(*) FROM safeship_jobs")).scalar_one())
+
+
+def test_a_bad_job_in_enqueue_many_writes_nothing(engine: sa.Engine) -> None:
+    jobs = Jobs()
+
+    @jobs.task(name="t")
+    def t(ctx: Any, **_: Any) -> None: ...
+
+    with engine.begin() as conn:
+        with pytest.raises(JobPayloadError, match="NUL"):
+            jobs.enqueue_many(conn, "t", [{"n": 1}, {"n": "\x00"}, {"n": 3}])
+        assert _count(conn) == 0  # the transaction is still usable: no statement ran
+
+
+def test_a_bad_payload_in_a_later_statement_writes_nothing(engine: sa.Engine) -> None:
+    """Rows of two shapes are two statements; the second one's bad payload is found
+    before the first one runs."""
+    rows = [
+        Row(uuid7(), "a", "q1", {"n": 1}, 0, 3, None, 0.0),
+        Row(uuid7(), "a", "q1", {"n": 2}, 0, 3, None, 0.0),
+        Row(uuid7(), "b", "q2", {"n": {1}}, 0, 3, None, 0.0),
+        Row(uuid7(), "b", "q2", {"n": 4}, 0, 3, None, 0.0),
+    ]
+    with engine.begin() as conn:
+        with pytest.raises(JobPayloadError, match="not JSON"):
+            write_sync(conn, "sa", rows)
+        assert _count(conn) == 0
