@@ -1,8 +1,10 @@
-"""Job arguments: a batch is encoded as one JSON array, held to the same rules as one job,
-and a bad payload anywhere in a write raises before any row is written."""
+"""A batch's rows: its arguments are encoded as one JSON array, held to the same rules as
+one job, a bad payload anywhere in a write raises before any row is written, and its ids
+are version-7 UUIDs ascending in batch order."""
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -13,7 +15,14 @@ from hypothesis import strategies as st
 
 from safeship.jobs import Jobs
 from safeship.jobs._enqueue import Row, write_sync
-from safeship.jobs._model import MAX_ARGS_BYTES, JobPayloadError, encode_args, encode_many, uuid7
+from safeship.jobs._model import (
+    MAX_ARGS_BYTES,
+    JobPayloadError,
+    encode_args,
+    encode_many,
+    uuid7,
+    uuid7s,
+)
 
 _text = st.text()
 _json = st.recursive(
@@ -110,3 +119,28 @@ def test_a_bad_payload_in_a_later_statement_writes_nothing(engine: sa.Engine) ->
         with pytest.raises(JobPayloadError, match="not JSON"):
             write_sync(conn, "sa", rows)
         assert _count(conn) == 0
+
+
+def test_a_batchs_ids_ascend_in_its_order_and_are_distinct_version_7() -> None:
+    ids = uuid7s(5000)
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
+    assert {(i.version, i.variant) for i in ids} == {(7, "specified in RFC 4122")}
+    assert uuid7s(0) == []
+
+
+def test_enqueue_many_returns_ids_ascending_in_batch_order(engine: sa.Engine) -> None:
+    jobs = Jobs()
+
+    @jobs.task(name="t")
+    def t(ctx: Any, **_: Any) -> None: ...
+
+    with engine.begin() as conn:
+        ids = jobs.enqueue_many(conn, "t", [{"n": n} for n in range(300)])
+        stored = conn.execute(sa.text("SELECT id, args FROM safeship_jobs")).all()
+    assert ids == sorted(ids)
+    by_id = {str(row[0]).replace("-", ""): row[1] for row in stored}
+    args = [by_id[i.hex] for i in ids]
+    # SQLite hands the JSON column back as text, PostgreSQL as a decoded value
+    decoded = [a if isinstance(a, dict) else json.loads(a) for a in args]
+    assert decoded == [{"n": n} for n in range(300)]

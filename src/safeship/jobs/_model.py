@@ -215,13 +215,14 @@ def uuid7() -> uuid.UUID:
 
 def uuid7s(count: int) -> list[uuid.UUID]:
     """``count`` version-7 UUIDs of this millisecond (one clock read, one draw of random
-    bits for all of them), for a batch of jobs."""
+    bits for all of them), for a batch of jobs, in ascending order: the batch's ids sort
+    in its order and each goes in at the right edge of the id index, where PostgreSQL
+    appends without descending the tree."""
     if count <= 0:
         return []
-    stamp = (time.time_ns() // 1_000_000 & 0xFFFF_FFFF_FFFF) << 80
+    stamp = (time.time_ns() // 1_000_000 & 0xFFFF_FFFF_FFFF) << 80 | _VERSION_BITS
+    random_bits = _VERSION_MASK & ((1 << 80) - 1)
     rand = os.urandom(10 * count)
     from_bytes = int.from_bytes
-    return [
-        uuid.UUID(int=(stamp | from_bytes(rand[i : i + 10], "big")) & _VERSION_MASK | _VERSION_BITS)
-        for i in range(0, 10 * count, 10)
-    ]
+    values = sorted([from_bytes(rand[i : i + 10]) & random_bits for i in range(0, 10 * count, 10)])
+    return [uuid.UUID(int=stamp | value) for value in values]
