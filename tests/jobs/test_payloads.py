@@ -13,8 +13,8 @@ import sqlalchemy as sa
 from hypothesis import given
 from hypothesis import strategies as st
 
-from safeship.jobs import Jobs
-from safeship.jobs._enqueue import Row, write_sync
+from safeship.jobs import Jobs, _enqueue
+from safeship.jobs._enqueue import Row, write_async, write_sync
 from safeship.jobs._model import (
     MAX_ARGS_BYTES,
     JobPayloadError,
@@ -144,3 +144,27 @@ def test_enqueue_many_returns_ids_ascending_in_batch_order(engine: sa.Engine) ->
     # SQLite hands the JSON column back as text, PostgreSQL as a decoded value
     decoded = [a if isinstance(a, dict) else json.loads(a) for a in args]
     assert decoded == [{"n": n} for n in range(300)]
+
+
+@pytest.mark.postgres
+async def test_a_run_too_long_for_one_jsonb_array_goes_in_as_several_statements(
+    pg_url: str, pg_engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncpg
+
+    monkeypatch.setattr(_enqueue, "_MAX_ARRAY_CHARS", 100)  # 255 MB for real: too big here
+    rows = [Row(i, "a", "q", {"n": n, "pad": "x" * 20}, 0, 3, None, 0.0) for n, i in
+            enumerate(uuid7s(23))]  # fmt: skip
+    statements = _enqueue._statements("asyncpg", rows)
+    assert len(statements) > 1
+    assert [r for s in statements for r in s.rows] == rows
+    conn = await asyncpg.connect(pg_url.replace("postgresql+psycopg", "postgresql"))
+    try:
+        async with conn.transaction():
+            assert await write_async(conn, "asyncpg", rows) == [r.id for r in rows]
+    finally:
+        await conn.close()
+    with pg_engine.connect() as c:
+        found = c.execute(sa.text("SELECT id, args FROM safeship_jobs")).all()
+    stored: dict[Any, Any] = {row[0]: row[1] for row in found}
+    assert [stored[r.id] for r in rows] == [r.args for r in rows]

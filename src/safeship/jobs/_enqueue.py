@@ -113,18 +113,18 @@ def _dialect(conn: Any) -> str:
     return str(bind.dialect.name)
 
 
-def _params(style: str, rows: Sequence[Row], unique: bool) -> Any:
+def _params(style: str, rows: Sequence[Row], unique: bool, args: str | None) -> Any:
     """One row's values, or (for rows of one :func:`_groups` run) the id array, the
-    arguments as one JSON array and (unique jobs only) the unique-key array beside the
-    values they share; the placeholders' order of :func:`_sql`."""
+    arguments as one JSON array (``args``, already encoded) and (unique jobs only) the
+    unique-key array beside the values they share; the placeholders' order of :func:`_sql`."""
     first = rows[0]
     values: list[Any]
-    if len(rows) == 1:
+    if args is None:
         values = [first.id, first.task, first.queue, encode_args(first.args)]
         values += [first.priority, first.max_attempts, first.delay, first.unique_key]
     else:
         values = [[r.id for r in rows], first.task, first.queue]
-        values += [encode_many([r.args for r in rows]), first.priority, first.max_attempts]
+        values += [args, first.priority, first.max_attempts]
         values += [first.delay] + ([[r.unique_key for r in rows]] if unique else [])
     if style in ("sa", "psycopg"):
         return {f"p{i}": value for i, value in enumerate(values)}
@@ -216,10 +216,28 @@ def _statements(conn_kind: str, rows: Sequence[Row]) -> list[_Statement]:
     style = {"sa": "sa", "asyncpg": "asyncpg"}.get(conn_kind, "psycopg")
     statements = []
     for group in _groups(rows):
-        unique = any(row.unique_key is not None for row in group)
-        sql = _sql(style, len(group) > 1, unique)
-        statements.append(_Statement(group, unique, sql, _params(style, group, unique)))
+        statements += _group_statements(style, group)
     return statements
+
+
+# A jsonb value holds at most 255 MB, and decoded it can be several times its text (a small
+# number is two characters of text but 12 bytes in jsonb, measured 6x): a run whose
+# arguments are longer than this in JSON text goes in as several statements.
+_MAX_ARRAY_CHARS = 8 * 1024 * 1024
+
+
+def _group_statements(style: str, rows: Sequence[Row]) -> list[_Statement]:
+    """The statements of one run: one, or halves of it until each's arguments fit."""
+    unique = any(row.unique_key is not None for row in rows)
+    if len(rows) == 1:
+        return [
+            _Statement(rows, unique, _sql(style, False, unique), _params(style, rows, unique, None))
+        ]
+    args = encode_many([row.args for row in rows])
+    if len(args) > _MAX_ARRAY_CHARS:
+        half = len(rows) // 2
+        return _group_statements(style, rows[:half]) + _group_statements(style, rows[half:])
+    return [_Statement(rows, unique, _sql(style, True, unique), _params(style, rows, unique, args))]
 
 
 def _insert_sync(
