@@ -183,10 +183,38 @@ _LOOKUP_SQLITE = sa.text(
 ).bindparams(sa.bindparam("keys", expanding=True))
 
 
+def _one_statement(conn_kind: str, rows: Sequence[Row]) -> list[_Statement] | None:
+    """The statements of a write that is a single statement with no unique key (atomic
+    on its own, even on an autocommitting connection); None when it would take more."""
+    if any(row.unique_key is not None for row in rows):
+        return None
+    statements = _statements(conn_kind, rows)
+    return statements if len(statements) == 1 else None
+
+
 def write_sync(conn: Any, conn_kind: str, rows: Sequence[Row]) -> list[uuid.UUID]:
-    """Insert ``rows`` through a sync connection; the ids to report, in order."""
+    """Insert ``rows`` through a sync connection; the ids to report, in order.  On an
+    autocommitting psycopg connection a write of several statements runs in a transaction
+    of its own, so it is all or nothing there too."""
     if not rows:
         return []
+    if conn_kind == "psycopg" and conn.autocommit and not _in_transaction_psycopg(conn):
+        single = _one_statement(conn_kind, rows)
+        if single is None:
+            with conn.transaction():
+                return _write_sync(conn, conn_kind, rows)
+        _run_sync(conn, conn_kind, single[0])
+        return [row.id for row in rows]
+    return _write_sync(conn, conn_kind, rows)
+
+
+def _in_transaction_psycopg(conn: Any) -> bool:
+    from psycopg.pq import TransactionStatus
+
+    return bool(conn.info.transaction_status != TransactionStatus.IDLE)
+
+
+def _write_sync(conn: Any, conn_kind: str, rows: Sequence[Row]) -> list[uuid.UUID]:
     todo, every = _dedupe(rows)
     inserted: set[uuid.UUID] = set()
     existing: dict[str, uuid.UUID] = {}
@@ -312,12 +340,31 @@ def _lookup_sync(conn: Any, conn_kind: str, keys: Sequence[str]) -> dict[str, uu
 
 
 async def write_async(conn: Any, conn_kind: str, rows: Sequence[Row]) -> list[uuid.UUID]:
-    """Insert ``rows`` through an async connection; the ids to report, in order."""
+    """Insert ``rows`` through an async connection; the ids to report, in order.  Outside
+    a transaction (asyncpg, autocommitting psycopg) a write of several statements runs in a
+    transaction of its own, so it is all or nothing there too."""
     if not rows:
         return []
     if conn_kind == "sa-async":
         ids: list[uuid.UUID] = await conn.run_sync(_sa_sync, rows)
         return ids
+    if _autocommitting_async(conn, conn_kind):
+        single = _one_statement(conn_kind, rows)
+        if single is None:
+            async with conn.transaction():
+                return await _write_async(conn, conn_kind, rows)
+        await _run_async(conn, conn_kind, single[0])
+        return [row.id for row in rows]
+    return await _write_async(conn, conn_kind, rows)
+
+
+def _autocommitting_async(conn: Any, conn_kind: str) -> bool:
+    if conn_kind == "asyncpg":
+        return not conn.is_in_transaction()
+    return bool(conn.autocommit) and not _in_transaction_psycopg(conn)
+
+
+async def _write_async(conn: Any, conn_kind: str, rows: Sequence[Row]) -> list[uuid.UUID]:
     todo, every = _dedupe(rows)
     inserted: set[uuid.UUID] = set()
     existing: dict[str, uuid.UUID] = {}
