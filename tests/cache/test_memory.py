@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import enum
+import inspect
 import threading
 from typing import Any
 
 import pytest
 
 from safeship.cache import Cache, CacheCollector, CacheKeyError, xfetch_due
+from safeship.cache._entry import Entry
+from safeship.cache._memory import MemoryTier
 
 
 class Clock:
@@ -332,3 +336,81 @@ def test_a_load_overtaken_by_an_invalidation_is_returned_but_not_cached() -> Non
     assert stock(1) == 2  # the first result was not kept
     assert stock(1) == 2
     assert seen == [1, 1]
+
+
+class Level(enum.IntEnum):
+    ONE = 1
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_one_argument_hits_keep_equal_values_of_other_types_apart(kind: str) -> None:
+    """One-argument hits read an index keyed by the argument alone: ``True``, ``1.0`` and
+    ``Level.ONE`` equal ``1`` there, and each still gets its own value, in either order."""
+    cache = Cache(f"mem-index-{kind}")
+    seen: list[Any] = []
+
+    def load(x: Any) -> Any:
+        seen.append(x)
+        return (type(x).__name__, len(seen))
+
+    if kind == "sync":
+        call = cache(ttl=60)(load)
+    else:
+
+        @cache(ttl=60)
+        async def aload(x: Any) -> Any:
+            return load(x)
+
+        def call(x: Any) -> Any:
+            return asyncio.run(aload(x))
+
+    order = [True, 1.0, Level.ONE, 1, b"1", "1", None]
+    first = [call(x) for x in order]
+    names = ["bool", "float", "Level", "int", "bytes", "str", "NoneType"]
+    assert [name for name, _ in first] == names
+    assert [call(x) for x in reversed(order)] == first[::-1]  # every one a hit, its own value
+    assert len(seen) == len(order)
+    assert cache.snapshot()["hits"] == len(order)
+
+
+def test_the_argument_index_follows_the_entries_through_replace_evict_drop_and_clear() -> None:
+    tier = MemoryTier(max_entries=2)
+    index = tier.arg_index(7)
+    assert tier.arg_index(7) is index
+
+    def entry(key: str, value: Any) -> Entry:
+        return Entry(key, value, expires=2e9, stale_until=2e9, delta=0.0, beta=0.0)
+
+    first = entry("k1", "a")
+    tier.put((7, 1, int), first)
+    tier.put((7, True, bool), entry("kt", "t"))  # not indexed: True == 1
+    tier.put((7, (1, 2), (int, int)), entry("k12", "b"))  # several arguments: not indexed
+    assert index == {} and len(tier) == 2  # the bound evicted the int entry
+    replaced = entry("k1", "c")
+    tier.put((7, 1, int), replaced)
+    tier.put((7, "s", str), entry("ks", "s"))
+    assert index == {1: replaced, "s": tier.data[(7, "s", str)]}
+    assert replaced.argtype is int and tier.data[(7, "s", str)].argtype is str
+    assert tier.drop_keys(["k1"]) == 1
+    assert index == {"s": tier.data[(7, "s", str)]}
+    tier.put((8, "s", str), entry("other", "o"))  # another function's slot has no index here
+    tier.clear()
+    assert index == {} and tier.arg_index(7) is index
+
+
+def test_a_hit_allocates_no_closure_cells() -> None:
+    """The miss path's lambdas close over the arguments; kept out of the wrapper, a hit
+    does not allocate cells for them."""
+    cache = Cache("mem-cells")
+
+    @cache(ttl=60)
+    def sync_fn(x: int) -> int:
+        return x
+
+    @cache(ttl=60)
+    async def async_fn(x: int) -> int:
+        return x
+
+    assert sync_fn.__code__.co_cellvars == ()
+    assert async_fn.__code__.co_cellvars == ()
+    assert inspect.iscoroutinefunction(async_fn)

@@ -4,6 +4,12 @@ Calls whose positional arguments are all ``str``, ``int``, ``bool``, ``bytes`` o
 ``None`` use the argument tuple and its types as the memory-tier key: equal values of
 those exact types are the same value, so no two distinct calls share it (floats stay
 out: ``0.0 == -0.0``). Every other call, and every miss, uses the canonical SHA-256 key.
+A one-argument hit reads the function's argument index (``MemoryTier.arg_index``) with
+the argument itself and checks the entry's ``argtype``, so it builds no tuple.
+
+The wrappers keep the miss path in a separate function: the lambdas it passes on close
+over ``args`` and ``kwargs``, which inside the wrapper would make every call, hits
+included, allocate two cells.
 """
 
 from __future__ import annotations
@@ -64,6 +70,7 @@ def decorate(
     name = f"{fn.__module__}.{fn.__qualname__}"
     slot = next(_SLOTS)
     data: Any = cache.memory.data if cache.memory is not None else {}
+    mine: Any = cache.memory.arg_index(slot) if cache.memory is not None else {}
     stats, clock, space = cache.stats, cache.clock, cache.space
     fast: set[tuple[type, ...]] = set()
     known: dict[Any, str] = {}
@@ -103,17 +110,30 @@ def decorate(
             if not kwargs:
                 if len(args) == 1:
                     only = args[0]
-                    local: Any = (slot, only, type(only))
+                    try:
+                        entry = mine.get(only)
+                    except TypeError:  # an unhashable argument: the canonical key serves it
+                        entry = None
+                    if (
+                        entry is not None
+                        and entry.argtype is type(only)
+                        and clock() < entry.early_from
+                    ):
+                        stats.hits += 1
+                        entry.used = True
+                        return entry.value
                 else:
-                    local = (slot, args, (*map(type, args),))
-                try:
-                    entry = data.get(local)
-                except TypeError:  # an unhashable argument: the canonical key serves it
-                    entry = None
-                if entry is not None and clock() < entry.early_from:
-                    stats.hits += 1
-                    entry.used = True
-                    return entry.value
+                    try:
+                        entry = data.get((slot, args, (*map(type, args),)))
+                    except TypeError:
+                        entry = None
+                    if entry is not None and clock() < entry.early_from:
+                        stats.hits += 1
+                        entry.used = True
+                        return entry.value
+            return await miss_async(args, kwargs)
+
+        async def miss_async(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
             full, located = locate(args, kwargs)
             return await cache.lookup_async(
                 full, located, lambda: fn(*args, **kwargs), policy,
@@ -128,17 +148,30 @@ def decorate(
             if not kwargs:
                 if len(args) == 1:
                     only = args[0]
-                    local: Any = (slot, only, type(only))
+                    try:
+                        entry = mine.get(only)
+                    except TypeError:  # an unhashable argument: the canonical key serves it
+                        entry = None
+                    if (
+                        entry is not None
+                        and entry.argtype is type(only)
+                        and clock() < entry.early_from
+                    ):
+                        stats.hits += 1
+                        entry.used = True
+                        return entry.value
                 else:
-                    local = (slot, args, (*map(type, args),))
-                try:
-                    entry = data.get(local)
-                except TypeError:  # an unhashable argument: the canonical key serves it
-                    entry = None
-                if entry is not None and clock() < entry.early_from:
-                    stats.hits += 1
-                    entry.used = True
-                    return entry.value
+                    try:
+                        entry = data.get((slot, args, (*map(type, args),)))
+                    except TypeError:
+                        entry = None
+                    if entry is not None and clock() < entry.early_from:
+                        stats.hits += 1
+                        entry.used = True
+                        return entry.value
+            return miss_sync(args, kwargs)
+
+        def miss_sync(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
             full, located = locate(args, kwargs)
             return cache.lookup_sync(
                 full, located, lambda: fn(*args, **kwargs), policy,

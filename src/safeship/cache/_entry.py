@@ -26,7 +26,8 @@ class Entry:
     """A value, the full key it was stored under, and when it stops being fresh/servable."""
 
     __slots__ = (
-        "delta", "early_from", "expires", "key", "size", "stale_until", "tags", "used", "value",
+        "argtype", "delta", "early_from", "expires", "key", "size", "stale_until", "tags",
+        "used", "value",
     )  # fmt: skip
 
     def __init__(
@@ -50,6 +51,7 @@ class Entry:
         self.tags = tags
         self.size = size
         self.used = False  # the CLOCK bit: read since the eviction hand last passed
+        self.argtype: type | None = None  # the argument's type, once in an argument index
 
 
 def early_from(expires: float, delta: float, beta: float) -> float:

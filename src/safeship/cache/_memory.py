@@ -9,6 +9,14 @@ Reads happen inline in the decorated function (a dict lookup and a float compari
 writes, evictions and invalidations take a lock, so threads share one tier safely. Entries
 are indexed by full key and by tag, so a pub/sub invalidation from another process or a
 tag invalidation finds them.
+
+A decorated function's one-argument calls (a ``str``, ``int``, ``bytes`` or ``None``) are
+also indexed by the argument alone, one index per function (``arg_index``), so a hit hashes
+the argument rather than a tuple built per call. Equal arguments of those types are the
+same value, except an ``int`` and an equal ``float``, ``bool`` or subclass; the entry
+carries the argument's type and a hit checks it (``bool`` arguments are not indexed, since
+``True == 1``). The index follows ``data`` under the lock: an entry is in it exactly while
+it is in ``data``.
 """
 
 from __future__ import annotations
@@ -23,6 +31,8 @@ from safeship.cache._entry import Entry
 from safeship.cache._errors import CacheConfigError
 
 __all__ = ["MemoryTier", "approximate_size"]
+
+_INDEXED = frozenset({str, int, bytes, type(None)})
 
 
 def approximate_size(value: Any) -> int:
@@ -56,10 +66,23 @@ class MemoryTier:
         self.evictions = 0
         self._by_key: dict[str, Any] = {}
         self._by_tag: dict[str, set[str]] = {}
+        self._args: dict[int, dict[Any, Entry]] = {}
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self.data)
+
+    def arg_index(self, slot: int) -> dict[Any, Entry]:
+        """The index of function ``slot``'s one-argument entries, by argument (read-only for
+        the caller): the entry under local ``(slot, arg, type(arg))`` is ``index[arg]``, with
+        ``argtype`` ``type(arg)``, for arguments of an indexed type."""
+        with self._lock:
+            return self._args.setdefault(slot, {})
+
+    def _index_of(self, local: Any) -> dict[Any, Entry] | None:
+        if type(local) is tuple and len(local) == 3 and local[2] in _INDEXED:
+            return self._args.get(local[0])
+        return None
 
     def lookup(self, local: Any) -> Entry | None:
         """The entry under ``local`` (LRU-touched), or None."""
@@ -80,6 +103,10 @@ class MemoryTier:
             self._remove(self._by_key.get(entry.key))
             self.data[local] = entry
             self._by_key[entry.key] = local
+            index = self._index_of(local)
+            if index is not None:
+                entry.argtype = local[2]
+                index[local[1]] = entry
             for tag in entry.tags:
                 self._by_tag.setdefault(tag, set()).add(entry.key)
             self.bytes += entry.size
@@ -106,6 +133,9 @@ class MemoryTier:
         if entry is None:
             return
         self.bytes -= entry.size
+        index = self._index_of(local)
+        if index is not None and index.get(local[1]) is entry:
+            del index[local[1]]
         if self._by_key.get(entry.key) == local:
             del self._by_key[entry.key]
         for tag in entry.tags:
@@ -138,4 +168,6 @@ class MemoryTier:
             self.data.clear()
             self._by_key.clear()
             self._by_tag.clear()
+            for index in self._args.values():
+                index.clear()
             self.bytes = 0
