@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import enum
 import json
-import os
 import re
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from safeship._uuid7 import uuid7, uuid7s
 from safeship.errors import SafeshipError
 
 __all__ = [
@@ -195,34 +194,3 @@ def encode_many(values: list[Any], *, field: str = "args") -> str:
         if size <= MAX_ARGS_BYTES:
             return text
     return "[" + ",".join([encode_args(value, field=field) for value in values]) + "]"
-
-
-_RANDOM = bytearray()
-_VERSION_MASK = ~(0xF << 76) & ~(0x3 << 62) & ((1 << 128) - 1)
-_VERSION_BITS = 0x7 << 76 | 0x2 << 62
-
-
-def uuid7() -> uuid.UUID:
-    """A time-ordered UUID (version 7), so job ids sort by creation."""
-    global _RANDOM
-    if len(_RANDOM) < 10:
-        _RANDOM = bytearray(os.urandom(4096))
-    rand = int.from_bytes(_RANDOM[-10:], "big")
-    del _RANDOM[-10:]
-    millis = time.time_ns() // 1_000_000
-    return uuid.UUID(int=((millis & 0xFFFF_FFFF_FFFF) << 80 | rand) & _VERSION_MASK | _VERSION_BITS)
-
-
-def uuid7s(count: int) -> list[uuid.UUID]:
-    """``count`` version-7 UUIDs of this millisecond (one clock read, one draw of random
-    bits for all of them), for a batch of jobs, in ascending order: the batch's ids sort
-    in its order and each goes in at the right edge of the id index, where PostgreSQL
-    appends without descending the tree."""
-    if count <= 0:
-        return []
-    stamp = (time.time_ns() // 1_000_000 & 0xFFFF_FFFF_FFFF) << 80 | _VERSION_BITS
-    random_bits = _VERSION_MASK & ((1 << 80) - 1)
-    rand = os.urandom(10 * count)
-    from_bytes = int.from_bytes
-    values = sorted([from_bytes(rand[i : i + 10]) & random_bits for i in range(0, 10 * count, 10)])
-    return [uuid.UUID(int=stamp | value) for value in values]

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import time
 import uuid
 import zlib
 from collections import deque
@@ -14,6 +12,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Any
 
+from safeship._uuid7 import uuid7
 from safeship.outbox._schema import PARTITIONS
 from safeship.outbox.encoding import OutboxPayloadError, check_key, encode_json
 
@@ -28,29 +27,6 @@ __all__ = [
     "partition_of",
     "uuid7",
 ]
-
-_RANDOM = bytearray()
-_VERSION_MASK = ~((0xF << 76) | (0x3 << 62))
-_VERSION_BITS = (0x7 << 76) | (0x2 << 62)
-
-
-def _forget_random() -> None:
-    _RANDOM.clear()  # a forked child must not reuse its parent's random bytes
-
-
-os.register_at_fork(after_in_child=_forget_random)
-
-
-def uuid7() -> uuid.UUID:
-    """A time-ordered UUID (version 7): 48-bit Unix milliseconds, then 74 random bits."""
-    global _RANDOM
-    if len(_RANDOM) < 10:
-        _RANDOM = bytearray(os.urandom(4096))  # one system call per ~400 ids
-    rand = int.from_bytes(_RANDOM[-10:], "big")
-    del _RANDOM[-10:]
-    millis = time.time_ns() // 1_000_000
-    value = ((millis & 0xFFFF_FFFF_FFFF) << 80 | rand) & _VERSION_MASK | _VERSION_BITS
-    return uuid.UUID(int=value)
 
 
 def partition_of(aggregate_id: str) -> int:
