@@ -182,7 +182,6 @@ def retry_dead(bind: Bind, *, ids: list[uuid.UUID] | None = None, task: str | No
             values.update(
                 state="pending", attempts=0, crashes=0, run_at=now, token=0, cancel_requested=False
             )
-            values.pop("seq", None)
             conn.execute(_J.insert().values(**{k: v for k, v in values.items() if k in _J.c}))
         conn.execute(_H.delete().where(where))
         released = 0

@@ -1,5 +1,5 @@
 """The job tables on safeship's shared metadata
-(migrations ``0008_jobs`` and ``0012_jobs_claim_rate`` create them).
+(migrations ``0008_jobs``, ``0012_jobs_claim_rate`` and ``0013_jobs_id_key`` shape them).
 
 ``safeship_jobs`` is the hot table: only jobs that can still run (pending, running,
 interrupted) live there, so it stays small and its indexes stay hot.  A finished job
@@ -18,13 +18,13 @@ from safeship.db._schema import metadata
 __all__ = ["cron", "history", "jobs", "queues"]
 
 _JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
-_SEQ = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 _TS = sa.DateTime(timezone=True)
 
 
-def _job_columns() -> list[sa.Column[object]]:
+def _job_columns(*, key: bool) -> list[sa.Column[object]]:
     return [
-        sa.Column("id", sa.Uuid(), nullable=False),
+        # Time-ordered (UUID version 7, ascending within a process): the claim's tie-break.
+        sa.Column("id", sa.Uuid(), primary_key=key, nullable=False),
         sa.Column("task", sa.String(200), nullable=False),
         sa.Column("queue", sa.String(100), nullable=False),
         sa.Column("args", _JSON, nullable=False),
@@ -43,8 +43,7 @@ def _job_columns() -> list[sa.Column[object]]:
 jobs = sa.Table(
     "safeship_jobs",
     metadata,
-    sa.Column("seq", _SEQ, sa.Identity(always=False), primary_key=True),
-    *_job_columns(),
+    *_job_columns(key=True),
     # pending | running | interrupted
     sa.Column("state", sa.String(20), nullable=False),
     sa.Column("run_at", _TS, nullable=False),
@@ -54,13 +53,12 @@ jobs = sa.Table(
     sa.Column("lease_until", _TS, nullable=True),
     sa.Column("worker", sa.String(200), nullable=True),
     sa.Column("cancel_requested", sa.Boolean(), nullable=False, server_default=sa.false()),
-    sa.UniqueConstraint("id", name="uq_safeship_jobs_id"),
     sa.Index(
         "ix_safeship_jobs_claim",
         "queue",
         sa.text("priority DESC"),
         "run_at",
-        "seq",
+        "id",
         postgresql_where=sa.text("state = 'pending'"),
         sqlite_where=sa.text("state = 'pending'"),
     ),
@@ -82,7 +80,7 @@ jobs = sa.Table(
 history = sa.Table(
     "safeship_jobs_history",
     metadata,
-    *_job_columns(),
+    *_job_columns(key=False),
     # succeeded | cancelled | dead
     sa.Column("state", sa.String(20), nullable=False),
     sa.Column("result", _JSON, nullable=True),

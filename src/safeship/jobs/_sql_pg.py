@@ -15,14 +15,14 @@ _RETURNING = (
 # batch is read off ix_safeship_jobs_claim in its order; several queues (``= ANY``) sort.
 _CLAIM = f"""
 WITH c AS (
-  SELECT seq FROM safeship_jobs
+  SELECT id FROM safeship_jobs
   WHERE state = 'pending' AND queue {{{{match}}}} AND run_at <= now()
-  ORDER BY priority DESC, run_at, seq
+  ORDER BY priority DESC, run_at, id
   LIMIT {{1}} FOR UPDATE SKIP LOCKED)
 UPDATE safeship_jobs j
 SET state = 'running', token = j.token + 1, attempts = j.attempts + 1, started_at = now(),
     lease_until = now() + {{2}} * interval '1 second', worker = {{3}}, cancel_requested = false
-FROM c WHERE j.seq = c.seq
+FROM c WHERE j.id = c.id
 {_RETURNING}
 """  # noqa: S608 - constant SQL
 CLAIM = _CLAIM.replace("{{match}}", "= ANY({0})")

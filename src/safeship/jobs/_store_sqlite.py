@@ -32,8 +32,8 @@ _RETURNING = " RETURNING id, task, queue, args, attempts, max_attempts, crashes,
 _CLAIM = (
     "UPDATE safeship_jobs SET state = 'running', token = token + 1, attempts = attempts + 1, "  # noqa: S608 - constant SQL
     "started_at = :now, lease_until = :until, worker = :worker, cancel_requested = 0 "
-    "WHERE seq IN (SELECT seq FROM safeship_jobs WHERE state = 'pending' AND queue IN ({queues}) "
-    "AND run_at <= :now ORDER BY priority DESC, run_at, seq LIMIT {limit})" + _RETURNING
+    "WHERE id IN (SELECT id FROM safeship_jobs WHERE state = 'pending' AND queue IN ({queues}) "
+    "AND run_at <= :now ORDER BY priority DESC, run_at, id LIMIT {limit})" + _RETURNING
 )
 _ROOM = (
     "(SELECT CASE WHEN q.concurrency IS NULL THEN :n ELSE max(0, min(:n, q.concurrency - "
