@@ -33,7 +33,7 @@ def test_single_and_batch_draws_interleaved_only_ascend() -> None:
 def test_a_frozen_or_stepped_back_clock_still_ascends(monkeypatch: pytest.MonkeyPatch) -> None:
     now = [1_700_000_000_000_000_000]  # in the past: later tests' ids stay after these
     monkeypatch.setattr(_uuid7, "_last", 0)
-    monkeypatch.setattr(_uuid7.time, "time_ns", lambda: now[0])
+    monkeypatch.setattr(time, "time_ns", lambda: now[0])
     first = [uuid7() for _ in range(50)] + uuid7s(100)
     now[0] -= 5_000_000_000  # five seconds back
     after = [uuid7() for _ in range(50)] + uuid7s(100)

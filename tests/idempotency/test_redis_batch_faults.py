@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import redis.asyncio
@@ -95,13 +96,13 @@ async def test_a_connection_killed_under_a_batch_fails_or_answers_every_waiter()
     try:
         store, _ = _store(client)
         own = await client.client_id()  # the one pooled connection, killed below by its id
-        tasks = [
+        tasks: list[asyncio.Future[Any]] = [
             asyncio.ensure_future(store.claim(f"c{i}", "fp", lease=5, ttl=60)) for i in range(5000)
         ]
         tasks += [asyncio.ensure_future(store.get(f"c{i}")) for i in range(5000)]
         await asyncio.sleep(0)
         await asyncio.sleep(0)
-        await killer.client_kill_filter(_id=own)
+        await killer.client_kill_filter(_id=str(own))
         got = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout=30)
     finally:
         await client.aclose()
