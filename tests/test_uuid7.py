@@ -98,3 +98,33 @@ def test_ids_carry_the_clock() -> None:
     after = time.time_ns() // 1_000_000
     assert before <= _millis(value) <= after
     assert uuid7s(0) == [] and uuid7s(-1) == []
+
+
+@pytest.mark.parametrize("count", [1, 2, 4096, 4097, 100_000])
+def test_batches_of_every_size_ascend_distinct_and_well_formed(count: int) -> None:
+    before = uuid7()
+    batch = uuid7s(count)
+    after = uuid7()
+    assert len(batch) == count
+    assert [before, *batch, after] == sorted([before, *batch, after])
+    assert len(set(batch)) == count
+    assert {(i.version, i.variant) for i in batch} == {(7, uuid.RFC_4122)}
+
+
+def test_a_batch_that_would_carry_past_the_last_62_bits_still_ascends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = 1_700_000_000_000_000_000
+    monkeypatch.setattr(time, "time_ns", lambda: now)
+    monkeypatch.setattr(_uuid7, "_last", 0)
+    first = uuid7()
+    # the last id so far sits just below the top of its last 62 bits
+    monkeypatch.setattr(_uuid7, "_last", first.int | (1 << 62) - 1 - 5)
+    top = uuid.UUID(int=_uuid7._last)
+    batch = uuid7s(500)
+    single = uuid7()
+    drawn = [top, *batch, single]
+    assert drawn == sorted(drawn)
+    assert len(set(drawn)) == len(drawn)
+    assert {(i.version, i.variant) for i in [*batch, single]} == {(7, uuid.RFC_4122)}
+    assert {_millis(i) for i in drawn} == {1_700_000_000_000}
