@@ -11,7 +11,8 @@ cachetools, dogpile), ``hit-redis`` (ns per hit served by Redis; safeship with
 concurrent callers missing one key, 50 ms loader, one process; unit ``count``) and
 ``stampede-xproc-calls`` (the same in two processes at once, through Redis). ``value`` of a
 hit case is the median over repeats; ``baseline`` is the undecorated call. ``--quick``
-keeps the run under a minute with the same cases.
+keeps the run under a minute with the same cases; ``--case`` (repeatable) runs only the
+named cases.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from typing import Any
 REDIS_URL = os.environ.get("SAFESHIP_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 LOADER_SECONDS = 0.05
 CALLERS = 200
+CASES = ("hit-memory-sync", "hit-memory-async", "hit-redis", "stampede-calls",
+         "stampede-xproc-calls")  # fmt: skip
 
 
 def emit(case: str, impl: str, value: float, unit: str) -> None:
@@ -249,39 +252,46 @@ def stampede_xproc(impl: str) -> int:
 
 
 # -- main ---------------------------------------------------------------------------------
-async def run_async_cases(n: int, repeats: int) -> None:
-    calls = {impl: functools.partial(fn, 1) for impl, fn in memory_async_impls().items()}
-    for impl, value in (await time_async(calls, n, repeats)).items():
-        emit("hit-memory-async", impl, value, "ns/call")
+async def run_async_cases(n: int, repeats: int, cases: set[str]) -> None:
+    if "hit-memory-async" in cases:
+        calls = {impl: functools.partial(fn, 1) for impl, fn in memory_async_impls().items()}
+        for impl, value in (await time_async(calls, n, repeats)).items():
+            emit("hit-memory-async", impl, value, "ns/call")
     prefix = "bench" + uuid.uuid4().hex[:8]
-    functions, closers = redis_impls(prefix)
-    calls = {impl: functools.partial(fn, 1) for impl, fn in functions.items()}
-    for impl, value in (await time_async(calls, max(200, n // 50), repeats)).items():
-        emit("hit-redis", impl, value, "ns/call")
-    for closer in closers:
-        close = getattr(closer, "aclose", None) or closer.close
-        await close()
-    for impl in ("safeship", "cashews", "aiocache"):
-        await stampede_once(prefix, impl, redis=False)
-        emit("stampede-calls", impl, await calls_made(prefix, impl), "count")
+    if "hit-redis" in cases:
+        functions, closers = redis_impls(prefix)
+        calls = {impl: functools.partial(fn, 1) for impl, fn in functions.items()}
+        for impl, value in (await time_async(calls, max(200, n // 50), repeats)).items():
+            emit("hit-redis", impl, value, "ns/call")
+        for closer in closers:
+            close = getattr(closer, "aclose", None) or closer.close
+            await close()
+    if "stampede-calls" in cases:
+        for impl in ("safeship", "cashews", "aiocache"):
+            await stampede_once(prefix, impl, redis=False)
+            emit("stampede-calls", impl, await calls_made(prefix, impl), "count")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller sizes, under a minute")
+    parser.add_argument("--case", action="append", choices=CASES, help="run only this case")
     parser.add_argument("--xproc-worker", nargs=2, metavar=("PREFIX", "IMPL"))
     options = parser.parse_args()
     warnings.simplefilter("ignore")  # peers' deprecation warnings are not the measurement
     if options.xproc_worker:
         xproc_worker(*options.xproc_worker)
         return
+    cases = set(options.case or CASES)
     n, repeats = (20_000, 5) if options.quick else (200_000, 7)
-    sync_calls = {impl: functools.partial(fn, 1) for impl, fn in memory_sync_impls().items()}
-    for impl, value in time_sync(sync_calls, n, repeats).items():
-        emit("hit-memory-sync", impl, value, "ns/call")
-    asyncio.run(run_async_cases(n, repeats))
-    for impl in ("safeship", "cashews"):
-        emit("stampede-xproc-calls", impl, stampede_xproc(impl), "count")
+    if "hit-memory-sync" in cases:
+        sync_calls = {impl: functools.partial(fn, 1) for impl, fn in memory_sync_impls().items()}
+        for impl, value in time_sync(sync_calls, n, repeats).items():
+            emit("hit-memory-sync", impl, value, "ns/call")
+    asyncio.run(run_async_cases(n, repeats, cases))
+    if "stampede-xproc-calls" in cases:
+        for impl in ("safeship", "cashews"):
+            emit("stampede-xproc-calls", impl, stampede_xproc(impl), "count")
 
 
 if __name__ == "__main__":
