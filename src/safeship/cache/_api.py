@@ -267,12 +267,14 @@ class Cache(CacheCore):
             await asyncio.gather(*pending, return_exceptions=True)
 
     async def aclose(self) -> None:
-        """Stop this loop's subscription and close the async Redis client."""
+        """Stop this loop's subscription, close this loop's Redis connection and the async
+        Redis client."""
         with contextlib.suppress(RuntimeError):
             listener = self._alisteners.pop(asyncio.get_running_loop(), None)
             if listener is not None:
                 await listener.close()
         if self.redis is not None and self.redis.aclient is not None:
+            await self.redis.aclose_wire()
             with contextlib.suppress(Exception):
                 await self.redis.aclient.aclose()
                 await self.redis.aclient.connection_pool.disconnect()

@@ -16,7 +16,6 @@ import logging
 import random
 import threading
 import time
-import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -34,8 +33,6 @@ __all__ = ["CacheCore", "check_tags"]
 
 logger = logging.getLogger("safeship.cache")
 _MISSING: Any = object()
-#: Async Redis commands in flight per event loop; more wait for a free slot, never raise.
-_COMMANDS_IN_FLIGHT = 64
 #: Seconds one Redis command may take on the clients the cache builds from a URL.
 _COMMAND_SECONDS = 2.0
 #: Names of recent invalidations remembered for loads in flight.
@@ -154,9 +151,6 @@ class CacheCore:
         self.serializer: Serializer = serializer if serializer is not None else JsonSerializer()
         self.clock = clock
         self.draw = draw
-        #: Bound of one async Redis command when the cache built the client (a given
-        #: client keeps its own socket timeouts).
-        self._command_seconds: float | None = None
         self.redis = self._redis_tier(redis_url, redis, aredis)
         if self.redis is None and not memory:
             raise CacheConfigError("Cache(memory=False) needs Redis: pass redis_url= or clients")
@@ -167,9 +161,6 @@ class CacheCore:
         self._areads: dict[str, asyncio.Future[Any]] = {}
         self._epoch = self._floor = 0
         self._marks: dict[str, int] = {}
-        self._gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
-            weakref.WeakKeyDictionary()
-        )
         self._flight_lock = threading.Lock()
         self._background: set[Any] = set()
         self._alisteners: dict[asyncio.AbstractEventLoop, AsyncListener] = {}
@@ -184,6 +175,7 @@ class CacheCore:
         from safeship._extras import require
 
         require("redis", "redis", feature="the Redis cache tier")
+        seconds: float | None = None
         if url is not None:
             import redis as sync_redis
             import redis.asyncio as async_redis
@@ -195,20 +187,23 @@ class CacheCore:
                 )  # fmt: skip
                 client = sync_redis.Redis(connection_pool=pool)
             if aclient is None:
-                # redis-py's async BlockingConnectionPool costs ~18% per command; the
-                # plain pool plus the cache's own gate (``_gate``) waits just the same.
-                # No socket_timeout: redis-py would run every send in asyncio.wait_for (a
-                # task per command); ``_async`` bounds the whole command with one
-                # asyncio.timeout instead (a disconnect on cancel keeps the pool clean).
+                # Async commands run on the tier's own connection per event loop
+                # (``_wire``), addressed like this pool; the pool serves the pub/sub
+                # subscriptions.
                 apool = async_redis.ConnectionPool.from_url(
-                    url,
-                    max_connections=_COMMANDS_IN_FLIGHT + 8,
-                    socket_timeout=None,
-                    socket_connect_timeout=1.0,
+                    url, max_connections=64, socket_timeout=None, socket_connect_timeout=1.0
                 )
                 aclient = async_redis.Redis(connection_pool=apool)
-                self._command_seconds = _COMMAND_SECONDS
-        return RedisTier(self.space, client=client, aclient=aclient, lease_ttl=self.lease_ttl)
+                seconds = _COMMAND_SECONDS
+        if aclient is not None and seconds is None:  # a given client's own socket timeout
+            given = getattr(aclient, "connection_pool", None)
+            if given is None or not hasattr(given, "connection_kwargs"):
+                raise CacheConfigError("aredis= takes a redis.asyncio.Redis client")
+            seconds = given.connection_kwargs.get("socket_timeout")
+        return RedisTier(
+            self.space, client=client, aclient=aclient, lease_ttl=self.lease_ttl,
+            command_seconds=seconds,
+        )  # fmt: skip
 
     def _default_breaker(self) -> Breaker:
         from safeship.resilience import BreakerRegistry
@@ -256,28 +251,10 @@ class CacheCore:
         self.breaker.record_success(*call)
         return result
 
-    def _gate(self) -> asyncio.Semaphore:
-        loop = asyncio.get_running_loop()
-        gate = self._gates.get(loop)
-        if gate is None:
-            gate = self._gates[loop] = asyncio.Semaphore(self._slots())
-        return gate
-
-    def _slots(self) -> int:
-        """Commands in flight per loop: 64, or fewer than the client pool holds (one
-        connection stays free for the pub/sub subscription)."""
-        assert self.redis is not None
-        pool = getattr(self.redis.aclient, "connection_pool", None)
-        size = getattr(pool, "max_connections", None)
-        if not isinstance(size, int) or size <= 0:
-            return _COMMANDS_IN_FLIGHT
-        return max(1, min(_COMMANDS_IN_FLIGHT, size - 1))
-
     async def _async(self, command: Callable[..., Awaitable[Any]], *args: Any) -> Any:
         call = self._begin()
         try:
-            async with self._gate(), asyncio.timeout(self._command_seconds):
-                result = await command(*args)
+            result = await command(*args)
         except BaseException as exc:
             self._failed(call, exc)
             raise
@@ -589,17 +566,17 @@ class CacheCore:
                 self.stats.early_refreshes += 1
             else:
                 self.stats.stale_served += 1
-            if key not in self._aflights:
+            if self._flight_here(key) is None:
                 self._start_flight(
                     key, self._fill_async(key, local, load, policy, tags, entry, True)
                 )
             return entry.value  # type: ignore[union-attr]
-        task = self._aflights.get(key)
+        task = self._flight_here(key)
         if task is None and self.redis is not None and self.redis.aclient is not None:
             found = await self._read_once(key, local, policy)
             if found is not _MISSING:
                 return found
-            task = self._aflights.get(key)
+            task = self._flight_here(key)
         if task is None:
             task = self._start_flight(key, self._fill_async(key, local, load, policy, tags, entry))
         else:
@@ -608,12 +585,16 @@ class CacheCore:
 
     async def _read_once(self, key: str, local: Any, policy: Policy) -> Any:
         """A Redis hit without a task: one GET per key at a time, concurrent callers share
-        it; ``_MISSING`` when Redis has no fresh value (or is degraded)."""
+        it; ``_MISSING`` when Redis has no fresh value (or is degraded). A read of the key
+        in another event loop is not shared (its future belongs to that loop)."""
+        loop = asyncio.get_running_loop()
         reading = self._areads.get(key)
-        if reading is not None:
+        if reading is not None and reading.get_loop() is loop:
             self.stats.coalesced += 1
             return await asyncio.shield(reading)
-        reading = self._areads[key] = asyncio.get_running_loop().create_future()
+        own, reading = reading is None, loop.create_future()
+        if own:
+            self._areads[key] = reading
         result = _MISSING
         try:
             found = await self._read_redis_async(key)
@@ -624,9 +605,18 @@ class CacheCore:
         except _Degraded:
             pass
         finally:
-            del self._areads[key]
+            if self._areads.get(key) is reading:
+                del self._areads[key]
             reading.set_result(result)
         return result
+
+    def _flight_here(self, key: str) -> asyncio.Task[Any] | None:
+        """The load of ``key`` running in this event loop (another loop's cannot be
+        awaited here)."""
+        task = self._aflights.get(key)
+        if task is not None and task.get_loop() is not asyncio.get_running_loop():
+            return None
+        return task
 
     def _start_flight(self, key: str, work: Awaitable[Any]) -> asyncio.Task[Any]:
         task: asyncio.Task[Any] = asyncio.ensure_future(work)

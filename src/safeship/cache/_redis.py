@@ -4,7 +4,10 @@ One channel per ``env:namespace`` carries three messages: ``done`` (a lease hold
 a value: its waiters read it), ``keys`` and ``tags`` (invalidations: every process drops
 the matching entries of its memory tier). Waiters for a lease block on an event the
 listener sets, never on a polling loop; a waiter that times out (the holder died) tries
-the lease again. Sync and async clients are twins sharing the same commands.
+the lease again. Sync and async clients are twins sharing the same commands: the sync
+ones run on the redis-py client, the async ones on the event loop's :class:`Wire` (one
+pipelined connection per loop, addressed like the async client's pool); the pub/sub
+subscriptions use the redis-py clients.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any
 from safeship.cache._entry import Entry, decode_envelope, encode_envelope
 from safeship.cache._errors import CacheError
 from safeship.cache._keys import KeySpace
+from safeship.cache._wire import Wire
 
 __all__ = ["AsyncListener", "RedisTier", "SyncListener"]
 
@@ -71,10 +75,18 @@ def parse_message(data: Any, own: str) -> tuple[str, list[str]] | None:
 class RedisTier:
     """Commands of the Redis tier for one key space; ``client`` sync, ``aclient`` async."""
 
-    def __init__(self, space: KeySpace, *, client: Any, aclient: Any, lease_ttl: float) -> None:
+    def __init__(
+        self, space: KeySpace, *, client: Any, aclient: Any, lease_ttl: float,
+        command_seconds: float | None = None,
+    ) -> None:  # fmt: skip
         self.space = space
         self.client = client
         self.aclient = aclient
+        #: Seconds an async command may wait for its reply (None: no bound).
+        self.command_seconds = command_seconds
+        self._wires: dict[asyncio.AbstractEventLoop, Wire] = {}
+        self._wires_lock = threading.Lock()
+        self._last_wire: Wire | None = None
         self.lease_ms = max(1, round(lease_ttl * 1000))
         self.channel = f"safeship:cache:{space.env}:{space.namespace}"
         self.token = secrets.token_hex(8)
@@ -144,44 +156,73 @@ class RedisTier:
         return bool(self.client.eval(_RENEW, 1, self.lease_key(key), self.token, self.lease_ms))
 
     # -- async -------------------------------------------------------------------------
+    def wire(self) -> Wire:
+        """The running event loop's connection (each loop has its own)."""
+        loop = asyncio.get_running_loop()
+        last = self._last_wire
+        if last is not None and last.loop is loop:
+            return last
+        with self._wires_lock:
+            wire = self._wires.get(loop)
+            if wire is None:
+                for gone in [other for other in self._wires if other.is_closed()]:
+                    del self._wires[gone]  # its loop ended: so did its connection's use
+                pool = self.aclient.connection_pool
+                wire = self._wires[loop] = Wire(pool, self.command_seconds)
+        self._last_wire = wire
+        return wire
+
+    async def aclose_wire(self) -> None:
+        """Close the running loop's connection; another loop's is closed from that loop
+        (a transport belongs to its loop), and the next command opens a new one."""
+        loop = asyncio.get_running_loop()
+        with self._wires_lock:
+            wire = self._wires.pop(loop, None)
+            if self._last_wire is wire:
+                self._last_wire = None
+        if wire is not None:
+            await wire.aclose()
+
     async def aget(self, key: str, loads: Callable[[bytes], Any]) -> Entry | None:
-        return self.parse(key, await self.aclient.get(key), loads)
+        return self.parse(key, await self.wire().execute(("GET", key)), loads)
 
     async def aput(self, entry: Entry, payload: bytes, now: float, announce: bool = False) -> None:
         ttl = self._ttl_ms(entry, now)
-        pipe = self.aclient.pipeline(transaction=False)
+        commands: list[tuple[Any, ...]] = []
         if announce:
-            pipe.publish(self.channel, self.message("keys", [entry.key]))
-        pipe.set(entry.key, encode_envelope(entry, payload), px=ttl)
+            commands.append(("PUBLISH", self.channel, self.message("keys", [entry.key])))
+        commands.append(("SET", entry.key, encode_envelope(entry, payload), "PX", ttl))
         for tag in entry.tags:
             tag_key = self.space.tag_key(tag)
-            pipe.sadd(tag_key, entry.key)
-            pipe.pexpire(tag_key, ttl, gt=True)
-            pipe.pexpire(tag_key, ttl, nx=True)
-        await pipe.execute()
+            commands.append(("SADD", tag_key, entry.key))
+            commands.append(("PEXPIRE", tag_key, ttl, "GT"))
+            commands.append(("PEXPIRE", tag_key, ttl, "NX"))
+        await self.wire().execute(*commands)
 
     async def adrop_keys(self, keys: list[str]) -> int:
         message = self.message("keys", keys)
-        return int(await self.aclient.eval(_DROP_KEYS, len(keys), *keys, self.channel, message))
+        command = ("EVAL", _DROP_KEYS, len(keys), *keys, self.channel, message)
+        return int(await self.wire().execute(command))
 
     async def adrop_tags(self, tags: list[str]) -> int:
         names = [self.space.tag_key(tag) for tag in tags]
         message = self.message("tags", tags)
-        return int(await self.aclient.eval(_DROP_TAGS, len(names), *names, self.channel, message))
+        command = ("EVAL", _DROP_TAGS, len(names), *names, self.channel, message)
+        return int(await self.wire().execute(command))
 
     async def aacquire(self, key: str) -> bool:
-        return bool(
-            await self.aclient.set(self.lease_key(key), self.token, nx=True, px=self.lease_ms)
-        )
+        command = ("SET", self.lease_key(key), self.token, "NX", "PX", self.lease_ms)
+        return await self.wire().execute(command) is not None
 
     async def arenew(self, key: str) -> bool:
         """Extend this holder's lease by ``lease_ttl``; False when it is no longer ours."""
-        renewed = await self.aclient.eval(_RENEW, 1, self.lease_key(key), self.token, self.lease_ms)
-        return bool(renewed)
+        command = ("EVAL", _RENEW, 1, self.lease_key(key), self.token, self.lease_ms)
+        return bool(await self.wire().execute(command))
 
     async def arelease(self, key: str) -> None:
         message = self.message("done", [key])
-        await self.aclient.eval(_RELEASE, 1, self.lease_key(key), self.token, self.channel, message)
+        command = ("EVAL", _RELEASE, 1, self.lease_key(key), self.token, self.channel, message)
+        await self.wire().execute(command)
 
 
 Handler = Callable[[str, list[str]], None]

@@ -1,0 +1,333 @@
+"""The async Redis tier's round trips: one connection per event loop, commands pipelined.
+
+Every async command of the tier goes through :meth:`Wire.execute`: it is written on the
+loop's connection at once when nothing is in flight, or, when replies are pending,
+queued and written with the others issued in the same loop turn (one write). Replies
+come back in order and the protocol hands each to the next waiter in its FIFO, from the
+transport's callback (no task per command, no pool to check out of, no lock).
+
+A caller that is cancelled leaves its place in the FIFO: its reply is read and dropped,
+so no other caller ever gets it. A lost connection fails every waiter with a
+``ConnectionError``; the next command connects again. A reply later than ``timeout``
+seconds (the oldest waiter's deadline, watched by one timer per connection) aborts the
+connection and fails every waiter with ``TimeoutError``: a server that stopped answering
+cannot be told apart from one that is slow to answer the first command in line.
+
+The wire speaks RESP2 and takes the address, database and credentials from the async
+client's connection pool (``connection_kwargs``): TCP, TLS (``rediss://``) and Unix
+sockets. The pub/sub subscription keeps using the redis-py client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+from typing import Any
+
+__all__ = ["ReplyError", "Wire", "pack", "parse"]
+
+
+class ReplyError(Exception):
+    """An error reply (``-ERR ...``) to one command."""
+
+
+class _Incomplete(Exception):  # noqa: N818 - internal signal: wait for more bytes
+    pass
+
+
+_INCOMPLETE = _Incomplete()
+
+
+def _encode(arg: Any) -> bytes:
+    if isinstance(arg, bytes):
+        return arg
+    if isinstance(arg, str):
+        return arg.encode()
+    if isinstance(arg, bool):  # a bool is an int: refuse it rather than send "True"
+        raise TypeError("a Redis command argument cannot be a bool")
+    if isinstance(arg, int | float):
+        return repr(arg).encode()
+    raise TypeError(f"a Redis command argument cannot be {type(arg).__name__}")
+
+
+def pack(command: tuple[Any, ...]) -> bytes:
+    """One command as a RESP array of bulk strings."""
+    parts = [b"*%d\r\n" % len(command)]
+    for arg in command:
+        data = _encode(arg)
+        parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
+def parse(buf: bytes, at: int) -> tuple[Any, int]:
+    """The RESP2 reply starting at ``at`` and the offset after it; raises ``_Incomplete``
+    when ``buf`` ends inside it. Bulk strings are bytes, nil is None, an error reply is a
+    :class:`ReplyError` value (inside an array too)."""
+    end = buf.find(b"\r\n", at)
+    if end < 0:
+        raise _INCOMPLETE
+    kind = buf[at]
+    if kind == 36:  # $ bulk string
+        size = int(buf[at + 1 : end])
+        if size < 0:
+            return None, end + 2
+        stop = end + 2 + size
+        if len(buf) < stop + 2:
+            raise _INCOMPLETE
+        return buf[end + 2 : stop], stop + 2
+    if kind == 58:  # : integer
+        return int(buf[at + 1 : end]), end + 2
+    if kind == 43:  # + simple string
+        return buf[at + 1 : end], end + 2
+    if kind == 45:  # - error
+        return ReplyError(buf[at + 1 : end].decode(errors="replace")), end + 2
+    if kind == 42:  # * array
+        count = int(buf[at + 1 : end])
+        if count < 0:
+            return None, end + 2
+        at = end + 2
+        items = []
+        for _ in range(count):
+            item, at = parse(buf, at)
+            items.append(item)
+        return items, at
+    raise ValueError(f"not a RESP2 reply: {buf[at : at + 16]!r}")
+
+
+def _connection_error(message: str) -> Exception:
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    return RedisConnectionError(message)
+
+
+def _response_error(error: ReplyError) -> Exception:
+    from redis.exceptions import ResponseError
+
+    return ResponseError(str(error))
+
+
+class _Protocol(asyncio.Protocol):
+    """One connection: hands each reply to the next waiter ``(future, count, deadline)``
+    (``count`` replies each), writes the commands queued in one loop turn together."""
+
+    def __init__(self, wire: Wire) -> None:
+        self.wire = wire
+        self.loop = wire.loop
+        self.waiters: collections.deque[tuple[asyncio.Future[Any], int, float]] = (
+            collections.deque()
+        )
+        self.buffer = b""
+        self.replies: list[Any] = []  # the head waiter's replies so far, when count > 1
+        self.pending: list[bytes] = []
+        self.flushing = self.watching = False
+        self.transport: asyncio.Transport | None = None
+        self.closed: asyncio.Future[None] = self.loop.create_future()
+        self.lost: BaseException | None = None
+
+    def send(self, commands: tuple[tuple[Any, ...], ...]) -> asyncio.Future[Any]:
+        """Queue ``commands``; the future gets the reply (the list of replies for several)."""
+        if self.lost is not None:
+            raise self.lost
+        future = self.loop.create_future()
+        count = len(commands)
+        data = pack(commands[0]) if count == 1 else b"".join(map(pack, commands))
+        timeout = self.wire.timeout
+        deadline = self.loop.time() + timeout if timeout is not None else 0.0
+        waiters = self.waiters
+        idle = not waiters
+        waiters.append((future, count, deadline))
+        if idle:  # nothing in flight: no reply to wait behind, write now
+            self.transport.write(data)  # type: ignore[union-attr]
+        else:
+            self.pending.append(data)
+            if not self.flushing:
+                self.flushing = True
+                self.loop.call_soon(self._flush)
+        if timeout is not None and not self.watching:
+            self.watching = True
+            self.loop.call_at(deadline, self._watch)
+        return future
+
+    def _flush(self) -> None:
+        self.flushing = False
+        data, self.pending = b"".join(self.pending), []
+        if self.lost is None and self.transport is not None:
+            self.transport.write(data)
+
+    def _watch(self) -> None:
+        """Abort when the oldest command is overdue, else look again at its deadline
+        (or stop watching when nothing is in flight)."""
+        self.watching = False
+        if self.lost is not None or not self.waiters:
+            return
+        deadline = self.waiters[0][2]
+        if self.loop.time() >= deadline:
+            self.abort(TimeoutError(f"Redis did not answer within {self.wire.timeout} s"))
+            return
+        self.watching = True
+        self.loop.call_at(deadline, self._watch)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buffer + data if self.buffer else data
+        at, size, waiters = 0, len(buf), self.waiters
+        try:
+            while at < size:
+                reply, at = parse(buf, at)
+                if not waiters:
+                    raise ValueError("a reply that no command asked for")
+                future, count, _ = waiters[0]
+                if count > 1:
+                    self.replies.append(reply)
+                    if len(self.replies) < count:
+                        continue
+                    reply, self.replies = self.replies, []
+                waiters.popleft()
+                if future.done():  # its caller was cancelled: the reply is dropped
+                    continue
+                if count == 1 and reply.__class__ is ReplyError:
+                    future.set_exception(_response_error(reply))
+                else:
+                    future.set_result(reply)
+        except _Incomplete:
+            pass
+        except ValueError as exc:  # a garbled stream: nothing after it can be trusted
+            self.buffer = b""
+            self.abort(_connection_error(f"Redis sent an unreadable reply: {exc}"))
+            return
+        self.buffer = buf[at:] if at < size else b""
+
+    def abort(self, exc: BaseException) -> None:
+        if self.lost is None:
+            self.lost = exc
+        if self.transport is not None:
+            self.transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.lost is None:
+            self.lost = _connection_error(f"Redis connection lost: {exc!r}")
+        self.wire.forget(self)
+        waiters, self.waiters = self.waiters, collections.deque()
+        self.pending = []
+        for future, _, _ in waiters:
+            if not future.done():
+                future.set_exception(self.lost)
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+class Wire:
+    """The connection of one event loop (opened on first use, again after a loss)."""
+
+    def __init__(self, pool: Any, timeout: float | None) -> None:
+        from redis.asyncio.connection import SSLConnection
+
+        self.loop = asyncio.get_running_loop()
+        self.kwargs: dict[str, Any] = dict(pool.connection_kwargs)
+        self.tls = issubclass(pool.connection_class, SSLConnection)
+        self.timeout = timeout
+        self.protocol: _Protocol | None = None
+        self.connecting: asyncio.Task[_Protocol] | None = None
+        self.closing = False
+
+    async def execute(self, *commands: tuple[Any, ...]) -> Any:
+        """The reply to one command, or the list of replies to several (written together,
+        answered together; an error reply among them raises)."""
+        protocol = self.protocol
+        if protocol is None:
+            protocol = await self._connect()
+        if len(commands) == 1:
+            return await protocol.send(commands)
+        replies = await protocol.send(commands)
+        for reply in replies:
+            if reply.__class__ is ReplyError:
+                raise _response_error(reply)
+        return replies
+
+    def forget(self, protocol: _Protocol) -> None:
+        if self.protocol is protocol:
+            self.protocol = None
+
+    async def _connect(self) -> _Protocol:
+        if self.closing:
+            raise _connection_error("the cache's Redis connection is closed")
+        if self.connecting is None or self.connecting.done():
+            self.connecting = self.loop.create_task(self._open())
+        return await asyncio.shield(self.connecting)
+
+    async def _open(self) -> _Protocol:
+        kwargs = self.kwargs
+        seconds = kwargs.get("socket_connect_timeout") or kwargs.get("socket_timeout")
+        protocol: _Protocol | None = None
+        try:
+            async with asyncio.timeout(seconds):
+                if kwargs.get("path"):
+                    _, protocol = await self.loop.create_unix_connection(
+                        lambda: _Protocol(self), kwargs["path"]
+                    )
+                else:
+                    _, protocol = await self.loop.create_connection(
+                        lambda: _Protocol(self), kwargs.get("host") or "localhost",
+                        int(kwargs.get("port") or 6379), ssl=self._ssl_context(),
+                    )  # fmt: skip
+                for command in self._handshake():  # one at a time: the failing one raises
+                    await protocol.send((command,))
+        except BaseException as exc:
+            if protocol is not None:
+                protocol.abort(_connection_error("the Redis handshake failed"))
+            if isinstance(exc, OSError):
+                raise _connection_error(f"cannot connect to Redis: {exc!r}") from exc
+            raise
+        if self.closing:
+            protocol.abort(_connection_error("the cache's Redis connection is closed"))
+            raise _connection_error("the cache's Redis connection is closed")
+        self.protocol = protocol
+        return protocol
+
+    def _handshake(self) -> list[tuple[Any, ...]]:
+        kwargs, commands = self.kwargs, []
+        password, username = kwargs.get("password"), kwargs.get("username")
+        if password is not None:
+            who = () if username is None else (username,)
+            commands.append(("AUTH", *who, password))
+        if kwargs.get("db"):
+            commands.append(("SELECT", int(kwargs["db"])))
+        if kwargs.get("client_name"):
+            commands.append(("CLIENT", "SETNAME", kwargs["client_name"]))
+        return commands
+
+    def _ssl_context(self) -> Any:
+        if not self.tls:
+            return None
+        import ssl
+
+        kwargs = self.kwargs
+        context = ssl.create_default_context(cafile=kwargs.get("ssl_ca_certs"))
+        required = kwargs.get("ssl_cert_reqs", "required")
+        if required in ("none", ssl.CERT_NONE, None):
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        else:
+            context.check_hostname = bool(kwargs.get("ssl_check_hostname", True))
+        if kwargs.get("ssl_certfile"):
+            context.load_cert_chain(
+                kwargs["ssl_certfile"], kwargs.get("ssl_keyfile"), kwargs.get("ssl_password")
+            )
+        return context
+
+    async def aclose(self) -> None:
+        """Close the connection (its waiters fail) and wait until its socket is closed."""
+        self.closing = True
+        if self.connecting is not None and not self.connecting.done():
+            self.connecting.cancel()
+            with contextlib.suppress(BaseException):
+                await self.connecting
+        protocol = self.protocol
+        if protocol is not None and protocol.transport is not None:
+            if protocol.lost is None:
+                protocol.lost = _connection_error("the cache's Redis connection is closed")
+            protocol.transport.close()
+            await protocol.closed
