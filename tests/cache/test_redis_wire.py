@@ -315,3 +315,18 @@ async def test_closing_leaves_no_socket_open(redis_url: str, prefix: str) -> Non
         await asyncio.sleep(0)
         gc.collect()
     assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
+
+
+def test_a_client_whose_server_the_wire_cannot_dial_is_refused() -> None:
+    from redis.asyncio.sentinel import Sentinel
+
+    from safeship.cache import CacheConfigError
+
+    managed = Sentinel([("127.0.0.1", 26379)]).master_for("mymaster")  # type: ignore[no-untyped-call]
+    with pytest.raises(CacheConfigError, match="SentinelManagedConnection"):
+        Cache("refused", aredis=managed, memory=False)
+    with pytest.raises(CacheConfigError, match="connection pool"):
+        Cache("refused", aredis=object(), memory=False)
+    for url in ("redis://127.0.0.1:1/3", "rediss://127.0.0.1:1/0", "unix:///tmp/none.sock"):
+        pool = aredis.ConnectionPool.from_url(url)
+        Cache("accepted", aredis=aredis.Redis(connection_pool=pool), memory=False)

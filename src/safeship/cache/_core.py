@@ -27,6 +27,7 @@ from safeship.cache._policy import Policy, check_seconds
 from safeship.cache._redis import AsyncListener, RedisTier, SyncListener
 from safeship.cache._serializers import JsonSerializer, Serializer
 from safeship.cache._stats import Stats, register_stats
+from safeship.cache._wire import unsupported
 from safeship.resilience import Breaker, BreakerOpen, ConsecutiveFailures
 
 __all__ = ["CacheCore", "check_tags"]
@@ -195,11 +196,13 @@ class CacheCore:
                 )
                 aclient = async_redis.Redis(connection_pool=apool)
                 seconds = _COMMAND_SECONDS
-        if aclient is not None and seconds is None:  # a given client's own socket timeout
-            given = getattr(aclient, "connection_pool", None)
-            if given is None or not hasattr(given, "connection_kwargs"):
-                raise CacheConfigError("aredis= takes a redis.asyncio.Redis client")
-            seconds = given.connection_kwargs.get("socket_timeout")
+        if aclient is not None:
+            given: Any = getattr(aclient, "connection_pool", None)
+            refused = unsupported(given)
+            if refused is not None:
+                raise CacheConfigError(f"aredis= client not usable: {refused}")
+            if seconds is None:  # a given client's own socket timeout
+                seconds = given.connection_kwargs.get("socket_timeout")
         return RedisTier(
             self.space, client=client, aclient=aclient, lease_ttl=self.lease_ttl,
             command_seconds=seconds,

@@ -13,9 +13,10 @@ seconds (the oldest waiter's deadline, watched by one timer per connection) abor
 connection and fails every waiter with ``TimeoutError``: a server that stopped answering
 cannot be told apart from one that is slow to answer the first command in line.
 
-The wire speaks RESP2 and takes the address, database and credentials from the async
-client's connection pool (``connection_kwargs``): TCP, TLS (``rediss://``) and Unix
-sockets. The pub/sub subscription keeps using the redis-py client.
+The wire speaks RESP2 and takes the address, database, credentials and client name from
+the async client's connection pool (``connection_kwargs``): TCP, TLS (``rediss://``) and
+Unix sockets (:func:`unsupported` says why another pool is refused). The pub/sub
+subscription keeps using the redis-py client.
 """
 
 from __future__ import annotations
@@ -25,7 +26,24 @@ import collections
 import contextlib
 from typing import Any
 
-__all__ = ["ReplyError", "Wire", "pack", "parse"]
+__all__ = ["ReplyError", "Wire", "pack", "parse", "unsupported"]
+
+
+def unsupported(pool: Any) -> str | None:
+    """Why the wire cannot reach the server of this redis-py async pool (None: it can).
+    It dials the pool's address itself, so a pool that finds its server another way
+    (Sentinel, a cluster) or signs in through a credential provider is refused."""
+    from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
+
+    kwargs = getattr(pool, "connection_kwargs", None)
+    kind = getattr(pool, "connection_class", None)
+    if not isinstance(kwargs, dict) or kind is None:
+        return "the client has no redis.asyncio connection pool"
+    if kind not in (Connection, SSLConnection, UnixDomainSocketConnection):
+        return f"its pool makes {kind.__name__} connections (TCP, TLS or a Unix socket only)"
+    if kwargs.get("credential_provider") is not None:
+        return "its pool signs in through a credential provider (username/password only)"
+    return None
 
 
 class ReplyError(Exception):
@@ -227,7 +245,7 @@ class Wire:
 
         self.loop = asyncio.get_running_loop()
         self.kwargs: dict[str, Any] = dict(pool.connection_kwargs)
-        self.tls = issubclass(pool.connection_class, SSLConnection)
+        self.tls = pool.connection_class is SSLConnection
         self.timeout = timeout
         self.protocol: _Protocol | None = None
         self.connecting: asyncio.Task[_Protocol] | None = None
