@@ -529,3 +529,81 @@ def test_equal_future_run_at_of_one_transaction_is_claimed_in_enqueue_order(
     )
     assert taken == order
     assert len(run_ats) == 1
+
+
+def _waiting(engine: sa.Engine) -> int:
+    """Other sessions of this database waiting for a lock now."""
+    with engine.connect() as conn:
+        return int(
+            conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+                )
+            ).scalar_one()
+        )
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("outcome", ["upgrade-commits", "upgrade-dies"])
+def test_writers_queued_behind_a_running_upgrade_go_in_after_it(
+    pg: sa.Engine, outcome: str
+) -> None:
+    """The upgrade holds the jobs table while it waits for the version row; an old writer
+    and this release's enqueue queue behind it, then go in whether it commits or its
+    session dies midway (terminated: all of it rolls back)."""
+    upgrade(pg, BEFORE)
+    jobs = _jobs()
+    with pg.begin() as conn:
+        first = jobs.enqueue_many(conn, "a", [{"n": n} for n in range(3)])
+    failures: list[BaseException] = []
+    written: list[uuid.UUID] = []
+
+    def run(target: Any) -> threading.Thread:
+        def body() -> None:
+            try:
+                target()
+            except BaseException as exc:  # noqa: BLE001 - asserted below
+                failures.append(exc)
+
+        thread = threading.Thread(target=body)
+        thread.start()
+        return thread
+
+    def old_writer() -> None:
+        with pg.begin() as conn:
+            written.append(_old_enqueue(conn, 10))
+
+    def new_writer() -> None:
+        with pg.begin() as conn:
+            written.append(jobs.enqueue(conn, "a", {"n": 11}))
+
+    with pg.connect() as holder:
+        holder.execute(sa.text("SELECT * FROM safeship_alembic_version FOR UPDATE"))
+        upgrader = run(lambda: upgrade(pg, AFTER, lock_timeout_ms=20_000))
+        wait_until(lambda: _waiting(pg) == 1, timeout=10, message="the upgrade waits")
+        writers = [run(old_writer), run(new_writer)]
+        wait_until(lambda: _waiting(pg) == 3, timeout=10, message="the writers wait")
+        if outcome == "upgrade-dies":
+            holder.execute(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND wait_event_type = 'Lock' "
+                    "AND query LIKE '%safeship_alembic_version%'"
+                )
+            )
+            upgrader.join(30)
+        holder.rollback()
+        upgrader.join(30)
+    for thread in writers:
+        thread.join(30)
+    if outcome == "upgrade-commits":
+        assert not failures
+        assert current_revision(pg) == AFTER
+    else:
+        assert len(failures) == 1 and isinstance(failures[0], sa.exc.OperationalError)
+        assert current_revision(pg) == BEFORE
+    assert len(written) == 2
+    assert set(_rows(pg)) == {*first, *written}
+    taken = [c.id for c in _claim(pg, ["a"], 5)]
+    assert sorted(taken) == sorted([*first, *written])
