@@ -167,11 +167,6 @@ def _child_draw_finishes(seconds: float) -> bool:
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
-@pytest.mark.xfail(
-    strict=True,
-    reason="the draw's lock is not reset in a forked child: a fork while another thread is "
-    "inside uuid7s leaves the child's lock held forever, so the child's first id hangs",
-)
 def test_a_child_forked_during_a_draw_can_still_draw(monkeypatch: pytest.MonkeyPatch) -> None:
     parent = os.getpid()
     real = os.urandom
@@ -199,11 +194,6 @@ def test_a_child_forked_during_a_draw_can_still_draw(monkeypatch: pytest.MonkeyP
     assert os.waitstatus_to_exitcode(status) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="uuid7s after a last id whose low 62 bits are all ones adds 1 without carrying: "
-    "the first id's variant bits become 11 and the rest fall below the last id",
-)
 def test_a_batch_after_the_very_top_of_the_low_bits_ascends(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -284,11 +274,6 @@ def test_pool_processes_draw_distinct_ids_ascending_per_process(method: str) -> 
 @pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("SAFESHIP_SOAK"), reason="soak run: set SAFESHIP_SOAK=1")
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
-@pytest.mark.xfail(
-    strict=True,
-    reason="the draw's lock is not reset in a forked child: forking while a thread draws "
-    "big batches leaves some child's lock held, and that child's first id hangs",
-)
 def test_children_forked_while_a_thread_draws_big_batches_can_all_draw() -> None:
     """The same as the test above with nothing patched: a thread draws batches of 100,000
     ids (the lock is held while each batch's numbers are summed) while the main thread

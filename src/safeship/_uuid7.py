@@ -31,7 +31,10 @@ _last = 0  # the last id this process drew, as an int
 
 
 def _forget() -> None:
-    global _last
+    # A fork copies only the forking thread: a lock another thread held stays held in the
+    # child for good, so the child takes a new one.
+    global _last, _lock
+    _lock = threading.Lock()
     _random.clear()
     _last = 0
 
@@ -97,12 +100,11 @@ def uuid7s(count: int) -> list[uuid.UUID]:
         if high | low <= _last:  # this millisecond is taken up to _last: go on after it
             high, low = _last & ~_LOW, (_last & _LOW) + 1
         if low + (count << bits) <= _LOW:  # the batch fits in the last 62 bits
-            lows = accumulate(
-                map(or_, map(rshift, steps, repeat(64 - bits)), repeat(1)), initial=low
-            )
-            values = [high | value for value in lows]
+            sized = map(or_, map(rshift, steps, repeat(64 - bits)), repeat(1))  # 1 to 2**bits
+            values = [high | value for value in accumulate(sized, initial=low)]
         else:  # it would carry into the 12 bits above: step the id as one number
-            at, values = _count(high | low), [high | low]
+            at = _count(high) + low
+            values = [_id(at)]
             for step in steps:
                 at += 1 + (step >> 16)
                 values.append(_id(at))
