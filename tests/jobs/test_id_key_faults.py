@@ -296,12 +296,6 @@ def test_an_upgrade_that_times_out_rolls_back_whole_and_runs_again(
     assert "seq" not in _pg_shape(pg)[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="on SQLite the upgrade's DDL is not in one transaction (pysqlite begins only "
-    "before DML): a failure after the claim index was dropped leaves it dropped at 0012, "
-    "and running again fails on 'no such index: ix_safeship_jobs_claim'",
-)
 def test_a_sqlite_upgrade_failing_midway_rolls_back_whole_and_runs_again(
     tmp_path: Path,
 ) -> None:

@@ -120,6 +120,12 @@ def upgrade(
             # whatever the session or the role has; env.py sets the migrations' own.
             conn.exec_driver_sql("SET LOCAL lock_timeout = 0")
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _LOCK_ID})
+        elif conn.dialect.name == "sqlite" and not conn.connection.dbapi_connection.in_transaction:  # type: ignore[union-attr]
+            # The sqlite3 driver opens a transaction only before a DML statement, so DDL
+            # would commit statement by statement and a failure midway would leave half a
+            # migration behind. One explicit transaction holds the whole upgrade, and
+            # IMMEDIATE takes the write lock first, so concurrent upgraders queue.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
         command.upgrade(_config(conn, int(lock_timeout_ms)), revision)
     reached = current_revision(engine)
     return reached or ""
