@@ -330,3 +330,28 @@ def test_a_client_whose_server_the_wire_cannot_dial_is_refused() -> None:
     for url in ("redis://127.0.0.1:1/3", "rediss://127.0.0.1:1/0", "unix:///tmp/none.sock"):
         pool = aredis.ConnectionPool.from_url(url)
         Cache("accepted", aredis=aredis.Redis(connection_pool=pool), memory=False)
+
+
+@pytest.mark.redis
+async def test_concurrent_hits_on_one_key_share_one_read(redis_url: str, prefix: str) -> None:
+    cache = Cache(prefix, redis_url=redis_url, memory=False)
+    assert cache.redis is not None
+
+    @cache(ttl=60)
+    async def double(x: int) -> int:
+        return 2 * x
+
+    try:
+        assert await double(4) == 8
+        before = cache.snapshot()["coalesced"]
+        calls = [asyncio.ensure_future(double(4)) for _ in range(50)]
+        await asyncio.sleep(0)  # the first reads; the others follow it
+        protocol = cache.redis.wire().protocol
+        assert protocol is not None and len(protocol.waiters) == 1
+        calls[1].cancel()  # a follower leaving changes nothing for the rest
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        assert isinstance(results.pop(1), asyncio.CancelledError)
+        assert results == [8] * 49
+        assert cache.snapshot()["coalesced"] - before == 49
+    finally:
+        await cache.aclose()

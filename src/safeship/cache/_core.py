@@ -159,7 +159,8 @@ class CacheCore:
         self._redis_failures = _redis_errors() if self.redis is not None else ()
         self._flights: dict[str, _Flight] = {}
         self._aflights: dict[str, asyncio.Task[Any]] = {}
-        self._areads: dict[str, asyncio.Future[Any]] = {}
+        #: Redis reads in flight by key: the reading loop, then its followers' futures.
+        self._areads: dict[str, list[Any]] = {}
         self._epoch = self._floor = 0
         self._marks: dict[str, int] = {}
         self._flight_lock = threading.Lock()
@@ -592,10 +593,12 @@ class CacheCore:
         in another event loop is not shared (its future belongs to that loop)."""
         loop = asyncio.get_running_loop()
         reading = self._areads.get(key)
-        if reading is not None and reading.get_loop() is loop:
+        if reading is not None and reading[0] is loop:
             self.stats.coalesced += 1
-            return await asyncio.shield(reading)
-        own, reading = reading is None, loop.create_future()
+            follower = loop.create_future()
+            reading.append(follower)
+            return await follower
+        own, reading = reading is None, [loop]  # a follower's future only when one comes
         if own:
             self._areads[key] = reading
         result = _MISSING
@@ -608,9 +611,11 @@ class CacheCore:
         except _Degraded:
             pass
         finally:
-            if self._areads.get(key) is reading:
+            if own and self._areads.get(key) is reading:
                 del self._areads[key]
-            reading.set_result(result)
+            for follower in reading[1:]:
+                if not follower.done():
+                    follower.set_result(result)
         return result
 
     def _flight_here(self, key: str) -> asyncio.Task[Any] | None:

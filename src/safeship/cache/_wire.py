@@ -71,6 +71,9 @@ def _encode(arg: Any) -> bytes:
 
 def pack(command: tuple[Any, ...]) -> bytes:
     """One command as a RESP array of bulk strings."""
+    if len(command) == 2 and command[0] == "GET" and command[1].__class__ is str:
+        key = command[1].encode()  # the hit path's command, in one formatting
+        return b"*2\r\n$3\r\nGET\r\n$%d\r\n%b\r\n" % (len(key), key)
     parts = [b"*%d\r\n" % len(command)]
     for arg in command:
         data = _encode(arg)
