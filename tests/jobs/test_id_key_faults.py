@@ -494,12 +494,6 @@ def test_equal_jobs_of_one_transaction_are_claimed_in_enqueue_order(
     assert [c.id for c in taken] == order
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="run_at is stored as the database's now() plus the delay to run_at read from "
-    "this process's clock at each enqueue, so jobs given one future run_at get different "
-    "ones (later enqueues earlier on PostgreSQL) and are not claimed in enqueue order",
-)
 def test_equal_future_run_at_of_one_transaction_is_claimed_in_enqueue_order(
     engine: sa.Engine,
 ) -> None:

@@ -26,7 +26,9 @@ __all__ = ["Row", "sqlite_time", "write_async", "write_sync"]
 
 
 class Row(NamedTuple):
-    """One job to insert, in column order (``delay`` in seconds from the database's now).
+    """One job to insert, in column order: it runs ``delay`` seconds after the database's
+    now, or at ``run_at`` when the caller named that time (no earlier than now), so jobs
+    given one ``run_at`` share it exactly.
 
     ``args`` is the job's arguments as a JSON-able value; the write encodes them (all the
     rows' before any statement runs, so a bad payload raises with nothing written)."""
@@ -39,28 +41,31 @@ class Row(NamedTuple):
     max_attempts: int
     unique_key: str | None
     delay: float
+    run_at: datetime | None = None
 
 
 _COLUMNS = "id, task, queue, args, priority, max_attempts, unique_key, state, created_at, run_at"
 _ON_CONFLICT = " ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING"
 _PG_ONE = (
     f"INSERT INTO safeship_jobs ({_COLUMNS}) VALUES ({{0}}, {{1}}, {{2}}, CAST({{3}} AS jsonb), "  # noqa: S608 - constant SQL
-    "{4}, {5}, {7}, 'pending', now(), now() + {6} * interval '1 second')"
+    "{4}, {5}, {8}, 'pending', now(), "
+    "GREATEST(CAST({7} AS timestamptz), now() + CAST({6} AS float8) * interval '1 second'))"
 )
 # Many jobs of one task with the same options (what enqueue_many gives): the ids are an
 # array, the arguments one JSON array (a single value to send and to parse, where a text
 # array costs the driver and the server per element) and the unique keys an array only for
-# unique jobs ({7}, absent otherwise); the rest is sent once.  ROWS FROM pairs the i-th id
+# unique jobs ({8}, absent otherwise); the rest is sent once.  ROWS FROM pairs the i-th id
 # with the i-th arguments.
 _PG_MANY = (
     f"INSERT INTO safeship_jobs ({_COLUMNS}) SELECT u.i, {{1}}, {{2}}, u.a, "  # noqa: S608 - constant SQL
     "CAST({4} AS smallint), CAST({5} AS int), {{keys}}, 'pending', now(), "
-    "now() + CAST({6} AS float8) * interval '1 second' FROM ROWS FROM (unnest(CAST({0} AS "
+    "GREATEST(CAST({7} AS timestamptz), now() + CAST({6} AS float8) * interval '1 second') "
+    "FROM ROWS FROM (unnest(CAST({0} AS "
     "uuid[])), jsonb_array_elements(CAST({3} AS jsonb)){{key_array}}) AS u(i, a{{key_name}})"
 )
 _PG_MANY_KEYS = (
     _PG_MANY.replace("{{keys}}", "u.k")
-    .replace("{{key_array}}", ", unnest(CAST({7} AS text[]))")
+    .replace("{{key_array}}", ", unnest(CAST({8} AS text[]))")
     .replace("{{key_name}}", ", k")
 )
 _PG_MANY = _PG_MANY.replace("{{keys}}", "NULL").replace("{{key_array}}", "")
@@ -70,10 +75,10 @@ _SQLITE = sa.text(
     ":max_attempts, :unique_key, 'pending', :created_at, :run_at)" + _ON_CONFLICT
 )
 _STYLES = {
-    "sa": tuple(f":p{i}" for i in range(8)),
+    "sa": tuple(f":p{i}" for i in range(9)),
     # Named, because the many-rows statement uses its parameters out of order.
-    "psycopg": tuple(f"%(p{i})s" for i in range(8)),
-    "asyncpg": tuple(f"${i}" for i in range(1, 9)),
+    "psycopg": tuple(f"%(p{i})s" for i in range(9)),
+    "asyncpg": tuple(f"${i}" for i in range(1, 10)),
 }
 
 
@@ -121,11 +126,13 @@ def _params(style: str, rows: Sequence[Row], unique: bool, args: str | None) -> 
     values: list[Any]
     if args is None:
         values = [first.id, first.task, first.queue, encode_args(first.args)]
-        values += [first.priority, first.max_attempts, first.delay, first.unique_key]
+        values += [first.priority, first.max_attempts, first.delay, first.run_at]
+        values += [first.unique_key]
     else:
         values = [[r.id for r in rows], first.task, first.queue]
         values += [args, first.priority, first.max_attempts]
-        values += [first.delay] + ([[r.unique_key for r in rows]] if unique else [])
+        values += [first.delay, first.run_at]
+        values += [[r.unique_key for r in rows]] if unique else []
     if style in ("sa", "psycopg"):
         return {f"p{i}": value for i, value in enumerate(values)}
     return list(values)
@@ -144,7 +151,7 @@ def _groups(rows: Sequence[Row]) -> list[Sequence[Row]]:
     return groups
 
 
-_shared = attrgetter("task", "queue", "priority", "max_attempts", "delay")
+_shared = attrgetter("task", "queue", "priority", "max_attempts", "delay", "run_at")
 
 
 def _resolved(
@@ -324,7 +331,8 @@ def _sqlite_params(row: Row, now: datetime) -> dict[str, Any]:
     params["id"] = row.id.hex
     params["args"] = encode_args(row.args)
     params["created_at"] = sqlite_time(now)
-    params["run_at"] = sqlite_time(now + timedelta(seconds=row.delay))
+    at = now + timedelta(seconds=row.delay)
+    params["run_at"] = sqlite_time(at if row.run_at is None else max(row.run_at, at))
     del params["delay"]
     return params
 

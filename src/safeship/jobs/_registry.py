@@ -83,7 +83,7 @@ class Task:
             raise TypeError(
                 f"{self.name}: job arguments are a mapping of names, got {type(args).__name__}"
             )
-        seconds = _delay(delay, run_at)
+        seconds, at = _when(delay, run_at)
         level = self.priority if priority is None else _priority(priority)
         key = unique_key if unique_key is not None else self.unique_key(args)
         if key is not None and not 1 <= len(key) <= _MAX_UNIQUE:
@@ -97,6 +97,7 @@ class Task:
             self.retry.attempts,
             key,
             seconds,
+            at,
         )
 
     def rows(
@@ -111,7 +112,7 @@ class Task:
         """:meth:`row` for many jobs sharing the options: the options are checked, the
         delay computed and the clock read once for the whole batch."""
         batch = list(many)
-        seconds = _delay(delay, run_at)
+        seconds, at = _when(delay, run_at)
         level = self.priority if priority is None else _priority(priority)
         if unique_key is not None and not 1 <= len(unique_key) <= _MAX_UNIQUE:
             raise ValueError(f"unique_key: 1-{_MAX_UNIQUE} characters, got {len(unique_key)}")
@@ -123,7 +124,7 @@ class Task:
                     f"{name}: job arguments are a mapping of names, got {type(args).__name__}"
                 )
             key = unique_key if unique_key is not None else self.unique_key(args)
-            rows.append(Row(job_id, name, queue, dict(args), level, attempts, key, seconds))
+            rows.append(Row(job_id, name, queue, dict(args), level, attempts, key, seconds, at))
         return rows
 
     def enqueue(self, conn: Any, /, **args: Any) -> uuid.UUID:
@@ -136,17 +137,22 @@ class Task:
         return (await write_async(conn, async_kind(conn, "enqueue"), [self.row(args)]))[0]
 
 
-def _delay(delay: float | None, run_at: datetime | None) -> float:
+def _when(delay: float | None, run_at: datetime | None) -> tuple[float, datetime | None]:
+    """(seconds after the database's now, or the time named): a ``run_at`` is kept as
+    given (the write makes it no earlier than now), so jobs given one time share it."""
     if delay is not None and run_at is not None:
         raise ValueError("give delay or run_at, not both")
     if run_at is not None:
         if run_at.tzinfo is None:
             raise ValueError("run_at must be timezone-aware")
-        delay = max(0.0, (run_at - datetime.now(UTC)).total_seconds())
+        ahead = (run_at - datetime.now(UTC)).total_seconds()
+        if ahead > 366 * _DAY:
+            raise ValueError(f"run_at must be within 366 days, got {run_at.isoformat()}")
+        return 0.0, run_at
     seconds = 0.0 if delay is None else float(delay)
     if not 0 <= seconds <= 366 * _DAY:
         raise ValueError(f"delay must be in [0 s, 366 days], got {delay!r}")
-    return seconds
+    return seconds, None
 
 
 def _priority(value: int) -> int:
