@@ -80,7 +80,7 @@ async def test_every_split_of_the_replies_reads_the_same_values() -> None:
         assert array[:2] == [1, [b"", None]]
         assert isinstance(array[2], ReplyError) and str(array[2]) == "ERR inner"
         assert futures[6].result() == b"\r\n\r\n"
-        assert not protocol.waiters and protocol.buffer == b""
+        assert not protocol.waiters and protocol.held == 0
 
 
 async def test_byte_by_byte_replies_and_a_group_of_commands() -> None:
@@ -91,6 +91,30 @@ async def test_byte_by_byte_replies_and_a_group_of_commands() -> None:
         protocol.data_received(bytes([byte]))
     assert group.result() == [b"OK", b"1", 2]
     assert after.result() == b"z"
+
+
+async def test_a_large_reply_in_small_pieces_is_parsed_once_it_is_complete(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from safeship.cache import _wire
+
+    calls = 0
+    parse = _wire.parse
+
+    def counted(buf: bytes, at: int) -> tuple[Any, int]:
+        nonlocal calls
+        calls += 1
+        return parse(buf, at)
+
+    monkeypatch.setattr(_wire, "parse", counted)
+    protocol, _ = _protocol()
+    big, small = protocol.send((("GET", "big"),)), protocol.send((("GET", "small"),))
+    value = bytes(range(256)) * 4096  # 1 MiB
+    stream = b"$%d\r\n%b\r\n$2\r\nok\r\n" % (len(value), value)
+    for at in range(0, len(stream), 1000):
+        protocol.data_received(stream[at : at + 1000])
+    assert (big.result(), small.result()) == (value, b"ok")
+    assert calls <= 4  # not once per piece
 
 
 async def test_a_cancelled_waiters_reply_is_dropped_not_passed_on() -> None:

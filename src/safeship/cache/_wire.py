@@ -51,10 +51,10 @@ class ReplyError(Exception):
 
 
 class _Incomplete(Exception):  # noqa: N818 - internal signal: wait for more bytes
-    pass
+    """``need``: the buffer length below which parsing again cannot complete the reply."""
 
-
-_INCOMPLETE = _Incomplete()
+    def __init__(self, need: int) -> None:
+        self.need = need
 
 
 def _encode(arg: Any) -> bytes:
@@ -87,7 +87,7 @@ def parse(buf: bytes, at: int) -> tuple[Any, int]:
     :class:`ReplyError` value (inside an array too)."""
     end = buf.find(b"\r\n", at)
     if end < 0:
-        raise _INCOMPLETE
+        raise _Incomplete(len(buf) + 1)
     kind = buf[at]
     if kind == 36:  # $ bulk string
         size = int(buf[at + 1 : end])
@@ -95,7 +95,7 @@ def parse(buf: bytes, at: int) -> tuple[Any, int]:
             return None, end + 2
         stop = end + 2 + size
         if len(buf) < stop + 2:
-            raise _INCOMPLETE
+            raise _Incomplete(stop + 2)
         return buf[end + 2 : stop], stop + 2
     if kind == 58:  # : integer
         return int(buf[at + 1 : end]), end + 2
@@ -138,7 +138,8 @@ class _Protocol(asyncio.Protocol):
         self.waiters: collections.deque[tuple[asyncio.Future[Any], int, float]] = (
             collections.deque()
         )
-        self.buffer = b""
+        self.parts: list[bytes] = []  # the start of a reply not complete yet
+        self.held = self.need = 0  # bytes in ``parts``; bytes it takes to try again
         self.replies: list[Any] = []  # the head waiter's replies so far, when count > 1
         self.pending: list[bytes] = []
         self.flushing = self.watching = False
@@ -193,7 +194,14 @@ class _Protocol(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        buf = self.buffer + data if self.buffer else data
+        if self.held:  # the rest of a reply: parse again only once it can be complete
+            self.parts.append(data)
+            self.held += len(data)
+            if self.held < self.need:
+                return
+            buf = b"".join(self.parts)
+        else:
+            buf = data
         at, size, waiters = 0, len(buf), self.waiters
         try:
             while at < size:
@@ -213,13 +221,16 @@ class _Protocol(asyncio.Protocol):
                     future.set_exception(_response_error(reply))
                 else:
                     future.set_result(reply)
-        except _Incomplete:
-            pass
+        except _Incomplete as incomplete:
+            rest = buf[at:] if at else buf
+            self.parts, self.held, self.need = [rest], len(rest), incomplete.need - at
+            return
         except ValueError as exc:  # a garbled stream: nothing after it can be trusted
-            self.buffer = b""
+            self.parts, self.held = [], 0
             self.abort(_connection_error(f"Redis sent an unreadable reply: {exc}"))
             return
-        self.buffer = buf[at:] if at < size else b""
+        if self.held:
+            self.parts, self.held = [], 0
 
     def abort(self, exc: BaseException) -> None:
         if self.lost is None:
