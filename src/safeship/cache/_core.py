@@ -603,7 +603,7 @@ class CacheCore:
             self._areads[key] = reading
         result = _MISSING
         try:
-            found = await self._read_redis_async(key)
+            found = await self._async(self.redis.aget, key, self.serializer.loads)  # type: ignore[union-attr]
             if found is not None and self.clock() < found.expires:
                 self._remember(local, found, policy)
                 self.stats.hits += 1

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+from collections.abc import Awaitable
 from typing import Any
 
 __all__ = ["ReplyError", "Wire", "pack", "parse", "unsupported"]
@@ -265,9 +266,16 @@ class Wire:
         self.connecting: asyncio.Task[_Protocol] | None = None
         self.closing = False
 
-    async def execute(self, *commands: tuple[Any, ...]) -> Any:
+    def execute(self, *commands: tuple[Any, ...]) -> Awaitable[Any]:
         """The reply to one command, or the list of replies to several (written together,
-        answered together; an error reply among them raises)."""
+        answered together; an error reply among them raises). One command on an open
+        connection is the reply's future itself, with no coroutine around it."""
+        protocol = self.protocol
+        if protocol is None or len(commands) > 1:
+            return self._execute(commands)
+        return protocol.send(commands)
+
+    async def _execute(self, commands: tuple[tuple[Any, ...], ...]) -> Any:
         protocol = self.protocol
         if protocol is None:
             protocol = await self._connect()
