@@ -12,7 +12,12 @@ concurrent callers missing one key, 50 ms loader, one process; unit ``count``) a
 ``stampede-xproc-calls`` (the same in two processes at once, through Redis). ``value`` of a
 hit case is the median over repeats; ``baseline`` is the undecorated call. ``--quick``
 keeps the run under a minute with the same cases; ``--case`` (repeatable) runs only the
-named cases.
+named cases. ``--redis-hits IMPL N`` makes 200 warm-up hits of the ``hit-redis`` function
+of IMPL, then N more, and prints nothing: for instruction counts, as the difference of two
+runs::
+
+    PYTHONHASHSEED=0 valgrind --tool=callgrind python benchmarks/cache.py --redis-hits safeship 0
+    PYTHONHASHSEED=0 valgrind --tool=callgrind python benchmarks/cache.py --redis-hits safeship 4000
 """
 
 from __future__ import annotations
@@ -251,6 +256,19 @@ def stampede_xproc(impl: str) -> int:
         client.close()
 
 
+async def redis_hits(impl: str, n: int) -> None:
+    """``--redis-hits``: the hits alone, for callgrind (see the module docstring)."""
+    functions, closers = redis_impls("bench" + uuid.uuid4().hex[:8])
+    fn = functions[impl]
+    for _ in range(200):
+        await fn(1)
+    for _ in range(n):
+        await fn(1)
+    for closer in closers:
+        close = getattr(closer, "aclose", None) or closer.close
+        await close()
+
+
 # -- main ---------------------------------------------------------------------------------
 async def run_async_cases(n: int, repeats: int, cases: set[str]) -> None:
     if "hit-memory-async" in cases:
@@ -277,8 +295,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller sizes, under a minute")
     parser.add_argument("--case", action="append", choices=CASES, help="run only this case")
     parser.add_argument("--xproc-worker", nargs=2, metavar=("PREFIX", "IMPL"))
+    parser.add_argument("--redis-hits", nargs=2, metavar=("IMPL", "N"))
     options = parser.parse_args()
     warnings.simplefilter("ignore")  # peers' deprecation warnings are not the measurement
+    if options.redis_hits:
+        impl, count = options.redis_hits
+        asyncio.run(redis_hits(impl, int(count)))
+        return
     if options.xproc_worker:
         xproc_worker(*options.xproc_worker)
         return
