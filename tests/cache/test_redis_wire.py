@@ -379,3 +379,33 @@ async def test_concurrent_hits_on_one_key_share_one_read(redis_url: str, prefix:
         assert cache.snapshot()["coalesced"] - before == 49
     finally:
         await cache.aclose()
+
+
+@pytest.mark.redis
+async def test_a_connection_the_server_closed_while_idle_is_replaced_without_a_failure(
+    redis_url: str, prefix: str
+) -> None:
+    cache = Cache(prefix, redis_url=redis_url, memory=False)
+    assert cache.redis is not None
+    admin = aredis.Redis.from_url(redis_url)
+
+    @cache(ttl=60)
+    async def square(x: int) -> int:
+        return x * x
+
+    try:
+        assert await square(3) == 9
+        wire = cache.redis.wire()
+        first = wire.protocol
+        assert first is not None
+        client_id = await wire.execute(("CLIENT", "ID"))
+        assert await admin.client_kill_filter(_id=client_id) == 1
+        await asyncio.wait_for(first.closed, 5)  # the loop saw the server close it
+        before = cache.snapshot()
+        assert await square(3) == 9
+        after = cache.snapshot()
+        assert (after["degraded"], after["loads"]) == (before["degraded"], before["loads"])
+        assert wire.protocol is not None and wire.protocol is not first
+    finally:
+        await admin.aclose()
+        await cache.aclose()
