@@ -9,6 +9,7 @@ import gc
 import multiprocessing
 import random
 import socket
+import ssl
 import threading
 import tracemalloc
 import uuid
@@ -20,6 +21,8 @@ from typing import Any
 import pytest
 import redis
 import redis.asyncio as aredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
@@ -893,3 +896,134 @@ def test_a_forked_child_on_the_inherited_loop_opens_its_own_connection(
         loop.run_until_complete(cache.aclose())
         loop.close()
         cache.close()
+
+
+# -- TLS ----------------------------------------------------------------------------------
+def _certificates(folder: Any) -> tuple[str, str, str, str]:
+    """A CA (``ca.pem``) and a server certificate for ``localhost`` signed by it:
+    (CA path, certificate path, key path, the CA's PEM)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "wirefaults CA")])
+    ca = (
+        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+        .public_key(ca_key.public_key()).serial_number(1)
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    server = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_name).public_key(key.public_key()).serial_number(2)
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    paths = (folder / "ca.pem", folder / "server.pem", folder / "server.key")
+    pem = ca.public_bytes(serialization.Encoding.PEM)
+    paths[0].write_bytes(pem)
+    paths[1].write_bytes(server.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return str(paths[0]), str(paths[1]), str(paths[2]), pem.decode()
+
+
+@asynccontextmanager
+async def tls_fake_redis(
+    folder: Any, maximum: ssl.TLSVersion = ssl.TLSVersion.MAXIMUM_SUPPORTED
+) -> AsyncIterator[tuple[FakeRedis, str, str]]:
+    """A TLS fake server answering like ``_echo_get``, its CA's path and PEM."""
+    ca, certificate, key, pem = _certificates(folder)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certificate, key)
+    context.maximum_version = maximum
+    fake = FakeRedis(_echo_get)
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: _Connection(fake), "127.0.0.1", 0, ssl=context)
+    fake.port = server.sockets[0].getsockname()[1]
+    try:
+        yield fake, ca, pem
+    finally:
+        server.close()
+        for connection in fake.connections:
+            if connection.transport is not None:
+                connection.transport.abort()
+        await server.wait_closed()
+
+
+async def test_tls_verifies_the_server_and_fails_clearly_when_it_cannot(tmp_path: Any) -> None:
+    async with tls_fake_redis(tmp_path) as (fake, ca, _):
+        base = f"rediss://localhost:{fake.port}/0"
+        for url in (f"{base}?ssl_ca_certs={ca}", f"{base}?ssl_cert_reqs=none"):
+            wire = Wire(aredis.ConnectionPool.from_url(url), 5.0)
+            try:
+                assert await wire.execute(("GET", "k")) == b"value of k"
+            finally:
+                await wire.aclose()
+        wrong_host = f"rediss://127.0.0.1:{fake.port}/0?ssl_ca_certs={ca}"
+        for url in (base, wrong_host):  # an unknown CA; a name the certificate lacks
+            wire = Wire(aredis.ConnectionPool.from_url(url), 5.0)
+            try:
+                with pytest.raises(RedisConnectionError, match="cannot connect"):
+                    await asyncio.wait_for(wire.execute(("GET", "k")), 5)
+            finally:
+                await wire.aclose()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the wire builds its TLS context from ssl_ca_certs, ssl_cert_reqs, "
+    "ssl_check_hostname and the client certificate only: a client trusting its server "
+    "through ssl_ca_data (or ssl_ca_path) cannot connect",
+)
+async def test_tls_trusts_the_ca_given_as_data(tmp_path: Any) -> None:
+    async with tls_fake_redis(tmp_path) as (fake, _, pem):
+        client = aredis.Redis(host="localhost", port=fake.port, ssl=True, ssl_ca_data=pem)
+        try:
+            assert await client.get("k") == b"value of k"  # redis-py trusts it
+        finally:
+            await client.aclose()
+        wire = Wire(client.connection_pool, 5.0)
+        try:
+            assert await asyncio.wait_for(wire.execute(("GET", "k")), 5) == b"value of k"
+        finally:
+            await wire.aclose()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the wire ignores ssl_min_version (and ssl_ciphers): a client that requires "
+    "TLS 1.3 still talks TLS 1.2 to a server offering no more",
+)
+async def test_tls_keeps_the_clients_minimum_version(tmp_path: Any) -> None:
+    async with tls_fake_redis(tmp_path, maximum=ssl.TLSVersion.TLSv1_2) as (fake, ca, _):
+        client = aredis.Redis(
+            host="localhost", port=fake.port, ssl=True, ssl_ca_certs=ca,
+            ssl_min_version=ssl.TLSVersion.TLSv1_3, retry=Retry(NoBackoff(), 0),
+        )  # fmt: skip
+        try:
+            with pytest.raises(RedisConnectionError):  # redis-py refuses TLS 1.2
+                await client.get("k")
+        finally:
+            await client.aclose()
+        wire = Wire(client.connection_pool, 5.0)
+        try:
+            with pytest.raises(RedisConnectionError):
+                await asyncio.wait_for(wire.execute(("GET", "k")), 5)
+        finally:
+            await wire.aclose()
