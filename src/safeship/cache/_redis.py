@@ -16,8 +16,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import secrets
 import threading
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -27,6 +29,16 @@ from safeship.cache._keys import KeySpace
 from safeship.cache._wire import Wire
 
 __all__ = ["AsyncListener", "RedisTier", "SyncListener"]
+
+_TIERS: weakref.WeakSet[RedisTier] = weakref.WeakSet()
+
+
+def _forget_after_fork() -> None:
+    for tier in list(_TIERS):
+        tier._forget_wires()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 logger = logging.getLogger("safeship.cache")
 
@@ -84,12 +96,18 @@ class RedisTier:
         self.aclient = aclient
         #: Seconds an async command may wait for its reply (None: no bound).
         self.command_seconds = command_seconds
-        self._wires: dict[asyncio.AbstractEventLoop, Wire] = {}
-        self._wires_lock = threading.Lock()
-        self._last_wire: Wire | None = None
+        self._forget_wires()
+        _TIERS.add(self)
         self.lease_ms = max(1, round(lease_ttl * 1000))
         self.channel = f"safeship:cache:{space.env}:{space.namespace}"
         self.token = secrets.token_hex(8)
+
+    def _forget_wires(self) -> None:
+        """No connection yet (also a forked child's start: the parent's socket is the
+        parent's, and a lock held at the fork would stay held)."""
+        self._wires: dict[asyncio.AbstractEventLoop, Wire] = {}
+        self._wires_lock = threading.Lock()
+        self._last_wire: Wire | None = None
 
     def message(self, op: str, items: Iterable[str]) -> str:
         body = {"op": op, "items": list(items), "from": self.token}

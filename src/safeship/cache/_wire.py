@@ -27,6 +27,8 @@ import contextlib
 from collections.abc import Awaitable
 from typing import Any
 
+from safeship.cache._errors import CacheError
+
 __all__ = ["ReplyError", "Wire", "pack", "parse", "unsupported"]
 
 
@@ -47,8 +49,9 @@ def unsupported(pool: Any) -> str | None:
     return None
 
 
-class ReplyError(Exception):
-    """An error reply (``-ERR ...``) to one command."""
+class ReplyError(CacheError):
+    """An error reply (``-ERR ...``) to one command: a value in a reply, handed to the
+    caller as redis-py's ``ResponseError``."""
 
 
 class _Incomplete(Exception):  # noqa: N818 - internal signal: wait for more bytes
@@ -226,7 +229,7 @@ class _Protocol(asyncio.Protocol):
             rest = buf[at:] if at else buf
             self.parts, self.held, self.need = [rest], len(rest), incomplete.need - at
             return
-        except ValueError as exc:  # a garbled stream: nothing after it can be trusted
+        except (ValueError, RecursionError) as exc:  # garbled or nested past all reason
             self.parts, self.held = [], 0
             self.abort(_connection_error(f"Redis sent an unreadable reply: {exc}"))
             return
@@ -236,6 +239,7 @@ class _Protocol(asyncio.Protocol):
     def abort(self, exc: BaseException) -> None:
         if self.lost is None:
             self.lost = exc
+        self.wire.forget(self)  # the next command connects again, even before connection_lost
         if self.transport is not None:
             self.transport.abort()
 
@@ -296,7 +300,15 @@ class Wire:
             raise _connection_error("the cache's Redis connection is closed")
         if self.connecting is None or self.connecting.done():
             self.connecting = self.loop.create_task(self._open())
-        return await asyncio.shield(self.connecting)
+        connecting = self.connecting
+        try:
+            return await asyncio.shield(connecting)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if connecting.cancelled() and not (current is not None and current.cancelling()):
+                # aclose() stopped the connect; this caller was not cancelled itself
+                raise _connection_error("the cache's Redis connection is closed") from None
+            raise
 
     async def _open(self) -> _Protocol:
         kwargs = self.kwargs
@@ -328,11 +340,13 @@ class Wire:
         return protocol
 
     def _handshake(self) -> list[tuple[Any, ...]]:
-        kwargs, commands = self.kwargs, []
+        kwargs = self.kwargs
+        commands: list[tuple[Any, ...]] = []
         password, username = kwargs.get("password"), kwargs.get("username")
-        if password is not None:
-            who = () if username is None else (username,)
-            commands.append(("AUTH", *who, password))
+        if username:  # a named user signs in as that user, with or without a password
+            commands.append(("AUTH", username, password or ""))
+        elif password is not None:
+            commands.append(("AUTH", password))
         if kwargs.get("db"):
             commands.append(("SELECT", int(kwargs["db"])))
         if kwargs.get("client_name"):
@@ -340,23 +354,21 @@ class Wire:
         return commands
 
     def _ssl_context(self) -> Any:
+        """The TLS context redis-py would use for this pool (every ``ssl_*`` setting and
+        its defaults: CA data and path, minimum version, ciphers, verify flags)."""
         if not self.tls:
             return None
-        import ssl
+        import inspect
 
-        kwargs = self.kwargs
-        context = ssl.create_default_context(cafile=kwargs.get("ssl_ca_certs"))
-        required = kwargs.get("ssl_cert_reqs", "required")
-        if required in ("none", ssl.CERT_NONE, None):
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        else:
-            context.check_hostname = bool(kwargs.get("ssl_check_hostname", True))
-        if kwargs.get("ssl_certfile"):
-            context.load_cert_chain(
-                kwargs["ssl_certfile"], kwargs.get("ssl_keyfile"), kwargs.get("ssl_password")
-            )
-        return context
+        from redis.asyncio.connection import RedisSSLContext, SSLConnection
+
+        settings = inspect.signature(SSLConnection.__init__).parameters
+        options = {
+            name.removeprefix("ssl_"): self.kwargs.get(name, setting.default)
+            for name, setting in settings.items()
+            if name.startswith("ssl_")
+        }
+        return RedisSSLContext(**options).get()
 
     async def aclose(self) -> None:
         """Close the connection (its waiters fail) and wait until its socket is closed."""
