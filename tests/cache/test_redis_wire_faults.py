@@ -988,3 +988,45 @@ async def test_tls_keeps_the_clients_minimum_version(tmp_path: Any) -> None:
                 await asyncio.wait_for(wire.execute(("GET", "k")), 5)
         finally:
             await wire.aclose()
+
+
+async def test_a_long_line_arriving_in_many_pieces_is_parsed_once_it_can_end(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from safeship.cache import _wire
+
+    line = b"+" + b"x" * 600_000 + b"\r\n"
+    pieces = [line[i : i + 4096] for i in range(0, len(line), 4096)]
+
+    def answer(connection: _Connection, command: list[bytes]) -> None:
+        loop = asyncio.get_running_loop()
+
+        def write(k: int) -> None:  # one piece per loop turn, so they arrive apart
+            assert connection.transport is not None
+            connection.transport.write(pieces[k])
+            if k + 1 < len(pieces):
+                loop.call_later(0.0005, write, k + 1)
+
+        write(0)
+
+    parses, reads = [0], [0]
+    real_parse, real_received = _wire.parse, _wire._Protocol.data_received
+
+    def parse(buf: bytes, at: int) -> tuple[Any, int]:
+        parses[0] += 1
+        return real_parse(buf, at)
+
+    def received(self: Any, data: bytes) -> None:
+        reads[0] += 1
+        real_received(self, data)
+
+    monkeypatch.setattr(_wire, "parse", parse)
+    monkeypatch.setattr(_wire._Protocol, "data_received", received)
+    async with fake_redis(answer) as fake:
+        wire = fake.wire()
+        try:
+            assert await asyncio.wait_for(wire.execute(("GET", "k")), 10) == line[1:-2]
+        finally:
+            await wire.aclose()
+    assert reads[0] >= 20  # the line did arrive in many reads
+    assert parses[0] <= 3  # but was parsed at its first piece and once its end came

@@ -57,8 +57,9 @@ class ReplyError(CacheError):
 class _Incomplete(Exception):  # noqa: N818 - internal signal: wait for more bytes
     """``need``: the buffer length below which parsing again cannot complete the reply."""
 
-    def __init__(self, need: int) -> None:
+    def __init__(self, need: int, line: bool = False) -> None:
         self.need = need
+        self.line = line  # it ends inside a line: only a newline can complete it
 
 
 def _encode(arg: Any) -> bytes:
@@ -91,7 +92,7 @@ def parse(buf: bytes, at: int) -> tuple[Any, int]:
     :class:`ReplyError` value (inside an array too)."""
     end = buf.find(b"\r\n", at)
     if end < 0:
-        raise _Incomplete(len(buf) + 1)
+        raise _Incomplete(len(buf) + 1, line=True)
     kind = buf[at]
     if kind == 36:  # $ bulk string
         size = int(buf[at + 1 : end])
@@ -144,6 +145,7 @@ class _Protocol(asyncio.Protocol):
         )
         self.parts: list[bytes] = []  # the start of a reply not complete yet
         self.held = self.need = 0  # bytes in ``parts``; bytes it takes to try again
+        self.line = False  # the held start ends inside a line (wait for a newline)
         self.replies: list[Any] = []  # the head waiter's replies so far, when count > 1
         self.pending: list[bytes] = []
         self.flushing = self.watching = False
@@ -201,8 +203,8 @@ class _Protocol(asyncio.Protocol):
         if self.held:  # the rest of a reply: parse again only once it can be complete
             self.parts.append(data)
             self.held += len(data)
-            if self.held < self.need:
-                return
+            if self.held < self.need or (self.line and b"\n" not in data):
+                return  # cannot be complete yet: no parse, no join (a long line stays linear)
             buf = b"".join(self.parts)
         else:
             buf = data
@@ -228,6 +230,7 @@ class _Protocol(asyncio.Protocol):
         except _Incomplete as incomplete:
             rest = buf[at:] if at else buf
             self.parts, self.held, self.need = [rest], len(rest), incomplete.need - at
+            self.line = incomplete.line
             return
         except (ValueError, RecursionError) as exc:  # garbled or nested past all reason
             self.parts, self.held = [], 0
