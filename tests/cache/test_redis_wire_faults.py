@@ -1030,3 +1030,18 @@ async def test_a_long_line_arriving_in_many_pieces_is_parsed_once_it_can_end(
             await wire.aclose()
     assert reads[0] >= 20  # the line did arrive in many reads
     assert parses[0] <= 3  # but was parsed at its first piece and once its end came
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize(
+    ("query", "seconds"), [("", 2.0), ("?socket_timeout=0.25", 0.25), ("?socket_timeout=7", 7.0)]
+)
+async def test_a_urls_socket_timeout_bounds_each_async_command(query: str, seconds: float) -> None:
+    need_service("Redis", "127.0.0.1", 6379)
+    cache = Cache("wirefaults-timeout", redis_url=f"redis://127.0.0.1:6379/0{query}", memory=False)
+    try:
+        assert cache.redis is not None
+        assert cache.redis.command_seconds == seconds
+        assert cache.redis.wire().timeout == seconds
+    finally:
+        await cache.aclose()

@@ -196,7 +196,8 @@ class CacheCore:
                     url, max_connections=64, socket_timeout=None, socket_connect_timeout=1.0
                 )
                 aclient = async_redis.Redis(connection_pool=apool)
-                seconds = _COMMAND_SECONDS
+                # The URL's own ``?socket_timeout=`` bounds each command when it has one.
+                seconds = apool.connection_kwargs.get("socket_timeout") or _COMMAND_SECONDS
         if aclient is not None:
             given: Any = getattr(aclient, "connection_pool", None)
             refused = unsupported(given)
