@@ -142,11 +142,14 @@ class FakeRedis:
 
 @asynccontextmanager
 async def fake_redis(
-    answer: Callable[[_Connection, list[bytes]], None], *, split: bool = False
+    answer: Callable[[_Connection, list[bytes]], None],
+    *,
+    split: bool = False,
+    tls: ssl.SSLContext | None = None,
 ) -> AsyncIterator[FakeRedis]:
     fake = FakeRedis(answer, split=split)
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: _Connection(fake), "127.0.0.1", 0)
+    server = await loop.create_server(lambda: _Connection(fake), "127.0.0.1", 0, ssl=tls)
     fake.port = server.sockets[0].getsockname()[1]
     try:
         yield fake
@@ -924,18 +927,8 @@ async def tls_fake_redis(
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(certificate, key)
     context.maximum_version = maximum
-    fake = FakeRedis(_echo_get)
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: _Connection(fake), "127.0.0.1", 0, ssl=context)
-    fake.port = server.sockets[0].getsockname()[1]
-    try:
+    async with fake_redis(_echo_get, tls=context) as fake:
         yield fake, ca, pem
-    finally:
-        server.close()
-        for connection in fake.connections:
-            if connection.transport is not None:
-                connection.transport.abort()
-        await server.wait_closed()
 
 
 async def test_tls_verifies_the_server_and_fails_clearly_when_it_cannot(tmp_path: Any) -> None:

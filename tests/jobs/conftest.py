@@ -85,3 +85,15 @@ def engine(request: pytest.FixtureRequest) -> sa.Engine:
     """The same test on SQLite and on PostgreSQL."""
     name = "sqlite_engine" if request.param == "sqlite" else "pg_engine"
     return request.getfixturevalue(name)  # type: ignore[no-any-return]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def unmigrated_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sa.Engine]:
+    """An empty database (no migration run yet), on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    else:
+        url = str(request.getfixturevalue("postgres_url"))
+    engine = create_engine(url)
+    yield engine
+    engine.dispose()

@@ -34,15 +34,10 @@ BEFORE = "0012_jobs_claim_rate"
 AFTER = "0013_jobs_id_key"
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sa.Engine]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'jobs.db'}"
-    else:
-        url = str(request.getfixturevalue("postgres_url"))
-    engine = create_engine(url)
-    yield engine
-    engine.dispose()
+@pytest.fixture
+def engine(unmigrated_engine: sa.Engine) -> sa.Engine:
+    """An empty database on SQLite and on PostgreSQL; each test migrates it itself."""
+    return unmigrated_engine
 
 
 @pytest.fixture

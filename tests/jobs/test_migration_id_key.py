@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -15,7 +13,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from safeship.db import create_engine, upgrade
+from safeship.db import upgrade
 from safeship.db._migrate import _config
 from safeship.db._schema import metadata
 from safeship.jobs import Jobs
@@ -27,15 +25,10 @@ BEFORE = "0012_jobs_claim_rate"
 AFTER = "0013_jobs_id_key"
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sa.Engine]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'jobs.db'}"
-    else:
-        url = str(request.getfixturevalue("postgres_url"))
-    engine = create_engine(url)
-    yield engine
-    engine.dispose()
+@pytest.fixture
+def engine(unmigrated_engine: sa.Engine) -> sa.Engine:
+    """An empty database on SQLite and on PostgreSQL; each test migrates it itself."""
+    return unmigrated_engine
 
 
 def downgrade(engine: sa.Engine, revision: str) -> None:
