@@ -5,7 +5,10 @@
 Cases:
   ingest-10k         rows/s committed while 10,000 msg/s are offered for 6 s (2 s quick):
                      ``safeship`` (AsyncBatchWriter, asyncpg COPY, 1,000 rows / 20 ms) and
-                     ``baseline`` (one autocommit INSERT per message, 4 connections)
+                     ``baseline`` (one autocommit INSERT per message, one message at a
+                     time on one connection: a consumer that writes each message as it
+                     handles it, the shape the issue measured at 1,875 rows/s) and
+                     ``baseline-4conn`` (the same on 4 connections in parallel)
   ingest-10k-p99     ms from enqueue to commit, 99th percentile, same runs (rows still
                      uncommitted when the drain ends count with their age at that moment)
   ingest-max         rows/s committed within 6 s (2 s quick) by a producer that offers
@@ -44,6 +47,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, rela
 from safeship.data import AsyncBatchWriter, NPlusOneDetector
 
 RATE = 10_000
+#: The per-message baselines: impl name -> connections inserting in parallel.
+BASELINES = {"baseline": 1, "baseline-4conn": 4}
 CASES = ("ingest-10k", "ingest-10k-p99", "ingest-max", "bulk-insert", "nplusone-overhead")
 
 
@@ -118,28 +123,54 @@ async def ingest_safeship(
     return delivered / (time.perf_counter() - start), p99(latencies)
 
 
-async def ingest_baseline(pool: asyncpg.Pool, seconds: float) -> tuple[float, float]:
+class PerMessageInserts:
+    """``connections`` consumers, each taking one message at a time from ``queue`` and
+    committing it with an autocommit INSERT of its own, then calling ``on_row(row)``.
+    :meth:`stop` lets a consumer inside an INSERT finish it (a cancelled asyncpg query
+    closes its connection) and cancels the ones waiting for a message."""
+
+    def __init__(
+        self, pool: asyncpg.Pool, queue: asyncio.Queue[tuple[Any, ...]], connections: int,
+        on_row: Callable[[tuple[Any, ...]], None],
+    ) -> None:  # fmt: skip
+        self.pool, self.queue, self.on_row = pool, queue, on_row
+        self.stopped = False
+        self.busy: set[int] = set()
+        self.tasks = [asyncio.create_task(self._consume(n)) for n in range(connections)]
+
+    async def _consume(self, n: int) -> None:
+        async with self.pool.acquire() as conn:
+            while not self.stopped:
+                row = await self.queue.get()
+                self.busy.add(n)
+                await conn.execute("INSERT INTO ingest VALUES ($1, $2, $3)", *row)
+                self.busy.discard(n)
+                self.on_row(row)
+                self.queue.task_done()
+
+    async def stop(self) -> None:
+        self.stopped = True
+        for n, task in enumerate(self.tasks):
+            if n not in self.busy:
+                task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+async def ingest_baseline(
+    pool: asyncpg.Pool, seconds: float, connections: int
+) -> tuple[float, float]:
     queue: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
     latencies: list[float] = []
-
-    async def consume() -> None:
-        async with pool.acquire() as conn:
-            while True:
-                row = await queue.get()
-                await conn.execute("INSERT INTO ingest VALUES ($1, $2, $3)", *row)
-                latencies.append(time.perf_counter() - row[1])
-                queue.task_done()
-
-    workers = [asyncio.create_task(consume()) for _ in range(4)]
+    consumers = PerMessageInserts(
+        pool, queue, connections, lambda row: latencies.append(time.perf_counter() - row[1])
+    )
     start = time.perf_counter()
     await offer(seconds, queue.put)
     delivered = len(latencies)
     rate = delivered / (time.perf_counter() - start)
     with contextlib.suppress(TimeoutError):  # drain for as long again, then give up
         await asyncio.wait_for(queue.join(), seconds)
-    for worker in workers:
-        worker.cancel()
-    await asyncio.gather(*workers, return_exceptions=True)
+    await consumers.stop()
     now = time.perf_counter()
     latencies.extend(now - row[1] for row in _drain(queue))
     return rate, p99(latencies)
@@ -178,25 +209,20 @@ async def capacity_safeship(pool: asyncpg.Pool, table: sa.Table, seconds: float)
     return committed / seconds
 
 
-async def capacity_baseline(pool: asyncpg.Pool, seconds: float) -> float:
-    """Rows four connections commit, one autocommit INSERT each, within ``seconds``."""
+async def capacity_baseline(pool: asyncpg.Pool, seconds: float, connections: int) -> float:
+    """Rows ``connections`` connections commit, one autocommit INSERT each, within
+    ``seconds``."""
     queue: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue(maxsize=1000)
     committed = 0
 
-    async def consume() -> None:
+    def count(_row: tuple[Any, ...]) -> None:
         nonlocal committed
-        async with pool.acquire() as conn:
-            while True:
-                row = await queue.get()
-                await conn.execute("INSERT INTO ingest VALUES ($1, $2, $3)", *row)
-                committed += 1
+        committed += 1
 
-    workers = [asyncio.create_task(consume()) for _ in range(4)]
+    consumers = PerMessageInserts(pool, queue, connections, count)
     await flood(seconds, queue.put)
     done = committed
-    for worker in workers:
-        worker.cancel()
-    await asyncio.gather(*workers, return_exceptions=True)
+    await consumers.stop()
     return done / seconds
 
 
@@ -306,18 +332,24 @@ async def main_async(args: argparse.Namespace) -> None:
         try:
             if cases & {"ingest-10k", "ingest-10k-p99"}:
                 rate, late = await ingest_safeship(pool, table, seconds)
-                await reset(pool)
-                base_rate, base_late = await ingest_baseline(pool, seconds)
                 emit("ingest-10k", "safeship", rate, "rows/s")
-                emit("ingest-10k", "baseline", base_rate, "rows/s")
                 emit("ingest-10k-p99", "safeship", late, "ms")
-                emit("ingest-10k-p99", "baseline", base_late, "ms")
+                for impl, connections in BASELINES.items():
+                    await reset(pool)
+                    base_rate, base_late = await ingest_baseline(pool, seconds, connections)
+                    emit("ingest-10k", impl, base_rate, "rows/s")
+                    emit("ingest-10k-p99", impl, base_late, "ms")
+                    emit("ingest-10k", f"safeship/{impl}", rate / base_rate, "ratio")
             if "ingest-max" in cases:
                 await reset(pool)
                 most = await capacity_safeship(pool, table, seconds)
                 await reset(pool)
                 emit("ingest-max", "safeship", most, "rows/s")
-                emit("ingest-max", "baseline", await capacity_baseline(pool, seconds), "rows/s")
+                for impl, connections in BASELINES.items():
+                    await reset(pool)
+                    base = await capacity_baseline(pool, seconds, connections)
+                    emit("ingest-max", impl, base, "rows/s")
+                    emit("ingest-max", f"safeship/{impl}", most / base, "ratio")
             if "bulk-insert" in cases:
                 for impl, value in (await bulk(dsn, pool, table, rows)).items():
                     emit("bulk-insert", impl, value, "rows/s")
