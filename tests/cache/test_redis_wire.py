@@ -19,8 +19,8 @@ import redis.asyncio as aredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
+from safeship._redis_wire import ReplyError, Wire, _Protocol, pack
 from safeship.cache import Cache
-from safeship.cache._wire import ReplyError, Wire, _Protocol, pack
 from tests.conftest import need_service
 from tests.support.tcp_proxy import TcpProxy
 
@@ -96,7 +96,7 @@ async def test_byte_by_byte_replies_and_a_group_of_commands() -> None:
 async def test_a_large_reply_in_small_pieces_is_parsed_once_it_is_complete(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from safeship.cache import _wire
+    from safeship import _redis_wire as _wire
 
     calls = 0
     parse = _wire.parse

@@ -26,8 +26,8 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
+from safeship._redis_wire import Wire
 from safeship.cache import Cache
-from safeship.cache._wire import Wire
 from safeship.resilience import Breaker, ConsecutiveFailures
 from tests.conftest import need_service
 
@@ -986,7 +986,7 @@ async def test_tls_keeps_the_clients_minimum_version(tmp_path: Any) -> None:
 async def test_a_long_line_arriving_in_many_pieces_is_parsed_once_it_can_end(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from safeship.cache import _wire
+    from safeship import _redis_wire as _wire
 
     line = b"+" + b"x" * 600_000 + b"\r\n"
     pieces = [line[i : i + 4096] for i in range(0, len(line), 4096)]

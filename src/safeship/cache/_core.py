@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+from safeship._redis_wire import unsupported
 from safeship.cache._entry import Entry, xfetch_due
 from safeship.cache._errors import CacheConfigError, CacheError
 from safeship.cache._keys import KeySpace
@@ -27,7 +28,6 @@ from safeship.cache._policy import Policy, check_seconds
 from safeship.cache._redis import AsyncListener, RedisTier, SyncListener
 from safeship.cache._serializers import JsonSerializer, Serializer
 from safeship.cache._stats import Stats, register_stats
-from safeship.cache._wire import unsupported
 from safeship.resilience import Breaker, BreakerOpen, ConsecutiveFailures
 
 __all__ = ["CacheCore", "check_tags"]

@@ -16,29 +16,17 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import secrets
 import threading
-import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from safeship._redis_wire import LoopWires, Wire
 from safeship.cache._entry import Entry, decode_envelope, encode_envelope
 from safeship.cache._errors import CacheError
 from safeship.cache._keys import KeySpace
-from safeship.cache._wire import Wire
 
 __all__ = ["AsyncListener", "RedisTier", "SyncListener"]
-
-_TIERS: weakref.WeakSet[RedisTier] = weakref.WeakSet()
-
-
-def _forget_after_fork() -> None:
-    for tier in list(_TIERS):
-        tier._forget_wires()
-
-
-os.register_at_fork(after_in_child=_forget_after_fork)
 
 logger = logging.getLogger("safeship.cache")
 
@@ -96,18 +84,12 @@ class RedisTier:
         self.aclient = aclient
         #: Seconds an async command may wait for its reply (None: no bound).
         self.command_seconds = command_seconds
-        self._forget_wires()
-        _TIERS.add(self)
+        self._wires = (
+            None if aclient is None else LoopWires(aclient.connection_pool, command_seconds)
+        )
         self.lease_ms = max(1, round(lease_ttl * 1000))
         self.channel = f"safeship:cache:{space.env}:{space.namespace}"
         self.token = secrets.token_hex(8)
-
-    def _forget_wires(self) -> None:
-        """No connection yet (also a forked child's start: the parent's socket is the
-        parent's, and a lock held at the fork would stay held)."""
-        self._wires: dict[asyncio.AbstractEventLoop, Wire] = {}
-        self._wires_lock = threading.Lock()
-        self._last_wire: Wire | None = None
 
     def message(self, op: str, items: Iterable[str]) -> str:
         body = {"op": op, "items": list(items), "from": self.token}
@@ -176,30 +158,14 @@ class RedisTier:
     # -- async -------------------------------------------------------------------------
     def wire(self) -> Wire:
         """The running event loop's connection (each loop has its own)."""
-        loop = asyncio.get_running_loop()
-        last = self._last_wire
-        if last is not None and last.loop is loop:
-            return last
-        with self._wires_lock:
-            wire = self._wires.get(loop)
-            if wire is None:
-                for gone in [other for other in self._wires if other.is_closed()]:
-                    del self._wires[gone]  # its loop ended: so did its connection's use
-                pool = self.aclient.connection_pool
-                wire = self._wires[loop] = Wire(pool, self.command_seconds)
-        self._last_wire = wire
-        return wire
+        if self._wires is None:
+            raise CacheError("this cache has no async Redis client")
+        return self._wires.get()
 
     async def aclose_wire(self) -> None:
-        """Close the running loop's connection; another loop's is closed from that loop
-        (a transport belongs to its loop), and the next command opens a new one."""
-        loop = asyncio.get_running_loop()
-        with self._wires_lock:
-            wire = self._wires.pop(loop, None)
-            if self._last_wire is wire:
-                self._last_wire = None
-        if wire is not None:
-            await wire.aclose()
+        """Close the running loop's connection (see :meth:`LoopWires.aclose`)."""
+        if self._wires is not None:
+            await self._wires.aclose()
 
     async def aget(self, key: str, loads: Callable[[bytes], Any]) -> Entry | None:
         return self.parse(key, await self.wire().execute(("GET", key)), loads)

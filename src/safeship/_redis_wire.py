@@ -1,10 +1,11 @@
-"""The async Redis tier's round trips: one connection per event loop, commands pipelined.
+"""Async Redis round trips on safeship's own connection: one per event loop, pipelined.
 
-Every async command of the tier goes through :meth:`Wire.execute`: it is written on the
-loop's connection at once when nothing is in flight, or, when replies are pending,
-queued and written with the others issued in the same loop turn (one write). Replies
-come back in order and the protocol hands each to the next waiter in its FIFO, from the
-transport's callback (no task per command, no pool to check out of, no lock).
+Used by the cache's async tier and the idempotency key store. Every command goes
+through :meth:`Wire.execute`: it is written on the loop's connection at once when
+nothing is in flight, or, when replies are pending, queued and written with the others
+issued in the same loop turn (one write). Replies come back in order and the protocol
+hands each to the next waiter in its FIFO, from the transport's callback (no task per
+command, no pool to check out of, no lock).
 
 A caller that is cancelled leaves its place in the FIFO: its reply is read and dropped,
 so no other caller ever gets it. A lost connection fails every waiter with a
@@ -14,9 +15,10 @@ connection and fails every waiter with ``TimeoutError``: a server that stopped a
 cannot be told apart from one that is slow to answer the first command in line.
 
 The wire speaks RESP2 and takes the address, database, credentials and client name from
-the async client's connection pool (``connection_kwargs``): TCP, TLS (``rediss://``) and
-Unix sockets (:func:`unsupported` says why another pool is refused). The pub/sub
-subscription keeps using the redis-py client.
+a redis-py async client's connection pool (``connection_kwargs``): TCP, TLS
+(``rediss://``) and Unix sockets (:func:`unsupported` says why another pool is refused).
+:class:`LoopWires` keeps one wire per event loop for one pool and forgets them all in a
+forked child. Pub/sub subscriptions keep using the redis-py client.
 """
 
 from __future__ import annotations
@@ -24,12 +26,15 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import os
+import threading
+import weakref
 from collections.abc import Awaitable
 from typing import Any
 
-from safeship.cache._errors import CacheError
+from safeship.errors import SafeshipError
 
-__all__ = ["ReplyError", "Wire", "pack", "parse", "unsupported"]
+__all__ = ["LoopWires", "ReplyError", "Wire", "pack", "parse", "unsupported"]
 
 
 def unsupported(pool: Any) -> str | None:
@@ -49,7 +54,7 @@ def unsupported(pool: Any) -> str | None:
     return None
 
 
-class ReplyError(CacheError):
+class ReplyError(SafeshipError):
     """An error reply (``-ERR ...``) to one command: a value in a reply, handed to the
     caller as redis-py's ``ResponseError``."""
 
@@ -300,7 +305,7 @@ class Wire:
 
     async def _connect(self) -> _Protocol:
         if self.closing:
-            raise _connection_error("the cache's Redis connection is closed")
+            raise _connection_error("the Redis connection is closed")
         if self.connecting is None or self.connecting.done():
             self.connecting = self.loop.create_task(self._open())
         connecting = self.connecting
@@ -310,7 +315,7 @@ class Wire:
             current = asyncio.current_task()
             if connecting.cancelled() and not (current is not None and current.cancelling()):
                 # aclose() stopped the connect; this caller was not cancelled itself
-                raise _connection_error("the cache's Redis connection is closed") from None
+                raise _connection_error("the Redis connection is closed") from None
             raise
 
     async def _open(self) -> _Protocol:
@@ -337,8 +342,8 @@ class Wire:
                 raise _connection_error(f"cannot connect to Redis: {exc!r}") from exc
             raise
         if self.closing:
-            protocol.abort(_connection_error("the cache's Redis connection is closed"))
-            raise _connection_error("the cache's Redis connection is closed")
+            protocol.abort(_connection_error("the Redis connection is closed"))
+            raise _connection_error("the Redis connection is closed")
         self.protocol = protocol
         return protocol
 
@@ -383,6 +388,63 @@ class Wire:
         protocol = self.protocol
         if protocol is not None and protocol.transport is not None:
             if protocol.lost is None:
-                protocol.lost = _connection_error("the cache's Redis connection is closed")
+                protocol.lost = _connection_error("the Redis connection is closed")
             protocol.transport.close()
             await protocol.closed
+
+
+_REGISTRIES: weakref.WeakSet[LoopWires] = weakref.WeakSet()
+
+
+def _forget_after_fork() -> None:
+    for wires in list(_REGISTRIES):
+        wires.forget_all()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+class LoopWires:
+    """One :class:`Wire` per event loop, all addressed like ``pool`` (a redis-py async
+    pool :func:`unsupported` accepts), each reply bounded by ``timeout`` seconds.
+
+    A forked child starts with none: the parent's sockets are the parent's, and a lock
+    held at the fork would stay held.
+    """
+
+    def __init__(self, pool: Any, timeout: float | None) -> None:
+        self.pool = pool
+        self.timeout = timeout
+        self.forget_all()
+        _REGISTRIES.add(self)
+
+    def forget_all(self) -> None:
+        self._wires: dict[asyncio.AbstractEventLoop, Wire] = {}
+        self._lock = threading.Lock()
+        self._last: Wire | None = None
+
+    def get(self) -> Wire:
+        """The running event loop's wire (each loop has its own)."""
+        loop = asyncio.get_running_loop()
+        last = self._last
+        if last is not None and last.loop is loop:
+            return last
+        with self._lock:
+            wire = self._wires.get(loop)
+            if wire is None:
+                for gone in [other for other in self._wires if other.is_closed()]:
+                    del self._wires[gone]  # its loop ended: so did its connection's use
+                wire = self._wires[loop] = Wire(self.pool, self.timeout)
+        self._last = wire
+        return wire
+
+    async def aclose(self) -> None:
+        """Close the running loop's wire; another loop's is closed from that loop (a
+        transport belongs to its loop), and the next command opens a new one."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            wire = self._wires.pop(loop, None)
+            if self._last is wire:
+                self._last = None
+        if wire is not None:
+            await wire.aclose()
