@@ -82,6 +82,7 @@ async def _safeship(
     app = make_app(idempotent())
     if app_store == "redis":
         store: Any = RedisStore(client, prefix=f"bench:{uuid.uuid4().hex}:")
+        stack.push_async_callback(store.aclose)
     else:
         from sqlalchemy.ext.asyncio import create_async_engine
 

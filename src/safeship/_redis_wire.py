@@ -34,7 +34,16 @@ from typing import Any
 
 from safeship.errors import SafeshipError
 
-__all__ = ["LoopWires", "ReplyError", "Wire", "pack", "parse", "unsupported"]
+__all__ = [
+    "LoopWires",
+    "ReplyError",
+    "Wire",
+    "bulk",
+    "pack",
+    "parse",
+    "response_error",
+    "unsupported",
+]
 
 
 def unsupported(pool: Any) -> str | None:
@@ -79,6 +88,13 @@ def _encode(arg: Any) -> bytes:
     raise TypeError(f"a Redis command argument cannot be {type(arg).__name__}")
 
 
+def bulk(arg: Any) -> bytes:
+    """One argument as a RESP bulk string: a packed command is ``*<n>\\r\\n`` and then
+    its ``n`` arguments so."""
+    data = arg.encode() if arg.__class__ is str else _encode(arg)
+    return b"$%d\r\n%b\r\n" % (len(data), data)
+
+
 def pack(command: tuple[Any, ...]) -> bytes:
     """One command as a RESP array of bulk strings."""
     if len(command) == 2 and command[0] == "GET" and command[1].__class__ is str:
@@ -86,7 +102,7 @@ def pack(command: tuple[Any, ...]) -> bytes:
         return b"*2\r\n$3\r\nGET\r\n$%d\r\n%b\r\n" % (len(key), key)
     parts = [b"*%d\r\n" % len(command)]
     for arg in command:
-        data = _encode(arg)
+        data = arg.encode() if arg.__class__ is str else _encode(arg)
         parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
     return b"".join(parts)
 
@@ -132,7 +148,8 @@ def _connection_error(message: str) -> Exception:
     return RedisConnectionError(message)
 
 
-def _response_error(error: ReplyError) -> Exception:
+def response_error(error: ReplyError) -> Exception:
+    """``error`` as redis-py's ``ResponseError``, what a redis-py caller expects."""
     from redis.exceptions import ResponseError
 
     return ResponseError(str(error))
@@ -160,11 +177,14 @@ class _Protocol(asyncio.Protocol):
 
     def send(self, commands: tuple[tuple[Any, ...], ...]) -> asyncio.Future[Any]:
         """Queue ``commands``; the future gets the reply (the list of replies for several)."""
+        count = len(commands)
+        return self.write(pack(commands[0]) if count == 1 else b"".join(map(pack, commands)), count)
+
+    def write(self, data: bytes, count: int) -> asyncio.Future[Any]:
+        """Queue ``data``, ``count`` commands packed already; answered as :meth:`send`."""
         if self.lost is not None:
             raise self.lost
         future = self.loop.create_future()
-        count = len(commands)
-        data = pack(commands[0]) if count == 1 else b"".join(map(pack, commands))
         timeout = self.wire.timeout
         deadline = self.loop.time() + timeout if timeout is not None else 0.0
         waiters = self.waiters
@@ -229,7 +249,7 @@ class _Protocol(asyncio.Protocol):
                 if future.done():  # its caller was cancelled: the reply is dropped
                     continue
                 if count == 1 and reply.__class__ is ReplyError:
-                    future.set_exception(_response_error(reply))
+                    future.set_exception(response_error(reply))
                 else:
                     future.set_result(reply)
         except _Incomplete as incomplete:
@@ -296,8 +316,25 @@ class Wire:
         replies = await protocol.send(commands)
         for reply in replies:
             if reply.__class__ is ReplyError:
-                raise _response_error(reply)
+                raise response_error(reply)
         return replies
+
+    def submit(self, data: bytes, count: int) -> asyncio.Future[Any]:
+        """``count`` commands packed already (see :func:`bulk`), as a future to add
+        callbacks to, with no coroutine around it once connected: one command's reply (an
+        error reply fails it with redis-py's ``ResponseError``), or the list of several
+        commands' replies (an error reply is a :class:`ReplyError` value in it, the
+        others answered as usual)."""
+        protocol = self.protocol
+        if protocol is None:
+            return self.loop.create_task(self._submit(data, count))
+        return protocol.write(data, count)
+
+    async def _submit(self, data: bytes, count: int) -> Any:
+        protocol = self.protocol
+        if protocol is None:
+            protocol = await self._connect()
+        return await protocol.write(data, count)
 
     def forget(self, protocol: _Protocol) -> None:
         if self.protocol is protocol:

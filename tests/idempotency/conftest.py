@@ -38,7 +38,9 @@ async def open_store(
 
         url: str = request.getfixturevalue("redis_url")
         client = redis.asyncio.Redis.from_url(url)
-        yield RedisStore(client, prefix=f"test:idem:{uuid.uuid4().hex}:")
+        store = RedisStore(client, prefix=f"test:idem:{uuid.uuid4().hex}:")
+        yield store
+        await store.aclose()
         await client.aclose()
         return
     if kind == "postgres-asyncpg":

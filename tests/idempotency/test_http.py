@@ -326,15 +326,17 @@ async def test_with_the_store_down_nothing_runs_unless_told_to_fail_open(
         runs.append(1)
         return {"paid": True}
 
+    store = RedisStore(dead)
     app.add_middleware(
         IdempotencyMiddleware,
-        store=RedisStore(dead),
+        store=store,
         principal=principal_from_header("x-api-key"),
         on_store_error=on_store_error,
     )
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         answer = await client.post("/pay", headers={"x-api-key": "a", **_key()})
+    await store.aclose()
     await dead.aclose()
     if on_store_error == "closed":
         _problem(answer, 503, "store-unavailable")

@@ -1,5 +1,6 @@
-"""RedisStore sends the calls of one event-loop turn in one pipeline, each still atomic
-and answered to its own caller; a lost script is loaded again; a caller gone is not sent."""
+"""RedisStore sends the calls of one event-loop turn in one write on its own connection,
+one script call per kind, each item still atomic and answered to its own caller; a lost
+script is loaded again; a caller gone is not sent."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 import redis.asyncio
 import redis.exceptions
 
+from safeship._redis_wire import Wire, parse
 from safeship.idempotency import IdempotencyStoreError, RedisStore, State, StoredResponse
 
 RESPONSE = StoredResponse(201, ((b"content-type", b"application/json"),), b'{"id": 1}')
@@ -24,30 +26,51 @@ async def client(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
     await client.aclose()
 
 
-def _store(client: redis.asyncio.Redis) -> RedisStore:
-    return RedisStore(client, prefix=f"test:idem:batch:{uuid.uuid4().hex}:")
+@pytest.fixture
+async def made() -> AsyncIterator[list[RedisStore]]:
+    """The stores a test made: their connections are closed after it."""
+    stores: list[RedisStore] = []
+    yield stores
+    for store in stores:
+        await store.aclose()
 
 
-def _count_pipelines(client: Any, monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    made: list[int] = []
-    pipeline = client.pipeline
+@pytest.fixture
+def new_store(made: list[RedisStore]) -> Any:
+    def make(client: redis.asyncio.Redis) -> RedisStore:
+        store = RedisStore(client, prefix=f"test:idem:batch:{uuid.uuid4().hex}:")
+        made.append(store)
+        return store
 
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        made.append(1)
-        return pipeline(*args, **kwargs)
+    return make
 
-    monkeypatch.setattr(client, "pipeline", counted)
-    return made
+
+def _count_writes(monkeypatch: pytest.MonkeyPatch) -> list[list[list[bytes]]]:
+    """The commands of each write the stores' connections are given, read back."""
+    writes: list[list[list[bytes]]] = []
+    submit = Wire.submit
+
+    def counted(self: Wire, data: bytes, count: int) -> Any:
+        commands, at = [], 0
+        while at < len(data):
+            command, at = parse(data, at)
+            commands.append(command)
+        assert len(commands) == count
+        writes.append(commands)
+        return submit(self, data, count)
+
+    monkeypatch.setattr(Wire, "submit", counted)
+    return writes
 
 
 async def test_one_turns_calls_share_a_pipeline_and_each_gets_its_own_answer(
-    client: redis.asyncio.Redis, monkeypatch: pytest.MonkeyPatch
+    client: redis.asyncio.Redis, monkeypatch: pytest.MonkeyPatch, new_store: Any
 ) -> None:
-    store = _store(client)
-    made = _count_pipelines(client, monkeypatch)
+    store = new_store(client)
+    made = _count_writes(monkeypatch)
     keys = [f"k{i}" for i in range(16)] + ["k0"]  # the last one meets k0's claim
     claims = await asyncio.gather(*(store.claim(k, "fp-" + k, lease=5, ttl=60) for k in keys))
-    assert made == [1]
+    assert len(made) == 1 and len(made[0]) == 1  # one write, one script call
     assert [c.token is not None for c in claims] == [True] * 16 + [False]
     assert claims[-1].existing is not None and claims[-1].existing.state is State.IN_FLIGHT
     done = await asyncio.gather(
@@ -62,11 +85,13 @@ async def test_one_turns_calls_share_a_pipeline_and_each_gets_its_own_answer(
     assert record.fingerprint == "fp-k7"
 
 
-async def test_a_script_the_server_lost_is_loaded_again(client: redis.asyncio.Redis) -> None:
-    store = _store(client)
+async def test_a_script_the_server_lost_is_loaded_again(
+    client: redis.asyncio.Redis, new_store: Any
+) -> None:
+    store = new_store(client)
     # As after a restart or SCRIPT FLUSH (not done here: the server is shared): the sha
     # the store sends is unknown to the server.
-    store._scripts["claim"].sha = "0" * 40
+    store._shas["claim"] = "0" * 40
     claims = await asyncio.gather(store.claim("a", "fp", lease=5, ttl=60), store.get("a"))
     assert claims[0].token is not None
     again = await store.claim("a", "fp", lease=5, ttl=60)
@@ -74,9 +99,9 @@ async def test_a_script_the_server_lost_is_loaded_again(client: redis.asyncio.Re
 
 
 async def test_a_caller_cancelled_before_its_turn_ends_sends_nothing(
-    client: redis.asyncio.Redis,
+    client: redis.asyncio.Redis, new_store: Any
 ) -> None:
-    store = _store(client)
+    store = new_store(client)
     task = asyncio.create_task(store.claim("gone", "fp", lease=5, ttl=60))
     await asyncio.sleep(0)  # the claim is queued for this turn's pipeline, not yet sent
     task.cancel()
@@ -87,9 +112,9 @@ async def test_a_caller_cancelled_before_its_turn_ends_sends_nothing(
     assert (await store.claim("gone", "fp", lease=5, ttl=60)).token is not None
 
 
-async def test_a_dead_server_fails_every_call_of_the_batch_as_store_down() -> None:
+async def test_a_dead_server_fails_every_call_of_the_batch_as_store_down(new_store: Any) -> None:
     dead = redis.asyncio.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)
-    store = _store(dead)
+    store = new_store(dead)
     answers = await asyncio.gather(
         *(store.claim(f"k{i}", "fp", lease=5, ttl=60) for i in range(4)),
         return_exceptions=True,
@@ -98,38 +123,21 @@ async def test_a_dead_server_fails_every_call_of_the_batch_as_store_down() -> No
     await dead.aclose()
 
 
-def _count_script_calls(client: Any, monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The number of keys of each EVALSHA the store's pipelines send."""
-    keys: list[int] = []
-    pipeline = client.pipeline
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        pipe = pipeline(*args, **kwargs)
-        evalsha = pipe.evalsha
-
-        def counted_evalsha(sha: str, numkeys: int, *rest: Any) -> Any:
-            keys.append(numkeys)
-            return evalsha(sha, numkeys, *rest)
-
-        pipe.evalsha = counted_evalsha
-        return pipe
-
-    monkeypatch.setattr(client, "pipeline", counted)
-    return keys
-
-
 async def test_one_turns_calls_of_a_kind_share_one_script_call(
-    client: redis.asyncio.Redis, monkeypatch: pytest.MonkeyPatch
+    client: redis.asyncio.Redis, monkeypatch: pytest.MonkeyPatch, new_store: Any
 ) -> None:
-    store = _store(client)
+    store = new_store(client)
     claimed = await store.claim("first", "fp", lease=5, ttl=60)
     assert claimed.token is not None
-    calls = _count_script_calls(client, monkeypatch)
+    writes = _count_writes(monkeypatch)
     answers: list[Any] = await asyncio.gather(
         *(store.claim(f"c{i}", "fp", lease=5, ttl=60) for i in range(8)),
         store.complete("first", claimed.token, RESPONSE, ttl=60),
         store.get("c0"),  # queued after c0's claim in the same turn: it sees the claim
     )
+    assert len(writes) == 1  # one write of the turn's three script calls
+    assert [command[0] for command in writes[0]] == [b"EVALSHA"] * 3
+    calls = [int(command[2]) for command in writes[0]]  # each call's number of keys
     assert sorted(calls) == [2, 2, 16]  # 8 claims in one call; one complete; one get
     assert all(a.token is not None for a in answers[:8])
     assert answers[8] is True
@@ -138,8 +146,8 @@ async def test_one_turns_calls_of_a_kind_share_one_script_call(
     assert record is not None and record.state is State.DONE and record.response == RESPONSE
 
 
-async def test_an_item_that_fails_fails_alone(client: redis.asyncio.Redis) -> None:
-    store = _store(client)
+async def test_an_item_that_fails_fails_alone(client: redis.asyncio.Redis, new_store: Any) -> None:
+    store = new_store(client)
     await client.lpush(store._keys("listed")[0], "not a record")  # the wrong type for GET
     answers = await asyncio.gather(
         store.claim("before", "fp", lease=5, ttl=60),
@@ -155,9 +163,9 @@ async def test_an_item_that_fails_fails_alone(client: redis.asyncio.Redis) -> No
 
 
 async def test_without_batching_each_call_goes_alone_and_fails_alone(
-    client: redis.asyncio.Redis,
+    client: redis.asyncio.Redis, new_store: Any
 ) -> None:
-    store = _store(client)
+    store = new_store(client)
     store._batching = False  # as with a Redis Cluster client
     claim = await store.claim("solo", "fp", lease=5, ttl=60)
     assert claim.token is not None

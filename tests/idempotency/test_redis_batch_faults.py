@@ -11,20 +11,32 @@ import pytest
 import redis.asyncio
 
 from safeship.idempotency import IdempotencyStoreError, RedisStore, State, StoredResponse
+from tests.support.freeze_proxy import FreezeProxy
 
 RESPONSE = StoredResponse(200, (), b"ok")
+
+
+_MADE: list[RedisStore] = []
 
 
 @pytest.fixture
 async def client() -> AsyncIterator[redis.asyncio.Redis]:
     client = redis.asyncio.Redis.from_url("redis://127.0.0.1:6379/9")
     yield client
+    await _close_made()
     await client.aclose()
+
+
+async def _close_made() -> None:
+    while _MADE:
+        await _MADE.pop().aclose()
 
 
 def _store(client: redis.asyncio.Redis) -> tuple[RedisStore, str]:
     prefix = f"test:idem:attack:{uuid.uuid4().hex}:"
-    return RedisStore(client, prefix=prefix), prefix
+    store = RedisStore(client, prefix=prefix)
+    _MADE.append(store)
+    return store, prefix
 
 
 async def test_one_corrupt_record_fails_only_its_own_caller(client: redis.asyncio.Redis) -> None:
@@ -75,7 +87,7 @@ async def test_a_free_key_reads_none_beside_a_held_one(client: redis.asyncio.Red
 async def test_a_dead_server_fails_every_waiter_of_a_mixed_batch() -> None:
     client = redis.asyncio.Redis.from_url("redis://127.0.0.1:1/9", socket_connect_timeout=1)
     try:
-        store = RedisStore(client, prefix="x:")
+        store, _ = _store(client)
         got = await asyncio.wait_for(
             asyncio.gather(
                 store.claim("a", "fp", lease=5, ttl=60),
@@ -86,26 +98,39 @@ async def test_a_dead_server_fails_every_waiter_of_a_mixed_batch() -> None:
             timeout=30,
         )
     finally:
+        await _close_made()
         await client.aclose()
     assert all(isinstance(g, IdempotencyStoreError) for g in got)
 
 
 async def test_a_connection_killed_under_a_batch_fails_or_answers_every_waiter() -> None:
-    client = redis.asyncio.Redis.from_url("redis://127.0.0.1:6379/9", max_connections=1)
+    """The server kills the store's connection while a batch of 10,000 calls waits on it
+    (held in a frozen proxy, so the kill surely meets them): every caller learns "store
+    down", none hangs, and the next call connects again."""
+    proxy = FreezeProxy("127.0.0.1", 6379)
+    client = redis.asyncio.Redis.from_url(f"redis://127.0.0.1:{proxy.port}/9")
     killer = redis.asyncio.Redis.from_url("redis://127.0.0.1:6379/9")
     try:
         store, _ = _store(client)
-        own = await client.client_id()  # the one pooled connection, killed below by its id
+        assert await store.get("warm") is None  # the store's own connection is open
+        (upstream,) = [s for s in list(proxy._sockets) if s.getpeername()[1] == 6379]
+        host, port = upstream.getsockname()[:2]  # the connection as the server sees it
+        proxy.freeze()
         tasks: list[asyncio.Future[Any]] = [
             asyncio.ensure_future(store.claim(f"c{i}", "fp", lease=5, ttl=60)) for i in range(5000)
         ]
         tasks += [asyncio.ensure_future(store.get(f"c{i}")) for i in range(5000)]
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
-        await killer.client_kill_filter(_id=str(own))
+        await asyncio.sleep(0.05)  # written: the frozen proxy holds them
+        assert await killer.client_kill_filter(addr=f"{host}:{port}") == 1
+        proxy.thaw()
         got = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout=30)
+        errors = [g for g in got if isinstance(g, BaseException)]
+        assert all(isinstance(g, IdempotencyStoreError) for g in errors), errors[:3]
+        assert len(errors) == len(tasks)  # nothing reached the server before the kill
+        again = await store.claim("after-the-kill", "fp", lease=5, ttl=60)
+        assert again.token is not None  # the next call connects again
     finally:
+        await _close_made()
         await client.aclose()
         await killer.aclose()
-    errors = [g for g in got if isinstance(g, BaseException)]
-    assert all(isinstance(g, IdempotencyStoreError) for g in errors), errors[:3]
+        proxy.close()

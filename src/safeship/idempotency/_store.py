@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import json
 import math
 import secrets
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from safeship._redis_wire import LoopWires, ReplyError, bulk, response_error, unsupported
 from safeship.idempotency._errors import IdempotencyStoreError
 from safeship.idempotency._model import Claim, Record, State, StoredResponse
 
@@ -219,16 +221,46 @@ return out
 """
 
 
+_SOURCES = {
+    name: _for_many(source)
+    for name, source in {
+        "claim": _CLAIM,
+        "renew": _RENEW,
+        "complete": _COMPLETE,
+        "unknown": _UNKNOWN,
+        "release": _RELEASE,
+        "take_over": _TAKE_OVER,
+        "get": _GET,
+    }.items()
+}
+_SHAS = {
+    name: hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+    for name, source in _SOURCES.items()
+}
+
+#: One queued call: (script name, its two keys and its arguments packed, the caller's future).
+_Call = tuple[str, bytes, bytes, asyncio.Future[Any]]
+#: One script call of a batch: (name, its items' packed keys, packed arguments, futures).
+_Group = tuple[str, list[bytes], list[bytes], list[asyncio.Future[Any]]]
+_EVALSHA, _EVAL = bulk("EVALSHA"), bulk("EVAL")
+_ARITY_BULK = {name: bulk(arity) for name, arity in _ARITY.items()}
+
+
 class RedisStore:
     """Keys in Redis (``redis.asyncio``): a record with the key's TTL and a lease beside it.
 
     ``prefix`` namespaces the keys; both keys of one record share a hash tag, so the
     scripts work on Redis Cluster too.  A claim is one round trip, and so is finishing it.
 
-    Calls made in the same event-loop turn (concurrent requests) travel together in one
-    pipeline (not a transaction: each script stays atomic alone, and each caller awaits
-    its own answer), so a busy server pays one round trip per turn instead of one per
-    call.  A Redis Cluster client sends each call on its own.
+    Calls made in the same event-loop turn (concurrent requests) travel together: one
+    script call per kind of call (all of a turn's claims in one, its completes in
+    another; not a transaction: each item stays atomic alone, and each caller awaits its
+    own answer), written together on the store's own pipelined connection per event
+    loop (:mod:`safeship._redis_wire`, addressed like the client's pool, each reply
+    bounded by the pool's ``socket_timeout``), so a busy server pays one round trip per
+    turn instead of one per call.  A client that connection cannot dial the same way
+    (Redis Cluster, Sentinel, a credential provider) sends each call on its own through
+    redis-py.  :meth:`aclose` closes the running loop's connection (not the client).
     """
 
     def __init__(self, client: redis.asyncio.Redis, *, prefix: str = "safeship:idem:") -> None:
@@ -236,29 +268,26 @@ class RedisStore:
             raise ValueError("prefix must be non-empty, so safeship's keys stay apart")
         self._client = client
         self._prefix = prefix
-        self._batching = _pipelines_plainly(client)
-        self._pending: list[tuple[str, list[str], list[str | int], asyncio.Future[Any]]] = []
-        self._sending: set[asyncio.Task[None]] = set()
-        self._scripts = {
-            name: client.register_script(_for_many(source))
-            for name, source in {
-                "claim": _CLAIM,
-                "renew": _RENEW,
-                "complete": _COMPLETE,
-                "unknown": _UNKNOWN,
-                "release": _RELEASE,
-                "take_over": _TAKE_OVER,
-                "get": _GET,
-            }.items()
-        }
+        self._wires = _own_wires(client)
+        self._batching = self._wires is not None
+        self._shas = dict(_SHAS)
+        self._pending: list[_Call] = []
+        self._sending: set[asyncio.Future[Any]] = set()
+        self._scripts = {name: client.register_script(source) for name, source in _SOURCES.items()}
 
     def _keys(self, key: str) -> list[str]:
         record = f"{self._prefix}{{{key}}}"
         return [record, record + ":lease"]
 
+    async def aclose(self) -> None:
+        """Close the store's connection of the running event loop (the client given to
+        it is the caller's to close); the next call opens a new one."""
+        if self._wires is not None:
+            await self._wires.aclose()
+
     async def _run(self, name: str, key: str, *args: str | int) -> Any:
-        keys = self._keys(key)
         if not self._batching:  # one item per call: its two keys share a slot
+            keys = self._keys(key)
             script = self._scripts[name]
             (answer,) = await _guarded(lambda: script(keys=keys, args=[len(args), *args]))
             if isinstance(answer, Exception):
@@ -268,57 +297,82 @@ class RedisStore:
         future: asyncio.Future[Any] = loop.create_future()
         if not self._pending:  # the first call of this turn sends the turn's batch
             loop.call_soon(self._flush)
-        self._pending.append((name, keys, list(args), future))
+        record = f"{self._prefix}{{{key}}}".encode()
+        packed_keys = b"$%d\r\n%b\r\n$%d\r\n%b:lease\r\n" % (
+            len(record), record, len(record) + 6, record,
+        )  # fmt: skip
+        self._pending.append((name, packed_keys, b"".join(map(bulk, args)), future))
         return await future
 
     def _flush(self) -> None:
+        """Send the turn's batch: one script call per kind of call, written together."""
         batch, self._pending = self._pending, []
-        task = asyncio.get_running_loop().create_task(self._send(batch))
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
-
-    async def _send(self, batch: list[tuple[str, list[str], list[str | int], Any]]) -> None:
-        """One script call per kind of call in the batch (all of a turn's claims in one,
-        its completes in another), those calls in one pipeline: one round trip."""
-        from redis.exceptions import NoScriptError
-
-        groups: dict[str, list[tuple[list[str], list[str | int], Any]]] = {}
+        groups: dict[str, tuple[list[bytes], list[bytes], list[asyncio.Future[Any]]]] = {}
         for name, keys, args, future in batch:
-            if not future.done():  # callers gone: not sent
-                groups.setdefault(name, []).append((keys, args, future))
-        if not groups:
-            return
-        calls = []
-        for name, items in groups.items():
-            keys = [k for item_keys, _, _ in items for k in item_keys]
-            argv: list[str | int] = [_ARITY[name]]
-            for _, item_args, _ in items:
-                argv += item_args
-            calls.append((self._scripts[name], keys, argv, [future for *_, future in items]))
+            if future.done():  # its caller is gone: not sent
+                continue
+            group = groups.get(name)
+            if group is None:
+                group = groups[name] = ([], [], [])
+            group[0].append(keys)
+            group[1].append(args)
+            group[2].append(future)
+        if groups:
+            calls = [(name, keys, args, futures) for name, (keys, args, futures) in groups.items()]
+            self._submit(calls, evalsha=True)
+
+    def _submit(self, calls: list[_Group], *, evalsha: bool) -> None:
+        """Write ``calls`` (as ``EVALSHA``, or as ``EVAL`` with the source) in one go; each
+        caller learns its own answer when the replies come back."""
+        parts: list[bytes] = []
+        for name, keys, args, _ in calls:
+            items = len(keys)
+            script = bulk(self._shas[name]) if evalsha else bulk(_SOURCES[name])
+            parts += (
+                b"*%d\r\n" % (4 + items * (2 + _ARITY[name])),
+                _EVALSHA if evalsha else _EVAL, script, bulk(2 * items), *keys,
+                _ARITY_BULK[name], *args,
+            )  # fmt: skip
         try:
-            pipe = self._client.pipeline(transaction=False)
-            for script, keys, argv, _ in calls:
-                pipe.evalsha(script.sha, len(keys), *keys, *argv)
-            replies = await _guarded(lambda: pipe.execute(raise_on_error=False))
-        except BaseException as exc:  # every caller of the batch learns it (store down)
-            fail_waiting((future for *_, future in batch), exc)
-            if not isinstance(exc, Exception):
-                raise
+            wire = self._wires.get()  # type: ignore[union-attr]  # batching implies wires
+            replies = wire.submit(b"".join(parts), len(calls))
+        except Exception as exc:  # noqa: BLE001 -- the connection is gone: every caller learns
+            fail_waiting((f for *_, futures in calls for f in futures), _store_error(exc))
             return
-        for (script, keys, argv, futures), reply in zip(calls, replies, strict=True):
-            if isinstance(reply, NoScriptError):  # a restarted or flushed server: load it
-                try:
-                    reply = await _guarded(functools.partial(script, keys=keys, args=argv))
-                except Exception as exc:  # noqa: BLE001 -- handed to the callers
-                    reply = exc
-            for index, future in enumerate(futures):
+        self._sending.add(replies)
+        replies.add_done_callback(functools.partial(self._deliver, calls, evalsha))
+
+    def _deliver(self, calls: list[_Group], evalsha: bool, replies: asyncio.Future[Any]) -> None:
+        self._sending.discard(replies)
+        waiting = (f for *_, futures in calls for f in futures)
+        if replies.cancelled():  # the connect was stopped (the store was closed)
+            fail_waiting(waiting, _store_error(asyncio.CancelledError()))
+            return
+        error = replies.exception()
+        if error is not None and not (len(calls) == 1 and _is_reply(error)):
+            fail_waiting(waiting, _store_error(error))
+            return
+        answers = [error] if error is not None else replies.result()
+        if len(calls) == 1 and error is None:
+            answers = [answers]
+        lost: list[_Group] = []
+        for call, reply in zip(calls, answers, strict=True):
+            futures = call[3]
+            if isinstance(reply, Exception):
+                if evalsha and str(reply).startswith("NOSCRIPT"):
+                    lost.append(call)  # a restarted or flushed server: send the source
+                    continue
+                fail_waiting(futures, _as_response_error(reply))
+                continue
+            for future, answer in zip(futures, reply, strict=True):
                 if future.done():  # its caller was cancelled; the call itself ran
                     continue
-                answer = reply if isinstance(reply, Exception) else reply[index]
                 if isinstance(answer, Exception):
-                    future.set_exception(answer)
+                    future.set_exception(_as_response_error(answer))
                 else:
                     future.set_result(answer)
+        if lost:
+            self._submit(lost, evalsha=False)
 
     async def claim(
         self,
@@ -367,20 +421,52 @@ class RedisStore:
         return None if raw is None else _decode(raw, int(lease_ms))
 
 
-def _pipelines_plainly(client: Any) -> bool:
-    """Whether ``client`` is a plain ``redis.asyncio.Redis`` (not a Cluster client, whose
-    pipelines route per slot): its calls may share one pipeline."""
+def _own_wires(client: Any) -> LoopWires | None:
+    """The store's own connections for ``client``: a plain ``redis.asyncio.Redis``
+    whose pool the wire can dial; None for a Cluster client (its calls route per slot)
+    or a pool that finds its server or signs in another way."""
     import redis.asyncio
 
-    return isinstance(client, redis.asyncio.Redis)
+    if not isinstance(client, redis.asyncio.Redis):
+        return None
+    pool = client.connection_pool
+    if unsupported(pool) is not None:
+        return None
+    return LoopWires(pool, pool.connection_kwargs.get("socket_timeout"))
+
+
+def _is_reply(error: BaseException) -> bool:
+    """Whether ``error`` is the server's error reply (not a lost or timed-out link)."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import ResponseError
+
+    return isinstance(error, ResponseError) and not isinstance(error, RedisConnectionError)
+
+
+def _as_response_error(reply: Exception) -> Exception:
+    return response_error(reply) if isinstance(reply, ReplyError) else reply
+
+
+def _store_error(exc: BaseException) -> BaseException:
+    """A connection failure or timeout as IdempotencyStoreError; others as they are."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    if isinstance(exc, asyncio.CancelledError):
+        return IdempotencyStoreError("the Redis key store was closed")
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError):
+        error = IdempotencyStoreError(f"the Redis key store did not answer: {exc}")
+        error.__cause__ = exc
+        return error
+    return exc
 
 
 async def _guarded(call: Callable[[], Awaitable[T]]) -> T:
     """Run a Redis call; a connection failure or timeout becomes IdempotencyStoreError."""
-    from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import TimeoutError as RedisTimeoutError
-
     try:
         return await call()
-    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-        raise IdempotencyStoreError(f"the Redis key store did not answer: {exc}") from exc
+    except Exception as exc:
+        error = _store_error(exc)
+        if error is exc:
+            raise
+        raise error from exc
