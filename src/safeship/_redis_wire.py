@@ -180,8 +180,10 @@ class _Protocol(asyncio.Protocol):
         count = len(commands)
         return self.write(pack(commands[0]) if count == 1 else b"".join(map(pack, commands)), count)
 
-    def write(self, data: bytes, count: int) -> asyncio.Future[Any]:
-        """Queue ``data``, ``count`` commands packed already; answered as :meth:`send`."""
+    def write(self, data: bytes, count: int, *, now: bool = False) -> asyncio.Future[Any]:
+        """Queue ``data``, ``count`` commands packed already; answered as :meth:`send`.
+        ``now``: write at once, with whatever is queued before it (a caller that has
+        gathered its loop turn's commands itself gains nothing by waiting a turn)."""
         if self.lost is not None:
             raise self.lost
         future = self.loop.create_future()
@@ -191,6 +193,12 @@ class _Protocol(asyncio.Protocol):
         idle = not waiters
         waiters.append((future, count, deadline))
         if idle:  # nothing in flight: no reply to wait behind, write now
+            self.transport.write(data)  # type: ignore[union-attr]
+        elif now:  # in order: what was queued first is written first
+            pending = self.pending
+            if pending:
+                pending.append(data)
+                data, self.pending = b"".join(pending), []
             self.transport.write(data)  # type: ignore[union-attr]
         else:
             self.pending.append(data)
@@ -205,7 +213,7 @@ class _Protocol(asyncio.Protocol):
     def _flush(self) -> None:
         self.flushing = False
         data, self.pending = b"".join(self.pending), []
-        if self.lost is None and self.transport is not None:
+        if data and self.lost is None and self.transport is not None:
             self.transport.write(data)
 
     def _watch(self) -> None:
@@ -320,21 +328,21 @@ class Wire:
         return replies
 
     def submit(self, data: bytes, count: int) -> asyncio.Future[Any]:
-        """``count`` commands packed already (see :func:`bulk`), as a future to add
-        callbacks to, with no coroutine around it once connected: one command's reply (an
-        error reply fails it with redis-py's ``ResponseError``), or the list of several
-        commands' replies (an error reply is a :class:`ReplyError` value in it, the
-        others answered as usual)."""
+        """``count`` commands packed already (see :func:`bulk`), written at once (the
+        caller gathered them), as a future to add callbacks to, with no coroutine around
+        it once connected: one command's reply (an error reply fails it with redis-py's
+        ``ResponseError``), or the list of several commands' replies (an error reply is a
+        :class:`ReplyError` value in it, the others answered as usual)."""
         protocol = self.protocol
         if protocol is None:
             return self.loop.create_task(self._submit(data, count))
-        return protocol.write(data, count)
+        return protocol.write(data, count, now=True)
 
     async def _submit(self, data: bytes, count: int) -> Any:
         protocol = self.protocol
         if protocol is None:
             protocol = await self._connect()
-        return await protocol.write(data, count)
+        return await protocol.write(data, count, now=True)
 
     def forget(self, protocol: _Protocol) -> None:
         if self.protocol is protocol:

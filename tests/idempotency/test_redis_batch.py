@@ -1,6 +1,7 @@
-"""RedisStore sends the calls of one event-loop turn in one write on its own connection,
-one script call per kind, each item still atomic and answered to its own caller; a lost
-script is loaded again; a caller gone is not sent."""
+"""RedisStore on its own connection: a call made when nothing is in flight goes at once;
+the calls made while one is in flight gather into one write per event-loop turn, one
+script call per kind, each item still atomic and answered to its own caller; a lost
+script is loaded again; a queued caller gone is not sent."""
 
 from __future__ import annotations
 
@@ -70,7 +71,9 @@ async def test_one_turns_calls_share_a_pipeline_and_each_gets_its_own_answer(
     made = _count_writes(monkeypatch)
     keys = [f"k{i}" for i in range(16)] + ["k0"]  # the last one meets k0's claim
     claims = await asyncio.gather(*(store.claim(k, "fp-" + k, lease=5, ttl=60) for k in keys))
-    assert len(made) == 1 and len(made[0]) == 1  # one write, one script call
+    # k0's claim went at once (nothing was in flight); the other 16 queued behind it and
+    # went in one write of one script call
+    assert [[int(command[2]) for command in write] for write in made] == [[2], [32]]
     assert [c.token is not None for c in claims] == [True] * 16 + [False]
     assert claims[-1].existing is not None and claims[-1].existing.state is State.IN_FLIGHT
     done = await asyncio.gather(
@@ -79,7 +82,8 @@ async def test_one_turns_calls_share_a_pipeline_and_each_gets_its_own_answer(
             for k, c in zip(keys[:16], claims[:16], strict=True)
         )
     )
-    assert done == [True] * 16 and len(made) == 2
+    assert done == [True] * 16
+    assert [[int(command[2]) for command in write] for write in made[2:]] == [[2], [30]]
     record = await store.get("k7")
     assert record is not None and record.state is State.DONE and record.response == RESPONSE
     assert record.fingerprint == "fp-k7"
@@ -102,11 +106,13 @@ async def test_a_caller_cancelled_before_its_turn_ends_sends_nothing(
     client: redis.asyncio.Redis, new_store: Any
 ) -> None:
     store = new_store(client)
+    ahead = asyncio.ensure_future(store.get("ahead"))  # in flight: the next call queues
     task = asyncio.create_task(store.claim("gone", "fp", lease=5, ttl=60))
-    await asyncio.sleep(0)  # the claim is queued for this turn's pipeline, not yet sent
+    await asyncio.sleep(0)  # the claim is queued for this turn's write, not yet sent
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+    assert await ahead is None
     await asyncio.sleep(0.05)
     assert await store.get("gone") is None  # no key left in flight by a caller that left
     assert (await store.claim("gone", "fp", lease=5, ttl=60)).token is not None
@@ -135,10 +141,11 @@ async def test_one_turns_calls_of_a_kind_share_one_script_call(
         store.complete("first", claimed.token, RESPONSE, ttl=60),
         store.get("c0"),  # queued after c0's claim in the same turn: it sees the claim
     )
-    assert len(writes) == 1  # one write of the turn's three script calls
-    assert [command[0] for command in writes[0]] == [b"EVALSHA"] * 3
-    calls = [int(command[2]) for command in writes[0]]  # each call's number of keys
-    assert sorted(calls) == [2, 2, 16]  # 8 claims in one call; one complete; one get
+    # c0's claim went at once; the rest queued behind it: one write of three script calls
+    assert len(writes) == 2 and [int(command[2]) for command in writes[0]] == [2]
+    assert [command[0] for command in writes[1]] == [b"EVALSHA"] * 3
+    calls = [int(command[2]) for command in writes[1]]  # each call's number of keys
+    assert sorted(calls) == [2, 2, 14]  # 7 claims in one call; one complete; one get
     assert all(a.token is not None for a in answers[:8])
     assert answers[8] is True
     assert answers[9] is not None and answers[9].state is State.IN_FLIGHT

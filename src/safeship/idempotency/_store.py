@@ -252,13 +252,15 @@ class RedisStore:
     ``prefix`` namespaces the keys; both keys of one record share a hash tag, so the
     scripts work on Redis Cluster too.  A claim is one round trip, and so is finishing it.
 
-    Calls made in the same event-loop turn (concurrent requests) travel together: one
-    script call per kind of call (all of a turn's claims in one, its completes in
-    another; not a transaction: each item stays atomic alone, and each caller awaits its
-    own answer), written together on the store's own pipelined connection per event
-    loop (:mod:`safeship._redis_wire`, addressed like the client's pool, each reply
-    bounded by the pool's ``socket_timeout``), so a busy server pays one round trip per
-    turn instead of one per call.  A client that connection cannot dial the same way
+    Calls go on the store's own pipelined connection per event loop
+    (:mod:`safeship._redis_wire`, addressed like the client's pool, each reply bounded by
+    the pool's ``socket_timeout``).  A call made while nothing of the store's is in
+    flight goes at once; the calls made while something is (concurrent requests) gather
+    for the rest of the event-loop turn and travel together: one script call per kind of
+    call (all of the turn's claims in one, its completes in another; not a transaction:
+    each item stays atomic alone, and each caller awaits its own answer) in one write, so
+    a busy server pays one round trip per turn instead of one per call, and an idle one
+    waits for no turn to end.  A client that connection cannot dial the same way
     (Redis Cluster, Sentinel, a credential provider) sends each call on its own through
     redis-py.  :meth:`aclose` closes the running loop's connection (not the client).
     """
@@ -295,13 +297,17 @@ class RedisStore:
             return answer
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        if not self._pending:  # the first call of this turn sends the turn's batch
-            loop.call_soon(self._flush)
         record = f"{self._prefix}{{{key}}}".encode()
         packed_keys = b"$%d\r\n%b\r\n$%d\r\n%b:lease\r\n" % (
             len(record), record, len(record) + 6, record,
         )  # fmt: skip
-        self._pending.append((name, packed_keys, b"".join(map(bulk, args)), future))
+        item = (name, packed_keys, b"".join(map(bulk, args)), future)
+        if not self._sending and not self._pending:  # nothing in flight: go at once
+            self._submit([(name, [packed_keys], [item[2]], [future])], evalsha=True)
+            return await future
+        if not self._pending:  # the first call of this turn sends the turn's batch
+            loop.call_soon(self._flush)
+        self._pending.append(item)
         return await future
 
     def _flush(self) -> None:
