@@ -17,8 +17,10 @@ cannot be told apart from one that is slow to answer the first command in line.
 The wire speaks RESP2 and takes the address, database, credentials and client name from
 a redis-py async client's connection pool (``connection_kwargs``): TCP, TLS
 (``rediss://``) and Unix sockets (:func:`unsupported` says why another pool is refused).
-:class:`LoopWires` keeps one wire per event loop for one pool and forgets them all in a
-forked child. Pub/sub subscriptions keep using the redis-py client.
+:class:`PerLoop` keeps one wire (or an object holding one) per event loop and forgets
+them all in a forked child, where a wire made before the fork writes nothing; a wire's
+connection closes when its loop shuts down (``asyncio.run``), or at :meth:`Wire.aclose`.
+Pub/sub subscriptions keep using the redis-py client.
 """
 
 from __future__ import annotations
@@ -29,18 +31,20 @@ import contextlib
 import os
 import threading
 import weakref
-from collections.abc import Awaitable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Generic, Protocol, TypeVar
 
 from safeship.errors import SafeshipError
 
 __all__ = [
-    "LoopWires",
+    "PerLoop",
     "ReplyError",
     "Wire",
     "bulk",
+    "loop_wires",
     "pack",
     "parse",
+    "pool_setting",
     "response_error",
     "unsupported",
 ]
@@ -60,6 +64,25 @@ def unsupported(pool: Any) -> str | None:
         return f"its pool makes {kind.__name__} connections (TCP, TLS or a Unix socket only)"
     if kwargs.get("credential_provider") is not None:
         return "its pool signs in through a credential provider (username/password only)"
+    return None
+
+
+def pool_setting(pool: Any, name: str) -> Any:
+    """The pool's connection setting ``name``: as given, else the default of its
+    connection class (redis-py's own connections then get the same value, e.g. a 5 s
+    ``socket_timeout``)."""
+    kwargs = pool.connection_kwargs
+    if name in kwargs:
+        return kwargs[name]
+    import inspect
+
+    for kind in type.mro(pool.connection_class):
+        init = kind.__dict__.get("__init__")
+        if init is None:
+            continue
+        parameter = inspect.signature(init).parameters.get(name)
+        if parameter is not None and parameter.default is not inspect.Parameter.empty:
+            return parameter.default
     return None
 
 
@@ -142,6 +165,11 @@ def parse(buf: bytes, at: int) -> tuple[Any, int]:
     raise ValueError(f"not a RESP2 reply: {buf[at : at + 16]!r}")
 
 
+#: How many forks this process descends from (a wire made before a fork is not the
+#: child's: it writes nothing and its waiters fail).
+_GENERATION = [0]
+
+
 def _connection_error(message: str) -> Exception:
     from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -174,6 +202,7 @@ class _Protocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed: asyncio.Future[None] = self.loop.create_future()
         self.lost: BaseException | None = None
+        self.generation = _GENERATION[0]
 
     def send(self, commands: tuple[tuple[Any, ...], ...]) -> asyncio.Future[Any]:
         """Queue ``commands``; the future gets the reply (the list of replies for several)."""
@@ -186,6 +215,8 @@ class _Protocol(asyncio.Protocol):
         gathered its loop turn's commands itself gains nothing by waiting a turn)."""
         if self.lost is not None:
             raise self.lost
+        if self.generation != _GENERATION[0]:
+            raise self.disown()
         future = self.loop.create_future()
         timeout = self.wire.timeout
         deadline = self.loop.time() + timeout if timeout is not None else 0.0
@@ -213,7 +244,9 @@ class _Protocol(asyncio.Protocol):
     def _flush(self) -> None:
         self.flushing = False
         data, self.pending = b"".join(self.pending), []
-        if data and self.lost is None and self.transport is not None:
+        if self.generation != _GENERATION[0]:  # forked with this queued: not the child's
+            self.disown()
+        elif data and self.lost is None and self.transport is not None:
             self.transport.write(data)
 
     def _watch(self) -> None:
@@ -221,6 +254,9 @@ class _Protocol(asyncio.Protocol):
         (or stop watching when nothing is in flight)."""
         self.watching = False
         if self.lost is not None or not self.waiters:
+            return
+        if self.generation != _GENERATION[0]:
+            self.disown()
             return
         deadline = self.waiters[0][2]
         if self.loop.time() >= deadline:
@@ -272,6 +308,19 @@ class _Protocol(asyncio.Protocol):
         if self.held:
             self.parts, self.held = [], 0
 
+    def disown(self) -> BaseException:
+        """In a forked child: leave the parent's connection alone (its socket and the
+        inherited selector's registration are the parent's too) and fail its waiters."""
+        if self.lost is None:
+            self.lost = _connection_error("the Redis connection belongs to the parent process")
+        self.wire.forget(self)
+        waiters, self.waiters = self.waiters, collections.deque()
+        self.pending = []
+        for future, _, _ in waiters:
+            if not future.done():
+                future.set_exception(self.lost)
+        return self.lost
+
     def abort(self, exc: BaseException) -> None:
         if self.lost is None:
             self.lost = exc
@@ -299,8 +348,10 @@ class Wire:
         from redis.asyncio.connection import SSLConnection
 
         self.loop = asyncio.get_running_loop()
+        self.pool = pool
         self.kwargs: dict[str, Any] = dict(pool.connection_kwargs)
         self.tls = pool.connection_class is SSLConnection
+        self.guard: Any = None  # closes the connection when the loop shuts down
         self.timeout = timeout
         self.protocol: _Protocol | None = None
         self.connecting: asyncio.Task[_Protocol] | None = None
@@ -365,7 +416,9 @@ class Wire:
 
     async def _open(self) -> _Protocol:
         kwargs = self.kwargs
-        seconds = kwargs.get("socket_connect_timeout") or kwargs.get("socket_timeout")
+        seconds = pool_setting(self.pool, "socket_connect_timeout") or pool_setting(
+            self.pool, "socket_timeout"
+        )
         protocol: _Protocol | None = None
         try:
             async with asyncio.timeout(seconds):
@@ -379,7 +432,7 @@ class Wire:
                         int(kwargs.get("port") or 6379), ssl=self._ssl_context(),
                     )  # fmt: skip
                 for command in self._handshake():  # one at a time: the failing one raises
-                    await protocol.send((command,))
+                    await self._greet(protocol, command)
         except BaseException as exc:
             if protocol is not None:
                 protocol.abort(_connection_error("the Redis handshake failed"))
@@ -389,8 +442,27 @@ class Wire:
         if self.closing:
             protocol.abort(_connection_error("the Redis connection is closed"))
             raise _connection_error("the Redis connection is closed")
+        if self.guard is None:
+            self.guard = _until_loop_ends(self)
+            await self.guard.__anext__()
         self.protocol = protocol
         return protocol
+
+    @staticmethod
+    async def _greet(protocol: _Protocol, command: tuple[Any, ...]) -> None:
+        """One handshake command; a refusal is a connection error, as redis-py has it
+        (a wrong password its ``AuthenticationError``), not a reply to hand a caller.
+        A password sent to a server that needs none is let pass, as redis-py does."""
+        from redis.exceptions import AuthenticationError, ResponseError
+
+        try:
+            await protocol.send((command,))
+        except ResponseError as exc:
+            if command[0] != "AUTH":
+                raise _connection_error(f"Redis refused {command[0]}: {exc}") from exc
+            if "without any password configured" in str(exc) or "no password is set" in str(exc):
+                return
+            raise AuthenticationError(f"Redis refused the credentials: {exc}") from exc
 
     def _handshake(self) -> list[tuple[Any, ...]]:
         kwargs = self.kwargs
@@ -430,66 +502,102 @@ class Wire:
             self.connecting.cancel()
             with contextlib.suppress(BaseException):
                 await self.connecting
+        guard, self.guard = self.guard, None
+        if guard is not None:
+            await guard.aclose()
+        await self._close_protocol()
+
+    async def _close_protocol(self) -> None:
         protocol = self.protocol
-        if protocol is not None and protocol.transport is not None:
-            if protocol.lost is None:
-                protocol.lost = _connection_error("the Redis connection is closed")
-            protocol.transport.close()
-            await protocol.closed
+        if protocol is None or protocol.transport is None:
+            return
+        if protocol.generation != _GENERATION[0]:  # the parent's: leave it alone
+            protocol.disown()
+            return
+        if protocol.lost is None:
+            protocol.lost = _connection_error("the Redis connection is closed")
+        protocol.transport.close()
+        await protocol.closed
 
 
-_REGISTRIES: weakref.WeakSet[LoopWires] = weakref.WeakSet()
+async def _until_loop_ends(wire: Wire) -> AsyncIterator[None]:
+    """Started once per wire on its loop, never resumed: when the loop shuts down
+    (``asyncio.run`` finalizes the async generators it started), the connection is
+    closed there, instead of lingering until the garbage collector finds it."""
+    try:
+        yield
+    finally:
+        wire.closing = True
+        await wire._close_protocol()
+
+
+_REGISTRIES: weakref.WeakSet[PerLoop[Any]] = weakref.WeakSet()
 
 
 def _forget_after_fork() -> None:
-    for wires in list(_REGISTRIES):
-        wires.forget_all()
+    _GENERATION[0] += 1
+    for registry in list(_REGISTRIES):
+        registry.forget_all()
 
 
 os.register_at_fork(after_in_child=_forget_after_fork)
 
 
-class LoopWires:
-    """One :class:`Wire` per event loop, all addressed like ``pool`` (a redis-py async
-    pool :func:`unsupported` accepts), each reply bounded by ``timeout`` seconds.
+class _PerLoopItem(Protocol):
+    loop: asyncio.AbstractEventLoop
+
+    async def aclose(self) -> None: ...
+
+
+T = TypeVar("T", bound=_PerLoopItem)
+
+
+class PerLoop(Generic[T]):
+    """One ``make()`` per event loop (a :class:`Wire`, or something holding one), made
+    on first use in that loop; the items of loops that have ended are dropped.
 
     A forked child starts with none: the parent's sockets are the parent's, and a lock
     held at the fork would stay held.
     """
 
-    def __init__(self, pool: Any, timeout: float | None) -> None:
-        self.pool = pool
-        self.timeout = timeout
+    def __init__(self, make: Callable[[], T]) -> None:
+        self.make = make
         self.forget_all()
         _REGISTRIES.add(self)
 
     def forget_all(self) -> None:
-        self._wires: dict[asyncio.AbstractEventLoop, Wire] = {}
+        self._items: dict[asyncio.AbstractEventLoop, T] = {}
         self._lock = threading.Lock()
-        self._last: Wire | None = None
+        self._last: T | None = None
 
-    def get(self) -> Wire:
-        """The running event loop's wire (each loop has its own)."""
+    def get(self) -> T:
+        """The running event loop's item (each loop has its own)."""
         loop = asyncio.get_running_loop()
         last = self._last
         if last is not None and last.loop is loop:
             return last
         with self._lock:
-            wire = self._wires.get(loop)
-            if wire is None:
-                for gone in [other for other in self._wires if other.is_closed()]:
-                    del self._wires[gone]  # its loop ended: so did its connection's use
-                wire = self._wires[loop] = Wire(self.pool, self.timeout)
-        self._last = wire
-        return wire
+            item = self._items.get(loop)
+            if item is None:
+                for gone in [other for other in self._items if other.is_closed()]:
+                    del self._items[gone]  # its loop ended: so did its connection's use
+                item = self._items[loop] = self.make()
+        self._last = item
+        return item
 
     async def aclose(self) -> None:
-        """Close the running loop's wire; another loop's is closed from that loop (a
-        transport belongs to its loop), and the next command opens a new one."""
+        """Close the running loop's item; another loop's is closed from that loop (a
+        transport belongs to its loop), and the next use makes a new one."""
         loop = asyncio.get_running_loop()
         with self._lock:
-            wire = self._wires.pop(loop, None)
-            if self._last is wire:
+            item = self._items.pop(loop, None)
+            if self._last is item:
                 self._last = None
-        if wire is not None:
-            await wire.aclose()
+        if item is not None:
+            await item.aclose()
+
+
+def loop_wires(pool: Any, timeout: float | None) -> PerLoop[Wire]:
+    """One :class:`Wire` per event loop, addressed like ``pool`` (a redis-py async pool
+    :func:`unsupported` accepts), each reply bounded by ``timeout`` seconds."""
+    return PerLoop(lambda: Wire(pool, timeout))

@@ -23,8 +23,8 @@ import redis
 import redis.asyncio as aredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import AuthenticationError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 
 from safeship._redis_wire import Wire
 from safeship.cache import Cache
@@ -411,7 +411,9 @@ async def test_an_error_reply_to_the_handshake_fails_the_call_without_a_hang() -
         try:
             for _ in range(2):
                 (result,) = await _gather(wire.execute(("GET", "k")))
-                assert isinstance(result, ResponseError) and "out of range" in str(result)
+                # a refused handshake is a connection that cannot be used, not a reply
+                assert isinstance(result, RedisConnectionError), result
+                assert "out of range" in str(result)
             assert [command[0] for command in fake.commands] == [b"SELECT", b"SELECT"]
         finally:
             await wire.aclose()
@@ -499,14 +501,27 @@ async def test_the_acl_user_and_password_of_the_url_sign_in(acl_user: str) -> No
 
 
 @pytest.mark.redis
-@pytest.mark.parametrize("credentials", ["{user}:wrong", "nobody-{user}:x", ":wrong"])
+async def test_a_password_for_a_server_that_needs_none_connects_as_redis_py_does() -> None:
+    url = "redis://:not-needed@127.0.0.1:6379/0"
+    client = aredis.Redis.from_url(url)
+    wire = Wire(client.connection_pool, 5.0)
+    try:
+        assert await client.ping() is True  # redis-py lets the refused AUTH pass
+        assert await asyncio.wait_for(wire.execute(("PING",)), 5) == b"PONG"
+    finally:
+        await wire.aclose()
+        await client.aclose()
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("credentials", ["{user}:wrong", "nobody-{user}:x"])
 async def test_wrong_credentials_fail_clearly_and_the_cache_serves_the_loader(
     acl_user: str, credentials: str
 ) -> None:
     url = f"redis://{credentials.format(user=acl_user)}@127.0.0.1:6379/0"
     wire = Wire(aredis.ConnectionPool.from_url(url), 5.0)
     try:
-        with pytest.raises(ResponseError, match=r"WRONGPASS|AUTH"):
+        with pytest.raises(AuthenticationError, match=r"WRONGPASS"):  # as redis-py has it
             await asyncio.wait_for(wire.execute(("GET", "k")), 5)
     finally:
         await wire.aclose()
@@ -551,14 +566,14 @@ async def test_a_user_without_permission_and_a_missing_database_degrade_to_the_l
     admin: redis.Redis, acl_user: str
 ) -> None:
     _acl(admin, "SETUSER", acl_user, "-@all", "+auth")
-    urls = [
-        f"redis://{acl_user}:secret-{acl_user}@127.0.0.1:6379/0",  # NOPERM on every command
-        "redis://127.0.0.1:6379/999",  # no such database
+    urls = [  # NOPERM answers every command; a missing database refuses the handshake
+        (f"redis://{acl_user}:secret-{acl_user}@127.0.0.1:6379/0", ResponseError, "NOPERM"),
+        ("redis://127.0.0.1:6379/999", RedisConnectionError, "out of range"),
     ]
-    for url in urls:
+    for url, error, words in urls:
         wire = Wire(aredis.ConnectionPool.from_url(url), 5.0)
         try:
-            with pytest.raises(ResponseError, match=r"NOPERM|out of range"):
+            with pytest.raises(error, match=words):
                 await asyncio.wait_for(wire.execute(("GET", "k")), 5)
         finally:
             await wire.aclose()
@@ -581,10 +596,10 @@ async def test_a_user_without_permission_and_a_missing_database_degrade_to_the_l
     ("url", "outcome"),
     [
         ("redis://localhost:6379/13?client_name=wirefaults-named", b"wirefaults-named"),
-        ("redis://127.0.0.1:6379/13?client_name=wire%20faults", ResponseError),  # a space
-        ("redis://nobody%40x:p%3Aw@127.0.0.1:6379/13", ResponseError),  # encoded user
+        ("redis://127.0.0.1:6379/13?client_name=wire%20faults", RedisConnectionError),  # space
+        ("redis://nobody%40x:p%3Aw@127.0.0.1:6379/13", AuthenticationError),  # encoded user
         ("unix:///tmp/wirefaults-no-such.sock", RedisConnectionError),
-        ("redis://127.0.0.1:6379/-1", ResponseError),
+        ("redis://127.0.0.1:6379/-1", RedisConnectionError),
     ],
 )
 async def test_odd_urls_connect_or_fail_clearly(admin: redis.Redis, url: str, outcome: Any) -> None:

@@ -19,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from safeship._redis_wire import unsupported
+from safeship._redis_wire import pool_setting, unsupported
 from safeship.cache._entry import Entry, xfetch_due
 from safeship.cache._errors import CacheConfigError, CacheError
 from safeship.cache._keys import KeySpace
@@ -203,8 +203,8 @@ class CacheCore:
             refused = unsupported(given)
             if refused is not None:
                 raise CacheConfigError(f"aredis= client not usable: {refused}")
-            if seconds is None:  # a given client's own socket timeout
-                seconds = given.connection_kwargs.get("socket_timeout")
+            if seconds is None:  # a given client's own socket timeout (redis-py's default)
+                seconds = pool_setting(given, "socket_timeout")
         return RedisTier(
             self.space, client=client, aclient=aclient, lease_ttl=self.lease_ttl,
             command_seconds=seconds,

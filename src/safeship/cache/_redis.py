@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from safeship._redis_wire import LoopWires, Wire
+from safeship._redis_wire import Wire, loop_wires
 from safeship.cache._entry import Entry, decode_envelope, encode_envelope
 from safeship.cache._errors import CacheError
 from safeship.cache._keys import KeySpace
@@ -85,7 +85,7 @@ class RedisTier:
         #: Seconds an async command may wait for its reply (None: no bound).
         self.command_seconds = command_seconds
         self._wires = (
-            None if aclient is None else LoopWires(aclient.connection_pool, command_seconds)
+            None if aclient is None else loop_wires(aclient.connection_pool, command_seconds)
         )
         self.lease_ms = max(1, round(lease_ttl * 1000))
         self.channel = f"safeship:cache:{space.env}:{space.namespace}"
@@ -163,7 +163,7 @@ class RedisTier:
         return self._wires.get()
 
     async def aclose_wire(self) -> None:
-        """Close the running loop's connection (see :meth:`LoopWires.aclose`)."""
+        """Close the running loop's connection (see :meth:`PerLoop.aclose`)."""
         if self._wires is not None:
             await self._wires.aclose()
 

@@ -18,7 +18,15 @@ import secrets
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from safeship._redis_wire import LoopWires, ReplyError, bulk, response_error, unsupported
+from safeship._redis_wire import (
+    PerLoop,
+    ReplyError,
+    Wire,
+    bulk,
+    pool_setting,
+    response_error,
+    unsupported,
+)  # fmt: skip
 from safeship.idempotency._errors import IdempotencyStoreError
 from safeship.idempotency._model import Claim, Record, State, StoredResponse
 
@@ -246,6 +254,22 @@ _EVALSHA, _EVAL = bulk("EVALSHA"), bulk("EVAL")
 _ARITY_BULK = {name: bulk(arity) for name, arity in _ARITY.items()}
 
 
+class _Batch:
+    """One event loop's side of a store: its connection, the calls gathered for the
+    turn's write, and the writes whose replies are awaited."""
+
+    __slots__ = ("loop", "pending", "sending", "wire")
+
+    def __init__(self, wire: Wire) -> None:
+        self.wire = wire
+        self.loop = wire.loop
+        self.pending: list[_Call] = []
+        self.sending: set[asyncio.Future[Any]] = set()
+
+    async def aclose(self) -> None:
+        await self.wire.aclose()
+
+
 class RedisStore:
     """Keys in Redis (``redis.asyncio``): a record with the key's TTL and a lease beside it.
 
@@ -270,11 +294,9 @@ class RedisStore:
             raise ValueError("prefix must be non-empty, so safeship's keys stay apart")
         self._client = client
         self._prefix = prefix
-        self._wires = _own_wires(client)
-        self._batching = self._wires is not None
+        self._batches = _batches(client)
+        self._batching = self._batches is not None
         self._shas = dict(_SHAS)
-        self._pending: list[_Call] = []
-        self._sending: set[asyncio.Future[Any]] = set()
         self._scripts = {name: client.register_script(source) for name, source in _SOURCES.items()}
 
     def _keys(self, key: str) -> list[str]:
@@ -284,8 +306,8 @@ class RedisStore:
     async def aclose(self) -> None:
         """Close the store's connection of the running event loop (the client given to
         it is the caller's to close); the next call opens a new one."""
-        if self._wires is not None:
-            await self._wires.aclose()
+        if self._batches is not None:
+            await self._batches.aclose()
 
     async def _run(self, name: str, key: str, *args: str | int) -> Any:
         if not self._batching:  # one item per call: its two keys share a slot
@@ -295,26 +317,26 @@ class RedisStore:
             if isinstance(answer, Exception):
                 raise answer
             return answer
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
+        batch = self._batches.get()  # type: ignore[union-attr]  # batching implies batches
+        future: asyncio.Future[Any] = batch.loop.create_future()
         record = f"{self._prefix}{{{key}}}".encode()
         packed_keys = b"$%d\r\n%b\r\n$%d\r\n%b:lease\r\n" % (
             len(record), record, len(record) + 6, record,
         )  # fmt: skip
         item = (name, packed_keys, b"".join(map(bulk, args)), future)
-        if not self._sending and not self._pending:  # nothing in flight: go at once
-            self._submit([(name, [packed_keys], [item[2]], [future])], evalsha=True)
+        if not batch.sending and not batch.pending:  # nothing in flight: go at once
+            self._submit(batch, [(name, [packed_keys], [item[2]], [future])], evalsha=True)
             return await future
-        if not self._pending:  # the first call of this turn sends the turn's batch
-            loop.call_soon(self._flush)
-        self._pending.append(item)
+        if not batch.pending:  # the first call of this turn sends the turn's batch
+            batch.loop.call_soon(self._flush, batch)
+        batch.pending.append(item)
         return await future
 
-    def _flush(self) -> None:
-        """Send the turn's batch: one script call per kind of call, written together."""
-        batch, self._pending = self._pending, []
+    def _flush(self, batch: _Batch) -> None:
+        """Send the turn's calls: one script call per kind of call, written together."""
+        queued, batch.pending = batch.pending, []
         groups: dict[str, tuple[list[bytes], list[bytes], list[asyncio.Future[Any]]]] = {}
-        for name, keys, args, future in batch:
+        for name, keys, args, future in queued:
             if future.done():  # its caller is gone: not sent
                 continue
             group = groups.get(name)
@@ -325,9 +347,9 @@ class RedisStore:
             group[2].append(future)
         if groups:
             calls = [(name, keys, args, futures) for name, (keys, args, futures) in groups.items()]
-            self._submit(calls, evalsha=True)
+            self._submit(batch, calls, evalsha=True)
 
-    def _submit(self, calls: list[_Group], *, evalsha: bool) -> None:
+    def _submit(self, batch: _Batch, calls: list[_Group], *, evalsha: bool) -> None:
         """Write ``calls`` (as ``EVALSHA``, or as ``EVAL`` with the source) in one go; each
         caller learns its own answer when the replies come back."""
         parts: list[bytes] = []
@@ -340,16 +362,17 @@ class RedisStore:
                 _ARITY_BULK[name], *args,
             )  # fmt: skip
         try:
-            wire = self._wires.get()  # type: ignore[union-attr]  # batching implies wires
-            replies = wire.submit(b"".join(parts), len(calls))
+            replies = batch.wire.submit(b"".join(parts), len(calls))
         except Exception as exc:  # noqa: BLE001 -- the connection is gone: every caller learns
             fail_waiting((f for *_, futures in calls for f in futures), _store_error(exc))
             return
-        self._sending.add(replies)
-        replies.add_done_callback(functools.partial(self._deliver, calls, evalsha))
+        batch.sending.add(replies)
+        replies.add_done_callback(functools.partial(self._deliver, batch, calls, evalsha))
 
-    def _deliver(self, calls: list[_Group], evalsha: bool, replies: asyncio.Future[Any]) -> None:
-        self._sending.discard(replies)
+    def _deliver(
+        self, batch: _Batch, calls: list[_Group], evalsha: bool, replies: asyncio.Future[Any]
+    ) -> None:
+        batch.sending.discard(replies)
         waiting = (f for *_, futures in calls for f in futures)
         if replies.cancelled():  # the connect was stopped (the store was closed)
             fail_waiting(waiting, _store_error(asyncio.CancelledError()))
@@ -378,7 +401,7 @@ class RedisStore:
                 else:
                     future.set_result(answer)
         if lost:
-            self._submit(lost, evalsha=False)
+            self._submit(batch, lost, evalsha=False)
 
     async def claim(
         self,
@@ -427,10 +450,11 @@ class RedisStore:
         return None if raw is None else _decode(raw, int(lease_ms))
 
 
-def _own_wires(client: Any) -> LoopWires | None:
-    """The store's own connections for ``client``: a plain ``redis.asyncio.Redis``
-    whose pool the wire can dial; None for a Cluster client (its calls route per slot)
-    or a pool that finds its server or signs in another way."""
+def _batches(client: Any) -> PerLoop[_Batch] | None:
+    """The store's own connection per event loop for ``client``: a plain
+    ``redis.asyncio.Redis`` whose pool the wire can dial (each reply bounded by the pool's
+    ``socket_timeout``, redis-py's default when not given); None for a Cluster client
+    (its calls route per slot) or a pool that finds its server or signs in another way."""
     import redis.asyncio
 
     if not isinstance(client, redis.asyncio.Redis):
@@ -438,7 +462,8 @@ def _own_wires(client: Any) -> LoopWires | None:
     pool = client.connection_pool
     if unsupported(pool) is not None:
         return None
-    return LoopWires(pool, pool.connection_kwargs.get("socket_timeout"))
+    timeout = pool_setting(pool, "socket_timeout")
+    return PerLoop(lambda: _Batch(Wire(pool, timeout)))
 
 
 def _is_reply(error: BaseException) -> bool:
