@@ -16,8 +16,9 @@ Garbage is refused with ``ValueError`` (the caller aborts the connection; the re
 not used again): an unknown type byte, a length or count that is not an integer, a
 negative one other than -1, a bulk string not followed by ``\\r\\n``, more than
 :data:`MAX_DEPTH` nested arrays, or a line longer than :data:`MAX_LINE` bytes. (``parse``
-reads the first five as it can and recurses into any depth; a number is read by ``int``
-in both, which allows blanks around it, a ``+`` and ``_`` between digits.)
+reads a length below -1 as nil, skips the two bytes after a body unchecked, reads a line
+of any length and recurses into any depth; a number is read by ``int`` in both, which
+allows blanks around it, a ``+`` and ``_`` between digits.)
 """
 
 from __future__ import annotations
