@@ -1,6 +1,6 @@
 """``safeship._resp.Reader``: RESP2 replies read once each, however the bytes are cut.
 
-Every reply kind reads as ``safeship._redis_wire.parse`` reads it; a stream cut at any
+Every reply kind reads as the value it was written from; a stream cut at any
 point (byte by byte too, ``\\r`` and ``\\n`` apart) reads as the whole stream does; the
 work done is linear in the input (counted, not timed, but for one doubling check); and
 garbage, nesting past the bound and over-long lines are refused with ``ValueError``.
@@ -17,8 +17,7 @@ import hypothesis.strategies as st
 import pytest
 from hypothesis import given, settings
 
-from safeship._redis_wire import parse
-from safeship._resp import MAX_DEPTH, MAX_LINE, Reader, ReplyError
+from safeship._resp import MAX_DEPTH, MAX_LINE, GarbledReplyError, Reader, ReplyError
 from safeship.errors import SafeshipError
 
 
@@ -56,12 +55,8 @@ def feed_all(chunks: Iterable[bytes]) -> list[Any]:
 
 
 def parse_all(buf: bytes) -> list[Any]:
-    """The replies ``parse`` reads from a whole stream."""
-    at, replies = 0, []
-    while at < len(buf):
-        reply, at = parse(buf, at)
-        replies.append(reply)
-    return replies
+    """The replies a fresh reader reads from a whole stream, in one feed."""
+    return Reader().feed(buf)
 
 
 def chunked(buf: bytes, size: int) -> list[bytes]:
@@ -123,9 +118,8 @@ EXPECTED = [
         (b"*2\r\n*1\r\n*0\r\n$-1\r\n", [[[]], None]),
     ],
 )
-def test_each_reply_kind_reads_as_parse_reads_it(data: bytes, reply: Any) -> None:
+def test_each_reply_kind_reads_as_its_value(data: bytes, reply: Any) -> None:
     assert Reader().feed(data) == [reply]
-    assert parse(data, 0) == (reply, len(data))
 
 
 def test_an_error_reply_is_a_reply_error_value_at_the_top_and_inside_arrays() -> None:
@@ -138,7 +132,7 @@ def test_an_error_reply_is_a_reply_error_value_at_the_top_and_inside_arrays() ->
     assert type(array[2][0]) is ReplyError and str(array[2][0]) == "ERR two"
 
 
-def test_a_stream_of_many_replies_reads_in_order_as_parse_reads_it() -> None:
+def test_a_stream_of_many_replies_reads_in_order() -> None:
     replies = Reader().feed(STREAM)
     assert plain(replies) == EXPECTED
     assert plain(replies) == plain(parse_all(STREAM))
@@ -210,7 +204,7 @@ def test_a_lone_cr_or_lf_is_part_of_a_line_even_at_a_cut() -> None:
     assert feed_all([b"+a\r", b"b\r\n"]) == [b"a\rb"]
     assert feed_all([b"+a\n", b"b\r\n"]) == [b"a\nb"]
     assert feed_all([b"+a", b"\nb\r", b"c\r", b"\r\n"]) == [b"a\nb\rc\r"]
-    assert parse(b"+a\nb\rc\r\r\n", 0)[0] == b"a\nb\rc\r"
+    assert Reader().feed(b"+a\nb\rc\r\r\n") == [b"a\nb\rc\r"]
 
 
 REPLIES = st.recursive(
@@ -284,12 +278,12 @@ def test_an_8_mb_bulk_string_in_64_kb_chunks_is_joined_once() -> None:
 
 
 def test_a_long_line_fed_byte_by_byte_is_joined_once() -> None:
-    stream = b"+" + b"x" * (MAX_LINE - 1) + b"\r\n:1\r\n"
+    stream = b"+" + b"x" * (64 * 1024 - 1) + b"\r\n:1\r\n"
     reader = Reader()
     replies: list[Any] = []
     for at in range(len(stream)):
         replies.extend(reader.feed(stream[at : at + 1]))
-    assert replies == [b"x" * (MAX_LINE - 1), 1]
+    assert replies == [b"x" * (64 * 1024 - 1), 1]
     assert reader.copied <= 3 * len(stream)
 
 
@@ -393,20 +387,20 @@ def test_nesting_counts_open_arrays_only() -> None:
         assert len(reader.feed(sibling)) == 1
 
 
-def test_a_line_longer_than_64_kib_without_a_newline_is_refused() -> None:
-    assert MAX_LINE == 64 * 1024
-    line = b"+" + b"x" * (70 * 1024)
+def test_a_line_longer_than_the_bound_without_a_newline_is_refused() -> None:
+    assert MAX_LINE == 1024 * 1024
+    line = b"+" + b"x" * (MAX_LINE + 6 * 1024)
     with pytest.raises(ValueError, match="longer than"):
         Reader().feed(line)
     with pytest.raises(ValueError, match="longer than"):
         feed_all(chunked(line, 1024))
     with pytest.raises(ValueError, match="longer than"):
-        feed_all([b":1\r\n$", b"1" * (70 * 1024)])
+        feed_all([b":1\r\n$", b"1" * (MAX_LINE + 6 * 1024)])
     with pytest.raises(ValueError, match="longer than"):
-        feed_all(chunked(line, 1))
+        feed_all(chunked(line, 7))
 
 
-def test_a_line_of_64_kib_is_read_and_one_byte_more_is_refused_even_when_it_ends() -> None:
+def test_a_line_at_the_bound_is_read_and_one_byte_more_is_refused_even_when_it_ends() -> None:
     longest = b"+" + b"x" * (MAX_LINE - 1)
     for chunks in ([longest + b"\r\n"], [longest, b"\r\n"], [longest + b"\r", b"\n"]):
         assert feed_all(chunks) == [longest[1:]]
@@ -426,3 +420,15 @@ def test_a_bulk_string_body_has_no_line_bound() -> None:
     stream = b"$%d\r\n%b\r\n" % (len(body), body)
     assert Reader().feed(stream) == [body]
     assert feed_all(chunked(stream, 1000)) == [body]
+
+
+def test_garbage_after_whole_replies_hands_those_replies_on_with_the_error() -> None:
+    with pytest.raises(GarbledReplyError) as raised:
+        Reader().feed(b"$1\r\na\r\n:2\r\n?garbage\r\n")
+    assert raised.value.replies == [b"a", 2]
+    assert isinstance(raised.value, ValueError) and isinstance(raised.value, SafeshipError)
+    reader = Reader()
+    assert reader.feed(b"*2\r\n:1\r\n") == []
+    with pytest.raises(GarbledReplyError) as raised:
+        reader.feed(b":2\r\n:3\r\n!")  # the array completes, then garbage
+    assert raised.value.replies == [[1, 2], 3]

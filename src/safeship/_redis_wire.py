@@ -34,7 +34,7 @@ import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Generic, Protocol, TypeVar
 
-from safeship.errors import SafeshipError
+from safeship._resp import GarbledReplyError, Reader, ReplyError
 
 __all__ = [
     "PerLoop",
@@ -43,7 +43,6 @@ __all__ = [
     "bulk",
     "loop_wires",
     "pack",
-    "parse",
     "pool_setting",
     "response_error",
     "unsupported",
@@ -86,19 +85,6 @@ def pool_setting(pool: Any, name: str) -> Any:
     return None
 
 
-class ReplyError(SafeshipError):
-    """An error reply (``-ERR ...``) to one command: a value in a reply, handed to the
-    caller as redis-py's ``ResponseError``."""
-
-
-class _Incomplete(Exception):  # noqa: N818 - internal signal: wait for more bytes
-    """``need``: the buffer length below which parsing again cannot complete the reply."""
-
-    def __init__(self, need: int, line: bool = False) -> None:
-        self.need = need
-        self.line = line  # it ends inside a line: only a newline can complete it
-
-
 def _encode(arg: Any) -> bytes:
     if isinstance(arg, bytes):
         return arg
@@ -130,41 +116,6 @@ def pack(command: tuple[Any, ...]) -> bytes:
     return b"".join(parts)
 
 
-def parse(buf: bytes, at: int) -> tuple[Any, int]:
-    """The RESP2 reply starting at ``at`` and the offset after it; raises ``_Incomplete``
-    when ``buf`` ends inside it. Bulk strings are bytes, nil is None, an error reply is a
-    :class:`ReplyError` value (inside an array too)."""
-    end = buf.find(b"\r\n", at)
-    if end < 0:
-        raise _Incomplete(len(buf) + 1, line=True)
-    kind = buf[at]
-    if kind == 36:  # $ bulk string
-        size = int(buf[at + 1 : end])
-        if size < 0:
-            return None, end + 2
-        stop = end + 2 + size
-        if len(buf) < stop + 2:
-            raise _Incomplete(stop + 2)
-        return buf[end + 2 : stop], stop + 2
-    if kind == 58:  # : integer
-        return int(buf[at + 1 : end]), end + 2
-    if kind == 43:  # + simple string
-        return buf[at + 1 : end], end + 2
-    if kind == 45:  # - error
-        return ReplyError(buf[at + 1 : end].decode(errors="replace")), end + 2
-    if kind == 42:  # * array
-        count = int(buf[at + 1 : end])
-        if count < 0:
-            return None, end + 2
-        at = end + 2
-        items = []
-        for _ in range(count):
-            item, at = parse(buf, at)
-            items.append(item)
-        return items, at
-    raise ValueError(f"not a RESP2 reply: {buf[at : at + 16]!r}")
-
-
 #: How many forks this process descends from (a wire made before a fork is not the
 #: child's: it writes nothing and its waiters fail).
 _GENERATION = [0]
@@ -193,9 +144,7 @@ class _Protocol(asyncio.Protocol):
         self.waiters: collections.deque[tuple[asyncio.Future[Any], int, float]] = (
             collections.deque()
         )
-        self.parts: list[bytes] = []  # the start of a reply not complete yet
-        self.held = self.need = 0  # bytes in ``parts``; bytes it takes to try again
-        self.line = False  # the held start ends inside a line (wait for a newline)
+        self.reader = Reader()
         self.replies: list[Any] = []  # the head waiter's replies so far, when count > 1
         self.pending: list[bytes] = []
         self.flushing = self.watching = False
@@ -268,45 +217,37 @@ class _Protocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
+    @property
+    def held(self) -> int:
+        """Bytes held of a reply cut short between reads."""
+        return self.reader.held
+
     def data_received(self, data: bytes) -> None:
-        if self.held:  # the rest of a reply: parse again only once it can be complete
-            self.parts.append(data)
-            self.held += len(data)
-            if self.held < self.need or (self.line and b"\n" not in data):
-                return  # cannot be complete yet: no parse, no join (a long line stays linear)
-            buf = b"".join(self.parts)
-        else:
-            buf = data
-        at, size, waiters = 0, len(buf), self.waiters
+        garbled = None
         try:
-            while at < size:
-                reply, at = parse(buf, at)
-                if not waiters:
-                    raise ValueError("a reply that no command asked for")
-                future, count, _ = waiters[0]
-                if count > 1:
-                    self.replies.append(reply)
-                    if len(self.replies) < count:
-                        continue
-                    reply, self.replies = self.replies, []
-                waiters.popleft()
-                if future.done():  # its caller was cancelled: the reply is dropped
+            replies = self.reader.feed(data)
+        except GarbledReplyError as exc:  # garbled, or nested or long past all reason
+            replies, garbled = exc.replies, exc  # the whole replies before it are answers
+        waiters = self.waiters
+        for reply in replies:
+            if not waiters:
+                self.abort(_connection_error("Redis sent a reply that no command asked for"))
+                return
+            future, count, _ = waiters[0]
+            if count > 1:
+                self.replies.append(reply)
+                if len(self.replies) < count:
                     continue
-                if count == 1 and reply.__class__ is ReplyError:
-                    future.set_exception(response_error(reply))
-                else:
-                    future.set_result(reply)
-        except _Incomplete as incomplete:
-            rest = buf[at:] if at else buf
-            self.parts, self.held, self.need = [rest], len(rest), incomplete.need - at
-            self.line = incomplete.line
-            return
-        except (ValueError, RecursionError) as exc:  # garbled or nested past all reason
-            self.parts, self.held = [], 0
-            self.abort(_connection_error(f"Redis sent an unreadable reply: {exc}"))
-            return
-        if self.held:
-            self.parts, self.held = [], 0
+                reply, self.replies = self.replies, []
+            waiters.popleft()
+            if future.done():  # its caller was cancelled: the reply is dropped
+                continue
+            if count == 1 and reply.__class__ is ReplyError:
+                future.set_exception(response_error(reply))
+            else:
+                future.set_result(reply)
+        if garbled is not None:
+            self.abort(_connection_error(f"Redis sent an unreadable reply: {garbled}"))
 
     def disown(self) -> BaseException:
         """In a forked child: leave the parent's connection alone (its socket and the

@@ -1,10 +1,10 @@
 """A resumable RESP2 reader: the bytes of a connection in, its completed replies out.
 
-:class:`Reader` reads replies as :func:`safeship._redis_wire.parse` does (a bulk or simple
-string is bytes, a nil bulk string or nil array is None, an integer is an int, an error
-reply is a :class:`ReplyError` value, inside an array too, an array is a list), but keeps
-what it has read across :meth:`Reader.feed` calls instead of reading a held reply again
-from its start, so a reply costs time linear in its size however it is cut:
+:class:`Reader` reads replies as safeship's Redis connection hands them on (a bulk or
+simple string is bytes, a nil bulk string or nil array is None, an integer is an int, an
+error reply is a :class:`ReplyError` value, inside an array too, an array is a list), and
+keeps what it has read across :meth:`Reader.feed` calls instead of reading a held reply
+again from its start, so a reply costs time linear in its size however it is cut:
 
 * the arrays still open are an explicit stack (their items so far and how many are left);
 * the body of a bulk string whose length is known is held as the chunks it came in and
@@ -15,10 +15,8 @@ from its start, so a reply costs time linear in its size however it is cut:
 Garbage is refused with ``ValueError`` (the caller aborts the connection; the reader is
 not used again): an unknown type byte, a length or count that is not an integer, a
 negative one other than -1, a bulk string not followed by ``\\r\\n``, more than
-:data:`MAX_DEPTH` nested arrays, or a line longer than :data:`MAX_LINE` bytes. (``parse``
-reads a length below -1 as nil, skips the two bytes after a body unchecked, reads a line
-of any length and recurses into any depth; a number is read by ``int`` in both, which
-allows blanks around it, a ``+`` and ``_`` between digits.)
+:data:`MAX_DEPTH` nested arrays, or a line longer than :data:`MAX_LINE` bytes. A number
+is read by ``int``, which allows blanks around it, a ``+`` and ``_`` between digits.
 """
 
 from __future__ import annotations
@@ -27,13 +25,22 @@ from typing import Any
 
 from safeship.errors import SafeshipError
 
-__all__ = ["MAX_DEPTH", "MAX_LINE", "Reader", "ReplyError"]
+__all__ = ["MAX_DEPTH", "MAX_LINE", "GarbledReplyError", "Reader", "ReplyError"]
 
 #: The most arrays a reply may nest (a deeper one is refused, not recursed into).
 MAX_DEPTH = 1000
-#: The longest line, type byte included, ``\r\n`` not: 64 KiB (a bulk string's body is
-#: no line and has no such bound).
-MAX_LINE = 64 * 1024
+#: The longest line, type byte included, ``\r\n`` not: 1 MiB, far above any status or
+#: error line a server sends (a bulk string's body is no line and has no such bound).
+MAX_LINE = 1024 * 1024
+
+
+class GarbledReplyError(SafeshipError, ValueError):
+    """Bytes that are no RESP2 reply; ``replies`` holds the replies completed before them
+    in the same feed (they are whole and may be handed on)."""
+
+    def __init__(self, message: str, replies: list[Any]) -> None:
+        super().__init__(message)
+        self.replies = replies
 
 
 class ReplyError(SafeshipError):
@@ -78,33 +85,45 @@ class Reader:
         self._busy = False  # any of those held, or an array open
         self.copied = 0
 
+    @property
+    def held(self) -> int:
+        """Bytes held of a line or a bulk string's body cut short (0: none)."""
+        if self._need:
+            return self._size + 2 - self._need
+        return self._line_size if self._line else 0
+
     def feed(self, data: bytes) -> list[Any]:
         """The top-level replies completed by ``data``, the connection's next bytes, in
-        order (none, one or many); raises ``ValueError`` on bytes that are no RESP2."""
-        if self._busy:
-            out = self._resume(data)
-        else:
-            # the common case first: nothing held, ``data`` is one whole reply but an array
-            end = data.find(b"\r\n")
-            if 0 < end <= MAX_LINE:
-                kind = data[0]
-                if kind == 36:  # $ bulk string
-                    length = int(data[1:end])
-                    if (
-                        end + length + 4 == len(data)
-                        and length >= 0
-                        and data[-2] == 13
-                        and data[-1] == 10
-                    ):
-                        return [data[end + 2 : -2]]
-                elif end + 2 == len(data):
-                    if kind == 58:  # : integer
-                        return [int(data[1:end])]
-                    if kind == 43:  # + simple string
-                        return [data[1:end]]
-                    if kind == 45:  # - error
-                        return [ReplyError(data[1:end].decode(errors="replace"))]
-            out = self._run(data, 0, [])
+        order (none, one or many); raises :class:`GarbledReplyError` (a ``ValueError``) on bytes
+        that are no RESP2, with the replies completed before them."""
+        out: list[Any] = []
+        try:
+            if self._busy:
+                out = self._resume(data, out)
+            else:
+                # the common case first: nothing held, ``data`` is one whole reply, not an array
+                end = data.find(b"\r\n")
+                if 0 < end <= MAX_LINE:
+                    kind = data[0]
+                    if kind == 36:  # $ bulk string
+                        length = int(data[1:end])
+                        if (
+                            end + length + 4 == len(data)
+                            and length >= 0
+                            and data[-2] == 13
+                            and data[-1] == 10
+                        ):
+                            return [data[end + 2 : -2]]
+                    elif end + 2 == len(data):
+                        if kind == 58:  # : integer
+                            return [int(data[1:end])]
+                        if kind == 43:  # + simple string
+                            return [data[1:end]]
+                        if kind == 45:  # - error
+                            return [ReplyError(data[1:end].decode(errors="replace"))]
+                out = self._run(data, 0, out)
+        except ValueError as exc:
+            raise GarbledReplyError(str(exc), out) from None
         self._busy = bool(self._need or self._line) or self._items is not None
         return out
 
@@ -230,9 +249,8 @@ class Reader:
         self._need = length + 2 - len(rest)
         self._size = length
 
-    def _resume(self, data: bytes) -> list[Any]:
+    def _resume(self, data: bytes, out: list[Any]) -> list[Any]:
         """Complete the held line or body with ``data``, then read on as usual."""
-        out: list[Any] = []
         at = 0
         size = len(data)
         if self._line:

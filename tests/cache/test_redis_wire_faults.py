@@ -998,7 +998,7 @@ async def test_tls_keeps_the_clients_minimum_version(tmp_path: Any) -> None:
             await wire.aclose()
 
 
-async def test_a_long_line_arriving_in_many_pieces_is_parsed_once_it_can_end(
+async def test_a_long_line_arriving_in_many_pieces_is_joined_once_it_can_end(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from safeship import _redis_wire as _wire
@@ -1017,18 +1017,14 @@ async def test_a_long_line_arriving_in_many_pieces_is_parsed_once_it_can_end(
 
         write(0)
 
-    parses, reads = [0], [0]
-    real_parse, real_received = _wire.parse, _wire._Protocol.data_received
-
-    def parse(buf: bytes, at: int) -> tuple[Any, int]:
-        parses[0] += 1
-        return real_parse(buf, at)
+    reads, copied = [0], [0]
+    real_received = _wire._Protocol.data_received
 
     def received(self: Any, data: bytes) -> None:
         reads[0] += 1
         real_received(self, data)
+        copied[0] = self.reader.copied
 
-    monkeypatch.setattr(_wire, "parse", parse)
     monkeypatch.setattr(_wire._Protocol, "data_received", received)
     async with fake_redis(answer) as fake:
         wire = fake.wire()
@@ -1037,7 +1033,7 @@ async def test_a_long_line_arriving_in_many_pieces_is_parsed_once_it_can_end(
         finally:
             await wire.aclose()
     assert reads[0] >= 20  # the line did arrive in many reads
-    assert parses[0] <= 3  # but was parsed at its first piece and once its end came
+    assert copied[0] <= 3 * len(line)  # but was held and joined once, not per piece
 
 
 @pytest.mark.redis

@@ -14,7 +14,8 @@ import pytest
 import redis.asyncio
 import redis.exceptions
 
-from safeship._redis_wire import Wire, parse
+from safeship._redis_wire import Wire
+from safeship._resp import Reader
 from safeship.idempotency import IdempotencyStoreError, RedisStore, State, StoredResponse
 
 RESPONSE = StoredResponse(201, ((b"content-type", b"application/json"),), b'{"id": 1}')
@@ -52,10 +53,7 @@ def _count_writes(monkeypatch: pytest.MonkeyPatch) -> list[list[list[bytes]]]:
     submit = Wire.submit
 
     def counted(self: Wire, data: bytes, count: int) -> Any:
-        commands, at = [], 0
-        while at < len(data):
-            command, at = parse(data, at)
-            commands.append(command)
+        commands = Reader().feed(data)  # a command is an array of bulk strings, as a reply
         assert len(commands) == count
         writes.append(commands)
         return submit(self, data, count)

@@ -3,9 +3,9 @@
 Every test runs against the real Redis (db 9, a fresh key prefix per store): a cut or a
 frozen link under a batch, cancelled callers, two event loops and a forked child sharing
 one store, ``aclose()`` under load, huge replies, hostile keys, the database and the
-credentials of the URL, and the redis-py fallback path.  A test marked ``xfail(strict)``
-is a bug found here: its assertion is what the store should do (only an AssertionError
-counts as the bug; a setup that went wrong raises :class:`Precondition` and fails).
+credentials of the URL, and the redis-py fallback path.  Each test that found a bug
+(since fixed) asserts what the store should do; a setup that went wrong raises
+:class:`Precondition` and fails, so a test never passes on a case it did not set up.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ pytestmark = pytest.mark.redis
 
 
 class Precondition(Exception):  # noqa: N818 -- the setup of a test went wrong, not its claim
-    """Raised when a test could not set up the case it asserts on: an xfail test expects
-    AssertionError only, so a failed setup is reported as a failure, not as the bug."""
+    """Raised when a test could not set up the case it asserts on (its setup failed, not
+    the store), so the failure says which it was."""
 
 
 # -- fixtures and helpers -------------------------------------------------------------
@@ -635,15 +635,6 @@ async def test_twenty_thousand_mixed_calls_in_one_turn_each_answered_for_its_key
         await client.aclose()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: _Protocol.data_received parses a held reply again from its start every "
-    "time a bulk string in it completes (and joins all parts): a turn's array reply is "
-    "parsed in O(size^2); 3,000 reads of 20 KB records (~80 MB) take seconds of CPU, "
-    "and that counts against socket_timeout, so a server that answered at once is "
-    "reported down ('Redis did not answer within 1.5 s')",
-)
 async def test_a_turn_of_reads_of_large_records_answers_within_the_socket_timeout(
     made: list[RedisStore], raw: redis.asyncio.Redis
 ) -> None:
