@@ -699,3 +699,34 @@ def test_a_generator_cleanup_on_an_open_connection_still_works_at_loop_shutdown(
             asyncio.run(main())
         assert _until_gone(name) == 0
     assert outcomes == [True] * 6, outcomes
+
+
+def test_a_first_connect_while_asyncio_run_cancels_tasks_is_closed_with_the_loop() -> None:
+    """A task cancelled at the end of asyncio.run whose cleanup makes the loop's first
+    call: it connects during the cancel phase (before the async generators are shut
+    down), so the guard still closes that connection with the loop."""
+    name = f"atk2-{uuid.uuid4().hex[:12]}"
+    client = redis.asyncio.Redis.from_url(f"{URL}?client_name={name}")
+    store = RedisStore(client, prefix=f"atk2:{name}:")
+    results: list[Any] = []
+
+    async def worker() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            claim = await asyncio.wait_for(store.claim("late", "fp", lease=5, ttl=30), 3)
+            results.append(claim.token is not None)
+
+    async def main() -> None:
+        asyncio.get_running_loop().create_task(worker())
+        await asyncio.sleep(0)  # left running: asyncio.run cancels it
+
+    gc.collect()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        asyncio.run(main())
+        remaining = _until_gone(name)
+        gc.collect()
+    assert results == [True]
+    assert remaining == 0
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
