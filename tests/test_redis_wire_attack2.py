@@ -2,8 +2,9 @@
 reader): garbage after whole replies, nesting and line bounds, unsolicited and cut
 replies, the loop-shutdown close, a forked child on the inherited loop, and refused
 handshakes.  Reader cases run against a scripted fake server; the rest against the real
-Redis (db 9, unique keys and client names).  A test marked ``xfail(strict=True)`` shows
-a bug that is still there."""
+Redis (db 9, unique keys and client names).  The bugs this found (a connection opened
+during loop shutdown, other shutdown cleanup finding the store closed, a child on the
+inherited loop reading the parent's replies) are fixed; their tests stay."""
 
 from __future__ import annotations
 
@@ -322,14 +323,6 @@ def test_asyncio_run_twice_closes_the_first_loops_connection_no_resource_warning
     assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: a connection first opened while asyncio.run shuts down its async "
-    "generators (e.g. another generator's cleanup) starts its close guard after "
-    "shutdown_asyncgens: the guard never runs, the socket stays open past the loop "
-    "and is reported as an unclosed transport by the collector",
-)
 def test_a_connection_opened_during_asyncgen_shutdown_is_closed_with_the_loop() -> None:
     name = f"atk2-{uuid.uuid4().hex[:12]}"
     client = redis.asyncio.Redis.from_url(f"{URL}?client_name={name}")
@@ -373,14 +366,6 @@ def test_a_connection_opened_during_asyncgen_shutdown_is_closed_with_the_loop() 
 # -- a forked child on the inherited loop --------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: a child forked inside a running loop that keeps running that loop "
-    "(here: awaiting a timer for 0.5 s, never touching the wire) reads the parent's "
-    "socket through the shared epoll and the parent's protocol: replies meant for the "
-    "parent are consumed in the child, the parent's callers time out or get wrong answers",
-)
 def test_a_child_running_the_inherited_loop_never_takes_the_parents_replies() -> None:
     prefix = f"atk2:fork:{uuid.uuid4().hex}:"
     admin = redis.Redis.from_url(URL)
@@ -659,14 +644,6 @@ async def test_cache_degrades_to_its_loader_when_the_handshake_is_refused(acl_us
             await cache.aclose()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: the close guard is one of the async generators asyncio.run finalizes, "
-    "and it goes first: another generator's cleanup that calls the store then gets "
-    "IdempotencyStoreError('... the Redis connection is closed') (6 of 6 runs), where "
-    "redis-py's own connections still answer",
-)
 def test_a_generator_cleanup_on_an_open_connection_still_works_at_loop_shutdown() -> None:
     """Cleanup code run by shutdown_asyncgens (a generator left suspended, on a
     connection that is open already) may need the store: the close guard runs in the

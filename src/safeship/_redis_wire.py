@@ -30,6 +30,7 @@ import collections
 import contextlib
 import os
 import threading
+import warnings
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Generic, Protocol, TypeVar
@@ -216,6 +217,7 @@ class _Protocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        _PROTOCOLS.add(self)
 
     @property
     def held(self) -> int:
@@ -248,6 +250,10 @@ class _Protocol(asyncio.Protocol):
                 future.set_result(reply)
         if garbled is not None:
             self.abort(_connection_error(f"Redis sent an unreadable reply: {garbled}"))
+        elif not waiters and self.wire.late and self.wire.protocol is self:
+            # its loop is shutting down: closed once idle (not inside its handshake)
+            self.wire.forget(self)
+            self.transport.close()  # type: ignore[union-attr]
 
     def disown(self) -> BaseException:
         """In a forked child: leave the parent's connection alone (its socket and the
@@ -293,6 +299,7 @@ class Wire:
         self.kwargs: dict[str, Any] = dict(pool.connection_kwargs)
         self.tls = pool.connection_class is SSLConnection
         self.guard: Any = None  # closes the connection when the loop shuts down
+        self.late = False  # the loop is shutting down: a connection closes once idle
         self.timeout = timeout
         self.protocol: _Protocol | None = None
         self.connecting: asyncio.Task[_Protocol] | None = None
@@ -383,11 +390,29 @@ class Wire:
         if self.closing:
             protocol.abort(_connection_error("the Redis connection is closed"))
             raise _connection_error("the Redis connection is closed")
-        if self.guard is None:
-            self.guard = _until_loop_ends(self)
-            await self.guard.__anext__()
+        if self.guard is None and not self.late:
+            await self._watch_loop_end()
         self.protocol = protocol
         return protocol
+
+    async def _watch_loop_end(self) -> None:
+        """Start the generator whose finalization at loop shutdown closes the connection,
+        unless the loop has finalized its generators already (it warns so when a new one
+        starts): then the connection is late and closes once idle."""
+        guard = _until_loop_ends(self)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            await guard.__anext__()  # the loop's first-iteration hook; runs to its yield
+        for warning in caught:
+            if issubclass(warning.category, ResourceWarning) and "shutdown_asyncgens" in str(
+                warning.message
+            ):
+                self.late = True
+            else:
+                warnings.warn_explicit(
+                    warning.message, warning.category, warning.filename, warning.lineno
+                )
+        self.guard = guard
 
     @staticmethod
     async def _greet(protocol: _Protocol, command: tuple[Any, ...]) -> None:
@@ -457,6 +482,7 @@ class Wire:
             return
         if protocol.lost is None:
             protocol.lost = _connection_error("the Redis connection is closed")
+        self.forget(protocol)  # a command from now on opens another (unless closing)
         protocol.transport.close()
         await protocol.closed
 
@@ -468,17 +494,43 @@ async def _until_loop_ends(wire: Wire) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        wire.closing = True
-        await wire._close_protocol()
+        # Other generators finalized with this one may still use the connection: it
+        # closes once idle (a connection opened after this closes once idle too).
+        wire.late = True
+        protocol = wire.protocol
+        if protocol is not None and not protocol.waiters:
+            await wire._close_protocol()
 
 
 _REGISTRIES: weakref.WeakSet[PerLoop[Any]] = weakref.WeakSet()
 
 
+#: Every connection of this process (a forked child blanks its copies of their sockets).
+_PROTOCOLS: weakref.WeakSet[_Protocol] = weakref.WeakSet()
+
+
 def _forget_after_fork() -> None:
+    """In a forked child: no wire of the parent's is used again, and the child's copies
+    of their sockets become ``/dev/null``, so a child still running the inherited loop
+    (whose selector shares the parent's epoll registrations) never reads the parent's
+    replies, and closing them never unregisters the parent's sockets."""
     _GENERATION[0] += 1
     for registry in list(_REGISTRIES):
         registry.forget_all()
+    protocols = [protocol for protocol in list(_PROTOCOLS) if protocol.transport is not None]
+    _PROTOCOLS.clear()
+    if not protocols:
+        return
+    blank = os.open(os.devnull, os.O_RDWR)
+    try:
+        for protocol in protocols:
+            sock = protocol.transport.get_extra_info("socket")  # type: ignore[union-attr]
+            fd = sock.fileno() if sock is not None else -1
+            if fd >= 0 and fd != blank:
+                with contextlib.suppress(OSError):
+                    os.dup2(blank, fd)
+    finally:
+        os.close(blank)
 
 
 os.register_at_fork(after_in_child=_forget_after_fork)

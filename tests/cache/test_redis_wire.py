@@ -41,6 +41,8 @@ class _FakeWire:
     def __init__(self) -> None:
         self.loop = asyncio.get_running_loop()
         self.timeout: float | None = None
+        self.late = False
+        self.protocol: Any = None
 
     def forget(self, protocol: Any) -> None:
         pass
