@@ -10,7 +10,8 @@ Impls: ``safeship``, ``baseline`` (the app with no idempotency), and the peers
 ``asgi-idempotency-header``, ``fastidempotent``, ``idemkit`` on the stores they support.
 A ``ratio`` line per case gives each impl's req/s over the baseline's of the same round.
 Rounds interleave the impls and the best round of each is kept, so a noisy neighbour
-slows all of them alike.
+slows all of them alike. Keys go to Redis database 12 (``SAFESHIP_BENCH_IDEM_REDIS_URL``)
+under ``bench:``, and each case deletes them when it ends.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import sys
 import time
 import uuid
@@ -31,7 +33,8 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
+#: Its own database: every key a run writes is under ``bench:`` and deleted at its end.
+REDIS_URL = os.environ.get("SAFESHIP_BENCH_IDEM_REDIS_URL", "redis://127.0.0.1:6379/12")
 ADMIN_DSN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 #: Requests in flight at once: a store's round trips overlap other requests' work, as
 #: they do in a server under load.
@@ -213,10 +216,24 @@ async def _rate(app: FastAPI, requests: int, *, same_key: bool) -> float:
         return done / (time.perf_counter() - started)
 
 
+async def _drop_bench_keys(client: redis.asyncio.Redis) -> None:
+    """Delete the keys the impls wrote (all under ``bench:``; a day's TTL otherwise keeps
+    them, and every run leaves ~100k)."""
+    batch: list[Any] = []
+    async for key in client.scan_iter(match="bench:*", count=1000):
+        batch.append(key)
+        if len(batch) >= 1000:
+            await client.unlink(*batch)
+            batch = []
+    if batch:
+        await client.unlink(*batch)
+
+
 async def _case(case: str, store: str, db_url: str, requests: int, rounds: int) -> None:
     async with contextlib.AsyncExitStack() as stack:
         client = redis.asyncio.Redis.from_url(REDIS_URL)
         stack.push_async_callback(client.aclose)
+        stack.push_async_callback(_drop_bench_keys, client)
         await _measure(case, store, db_url, requests, rounds, client, stack)
 
 

@@ -790,7 +790,7 @@ def test_loops_that_end_without_aclose_leave_one_connection_after_collection(
         gc.collect()
     assert all(issubclass(w.category, ResourceWarning) for w in caught), caught
     assert _eventually(lambda: _named(admin, name) == 0)
-    for key in admin.scan_iter(f"*{name}*"):
+    for key in admin.scan_iter(f"*{name}*", count=1000):
         admin.delete(key)
 
 
@@ -841,7 +841,7 @@ def test_a_forked_child_opens_its_own_connection(admin: redis.Redis) -> None:
         loop.run_until_complete(cache.aclose())
         loop.close()
         cache.close()
-        for key in admin.scan_iter(f"*{prefix}*"):
+        for key in admin.scan_iter(f"*{prefix}*", count=1000):
             admin.delete(key)
 
 

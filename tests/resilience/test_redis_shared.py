@@ -58,7 +58,7 @@ def workers(redis_url: str, name: str, request: pytest.FixtureRequest) -> Iterat
         for worker in pair:
             worker.close()
         client = redis.Redis.from_url(redis_url)
-        for key in client.scan_iter(f"safeship:breaker:{name}:*"):
+        for key in client.scan_iter(f"safeship:breaker:{name}:*", count=1000):
             client.delete(key)
         client.close()
 
@@ -139,7 +139,7 @@ def test_the_exchange_recovers_when_redis_answers(redis_url: str, name: str) -> 
         assert shared.exchange_once()
         assert shared.healthy
     finally:
-        for key in client.scan_iter(f"{shared.key}*"):
+        for key in client.scan_iter(f"{shared.key}*", count=1000):
             client.delete(key)
         client.close()
 
