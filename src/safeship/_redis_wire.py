@@ -260,13 +260,17 @@ class _Protocol(asyncio.Protocol):
         inherited selector's registration are the parent's too) and fail its waiters."""
         if self.lost is None:
             self.lost = _connection_error("the Redis connection belongs to the parent process")
+        self._fail_waiters()
+        return self.lost
+
+    def _fail_waiters(self) -> None:
+        """Forget this connection and fail every command waiting on it with ``lost``."""
         self.wire.forget(self)
         waiters, self.waiters = self.waiters, collections.deque()
         self.pending = []
         for future, _, _ in waiters:
             if not future.done():
-                future.set_exception(self.lost)
-        return self.lost
+                future.set_exception(self.lost)  # type: ignore[arg-type]
 
     def abort(self, exc: BaseException) -> None:
         if self.lost is None:
@@ -278,12 +282,7 @@ class _Protocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.lost is None:
             self.lost = _connection_error(f"Redis connection lost: {exc!r}")
-        self.wire.forget(self)
-        waiters, self.waiters = self.waiters, collections.deque()
-        self.pending = []
-        for future, _, _ in waiters:
-            if not future.done():
-                future.set_exception(self.lost)
+        self._fail_waiters()
         if not self.closed.done():
             self.closed.set_result(None)
 

@@ -24,6 +24,16 @@ def sql_engine(url: str) -> sa.Engine:
 
 
 @pytest.fixture
+async def made() -> AsyncIterator[list[RedisStore]]:
+    """The Redis stores a test made: their connections of the test's loop are closed
+    after it."""
+    stores: list[RedisStore] = []
+    yield stores
+    for store in stores:
+        await store.aclose()
+
+
+@pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'idem.db'}"
 

@@ -29,15 +29,6 @@ async def client(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
 
 
 @pytest.fixture
-async def made() -> AsyncIterator[list[RedisStore]]:
-    """The stores a test made: their connections are closed after it."""
-    stores: list[RedisStore] = []
-    yield stores
-    for store in stores:
-        await store.aclose()
-
-
-@pytest.fixture
 def new_store(made: list[RedisStore]) -> Any:
     def make(client: redis.asyncio.Redis) -> RedisStore:
         store = RedisStore(client, prefix=f"test:idem:batch:{uuid.uuid4().hex}:")

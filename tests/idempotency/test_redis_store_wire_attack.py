@@ -57,15 +57,6 @@ async def raw() -> AsyncIterator[redis.asyncio.Redis]:
 
 
 @pytest.fixture
-async def made() -> AsyncIterator[list[RedisStore]]:
-    """The stores a test made: their connections of the test's loop are closed after it."""
-    stores: list[RedisStore] = []
-    yield stores
-    for store in stores:
-        await store.aclose()
-
-
-@pytest.fixture
 def proxy() -> Iterator[FreezeProxy]:
     """A proxy in front of the real Redis that can freeze (hold bytes) and cut (drop)."""
     proxy = FreezeProxy("127.0.0.1", 6379)
