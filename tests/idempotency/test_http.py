@@ -57,6 +57,20 @@ async def test_identical_retry_after_success_is_a_replay_not_a_422(store: Store)
     assert service.runs["orders"] == 1
 
 
+async def test_a_json_body_no_utf_8_can_encode_is_fingerprinted_not_a_crash(store: Store) -> None:
+    service = make_service(store)
+    key = _key()
+    headers = {**key, "content-type": "application/json"}
+    async with service.client() as client:  # (the handler echoes "item", not "note")
+        first = await client.post("/orders", content=b'{"note": "\\ud800"}', headers=headers)
+        again = await client.post("/orders", content=b'{"note":"\\ud800"}', headers=headers)
+        other = await client.post("/orders", content=b'{"note": "\\udfff"}', headers=headers)
+    assert first.status_code == again.status_code == 201
+    assert again.headers["idempotent-replayed"] == "true"
+    _problem(other, 422, "key-reused")
+    assert service.runs["orders"] == 1
+
+
 async def test_a_different_payload_under_the_same_key_is_422_not_the_first_response(
     store: Store,
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 from typing import Any
 
@@ -30,6 +31,31 @@ def test_a_json_body_in_any_key_order_or_spacing_has_one_fingerprint(
     compact = json.dumps(body).encode()
     spaced = json.dumps(dict(items), indent=2).encode()
     assert fingerprint("POST", "/o", JSON, [compact]) == fingerprint("POST", "/o", JSON, [spaced])
+
+
+@given(st.dictionaries(st.text(max_size=8), values, max_size=6))
+def test_a_json_body_has_one_fingerprint_in_every_encoding_json_reads(body: dict[str, Any]) -> None:
+    text = json.dumps(body, ensure_ascii=False)
+    utf8 = fingerprint("POST", "/o", JSON, [text.encode()])
+    for data in (
+        codecs.BOM_UTF8 + text.encode(),
+        text.encode("utf-16-le"),
+        text.encode("utf-16"),  # with its BOM
+        text.encode("utf-32-be"),
+    ):
+        assert fingerprint("POST", "/o", JSON, [data]) == utf8
+
+
+def test_a_body_that_is_not_json_is_hashed_byte_for_byte() -> None:
+    for data in (b"{", b"\xff{}", b"[1]x", b"\x00\x00"):
+        assert fingerprint("POST", "/o", JSON, [data]) == fingerprint("POST", "/o", "x/y", [data])
+
+
+def test_a_json_string_with_a_lone_surrogate_has_a_fingerprint_of_its_own() -> None:
+    escaped = [fingerprint("POST", "/o", JSON, [b'{"a":"\\u%s"}' % c]) for c in (b"d800", b"dfff")]
+    raw = fingerprint("POST", "/o", JSON, [b'{"a":"\xed\xa0\x80"}'])  # \ud800 as bytes
+    assert escaped[0] != escaped[1]
+    assert raw == escaped[0]  # the same string, however it was written
 
 
 @given(values, values)

@@ -7,6 +7,7 @@ database's ``now()``), and these values travel between the stores and the middle
 from __future__ import annotations
 
 import base64
+import codecs
 import enum
 import hashlib
 import json
@@ -129,12 +130,21 @@ def scoped_key(principal: str, key: str) -> str:
     return digest.hexdigest()
 
 
+#: One encoder for every fingerprint (making one per call costs as much as the encoding).
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def _canonical_json(body: bytes) -> bytes | None:
     try:
-        value = json.loads(body)
+        if body.startswith(codecs.BOM_UTF8) or b"\0" in body[:4]:
+            value = json.loads(body)  # a BOM or UTF-16/32: json's sniffing finds which
+        else:  # UTF-8, as JSON on the wire is: decoded here (as json would), unsniffed
+            value = json.loads(body.decode("utf-8", "surrogatepass"))
     except (ValueError, UnicodeDecodeError, RecursionError):
         return None
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    # A lone surrogate ("\ud800", escaped or raw) is JSON that UTF-8 cannot encode
+    # strictly: passed through, it hashes as itself.
+    return _CANONICAL.encode(value).encode("utf-8", "surrogatepass")
 
 
 def fingerprint(method: str, target: str, content_type: str, chunks: Iterable[bytes]) -> str:
