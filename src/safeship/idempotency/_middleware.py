@@ -36,6 +36,7 @@ from safeship.idempotency._http import (
     should_store,
     stored_from,
 )
+from safeship.idempotency._lease import leases
 from safeship.idempotency._model import Record, State, fingerprint, parse_key, scoped_key
 from safeship.idempotency._store import Store
 
@@ -459,8 +460,13 @@ class _Request:
             tee.see(message)
             await self.send(message)
 
-        renewer = _Renewer(
-            self.store, stored_key, token, self.options.lease, self.options.unknown_ttl
+        held = leases()
+        lease = held.hold(
+            self.store,
+            stored_key,
+            token,
+            lease=self.options.lease,
+            unknown_ttl=self.options.unknown_ttl,
         )
         metrics.in_flight(1)
         try:
@@ -469,7 +475,7 @@ class _Request:
             await self._settle_unknown(stored_key, token, "raised")
             raise
         finally:
-            renewer.stop()
+            held.drop(lease)
             metrics.in_flight(-1)
         await self._settle(handle, tee)
 
@@ -504,49 +510,6 @@ class _Request:
         except IdempotencyStoreError as exc:
             # The response went out; the key stays in flight until its lease ends, then unknown.
             _log.warning("idempotency.store_error", extra={"error": str(exc), "step": "settle"})
-
-
-class _Renewer:
-    """Renews a running request's lease every third of it, on a timer (no task until a
-    renewal is due, so a short request pays one timer and its cancellation)."""
-
-    __slots__ = ("_handle", "_key", "_lease", "_store", "_task", "_token", "_unknown_ttl")
-
-    def __init__(
-        self, store: Store, key: str, token: str, lease: float, unknown_ttl: float
-    ) -> None:
-        self._store, self._key, self._token, self._lease = store, key, token, lease
-        self._unknown_ttl = unknown_ttl
-        self._task: asyncio.Task[None] | None = None
-        self._handle: asyncio.TimerHandle | None = self._schedule()
-
-    def _schedule(self) -> asyncio.TimerHandle:
-        return asyncio.get_running_loop().call_later(self._lease / 3, self._due)
-
-    def _due(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._renew())
-
-    async def _renew(self) -> None:
-        try:
-            alive = await self._store.renew(
-                self._key, self._token, lease=self._lease, unknown_ttl=self._unknown_ttl
-            )
-        except IdempotencyStoreError as exc:
-            _log.warning("idempotency.renew_failed", extra={"error": str(exc)})
-            alive = True  # try again at the next tick; the lease may still hold
-        if not alive:
-            _log.warning("idempotency.lease_lost", extra={"key_hash": self._key})
-            self._handle = None
-            return
-        if self._handle is not None:
-            self._handle = self._schedule()
-
-    def stop(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
-        if self._task is not None:
-            self._task.cancel()
 
 
 def _replaying(body: list[bytes], receive: Receive) -> Receive:
