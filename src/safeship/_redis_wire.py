@@ -42,6 +42,7 @@ __all__ = [
     "ReplyError",
     "Wire",
     "bulk",
+    "bulks",
     "loop_wires",
     "pack",
     "pool_setting",
@@ -103,6 +104,21 @@ def bulk(arg: Any) -> bytes:
     its ``n`` arguments so."""
     data = arg.encode() if arg.__class__ is str else _encode(arg)
     return b"$%d\r\n%b\r\n" % (len(data), data)
+
+
+_BULKS = [b"$%d\r\n%b\r\n" * count for count in range(9)]
+
+
+def bulks(args: tuple[Any, ...]) -> bytes:
+    """Several arguments as RESP bulk strings, one after another (``bulk`` of each)."""
+    if len(args) >= len(_BULKS):
+        return b"".join(map(bulk, args))
+    parts: list[Any] = []
+    for arg in args:
+        cls = arg.__class__
+        data = arg.encode() if cls is str else b"%d" % arg if cls is int else _encode(arg)
+        parts += (len(data), data)
+    return _BULKS[len(args)] % tuple(parts)
 
 
 def pack(command: tuple[Any, ...]) -> bytes:

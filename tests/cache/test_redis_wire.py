@@ -19,7 +19,7 @@ import redis.asyncio as aredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from safeship._redis_wire import ReplyError, Wire, _Protocol, pack
+from safeship._redis_wire import ReplyError, Wire, _Protocol, bulk, bulks, pack
 from safeship.cache import Cache
 from tests.conftest import need_service
 from tests.support.tcp_proxy import TcpProxy
@@ -136,6 +136,16 @@ def test_arguments_are_packed_as_bulk_strings() -> None:
         pack(("SET", "k", True))
     with pytest.raises(TypeError):
         pack(("SET", "k", None))
+
+
+def test_many_arguments_pack_as_each_one_would() -> None:
+    samples: list[Any] = ["", "k", "é\r\n", b"", b"\x00raw", 0, -7, 2**70, 1.5, float("inf")]
+    for count in range(12):  # past the per-count templates too
+        args = tuple(random.choice(samples) for _ in range(count))
+        assert bulks(args) == b"".join(bulk(arg) for arg in args), args
+    for bad in (True, None, object()):
+        with pytest.raises(TypeError):
+            bulks(("k", bad))
 
 
 # -- against the real Redis ----------------------------------------------------------------
@@ -335,7 +345,7 @@ def test_a_client_whose_server_the_wire_cannot_dial_is_refused() -> None:
 
     from safeship.cache import CacheConfigError
 
-    managed = Sentinel([("127.0.0.1", 26379)]).master_for("mymaster")  # type: ignore[no-untyped-call]
+    managed = Sentinel([("127.0.0.1", 26379)]).master_for("mymaster")  # type: ignore[no-untyped-call,unused-ignore]
     with pytest.raises(CacheConfigError, match="SentinelManagedConnection"):
         Cache("refused", aredis=managed, memory=False)
     with pytest.raises(CacheConfigError, match="connection pool"):

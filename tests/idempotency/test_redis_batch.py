@@ -6,6 +6,7 @@ script is loaded again; a queued caller gone is not sent."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -172,3 +173,15 @@ async def test_without_batching_each_call_goes_alone_and_fails_alone(
     with pytest.raises(redis.exceptions.ResponseError, match="WRONGTYPE"):
         await store.claim("listed", "fp", lease=5, ttl=60)
     await client.delete(store._keys("listed")[0])
+
+
+@pytest.mark.parametrize("fingerprint", ["ab" * 32, "", "a-b", 'say "hi"', "\\", "é", "x\ny"])
+def test_a_claims_record_is_the_json_of_the_record_however_the_fingerprint_looks(
+    fingerprint: str,
+) -> None:
+    from safeship.idempotency._store import _in_flight_json, _record_json, new_token
+
+    token = new_token()
+    record = _in_flight_json(fingerprint, token)
+    assert record == _record_json(State.IN_FLIGHT, fingerprint, token, None)
+    assert json.loads(record) == {"st": "in_flight", "fp": fingerprint, "t": token, "r": None}

@@ -444,7 +444,7 @@ class FlagClient:
         import redis
 
         client = redis.Redis.from_url(self.redis_url, socket_timeout=5, socket_connect_timeout=3)
-        pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call,unused-ignore]
         try:
             pubsub.subscribe(REDIS_CHANNEL)
             self.listening.set()

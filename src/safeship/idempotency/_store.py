@@ -23,6 +23,7 @@ from safeship._redis_wire import (
     ReplyError,
     Wire,
     bulk,
+    bulks,
     pool_setting,
     response_error,
     unsupported,
@@ -58,6 +59,7 @@ def new_token() -> str:
     return secrets.token_hex(16)
 
 
+@functools.lru_cache(maxsize=1024)  # a route's few durations, on every call
 def to_ms(seconds: float, what: str) -> int:
     """``seconds`` as whole milliseconds (at least 1); a non-positive value is refused."""
     if not math.isfinite(seconds) or seconds <= 0:
@@ -117,6 +119,14 @@ class Store(Protocol):
 
 def _record_json(state: State, fingerprint: str, token: str | None, response: Any) -> str:
     return json.dumps({"st": state.value, "fp": fingerprint, "t": token, "r": response})
+
+
+def _in_flight_json(fingerprint: str, token: str) -> str:
+    """A claim's record: ``_record_json`` of an in-flight claim, formatted directly when
+    the fingerprint needs no escaping (a hex digest, as the middleware's always is)."""
+    if fingerprint.isascii() and fingerprint.isalnum():
+        return f'{{"st": "in_flight", "fp": "{fingerprint}", "t": "{token}", "r": null}}'
+    return _record_json(State.IN_FLIGHT, fingerprint, token, None)
 
 
 def _decode(raw: bytes | str, lease_ms: int) -> Record:
@@ -323,7 +333,7 @@ class RedisStore:
         packed_keys = b"$%d\r\n%b\r\n$%d\r\n%b:lease\r\n" % (
             len(record), record, len(record) + 6, record,
         )  # fmt: skip
-        item = (name, packed_keys, b"".join(map(bulk, args)), future)
+        item = (name, packed_keys, bulks(args), future)
         if not batch.sending and not batch.pending:  # nothing in flight: go at once
             self._submit(batch, [(name, [packed_keys], [item[2]], [future])], evalsha=True)
             return await future
@@ -413,7 +423,7 @@ class RedisStore:
         unknown_ttl: float = UNKNOWN_TTL,
     ) -> Claim:
         token = new_token()
-        record = _record_json(State.IN_FLIGHT, fingerprint, token, None)
+        record = _in_flight_json(fingerprint, token)
         lease_ms, unknown_ms = to_ms(lease, "lease"), to_ms(unknown_ttl, "unknown_ttl")
         to_ms(ttl, "ttl")  # checked here; it applies once the response is stored
         answer = await self._run("claim", key, record, lease_ms + unknown_ms, token, lease_ms)
