@@ -107,9 +107,12 @@ def _bulk(value: bytes) -> bytes:
 
 
 def _echo_get(connection: _Connection, command: list[bytes]) -> None:
-    """GET k answers ``value of k``; anything else ``+OK``."""
+    """GET k answers ``value of k``; HELLO is unknown, as to a RESP2-only server (redis-py
+    8.2 and later ask for RESP3 first, then fall back); anything else ``+OK``."""
     if command[0] == b"GET":
         connection.send(_bulk(b"value of " + command[1]))
+    elif command[0].upper() == b"HELLO":
+        connection.send(b"-ERR unknown command 'HELLO'\r\n")
     else:
         connection.send(b"+OK\r\n")
 
