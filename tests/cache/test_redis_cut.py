@@ -130,3 +130,53 @@ async def test_async_command_to_a_silent_redis_is_bounded_and_degrades() -> None
     finally:
         await cache.aclose()
         silent.close()
+
+
+def _refused_url() -> str:
+    """A Redis URL where nothing listens: each connect is refused at once."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"redis://127.0.0.1:{port}/0"
+
+
+async def test_with_redis_refusing_async_callers_do_not_wait_for_the_subscription() -> None:
+    """Only the first call waits for the subscription's first attempt; once it failed,
+    callers go to the loader at once (before, each waited a second for it)."""
+    cache = Cache("refused" + uuid.uuid4().hex[:8], redis_url=_refused_url(), memory=False)
+
+    @cache(ttl=60)
+    async def lookup(pk: int) -> int:
+        return pk * 2
+
+    try:
+        started = asyncio.get_running_loop().time()
+        answers = [await lookup(i) for i in range(10)]
+        spent = asyncio.get_running_loop().time() - started
+        assert answers == [i * 2 for i in range(10)]
+        assert spent < 3.0, spent  # ten one-second waits before
+        assert cache.snapshot()["degraded"] >= 10
+    finally:
+        await cache.aclose()
+
+
+def test_with_redis_refusing_sync_callers_do_not_wait_for_the_subscription() -> None:
+    import time
+
+    cache = Cache("refused" + uuid.uuid4().hex[:8], redis_url=_refused_url(), memory=False)
+
+    @cache(ttl=60)
+    def lookup(pk: int) -> int:
+        return pk * 2
+
+    try:
+        started = time.monotonic()
+        answers = [lookup(i) for i in range(10)]
+        spent = time.monotonic() - started
+        assert answers == [i * 2 for i in range(10)]
+        assert spent < 3.0, spent
+        assert cache.snapshot()["degraded"] >= 10
+    finally:
+        cache.close()

@@ -223,6 +223,9 @@ class AsyncListener:
         self.on_gap = on_gap
         self.ready = asyncio.Event()
         self.ever_ready = False
+        # Set by the first subscription attempt's outcome; ``failing`` while Redis refuses.
+        self.tried = asyncio.Event()
+        self.failing = False
         self.waiters: dict[str, set[asyncio.Future[None]]] = {}
         self.task: asyncio.Task[None] | None = None
 
@@ -231,9 +234,12 @@ class AsyncListener:
             self.task = asyncio.get_running_loop().create_task(self._run())
 
     async def wait_ready(self, seconds: float) -> bool:
+        """Whether the subscription is up: waits up to ``seconds`` for an attempt's
+        outcome, and not at all while the last attempt failed (Redis is down)."""
         self.start()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.ready.wait(), seconds)
+        if not self.ready.is_set() and not self.failing:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.tried.wait(), seconds)
         return self.ready.is_set()
 
     def waiter(self, key: str) -> asyncio.Future[None]:
@@ -273,7 +279,8 @@ class AsyncListener:
                         continue
                     if message["type"] == "subscribe":
                         self.ready.set()
-                        self.ever_ready = True
+                        self.ever_ready, self.failing = True, False
+                        self.tried.set()
                         delay = 0.05
                     elif message["type"] == "message":
                         self._dispatch(message["data"])
@@ -281,6 +288,8 @@ class AsyncListener:
                 raise
             except Exception as exc:  # noqa: BLE001 - any loss of the feed means a gap
                 logger.warning("cache.subscription_lost", extra={"error": repr(exc)})
+                self.failing = True
+                self.tried.set()
             finally:
                 self.ready.clear()
                 with contextlib.suppress(Exception):
@@ -306,6 +315,8 @@ class SyncListener:
         self.on_gap = on_gap
         self.ready = threading.Event()
         self.ever_ready = False
+        self.tried = threading.Event()  # as in AsyncListener
+        self.failing = False
         self.waiters: dict[str, set[threading.Event]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -321,8 +332,11 @@ class SyncListener:
                 self._thread.start()
 
     def wait_ready(self, timeout: float) -> bool:
+        """As :meth:`AsyncListener.wait_ready`."""
         self.start()
-        return self.ready.wait(timeout)
+        if not self.ready.is_set() and not self.failing:
+            self.tried.wait(timeout)
+        return self.ready.is_set()
 
     def waiter(self, key: str) -> threading.Event:
         event = threading.Event()
@@ -363,12 +377,15 @@ class SyncListener:
                         continue
                     if message["type"] == "subscribe":
                         self.ready.set()
-                        self.ever_ready = True
+                        self.ever_ready, self.failing = True, False
+                        self.tried.set()
                         delay = 0.05
                     elif message["type"] == "message":
                         self._dispatch(message["data"])
             except Exception as exc:  # noqa: BLE001 - any loss of the feed means a gap
                 logger.warning("cache.subscription_lost", extra={"error": repr(exc)})
+                self.failing = True
+                self.tried.set()
             finally:
                 self.ready.clear()
                 with contextlib.suppress(Exception):
