@@ -101,3 +101,30 @@ def test_keys_follow_the_draft_and_bad_ones_say_why() -> None:
     ]:
         with pytest.raises(ValueError, match=reason):
             parse_key(bad)
+
+
+def test_stored_key_names_and_fingerprints_do_not_change_between_versions() -> None:
+    # A record written before an upgrade must be found after it (a retry spanning a
+    # deploy would otherwise run again): these names are the format, kept as they are.
+    assert (
+        scoped_key("http:h:abc", "8e03978e-40d5-43e8-bc93-6894a57f9324")
+        == "04a612fb80f8c50cb2283a54ec0b187a4b5139a28b19c2008575eed99ac96f0a"
+    )
+    assert (
+        scoped_key("once:orders", "é")
+        == "2aa0de9730b6cab4c8dfb88b05c25f6fbf42ba8437c07e746c3b0a551f0197e2"
+    )
+    # and so are fingerprints: a retry after an upgrade must match its first request
+    assert (
+        fingerprint(
+            "POST",
+            "/orders?x=1",
+            "application/json; charset=utf-8",
+            [b'{"b": 1, ', b'"a": "\xc3\xa9"}'],
+        )
+        == "c59096b95ba6456869412c4ec9d5cbaa861daedbf0147cb45fe1d06a0eb538e5"
+    )
+    assert (
+        fingerprint("POST", "/orders", "text/plain", [b"hello"])
+        == "738b23ae9df099da3e45433681da1372ff4336ae6dd6c421a2611a228f8a7c86"
+    )

@@ -242,8 +242,12 @@ def stored_from(
     body_kept: bool,
     keep: frozenset[bytes],
 ) -> StoredResponse:
-    kept = tuple((k.lower(), v) for k, v in headers if k.lower() in keep)
-    return StoredResponse(status, kept, body if body_kept else b"", body_kept)
+    kept = []
+    for name, value in headers:
+        name = name.lower()
+        if name in keep:
+            kept.append((name, value))
+    return StoredResponse(status, tuple(kept), body if body_kept else b"", body_kept)
 
 
 class Tee:
