@@ -8,7 +8,11 @@ Cases (req/s, in process through httpx's ASGI transport, 16 requests in flight):
   replay-redis            one key sent again and again: the stored response replayed
 Impls: ``safeship``, ``baseline`` (the app with no idempotency), and the peers
 ``asgi-idempotency-header``, ``fastidempotent``, ``idemkit`` on the stores they support.
-A ``ratio`` line per case gives each impl's req/s over the baseline's of the same round.
+A ``ratio`` line per case gives each impl's req/s over the baseline's of the same round,
+and a ``us-added`` line the time it adds to each request (1/rate over the baseline's).
+The ratio counts the in-process client's own work in the baseline (httpx costs more per
+request than the app, and ~40 µs more again when ``sniffio`` is not installed, as httpx
+then looks for it on every request); ``us-added`` does not depend on the client.
 Rounds interleave the impls and the best round of each is kept, so a noisy neighbour
 slows all of them alike. Keys go to Redis database 12 (``SAFESHIP_BENCH_IDEM_REDIS_URL``)
 under ``bench:``, and each case deletes them when it ends.
@@ -264,6 +268,9 @@ async def _measure(
     for impl, rate in best.items():
         if impl != "baseline":
             emit(case, impl, rate / best["baseline"], "ratio")
+    for impl, rate in best.items():  # what each adds to a request, whatever the client costs
+        if impl != "baseline":
+            emit(case, impl, 1e6 / rate - 1e6 / best["baseline"], "us-added")
 
 
 @contextlib.asynccontextmanager
