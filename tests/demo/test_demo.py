@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.child import die_with_parent
+
 pytestmark = pytest.mark.slow
 
 
@@ -92,6 +94,7 @@ def test_demo_runs_the_service_control_plane_and_traffic(tmp_path: Path) -> None
         ],
         cwd=tmp_path,
         env=env,
+        preexec_fn=die_with_parent,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

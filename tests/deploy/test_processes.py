@@ -31,6 +31,7 @@ import pytest
 
 from tests.deploy.support import compose_file, dockerfile, interpolated
 from tests.server.support import ADMIN_KEY, READ_KEY
+from tests.support.child import die_with_parent
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.timeout(240)]
 
@@ -181,7 +182,8 @@ def _start(service: Service, tmp_path: Path) -> Running:
     log = tmp_path / f"{service.name}.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(service.command, env=service.env, stdout=sink,
-                                   stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+                                   stderr=subprocess.STDOUT, start_new_session=True,
+                                   preexec_fn=die_with_parent)  # fmt: skip
     return Running(service, process, log)
 
 

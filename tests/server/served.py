@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 
 from tests.server.support import ADMIN_KEY, READ_KEY
+from tests.support.child import die_with_parent
 
 #: Production-grade secrets (random), so the server starts with SAFESHIP_ENVIRONMENT=production.
 SESSION_SECRET = "Hq3xN8vR2mT7kL4pW9cB6dF1gJ5sZ0aYeU_iO-rQ"
@@ -79,7 +80,9 @@ def serve(env: Mapping[str, str], directory: Path) -> Iterator[Served]:
     migrate = [sys.executable, "-m", "safeship.cli_entry", "db", "upgrade", "--create"]
     subprocess.run(migrate, env=dict(env), check=True, capture_output=True)  # serve never migrates
     with out_path.open("wb") as out, err_path.open("wb") as err:
-        process = subprocess.Popen(command, env=dict(env), stdout=out, stderr=err)
+        process = subprocess.Popen(
+            command, env=dict(env), stdout=out, stderr=err, preexec_fn=die_with_parent
+        )
     served = Served(process, port, (out_path, err_path))
     try:
         _wait_ready(served)
