@@ -3,8 +3,11 @@
 A first run holds its key for ``lease`` seconds and renews it every third of that while
 the handler runs, so a long request is never taken for a dead one.  Most requests end
 long before their first renewal; for them holding and dropping a lease is a dict insert
-and a pop.  The loop's one timer fires at the earliest renewal due, renews what is due,
-and is set again for the next (or not at all when no run is left).
+and a pop.  The loop's one timer fires at the earliest renewal due and renews every lease
+due within a quarter of its period (a little early, never late), so however the runs'
+start times spread, it fires at most about four times per period and each firing is one
+pass over the runs in flight.  Nothing here holds its event loop alive: a loop that ends
+takes its leases and its timer with it.
 """
 
 from __future__ import annotations
@@ -14,8 +17,6 @@ import logging
 import math
 import weakref
 from typing import Protocol
-
-from safeship.idempotency._errors import IdempotencyStoreError
 
 __all__ = ["Lease", "Leases", "Renews", "leases"]
 
@@ -46,13 +47,16 @@ class Lease:
 class Leases:
     """The leases held in one event loop, renewed by one timer."""
 
-    __slots__ = ("__weakref__", "_at", "_live", "_timer", "loop")
+    __slots__ = ("__weakref__", "_at", "_live", "_loop")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+        self._loop = weakref.ref(loop)  # the loop's timers hold this object, not it the loop
         self._live: dict[Lease, None] = {}  # insertion-ordered set
-        self._timer: asyncio.TimerHandle | None = None
-        self._at = math.inf  # when the timer fires
+        self._at = math.inf  # when the timer that counts fires (an earlier one is stale)
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        return self._loop()
 
     def __len__(self) -> int:
         return len(self._live)
@@ -61,45 +65,50 @@ class Leases:
         self, store: Renews, key: str, token: str, *, lease: float, unknown_ttl: float
     ) -> Lease:
         """Renew ``key``'s lease every ``lease / 3`` seconds until :meth:`drop`."""
-        held = Lease(store, key, token, lease, unknown_ttl, self.loop.time())
+        loop = self._loop()
+        assert loop is not None  # called from its running loop
+        held = Lease(store, key, token, lease, unknown_ttl, loop.time())
         self._live[held] = None
         if held.due < self._at:
-            self._arm(held.due)
+            self._arm(loop, held.due)
         return held
 
     def drop(self, held: Lease) -> None:
-        """Stop renewing ``held`` (a renewal under way is cancelled).  The timer stays
-        set: when it fires with nothing due it is set for the next renewal, or not."""
+        """Stop renewing ``held`` (a renewal under way is cancelled).  The timer is left:
+        when it fires with nothing due it is set for the next renewal, or not at all."""
         self._live.pop(held, None)
-        if held.task is not None:
-            held.task.cancel()
-            held.task = None
+        task, held.task = held.task, None
+        if task is not None:
+            task.cancel()
 
-    def _arm(self, when: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._at = when
-        self._timer = self.loop.call_at(when, self._fire)
+    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        self._at = when  # a timer set before for a later time finds itself stale
+        loop.call_at(when, self._fire, when)
 
-    def _fire(self) -> None:
-        self._timer, self._at = None, math.inf
-        now, soonest = self.loop.time(), math.inf
-        for held in self._live:
-            if held.due <= now:
+    def _fire(self, when: float) -> None:
+        loop = self._loop()
+        if when != self._at or loop is None:  # superseded by a sooner renewal
+            return
+        self._at = math.inf
+        now, soonest = loop.time(), math.inf
+        for held in list(self._live):  # a renewal run at once may drop a lease
+            if held.due <= now + held.every / 4:
                 held.due = now + held.every
                 if held.task is None:  # one renewal at a time per lease
-                    held.task = self.loop.create_task(self._renew(held))
+                    task = loop.create_task(self._renew(held))
+                    if not task.done():  # (an eager task may have finished already)
+                        held.task = task
             soonest = min(soonest, held.due)
-        if soonest < math.inf:
-            self._arm(soonest)
+        if soonest < self._at:
+            self._arm(loop, soonest)
 
     async def _renew(self, held: Lease) -> None:
         try:
             alive = await held.store.renew(
                 held.key, held.token, lease=held.lease, unknown_ttl=held.unknown_ttl
             )
-        except IdempotencyStoreError as exc:
-            _log.warning("idempotency.renew_failed", extra={"error": str(exc)})
+        except Exception as exc:  # noqa: BLE001 -- a store error or a refused reply: try again
+            _log.warning("idempotency.renew_failed", extra={"error": repr(exc)})
             alive = True  # try again when the next renewal is due; the lease may still hold
         finally:
             held.task = None
@@ -109,18 +118,18 @@ class Leases:
 
 
 _BY_LOOP: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Leases] = weakref.WeakKeyDictionary()
-_last: Leases | None = None
+_last: weakref.ref[Leases] | None = None  # the last loop's, without holding it
 
 
 def leases() -> Leases:
     """The running event loop's :class:`Leases`."""
     global _last
     loop = asyncio.get_running_loop()
-    last = _last
-    if last is not None and last.loop is loop:
+    last = _last() if _last is not None else None
+    if last is not None and last._loop() is loop:
         return last
     found = _BY_LOOP.get(loop)
     if found is None:
         found = _BY_LOOP.setdefault(loop, Leases(loop))
-    _last = found
+    _last = weakref.ref(found)
     return found
