@@ -320,12 +320,12 @@ class CacheCore:
         """Subscribe to the invalidation channel now (two-level caches also subscribe on
         first use). Until subscribed, the memory tier is not used for hits."""
         if self.redis is not None and self.redis.aclient is not None:
-            await self._alistener().wait_ready(self.lease_ttl)
+            await self._alistener().wait_ready(self.lease_ttl, through_failures=True)
 
     def start_sync(self) -> None:
         """The sync twin of :meth:`start`, for sync clients (a listener thread)."""
         if self.redis is not None and self.redis.client is not None:
-            self._slistener().wait_ready(self.lease_ttl)
+            self._slistener().wait_ready(self.lease_ttl, through_failures=True)
 
     # -- entries --------------------------------------------------------------------------
     def _entry(

@@ -233,13 +233,15 @@ class AsyncListener:
         if self.task is None or self.task.done():
             self.task = asyncio.get_running_loop().create_task(self._run())
 
-    async def wait_ready(self, seconds: float) -> bool:
+    async def wait_ready(self, seconds: float, *, through_failures: bool = False) -> bool:
         """Whether the subscription is up: waits up to ``seconds`` for an attempt's
-        outcome, and not at all while the last attempt failed (Redis is down)."""
+        outcome, and not at all while the last attempt failed (Redis is down); with
+        ``through_failures`` (start-up), for the subscription itself, retries included."""
         self.start()
-        if not self.ready.is_set() and not self.failing:
+        if not self.ready.is_set() and (through_failures or not self.failing):
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.tried.wait(), seconds)
+                event = self.ready if through_failures else self.tried
+                await asyncio.wait_for(event.wait(), seconds)
         return self.ready.is_set()
 
     def waiter(self, key: str) -> asyncio.Future[None]:
@@ -287,6 +289,9 @@ class AsyncListener:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - any loss of the feed means a gap
+                # Before any await: the memory tier stops serving what it may have missed.
+                self.ready.clear()
+                self.on_gap()
                 logger.warning("cache.subscription_lost", extra={"error": repr(exc)})
                 self.failing = True
                 self.tried.set()
@@ -294,7 +299,6 @@ class AsyncListener:
                 self.ready.clear()
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
-            self.on_gap()
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
 
@@ -331,11 +335,11 @@ class SyncListener:
                 )
                 self._thread.start()
 
-    def wait_ready(self, timeout: float) -> bool:
+    def wait_ready(self, timeout: float, *, through_failures: bool = False) -> bool:
         """As :meth:`AsyncListener.wait_ready`."""
         self.start()
-        if not self.ready.is_set() and not self.failing:
-            self.tried.wait(timeout)
+        if not self.ready.is_set() and (through_failures or not self.failing):
+            (self.ready if through_failures else self.tried).wait(timeout)
         return self.ready.is_set()
 
     def waiter(self, key: str) -> threading.Event:
@@ -383,6 +387,8 @@ class SyncListener:
                     elif message["type"] == "message":
                         self._dispatch(message["data"])
             except Exception as exc:  # noqa: BLE001 - any loss of the feed means a gap
+                self.ready.clear()  # before the close, as in AsyncListener
+                self.on_gap()
                 logger.warning("cache.subscription_lost", extra={"error": repr(exc)})
                 self.failing = True
                 self.tried.set()
@@ -390,7 +396,6 @@ class SyncListener:
                 self.ready.clear()
                 with contextlib.suppress(Exception):
                     pubsub.close()
-            self.on_gap()
             self._stop.wait(delay)
             delay = min(delay * 2, 2.0)
 
