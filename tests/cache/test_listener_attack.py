@@ -6,8 +6,6 @@ to database 13 and are deleted at the end."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
 import threading
 import time
 import uuid
@@ -19,72 +17,20 @@ import pytest
 from safeship.cache import Cache
 from safeship.resilience import Breaker, BreakerRegistry, ConsecutiveFailures
 from tests.conftest import need_service
+from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.redis
 
 DB = 13
 
 
-class LateRedis:
+class LateRedis(TcpProxy):
     """A port that refuses connections until ``open()``, then forwards to Redis;
     ``cut()`` drops the live connections (as a lost link), ``close()`` ends it all."""
 
     def __init__(self) -> None:
-        self._listener = socket.socket()
-        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._listener.bind(("127.0.0.1", 0))  # bound, not listening: connects are refused
-        self.port: int = self._listener.getsockname()[1]
+        super().__init__("127.0.0.1", 6379, listening=False)
         self.url = f"redis://127.0.0.1:{self.port}/{DB}"
-        self._sockets: set[socket.socket] = set()
-        self._lock = threading.Lock()
-        self._accepting = True
-
-    def open(self) -> None:
-        self._listener.listen(64)
-        threading.Thread(target=self._accept_loop, daemon=True).start()
-
-    def _accept_loop(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            if not self._accepting:
-                client.close()
-                continue
-            try:
-                upstream = socket.create_connection(("127.0.0.1", 6379), timeout=5)
-            except OSError:
-                client.close()
-                continue
-            with self._lock:
-                self._sockets.update((client, upstream))
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := source.recv(65536):
-                sink.sendall(data)
-        for s in (source, sink):
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-
-    def cut(self) -> None:
-        self._accepting = False
-        with self._lock:
-            sockets, self._sockets = self._sockets, set()
-        for s in sockets:
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-            s.close()
-
-    def restore(self) -> None:
-        self._accepting = True
-
-    def close(self) -> None:
-        self.cut()
-        self._listener.close()
 
 
 @pytest.fixture

@@ -175,7 +175,7 @@ def test_runs_started_at_different_times_share_a_few_firings_per_period() -> Non
         for lease in mine:
             held.drop(lease)
 
-    Leases._fire = counted  # type: ignore[method-assign]
+    Leases._fire = counted  # type: ignore[method-assign,assignment]
     try:
         asyncio.run(main())
     finally:

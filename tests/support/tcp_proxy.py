@@ -1,7 +1,9 @@
 """A TCP proxy in front of a real server, so a test can make the server "go away".
 
 ``cut()`` closes every proxied connection and refuses new ones, as a crashed or
-unreachable database would; ``restore()`` accepts again.
+unreachable database would; ``restore()`` accepts again.  With ``listening=False`` the
+port refuses connections outright (bound, not listening: a server not up yet) until
+``open()``.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import threading
 
 
 class TcpProxy:
-    def __init__(self, target_host: str, target_port: int) -> None:
+    def __init__(self, target_host: str, target_port: int, *, listening: bool = True) -> None:
         self._target = (target_host, target_port)
         self._listener = socket.socket()
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -21,9 +23,13 @@ class TcpProxy:
         self._sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._accepting = True
+        if listening:
+            self.open()
+
+    def open(self) -> None:
+        """Start listening (once): connections are accepted and proxied from now on."""
         self._listener.listen(64)
-        self._thread = threading.Thread(target=self._accept_loop, daemon=True)
-        self._thread.start()
+        threading.Thread(target=self._accept_loop, daemon=True).start()
 
     def _accept_loop(self) -> None:
         while True:
