@@ -396,6 +396,7 @@ class SyncListener:
                 self.ready.clear()
                 with contextlib.suppress(Exception):
                     pubsub.close()
+            self.on_gap()  # also when stopped: a later start must not trust the memory tier
             self._stop.wait(delay)
             delay = min(delay * 2, 2.0)
 
