@@ -7,39 +7,12 @@ import itertools
 import logging
 import math
 import threading
-from typing import Any
 
 import pytest
 
 from safeship.idempotency import IdempotencyStoreError
 from safeship.idempotency._lease import Leases, leases
-
-
-class RenewCounter:
-    """A store that records each renewal (loop time) and answers as told."""
-
-    def __init__(self, answer: bool | Exception = True, delay: float = 0.0) -> None:
-        self.answer = answer
-        self.delay = delay
-        self.renewals: dict[str, list[float]] = {}
-        self.cancelled = 0
-
-    async def renew(self, key: str, token: str, *, lease: float, unknown_ttl: float) -> bool:
-        self.renewals.setdefault(key, []).append(asyncio.get_running_loop().time())
-        try:
-            await asyncio.sleep(self.delay)
-        except asyncio.CancelledError:
-            self.cancelled += 1
-            raise
-        if isinstance(self.answer, Exception):
-            raise self.answer
-        return self.answer
-
-
-async def _until(check: Any) -> None:
-    async with asyncio.timeout(5):
-        while not check():  # noqa: ASYNC110 - the conditions come from timers, not events
-            await asyncio.sleep(0.005)
+from tests.idempotency.lease_support import RenewCounter, until
 
 
 async def test_each_lease_is_renewed_every_third_of_its_length() -> None:
@@ -48,7 +21,7 @@ async def test_each_lease_is_renewed_every_third_of_its_length() -> None:
     start = asyncio.get_running_loop().time()
     slow = held.hold(store, "slow", "t", lease=3.0, unknown_ttl=1)  # first due at 1 s
     fast = held.hold(store, "fast", "t", lease=0.15, unknown_ttl=1)  # every 0.05 s
-    await _until(lambda: len(store.renewals.get("fast", [])) >= 6)
+    await until(lambda: len(store.renewals.get("fast", [])) >= 6)
     held.drop(fast)
     held.drop(slow)
     times = store.renewals["fast"]
@@ -63,9 +36,9 @@ async def test_a_dropped_lease_is_not_renewed_and_its_renewal_under_way_is_cance
     store = RenewCounter(delay=10)
     held = leases()
     lease = held.hold(store, "k", "t", lease=0.06, unknown_ttl=1)
-    await _until(lambda: "k" in store.renewals)
+    await until(lambda: "k" in store.renewals)
     held.drop(lease)
-    await _until(lambda: store.cancelled == 1)
+    await until(lambda: store.cancelled == 1)
     count = len(store.renewals["k"])
     await asyncio.sleep(0.1)  # five renewal periods: none comes
     assert len(store.renewals["k"]) == count == 1
@@ -85,7 +58,7 @@ async def test_a_lost_lease_stops_renewing_and_says_so(caplog: pytest.LogCapture
     held = leases()
     with caplog.at_level(logging.WARNING, "safeship.idempotency"):
         lease = held.hold(store, "k", "t", lease=0.03, unknown_ttl=1)
-        await _until(lambda: "idempotency.lease_lost" in caplog.messages)
+        await until(lambda: "idempotency.lease_lost" in caplog.messages)
         await asyncio.sleep(0.05)
     held.drop(lease)
     assert len(store.renewals["k"]) == 1
@@ -99,7 +72,7 @@ async def test_a_store_error_while_renewing_is_retried_at_the_next_period(
     held = leases()
     with caplog.at_level(logging.WARNING, "safeship.idempotency"):
         lease = held.hold(store, "k", "t", lease=0.03, unknown_ttl=1)
-        await _until(lambda: len(store.renewals.get("k", [])) >= 3)
+        await until(lambda: len(store.renewals.get("k", [])) >= 3)
     held.drop(lease)
     assert caplog.messages.count("idempotency.renew_failed") >= 2
 
@@ -108,9 +81,9 @@ async def test_with_nothing_held_no_timer_is_left_set() -> None:
     store = RenewCounter()
     held = leases()
     lease = held.hold(store, "k", "t", lease=0.03, unknown_ttl=1)
-    await _until(lambda: "k" in store.renewals)
+    await until(lambda: "k" in store.renewals)
     held.drop(lease)
-    await _until(lambda: held._at == math.inf)  # it fired once more, found nothing, stayed off
+    await until(lambda: held._at == math.inf)  # it fired once more, found nothing, stayed off
     assert len(held) == 0
 
 
@@ -135,7 +108,7 @@ def test_each_event_loop_renews_its_own_leases() -> None:
             seen.append(held)
             assert held.loop is asyncio.get_running_loop()
             lease = held.hold(store, "k", "t", lease=0.03, unknown_ttl=1)
-            await _until(lambda: len(store.renewals.get("k", [])) >= 3)
+            await until(lambda: len(store.renewals.get("k", [])) >= 3)
             held.drop(lease)
 
         asyncio.run(main())

@@ -23,40 +23,11 @@ import pytest
 from safeship.idempotency import IdempotencyMiddleware, RouteOptions, _lease
 from safeship.idempotency._lease import Leases, leases
 from safeship.idempotency._model import Claim, StoredResponse, fingerprint
+from tests.idempotency.lease_support import RenewCounter, until
 
 
 # -- helpers ---------------------------------------------------------------------------
-class Renews:
-    """A store's renew part: counts renewals (loop time), answers as told."""
-
-    def __init__(
-        self, answer: bool | BaseException = True, delay: float = 0.0, forever: bool = False
-    ) -> None:
-        self.answer, self.delay, self.forever = answer, delay, forever
-        self.renewals: dict[str, list[float]] = {}
-        self.cancelled = 0
-
-    async def renew(self, key: str, token: str, *, lease: float, unknown_ttl: float) -> bool:
-        self.renewals.setdefault(key, []).append(asyncio.get_running_loop().time())
-        try:
-            if self.forever:
-                await asyncio.Event().wait()
-            await asyncio.sleep(self.delay)
-        except asyncio.CancelledError:
-            self.cancelled += 1
-            raise
-        if isinstance(self.answer, BaseException):
-            raise self.answer
-        return self.answer
-
-
-async def _until(check: Any, seconds: float = 5) -> None:
-    async with asyncio.timeout(seconds):
-        while not check():  # noqa: ASYNC110
-            await asyncio.sleep(0.005)
-
-
-class MemoryStore(Renews):
+class MemoryStore(RenewCounter):
     """Just enough of a key store for the middleware: every claim is granted."""
 
     def __init__(self, **kw: Any) -> None:
@@ -98,7 +69,7 @@ def _scope(key: str = "k-1") -> dict[str, Any]:
 def test_a_finished_event_loop_is_not_kept_alive_by_its_leases() -> None:
     """The loop's Leases (a WeakKeyDictionary value) and the last-used cache must not
     hold the loop: once they did, and no loop that ran an idempotent request was freed."""
-    store = Renews()
+    store = RenewCounter()
     refs: list[weakref.ref[asyncio.AbstractEventLoop]] = []
 
     async def main() -> None:
@@ -124,7 +95,7 @@ def test_a_finished_event_loop_is_not_kept_alive_by_its_leases() -> None:
 def test_loops_never_closed_free_their_file_descriptors_after_holding_a_lease() -> None:
     """An event loop dropped without close() is closed by its __del__ (epoll fd and
     self-pipe freed); when leases held it, 3 fds per loop leaked."""
-    store = Renews()
+    store = RenewCounter()
 
     async def main() -> None:
         held = leases()
@@ -192,10 +163,10 @@ def test_a_renewal_raising_other_than_a_store_error_is_logged_not_left_unretriev
     async def main() -> int:
         loop = asyncio.get_running_loop()
         loop.set_exception_handler(lambda _loop, context: errors.append(context))
-        store = Renews(answer=RuntimeError("OOM command not allowed"))
+        store = RenewCounter(answer=RuntimeError("OOM command not allowed"))
         held = leases()
         lease = held.hold(store, "k", "t", lease=0.03, unknown_ttl=1)
-        await _until(lambda: len(store.renewals.get("k", [])) >= 4)
+        await until(lambda: len(store.renewals.get("k", [])) >= 4)
         held.drop(lease)
         gc.collect()
         await asyncio.sleep(0.01)
@@ -207,12 +178,12 @@ def test_a_renewal_raising_other_than_a_store_error_is_logged_not_left_unretriev
 
 
 async def test_a_short_lease_held_after_a_long_one_is_renewed_on_time() -> None:
-    store = Renews()
+    store = RenewCounter()
     held = leases()
     long = held.hold(store, "long", "t", lease=300.0, unknown_ttl=1)  # timer at +100 s
     start = asyncio.get_running_loop().time()
     short = held.hold(store, "short", "t", lease=0.09, unknown_ttl=1)
-    await _until(lambda: len(store.renewals.get("short", [])) >= 3)
+    await until(lambda: len(store.renewals.get("short", [])) >= 3)
     held.drop(short)
     # the timer goes back to the long lease's due time after the short one is gone
     await asyncio.sleep(0.1)
@@ -224,38 +195,38 @@ async def test_a_short_lease_held_after_a_long_one_is_renewed_on_time() -> None:
 
 
 async def test_a_short_lease_held_while_the_timer_is_far_away_after_a_drop() -> None:
-    store = Renews()
+    store = RenewCounter()
     held = leases()
     a = held.hold(store, "a", "t", lease=0.06, unknown_ttl=1)
     held.drop(a)  # the timer stays armed for a's due time
     b = held.hold(store, "b", "t", lease=600.0, unknown_ttl=1)
     c = held.hold(store, "c", "t", lease=0.03, unknown_ttl=1)
-    await _until(lambda: len(store.renewals.get("c", [])) >= 3)
+    await until(lambda: len(store.renewals.get("c", [])) >= 3)
     for x in (b, c):
         held.drop(x)
     assert "a" not in store.renewals and "b" not in store.renewals
 
 
 async def test_a_renewal_that_never_returns_is_cancelled_by_drop_and_blocks_no_other() -> None:
-    stuck, fine = Renews(forever=True), Renews()
+    stuck, fine = RenewCounter(forever=True), RenewCounter()
     held = leases()
     x = held.hold(stuck, "stuck", "t", lease=0.03, unknown_ttl=1)
     y = held.hold(fine, "fine", "t", lease=0.03, unknown_ttl=1)
-    await _until(lambda: len(fine.renewals.get("fine", [])) >= 5)
+    await until(lambda: len(fine.renewals.get("fine", [])) >= 5)
     assert len(stuck.renewals["stuck"]) == 1  # one at a time
     held.drop(x)
     held.drop(y)
-    await _until(lambda: stuck.cancelled == 1)
+    await until(lambda: stuck.cancelled == 1)
     await asyncio.sleep(0.05)
     pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
     assert pending == []
 
 
 async def test_a_lease_lost_while_dropped_concurrently_is_harmless() -> None:
-    store = Renews(answer=False, delay=0.02)
+    store = RenewCounter(answer=False, delay=0.02)
     held = leases()
     leases_ = [held.hold(store, f"k{i}", "t", lease=0.03, unknown_ttl=1) for i in range(50)]
-    await _until(lambda: len(store.renewals) == 50)
+    await until(lambda: len(store.renewals) == 50)
     for lease in leases_[::2]:
         held.drop(lease)  # mid-renewal
     await asyncio.sleep(0.1)
@@ -266,7 +237,7 @@ async def test_a_lease_lost_while_dropped_concurrently_is_harmless() -> None:
 
 
 async def test_thousands_of_holds_and_drops_interleaved_with_renewals() -> None:
-    store = Renews()
+    store = RenewCounter()
     held = leases()
     live = []
     for i in range(3000):
@@ -279,7 +250,7 @@ async def test_thousands_of_holds_and_drops_interleaved_with_renewals() -> None:
         held.drop(lease)
     await asyncio.sleep(0.12)
     assert len(held) == 0
-    await _until(lambda: held._at == math.inf)
+    await until(lambda: held._at == math.inf)
     count = sum(map(len, store.renewals.values()))
     await asyncio.sleep(0.1)
     assert sum(map(len, store.renewals.values())) == count
@@ -287,7 +258,7 @@ async def test_thousands_of_holds_and_drops_interleaved_with_renewals() -> None:
 
 def test_many_threads_with_their_own_loops_never_get_another_loops_leases() -> None:
     wrong: list[str] = []
-    store = Renews()
+    store = RenewCounter()
 
     def run() -> None:
         async def main() -> None:
@@ -310,19 +281,19 @@ def test_many_threads_with_their_own_loops_never_get_another_loops_leases() -> N
 
 
 def test_a_loop_ending_with_leases_held_does_not_break_the_next_loop() -> None:
-    store = Renews()
+    store = RenewCounter()
 
     async def left() -> None:
         held = leases()
         held.hold(store, "left", "t", lease=0.03, unknown_ttl=1)  # never dropped
-        await _until(lambda: len(store.renewals.get("left", [])) >= 1)
+        await until(lambda: len(store.renewals.get("left", [])) >= 1)
 
     asyncio.run(left())
 
     async def after() -> int:
         held = leases()
         lease = held.hold(store, "next", "t", lease=0.03, unknown_ttl=1)
-        await _until(lambda: len(store.renewals.get("next", [])) >= 3)
+        await until(lambda: len(store.renewals.get("next", [])) >= 3)
         held.drop(lease)
         return len(held)
 
@@ -330,12 +301,12 @@ def test_a_loop_ending_with_leases_held_does_not_break_the_next_loop() -> None:
 
 
 def _child_renews(queue: Any) -> None:
-    store = Renews()
+    store = RenewCounter()
 
     async def main() -> int:
         held = leases()
         lease = held.hold(store, "k", "t", lease=0.03, unknown_ttl=1)
-        await _until(lambda: len(store.renewals.get("k", [])) >= 3)
+        await until(lambda: len(store.renewals.get("k", [])) >= 3)
         held.drop(lease)
         return len(store.renewals["k"])
 
@@ -343,7 +314,7 @@ def _child_renews(queue: Any) -> None:
 
 
 def test_a_forked_child_renews_its_own_leases() -> None:
-    store = Renews()
+    store = RenewCounter()
 
     async def parent() -> None:
         held = leases()
@@ -379,7 +350,7 @@ async def test_a_request_cancelled_mid_run_drops_its_lease_and_marks_unknown() -
 
     task = asyncio.create_task(mw(_scope(), receive, send))
     await entered.wait()
-    await _until(lambda: sum(map(len, store.renewals.values())) >= 2)
+    await until(lambda: sum(map(len, store.renewals.values())) >= 2)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
